@@ -1,0 +1,54 @@
+"""Building models and task specs from the registry."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from zoo.model import MultiTaskModel
+from zoo.registry import Registry, RegistryError
+from zoo.tasks.base import Task, TaskSpec
+
+
+def load_registry(extra: Iterable[str | Path] | None = None) -> Registry:
+    """The built-in registry with user registry files merged on, in order."""
+    return Registry.load(extra=extra)
+
+
+def _head_args(name: str, value: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, Mapping) and "head" in value:
+        return value["head"], dict(value.get("settings") or {})
+    raise RegistryError(f"head {name!r}: expected a head name or {{'head': NAME, 'settings': {{...}}}}, got {value!r}")
+
+
+def build_model(encoder: str = "scratch", heads: Mapping[str, Any] | None = None, in_channels: int = 1,
+                encoder_settings: Mapping[str, Any] | None = None, registry: Registry | None = None) -> MultiTaskModel:
+    """One shared encoder and named heads, e.g. ``build_model("resnet18", {"mask": "binary_mask",
+    "digit": {"head": "classification", "settings": {"num_classes": 10}}})``."""
+    registry = registry or load_registry()
+    if not heads:
+        raise RegistryError("build_model needs at least one head, e.g. heads={'mask': 'binary_mask'}")
+    enc = registry.build("encoders", encoder, in_channels=in_channels, **dict(encoder_settings or {}))
+    built = {}
+    for name, value in heads.items():
+        head_name, settings = _head_args(name, value)
+        built[name] = registry.build("heads", head_name, channels=enc.out_channels, reductions=enc.reductions, **settings)
+    return MultiTaskModel(enc, built)
+
+
+def task_spec(name: str, registry: Registry) -> TaskSpec:
+    """The validated YAML entry of task ``name`` with its task object built."""
+    entry = registry.entry("tasks", name)
+    where = f"task {name!r} ({entry.source})"
+    task = registry.build("tasks", name)
+    if not isinstance(task, Task):
+        raise RegistryError(f"{where}: target must build a zoo.tasks.Task, got {type(task).__name__}")
+    return TaskSpec.from_entry(name, entry.spec, task, where)
+
+
+def build_task_model(spec: TaskSpec, encoder: str, registry: Registry, in_channels: int = 1,
+                     encoder_settings: Mapping[str, Any] | None = None) -> MultiTaskModel:
+    """The model for a task: its heads on the chosen encoder."""
+    heads = {h.name: {"head": h.head, "settings": h.settings} for h in spec.heads}
+    return build_model(encoder, heads, in_channels, encoder_settings, registry)
