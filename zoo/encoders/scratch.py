@@ -35,7 +35,7 @@ class ScratchEncoder(Encoder):
     Features come out at strides 1, 2, 4, ... 2**(depth-1).
     """
 
-    def __init__(self, in_channels: int = 1, width: int = 32, depth: int = 4, norm: str = "batch",
+    def __init__(self, in_channels: int = 1, width: int = 16, depth: int = 4, norm: str = "batch",
                  pretrained: str | None = None) -> None:
         super().__init__()
         check_in_channels(in_channels)

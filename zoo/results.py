@@ -1,0 +1,124 @@
+"""Result rows and tables: terminal (rich), Markdown, CSV and JSON, written atomically.
+
+Rows are keyed by (task, encoder, weighting): running the grid in pieces into one folder
+accumulates rows, and re-running a combination replaces its row.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from zoo.checkpoint import atomic_write_text
+
+KEY = ("task", "encoder", "weighting")
+LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_epoch", "train_seconds",
+        "train_samples_per_s"]
+TAIL = ["data_source", "train_digits", "val_digits", "test_digits", "device", "machine", "torch", "seed", "command"]
+
+
+def machine() -> str:
+    """A short description of the machine a run used."""
+    cpu = f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    try:
+        cores = len(os.sched_getaffinity(0))
+        cpu = f"{cores} CPU cores ({platform.machine()})"
+    except AttributeError:
+        pass
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} + {cpu}"
+    return cpu
+
+
+def metric_columns(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Every column that is not a lead or tail column, in first-seen order."""
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in LEAD and k not in TAIL and k not in cols and not k.endswith("_composites"):
+                cols.append(k)
+    return cols
+
+
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+    extra = [k for r in rows for k in r if k.endswith("_composites")]
+    return LEAD + metric_columns(rows) + TAIL + sorted(set(extra))
+
+
+def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    key = lambda r: tuple(r.get(k) for k in KEY)  # noqa: E731
+    merged = {key(r): r for r in old}
+    for r in new:
+        merged[key(r)] = r
+    return list(merged.values())
+
+
+def load_rows(out: Path) -> list[dict[str, Any]]:
+    path = out / "results.json"
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text())["rows"])
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path} exists but is not a zoo results file; move it away or pick another --out") from None
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.2f}"
+    return str(v)
+
+
+def write_results(out: str | Path, rows: list[dict[str, Any]], header: str) -> list[Path]:
+    """Write results.json, results.csv and results.md into ``out`` (atomically), merged with what is there."""
+    out = Path(out)
+    rows = merge_rows(load_rows(out), rows)
+    cols = columns(rows)
+    atomic_write_text(out / "results.json", json.dumps({"header": header, "columns": cols, "rows": rows}, indent=2))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write_text(out / "results.md", markdown(rows, header))
+    return [out / "results.json", out / "results.csv", out / "results.md"]
+
+
+def markdown(rows: list[dict[str, Any]], header: str) -> str:
+    """One Markdown table per task (each task has its own metrics), then the provenance."""
+    parts = [header, ""]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        trs = [r for r in rows if r["task"] == task]
+        cols = ["encoder", "weighting", "parameters", "epochs", "train_seconds", "train_samples_per_s"] + metric_columns(trs)
+        cols += [c for c in ("delta_m",) if any(c in r for r in trs) and c not in cols]
+        parts += [f"### {task}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        parts += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in trs]
+        prov = trs[0]
+        parts += ["", f"data: {prov.get('data_source')} (train {prov.get('train_digits')}, val {prov.get('val_digits')}, "
+                  f"test {prov.get('test_digits')} digits); device: {prov.get('device')}; machine: {prov.get('machine')}; "
+                  f"torch {prov.get('torch')}; seed {prov.get('seed')}", "",
+                  f"command: `{prov.get('command')}`", ""]
+    return "\n".join(parts)
+
+
+def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
+    cols = ["task", "encoder", "weighting", "parameters", "epochs", "train_seconds"] + metric_columns(rows)
+    table = Table(title=title)
+    for c in cols:
+        table.add_column(c, justify="right" if c not in ("task", "encoder", "weighting") else "left")
+    for r in rows:
+        table.add_row(*(_fmt(r.get(c, "")) for c in cols))
+    return table
+
+
+def print_table(rows: list[dict[str, Any]], title: str, console: Console | None = None) -> None:
+    (console or Console()).print(rich_table(rows, title))
