@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny MNIST-format IDX files written by the tests themselves."""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL_MNIST = os.environ.get("ZOO_DATA")
+
+
+def rect_digit(label: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A hand-made 'digit': a filled rectangle whose place and size encode the label.
+
+    Returns the image and the rectangle (x0, y0, x1, y1), inclusive pixel bounds: its Otsu
+    mask is exactly the rectangle, its enclosing circle has centre the rectangle's middle and
+    radius half the diagonal between corner pixel centres.
+    """
+    x0 = 3 + (label % 5) * 2
+    y0 = 3 + (label // 5) * 6
+    w, h = 6 + label % 3, 8 + label % 4
+    if rng is not None:
+        x0 += int(rng.integers(0, 2))
+        y0 += int(rng.integers(0, 2))
+    img = np.zeros((28, 28), np.uint8)
+    img[y0 : y0 + h, x0 : x0 + w] = 200 + label * 5
+    return img, (x0, y0, x0 + w - 1, y0 + h - 1)
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
+    header = struct.pack(">I", 0x800 + array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+
+
+def make_mnist(folder: Path, n_train: int = 200, n_test: int = 60, gz: bool = True, seed: int = 0) -> Path:
+    """Write the four MNIST IDX files of rectangle digits into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = np.stack([rect_digit(int(l), rng)[0] for l in labels])
+        write_idx(folder / f"{split}-images-idx3-ubyte", images, gz)
+        write_idx(folder / f"{split}-labels-idx1-ubyte", labels, gz)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory) -> Path:
+    return make_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+@pytest.fixture(autouse=True)
+def _no_download(monkeypatch, tmp_path):
+    """Tests never download: the cache points at an empty temp folder and torchvision's fetch fails."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    import zoo.data.idx as idx
+
+    monkeypatch.setattr(idx, "_download", lambda folder: None)

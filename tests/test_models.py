@@ -1,0 +1,98 @@
+"""Every registered encoder x head, tested by being registered (timm's tests/test_models.py style)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import zoo
+from zoo.registry import RegistryError
+
+REG = zoo.load_registry()
+ENCODERS = REG.names("encoders") + ["timm:efficientnet_b0"]
+HEADS = REG.names("heads")
+HEAD_SETTINGS = {"circle": [{"mode": "fit"}, {"mode": "regress"}]}
+
+
+def head_cases():
+    for h in HEADS:
+        for s in HEAD_SETTINGS.get(h, [{}]):
+            yield pytest.param(h, s, id=f"{h}{'-' + s['mode'] if s else ''}")
+
+
+@pytest.fixture(scope="module", params=ENCODERS)
+def encoder(request):
+    torch.manual_seed(0)
+    return request.param, REG.build("encoders", request.param) if ":" not in request.param else \
+        REG.entry("encoders", request.param).obj(**REG.entry("encoders", request.param).settings)
+
+
+def test_encoder_contract(encoder):
+    name, enc = encoder
+    x = torch.randn(2, 1, 32, 32)
+    feats = enc(x)
+    assert isinstance(feats, list) and len(feats) == len(enc.out_channels) == len(enc.reductions)
+    assert [f.shape[1] for f in feats] == enc.out_channels, "declared channels match the real features"
+    assert [32 // f.shape[-1] for f in feats] == enc.reductions, "declared reductions match the real strides"
+    assert enc.reductions == sorted(enc.reductions), "high to low resolution"
+
+
+@pytest.mark.parametrize("head,settings", list(head_cases()))
+def test_encoder_head(encoder, head, settings):
+    name, enc = encoder
+    h = REG.build("heads", head, channels=enc.out_channels, reductions=enc.reductions, **settings)
+    model = zoo.MultiTaskModel(enc, {"out": h})
+    model.train()
+    x = torch.rand(2, 1, 28, 28)  # 28 is not a multiple of any encoder's stride: pad, then crop
+    out = model(x)
+    assert isinstance(out, dict) and list(out) == ["out"]
+    y = out["out"]
+    assert torch.isfinite(y).all()
+    if y.dim() == 4:
+        assert y.shape[0] == 2 and y.shape[-2:] == (28, 28)
+    pred = model.predict(out, size=(28, 28))["out"]
+    assert pred.shape[0] == 2
+    y.float().pow(2).mean().backward()
+    missing = [n for n, p in h.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"head parameters without a finite gradient: {missing}"
+    enc_missing = [n for n, p in enc.named_parameters() if p.requires_grad and p.grad is None]
+    model.zero_grad(set_to_none=True)
+    # Encoder layers a head does not read (e.g. the deepest level for a regress-only head) are
+    # fine; every encoder parameter must get a gradient from a dense head, which reads them all.
+    if head in ("binary_mask", "segmentation") or settings.get("mode") == "fit":
+        assert not enc_missing, f"encoder parameters without gradient: {enc_missing[:5]}"
+
+
+@pytest.mark.parametrize("enc_name", ["scratch", "resnet18"])
+def test_multi_head_model_rgb_and_odd_sizes(enc_name):
+    model = zoo.build_model(enc_name, {"mask": "binary_mask", "seg": {"head": "segmentation", "settings": {"num_classes": 5}},
+                                       "cls": "classification", "circle": "circle"}, in_channels=3)
+    out = model(torch.rand(1, 3, 37, 45))
+    assert out["mask"].shape == (1, 1, 37, 45) and out["seg"].shape == (1, 5, 37, 45)
+    assert out["cls"].shape == (1, 10) and out["circle"].shape == (1, 1, 37, 45)
+    assert list(model(torch.rand(1, 3, 37, 45), heads=["cls"])) == ["cls"]
+
+
+def test_model_bad_inputs():
+    model = zoo.build_model("scratch", {"mask": "binary_mask"})
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        model(torch.rand(28, 28))
+    with pytest.raises(ValueError, match="unknown head"):
+        model(torch.rand(1, 1, 28, 28), heads=["nope"])
+    with pytest.raises(RegistryError, match="unknown head 'binary_mak'.*Did you mean 'binary_mask'"):
+        zoo.build_model("scratch", {"mask": "binary_mak"})
+    with pytest.raises(ValueError, match="circle head mode"):
+        zoo.build_model("scratch", {"c": {"head": "circle", "settings": {"mode": "square"}}})
+    with pytest.raises(ValueError, match="num_classes"):
+        zoo.build_model("scratch", {"c": {"head": "classification", "settings": {"num_classes": 1}}})
+
+
+def test_local_pretrained_weights(tmp_path):
+    src = zoo.build_model("resnet18", {"c": "classification"}).encoder
+    path = tmp_path / "r18.pth"
+    torch.save(src.model.state_dict(), path)
+    reg = zoo.load_registry()
+    enc = reg.build("encoders", "resnet18", pretrained=str(path))
+    k = next(iter(src.model.state_dict()))
+    assert torch.equal(enc.model.state_dict()[k], src.model.state_dict()[k])
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        reg.build("encoders", "resnet18", pretrained=str(tmp_path / "missing.pth"))
