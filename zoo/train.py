@@ -315,6 +315,7 @@ def setup(cfg: RunConfig) -> Setup:
     data = spec.task.datasets(cfg.data_config())
     device = select_device(cfg.device)
     seed_everything(cfg.seed)
+    spec = apply_data_settings(spec, data)
     model = build_task_model(spec, cfg.encoder, registry, data.in_channels, dict(cfg.encoder_settings)).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -325,6 +326,13 @@ def setup(cfg: RunConfig) -> Setup:
     weights = {h.name: h.weight for h in spec.heads}
     weighting = registry.build("weightings", cfg.weighting, names=list(weights), weights=weights).to(device)
     return Setup(registry, spec, data, model, plans, metrics, metric_streams, weighting, device)
+
+
+def apply_data_settings(spec: TaskSpec, data: TaskData) -> TaskSpec:
+    """Merge what the data determined (class counts...) into the heads' and metrics' settings."""
+    heads = [dataclasses.replace(h, settings={**h.settings, **data.head_settings.get(h.name, {})}) for h in spec.heads]
+    metrics = [dataclasses.replace(m, settings={**m.settings, **data.metric_settings.get(m.name, {})}) for m in spec.metrics]
+    return dataclasses.replace(spec, heads=heads, metrics=metrics)
 
 
 def _scheduler(optimizer, cfg: RunConfig, steps_per_epoch: int):

@@ -44,6 +44,10 @@ class TaskData:
     test: dict[str, Dataset]
     info: dict[str, Any]
     in_channels: int = 1
+    # Settings only the data can tell (e.g. the number of classes found in a folder),
+    # merged into the named heads' and metrics' YAML settings.
+    head_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Task:
