@@ -69,7 +69,7 @@ class Uncertainty(Weighting):
         self.log_vars = nn.Parameter(torch.zeros(len(names)))
 
     def weights(self) -> dict[str, float]:
-        return {n: self.base[n] * 0.5 * math.exp(-float(s)) for n, s in zip(self.names, self.log_vars)}
+        return {n: self.base[n] * 0.5 * math.exp(-float(s)) for n, s in zip(self.names, self.log_vars.detach())}
 
     def total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         out = 0.0
@@ -197,7 +197,7 @@ class GradNorm(Weighting):
         self.register_buffer("initial", torch.zeros(len(names)))
 
     def weights(self) -> dict[str, float]:
-        return {n: self.base[n] * float(v) for n, v in zip(self.names, self.w)}
+        return {n: self.base[n] * float(v) for n, v in zip(self.names, self.w.detach())}
 
     def backward(self, losses, shared, scale=_identity):
         names = [n for n in self.names if n in losses]
