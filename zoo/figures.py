@@ -38,7 +38,7 @@ def prediction_figure(model, datasets: dict, plans, path: str | Path, device: to
             if pred[h.name].dim() == 0:
                 title.append(f"{h.name}: {int(sample[h.target])}->{int(pred[h.name])}")
         ax = axes[r][0]
-        ax.imshow(sample["image"][0], cmap="gray")
+        ax.imshow(sample["image"].permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray")
         ax.set_title(" ".join(title), fontsize=6)
         c = 1
         for h in heads:
@@ -46,7 +46,7 @@ def prediction_figure(model, datasets: dict, plans, path: str | Path, device: to
                 continue
             true_key = "circle_mask" if getattr(model.heads[h.name], "mode", None) else h.target
             for img, label in ((sample[true_key], "true"), (pred[h.name], "pred")):
-                axes[r][c].imshow(img.float(), cmap="tab20" if img.max() > 1 else "gray", interpolation="nearest")
+                axes[r][c].imshow(img.float().numpy(), cmap="tab20" if img.max() > 1 else "gray", interpolation="nearest")
                 axes[r][c].set_title(f"{h.name} {label}", fontsize=6)
                 c += 1
     for ax in axes.flat:

@@ -113,8 +113,9 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
 def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
     cols = ["task", "encoder", "weighting", "parameters", "epochs", "train_seconds"] + metric_columns(rows)
     table = Table(title=title)
-    for c in cols:
-        table.add_column(c, justify="right" if c not in ("task", "encoder", "weighting") else "left")
+    for c in cols:  # fold, never truncate: a narrow terminal must still show every name
+        table.add_column(c.replace("_", " "), justify="right" if c not in ("task", "encoder", "weighting") else "left",
+                         overflow="fold")
     for r in rows:
         table.add_row(*(_fmt(r.get(c, "")) for c in cols))
     return table

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from zoo import distributed as dist
 from zoo.build import build_task_model, load_registry, task_spec
@@ -140,14 +140,20 @@ def _shard(ds: Dataset) -> Dataset:
 
 
 def make_loaders(datasets: dict[str, Dataset], cfg: RunConfig, train: bool) -> dict[str, DataLoader]:
+    """Training: shuffled (globally across ranks, equal shards, via DistributedSampler when
+    distributed). Evaluation: in order, each rank a shard without padding."""
     loaders = {}
     for name, ds in datasets.items():
-        ds = _shard(ds)
-        gen = torch.Generator().manual_seed(cfg.seed)
+        sampler, gen = None, torch.Generator().manual_seed(cfg.seed)
+        if train and dist.world_size() > 1:
+            sampler = DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=True)
+        elif not train:
+            ds = _shard(ds)
         loaders[name] = DataLoader(ds, batch_size=cfg.batch_size if train else max(cfg.batch_size, 256),
-                                   shuffle=train, drop_last=train and len(ds) > cfg.batch_size,
-                                   num_workers=cfg.num_workers, generator=gen,
-                                   persistent_workers=False, pin_memory=torch.cuda.is_available())
+                                   shuffle=train and sampler is None, sampler=sampler,
+                                   drop_last=train and len(ds) // dist.world_size() > cfg.batch_size,
+                                   num_workers=cfg.num_workers, generator=gen, persistent_workers=False,
+                                   pin_memory=torch.cuda.is_available())
     return loaders
 
 
@@ -155,6 +161,8 @@ def _set_epoch(loaders: dict[str, DataLoader], epoch: int, seed: int) -> None:
     """Reseed shuffling and augmentation per epoch, so a resumed run repeats the same batches."""
     for loader in loaders.values():
         loader.generator.manual_seed(seed * 1000 + epoch)
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
         ds = loader.dataset.dataset if isinstance(loader.dataset, Subset) else loader.dataset
         if hasattr(ds, "set_epoch"):
             ds.set_epoch(epoch)
@@ -455,3 +463,15 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
     val_best = history[best_epoch - 1]["val"] if best_epoch and best_epoch <= len(history) else {}
     return RunResult(cfg, test, val_best, dict(s.data.info), epoch, best_epoch, train_seconds, samples,
                      count_parameters(model), str(device), history, s.weighting.weights())
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test", **overrides: Any) -> dict[str, float]:
+    """Score a checkpoint on a split with the config stored in it (``overrides`` replace fields)."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, got {split!r}")
+    state = load_checkpoint(path)
+    cfg = dataclasses.replace(RunConfig.from_dict(state["config"]), **overrides)
+    s = setup(cfg)
+    s.model.load_state_dict(state["model"])
+    loaders = make_loaders(getattr(s.data, split), cfg, train=False)
+    return evaluate(s.model, loaders, s.plans, s.metrics, s.metric_streams, s.device, cfg)

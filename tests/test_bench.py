@@ -1,0 +1,139 @@
+"""The CLI end to end on tiny data: result files, resume, bad input, distributed evaluation."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo.bench import main
+from zoo.train import RunConfig, fit
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--epochs", "2", "--batch-size", "16", "--quiet"]
+
+
+def test_cli_two_encoders_write_three_result_files(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "res"
+    rc = main(["--task", "circlization", "--encoder", "scratch,mobilenetv3_small_100", "--data-root", str(tiny_mnist),
+               "--out", str(out), *TINY])
+    assert rc == 0
+    data = json.loads((out / "results.json").read_text())
+    rows = data["rows"]
+    assert [r["encoder"] for r in rows] == ["scratch", "mobilenetv3_small_100"]
+    for r in rows:
+        assert 0.0 <= r["accuracy"] <= 100.0 and 0.0 <= r["gated_iou"] <= 100.0
+        assert r["parameters"] > 0 and r["train_seconds"] > 0 and r["train_samples_per_s"] > 0
+        assert r["train_digits"] == 180 and r["val_digits"] == 20 and r["test_digits"] == 60
+        assert r["data_source"] == str(tiny_mnist) and r["device"] == "cpu" and r["seed"] == 0
+        assert r["command"].startswith("python -m zoo.bench --task circlization")
+    with open(out / "results.csv") as f:
+        header = next(csv.reader(f))
+    for col in ("task", "encoder", "heads", "parameters", "epochs", "train_seconds", "train_samples_per_s", "accuracy",
+                "gated_iou", "data_source", "train_digits", "val_digits", "test_digits", "device", "torch", "seed", "command"):
+        assert col in header
+    md = (out / "results.md").read_text()
+    assert "| scratch |" in md and "command: `python -m zoo.bench" in md
+    assert (out / "figures" / "circlization-scratch-fixed.png").stat().st_size > 1000
+    assert (out / "checkpoints" / "circlization-scratch-fixed" / "best.pt").is_file()
+    printed = capsys.readouterr().out
+    assert f"{rows[0]['accuracy']:.2f}" in printed and f"{rows[1]['gated_iou']:.2f}" in printed  # the rich table
+
+
+def test_training_moves_metrics(tiny_mnist):
+    """A few epochs on the rectangle digits: the foreground IoU must rise well above chance."""
+    cfg = RunConfig(task="foreground", encoder="scratch", epochs=4, batch_size=16, lr=5e-3, schedule="none",
+                    data_root=str(tiny_mnist), encoder_settings=(("width", 8),))
+    rows = []
+    r = fit(cfg, on_epoch_end=lambda e, row: rows.append(row["val"]["iou"]), show_progress=False)
+    assert rows[-1] > rows[0] and r.test["iou"] > 60.0
+
+
+def test_resume_matches_uninterrupted_run(tiny_mnist, tmp_path):
+    cfg = RunConfig(task="circlization", encoder="scratch", epochs=3, batch_size=16, data_root=str(tiny_mnist),
+                    encoder_settings=(("width", 8),), schedule="onecycle")
+    full = fit(cfg, out_dir=tmp_path / "full", show_progress=False)
+
+    def stop_after_first(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, out_dir=tmp_path / "cut", on_epoch_end=stop_after_first, show_progress=False)
+    assert (tmp_path / "cut" / "last.pt").is_file()
+    resumed = fit(cfg, out_dir=tmp_path / "cut", resume=tmp_path / "cut" / "last.pt", show_progress=False)
+    assert resumed.test == full.test
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+
+
+def test_same_seed_same_numbers(tiny_mnist):
+    cfg = RunConfig(task="foreground", encoder="scratch", epochs=1, batch_size=16, data_root=str(tiny_mnist),
+                    encoder_settings=(("width", 8),))
+    assert fit(cfg, show_progress=False).test == fit(cfg, show_progress=False).test
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--task", "circlisation"], "Did you mean 'circlization'"),
+    (["--task", "foreground", "--encoder", "resnet19"], "Did you mean 'resnet18'"),
+    (["--task", "foreground", "--weighting", "uncertain"], "Did you mean 'uncertainty'"),
+    (["--task", "foreground", "--epochs", "0"], "epochs must be an integer >= 1"),
+    (["--task", "foreground", "--lr", "-1"], "learning rate must be > 0"),
+    (["--task", "foreground", "--device", "cuda:7"], "CUDA is not available"),
+    (["--task", "foreground", "--resume", "/no/such/last.pt"], "checkpoint /no/such/last.pt does not exist"),
+    ([], "--task is required"),
+])
+def test_cli_bad_input(tiny_mnist, tmp_path, capsys, args, expect):
+    if expect == "CUDA is not available":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    rc = main([*args, "--data-root", str(tiny_mnist), "--out", str(tmp_path), "--quiet"])
+    assert rc == 2
+    assert expect in capsys.readouterr().err.replace("\n", "")
+
+
+def test_cli_missing_data_is_clear(tmp_path, capsys):
+    rc = main(["--task", "foreground", "--data-root", str(tmp_path / "nothing"), "--out", str(tmp_path), "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "MNIST not found" in err and "--data-root" in err
+
+
+def test_cli_list(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("scratch", "resnet18", "binary_mask", "circle", "circlization", "semantic", "uncertainty"):
+        assert name in out
+
+
+def test_resumed_checkpoint_of_other_task_is_refused(tiny_mnist, tmp_path):
+    cfg = RunConfig(task="foreground", encoder="scratch", epochs=1, batch_size=16, data_root=str(tiny_mnist),
+                    encoder_settings=(("width", 8),))
+    fit(cfg, out_dir=tmp_path, show_progress=False)
+    other = RunConfig(task="circlization", encoder="scratch", epochs=1, batch_size=16, data_root=str(tiny_mnist),
+                      encoder_settings=(("width", 8),))
+    with pytest.raises(ValueError, match="is for task 'foreground'"):
+        fit(other, resume=tmp_path / "last.pt", show_progress=False)
+
+
+def test_distributed_two_processes_equal_single_process_evaluation(tiny_mnist, tmp_path):
+    """torchrun with 2 CPU (gloo) processes trains; its reduced test metrics equal a one-process
+    evaluation of the same checkpoint; only rank 0 writes files."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "zoo.bench", "--task", "foreground", "--encoder", "scratch", "--data-root", str(tiny_mnist),
+           "--out", str(out), "--epochs", "1", "--batch-size", "8", "--no-figures", "--quiet", "--test-limit", "25"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    from zoo.train import evaluate_checkpoint
+
+    single = evaluate_checkpoint(out / "checkpoints" / "foreground-scratch-fixed" / "best.pt", split="test")
+    assert row["iou"] == pytest.approx(round(single["iou"], 4), abs=1e-4)
+    assert not list(out.glob("**/*.tmp"))
