@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from zoo import distributed as dist
 from zoo.build import load_registry, task_spec
 from zoo.registry import Registry, RegistryError, unknown_name_error
-from zoo.results import machine, print_table, write_results
+from zoo.gain import add_gain
+from zoo.results import load_rows, machine, merge_rows, print_table, write_results
 from zoo.train import RunConfig, RunResult, fit
 
 BUDGET_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "schedule", "patience", "train_limit", "test_limit",
@@ -41,6 +43,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--schedule", choices=["onecycle", "cosine", "plateau", "none"])
     p.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement (0 = off)")
+    p.add_argument("--encoder-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="encoder setting (YAML value), e.g. width=32 or input_skip=true (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
@@ -75,7 +79,9 @@ def run_config(args: argparse.Namespace, task: str, encoder: str, weighting: str
     if unknown:
         raise RegistryError(f"task {task!r}: unknown budget setting(s) {sorted(unknown)}; valid: {sorted(BUDGET_KEYS)}")
     cfg: dict[str, Any] = {k: v for k, v in budget.items() if k != "encoder_settings"}
-    cfg["encoder_settings"] = tuple(sorted((budget.get("encoder_settings") or {}).items()))
+    enc = dict(budget.get("encoder_settings") or {})
+    enc.update(parse_kv(args.encoder_arg))
+    cfg["encoder_settings"] = tuple(sorted(enc.items()))
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
                  "schedule": args.schedule, "patience": args.patience, "train_limit": args.train_limit,
                  "test_limit": args.test_limit}
@@ -85,6 +91,27 @@ def run_config(args: argparse.Namespace, task: str, encoder: str, weighting: str
     return RunConfig(task=task, encoder=encoder, weighting=weighting, seed=args.seed, device=args.device,
                      amp=not args.no_amp, channels_last=args.channels_last, num_workers=args.workers,
                      data_root=args.data_root, registry=tuple(args.registry), **cfg)
+
+
+def parse_kv(items: list[str]) -> dict[str, Any]:
+    """``["width=32", "input_skip=true"]`` -> ``{"width": 32, "input_skip": True}`` (YAML values)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RegistryError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise RegistryError(f"cannot parse the value of {item!r}") from None
+    return out
+
+
+def budget_mode(args: argparse.Namespace) -> str:
+    """'quick', 'default', or 'custom' when any budget setting is overridden on the command line."""
+    custom = any(v is not None for v in (args.epochs, args.batch_size, args.lr, args.weight_decay, args.schedule,
+                                         args.patience, args.train_limit, args.test_limit)) or bool(args.encoder_arg)
+    return "custom" if custom else ("quick" if args.quick else "default")
 
 
 def result_row(r: RunResult, heads: list[str], command: str) -> dict[str, Any]:
@@ -136,7 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.task:
             raise RegistryError(f"--task is required (one of {', '.join(registry.names('tasks'))}, or all); "
                                 "see --list")
-        tasks = expand("tasks", args.task, registry)
+        if args.task == "all":  # the reference tasks; dataset-specific tasks run by name
+            tasks = [t for t in registry.names("tasks") if getattr(registry.entry("tasks", t).obj, "in_all", True)]
+        else:
+            tasks = expand("tasks", args.task, registry)
         encoders = [e for e in args.encoder.split(",")] if args.encoder != "all" else registry.names("encoders")
         for e in encoders:
             registry.entry("encoders", e)
@@ -144,13 +174,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.resume and len(tasks) * len(encoders) * len(weightings) != 1:
             raise RegistryError("--resume continues one run: give a single --task, --encoder and --weighting")
         dist.init()
-        rows = []
+        rows: list[dict[str, Any]] = []
         out = Path(args.out)
+        mode = budget_mode(args)
+        # A task with baselines (joint) is compared with single-task models of the same encoder and
+        # budget: train those first unless the results folder already has them.
+        known = load_rows(out) if dist.is_main() else []
+        needed: list[str] = []
+        have = {(r["task"], r["encoder"], r.get("budget_mode"), r["seed"]) for r in known if r["weighting"] == "fixed"}
+        for task in tasks:
+            for ref in task_spec(task, registry).baselines.values():
+                base = ref.partition(".")[0]
+                if base not in tasks and base not in needed:
+                    needed.append(base)
+        if needed:
+            todo = [b for b in needed if any((b, e, mode, args.seed) not in have for e in encoders)]
+            tasks = todo + tasks
         for task in tasks:
             spec = task_spec(task, registry)
             budget = dict(spec.quick if args.quick else spec.budget)
             for encoder in encoders:
-                for weighting in weightings:
+                # baselines are single-task models under their fixed YAML weights
+                for weighting in (["fixed"] if task in needed else weightings):
+                    if task in needed and (task, encoder, mode, args.seed) in have:
+                        continue
                     cfg = run_config(args, task, encoder, weighting, budget)
                     name = f"{task}-{encoder.replace(':', '_')}-{weighting}"
                     if dist.is_main():
@@ -159,7 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     result = fit(cfg, out_dir=out / "checkpoints" / name, resume=args.resume, console=err,
                                  show_progress=not args.quiet)
                     row = result_row(result, [h.name for h in spec.heads], command)
+                    row.update({f"val_{m}": round(result.val.get(m, float("nan")), 4) for m in spec.monitor})
                     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
+                    row["budget_mode"] = mode
+                    if spec.baselines:
+                        add_gain(row, spec.baselines, merge_rows(known, rows))
                     rows.append(row)
                     if dist.is_main() and not args.no_figures:
                         _figure(cfg, out / "figures" / f"{name}.png")

@@ -23,7 +23,7 @@ from zoo.checkpoint import atomic_write_text
 KEY = ("task", "encoder", "weighting")
 LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_epoch", "train_seconds",
         "train_samples_per_s"]
-TAIL = ["data_source", "train_digits", "val_digits", "test_digits", "device", "machine", "torch", "seed", "command"]
+TAIL = ["budget_mode", "data_source", "train_digits", "val_digits", "test_digits", "device", "machine", "torch", "seed", "command"]
 
 
 def machine() -> str:
@@ -44,13 +44,14 @@ def metric_columns(rows: Iterable[dict[str, Any]]) -> list[str]:
     cols: list[str] = []
     for r in rows:
         for k in r:
-            if k not in LEAD and k not in TAIL and k not in cols and not k.endswith("_composites"):
+            if k not in LEAD and k not in TAIL and k not in cols and not k.endswith("_composites") \
+                    and k not in ("budget_mode",) and not k.startswith("single_"):
                 cols.append(k)
     return cols
 
 
 def columns(rows: list[dict[str, Any]]) -> list[str]:
-    extra = [k for r in rows for k in r if k.endswith("_composites")]
+    extra = [k for r in rows for k in r if k.endswith("_composites") or k.startswith("single_")]
     return LEAD + metric_columns(rows) + TAIL + sorted(set(extra))
 
 
@@ -110,16 +111,27 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
     return "\n".join(parts)
 
 
-def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
-    cols = ["task", "encoder", "weighting", "parameters", "epochs", "train_seconds"] + metric_columns(rows)
+def rich_table(rows: list[dict[str, Any]], title: str, width: int = 120) -> Table:
+    """One row per run; transposed (one column per run) when that would not fit ``width``."""
+    cols = ["task", "encoder", "weighting", "parameters", "epochs", "train_seconds"] + \
+        [c for c in metric_columns(rows) if c != "wall_seconds"]
     table = Table(title=title)
-    for c in cols:  # fold, never truncate: a narrow terminal must still show every name
-        table.add_column(c.replace("_", " "), justify="right" if c not in ("task", "encoder", "weighting") else "left",
-                         overflow="fold")
+    if len(cols) * 11 <= width:
+        for c in cols:  # fold, never truncate: a narrow terminal must still show every name
+            table.add_column(c.replace("_", " "), overflow="fold",
+                             justify="left" if c in ("task", "encoder", "weighting") else "right")
+        for r in rows:
+            table.add_row(*(_fmt(r.get(c, "")) for c in cols))
+        return table
+    table.add_column("", style="bold", overflow="fold")
     for r in rows:
-        table.add_row(*(_fmt(r.get(c, "")) for c in cols))
+        table.add_column(f"{r.get('encoder')} / {r.get('weighting')}", justify="right", overflow="fold")
+    for c in cols:
+        table.add_row(c, *(_fmt(r.get(c, "")) for r in rows))
     return table
 
 
 def print_table(rows: list[dict[str, Any]], title: str, console: Console | None = None) -> None:
-    (console or Console()).print(rich_table(rows, title))
+    console = console or Console()
+    for task in dict.fromkeys(r["task"] for r in rows):
+        console.print(rich_table([r for r in rows if r["task"] == task], f"{task}: {title}", console.width))

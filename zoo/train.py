@@ -423,7 +423,10 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
             s.weighting.epoch_end({k: v for k, v in losses.items() if k != "total"})
             dist.sync_buffers(model)
             val = evaluate(model, val_loaders, s.plans, s.metrics, s.metric_streams, device, cfg)
-            score = val[s.spec.monitor]
+            missing = [m for m in s.spec.monitor if m not in val]
+            if missing:
+                raise ValueError(f"task {cfg.task!r}: monitor metric(s) {missing} not among {sorted(val)}")
+            score = sum(val[m] for m in s.spec.monitor) / len(s.spec.monitor)
             if scheduler is not None and cfg.schedule == "plateau":
                 scheduler.step(score)
             improved = score > best
@@ -449,7 +452,7 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
                 on_epoch_end(epoch, row)
             if cfg.patience and stale >= cfg.patience:
                 if dist.is_main():
-                    console.print(f"early stop: {s.spec.monitor} did not improve for {cfg.patience} epochs")
+                    console.print(f"early stop: {'+'.join(s.spec.monitor)} did not improve for {cfg.patience} epochs")
                 break
 
     # The best weights on validation (never the test set) are the ones scored on test.

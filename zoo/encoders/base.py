@@ -14,6 +14,18 @@ class Encoder(nn.Module):
     out_channels: list[int]
     reductions: list[int]
 
+    input_skip: bool = False
+
+    def _declare(self, channels: list[int], reductions: list[int], in_channels: int) -> None:
+        """Set ``out_channels``/``reductions``; with ``input_skip`` the raw input leads the list
+        as a stride-1 map, so decoders get full-resolution intensities as their last skip."""
+        if self.input_skip:
+            channels, reductions = [in_channels] + list(channels), [1] + list(reductions)
+        self.out_channels, self.reductions = list(channels), list(reductions)
+
+    def _output(self, x: torch.Tensor, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [x, *features] if self.input_skip else list(features)
+
     @property
     def total_stride(self) -> int:
         """The stride of the deepest feature map: inputs are padded to a multiple of it."""

@@ -32,28 +32,29 @@ def _norm(norm: str, channels: int) -> nn.Module:
 class ScratchEncoder(Encoder):
     """U-Net encoder: ``depth`` levels, the first at full resolution, channels doubling from ``width``.
 
-    Features come out at strides 1, 2, 4, ... 2**(depth-1).
+    Features come out at strides 1, 2, 4, ... 2**(depth-1) (after the raw input with ``input_skip``).
     """
 
     def __init__(self, in_channels: int = 1, width: int = 16, depth: int = 4, norm: str = "batch",
-                 pretrained: str | None = None) -> None:
+                 pretrained: str | None = None, input_skip: bool = False) -> None:
         super().__init__()
+        self.input_skip = bool(input_skip)
         check_in_channels(in_channels)
         if not isinstance(width, int) or width < 1:
             raise ValueError(f"width must be a positive integer, got {width!r}")
         if not isinstance(depth, int) or not 1 <= depth <= 6:
             raise ValueError(f"depth must be an integer from 1 to 6, got {depth!r}")
-        self.out_channels = [width * 2**i for i in range(depth)]
-        self.reductions = [2**i for i in range(depth)]
-        chans = [in_channels] + self.out_channels
+        widths = [width * 2**i for i in range(depth)]
+        self._declare(widths, [2**i for i in range(depth)], in_channels)
+        chans = [in_channels] + widths
         self.blocks = nn.ModuleList(DoubleConv(chans[i], chans[i + 1], norm) for i in range(depth))
         self.pool = nn.MaxPool2d(2)
         if pretrained:
             load_local_weights(self, pretrained)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
+        features, h = [], x
         for i, block in enumerate(self.blocks):
-            x = block(x if i == 0 else self.pool(x))
-            features.append(x)
-        return features
+            h = block(h if i == 0 else self.pool(h))
+            features.append(h)
+        return self._output(x, features)

@@ -26,19 +26,19 @@ class TimmEncoder(Encoder):
     """
 
     def __init__(self, model_name: str, in_channels: int = 1, pretrained: str | None = None,
-                 out_indices: tuple[int, ...] | None = None, **kwargs) -> None:
+                 out_indices: tuple[int, ...] | None = None, input_skip: bool = False, **kwargs) -> None:
         super().__init__()
+        self.input_skip = bool(input_skip)
         check_in_channels(in_channels)
         check_timm_name(model_name)
         extra = {"out_indices": tuple(out_indices)} if out_indices is not None else {}
         # pretrained=False: never reach for the hub; local weights are loaded below.
         self.model = timm.create_model(model_name, pretrained=False, features_only=True,
                                        in_chans=in_channels, **extra, **kwargs)
-        self.out_channels = list(self.model.feature_info.channels())
-        self.reductions = list(self.model.feature_info.reduction())
+        self._declare(self.model.feature_info.channels(), self.model.feature_info.reduction(), in_channels)
         self.model_name = model_name
         if pretrained:
             load_local_weights(self.model, pretrained)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.model(x))
+        return self._output(x, self.model(x))

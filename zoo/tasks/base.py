@@ -21,7 +21,8 @@ from torch.utils.data import Dataset
 from zoo.registry import RegistryError
 
 HEAD_FIELDS = {"head", "settings", "loss", "loss_settings", "weight", "target", "stream"}
-TASK_FIELDS = {"target", "settings", "heads", "metrics", "monitor", "budget", "quick", "override", "description"}
+TASK_FIELDS = {"target", "settings", "heads", "metrics", "monitor", "budget", "quick", "override", "description",
+               "baselines"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class Task:
     """Subclasses build their datasets; everything else comes from the YAML entry."""
 
     streams: tuple[str, ...] = ("main",)
+    # Part of `--task all`: the MNIST reference tasks are; tasks that need a dataset of
+    # their own (folder, coco, ...) are run by name.
+    in_all: bool = True
 
     def datasets(self, data: DataConfig) -> TaskData:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -86,9 +90,11 @@ class TaskSpec:
     task: Task
     heads: list[HeadSpec]
     metrics: list[MetricSpec]
-    monitor: str
+    monitor: list[str]  # validation metric(s); several are averaged
     budget: dict[str, Any] = field(default_factory=dict)
     quick: dict[str, Any] = field(default_factory=dict)
+    # metric -> "task.metric" of the single-task model it is compared with (multi-task gain)
+    baselines: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_entry(cls, name: str, spec: dict[str, Any], task: Task, where: str) -> "TaskSpec":
@@ -128,7 +134,13 @@ class TaskSpec:
                     raise RegistryError(f"{mw}: {key} {m[key]!r} is not one of this task's heads {sorted(head_names)}")
             metrics.append(MetricSpec(str(mname), m["metric"], {k: v for k, v in m.items() if k != "metric"}))
         monitor = spec.get("monitor", metrics[0].name)
-        for key in ("budget", "quick"):
+        monitor = [str(m) for m in monitor] if isinstance(monitor, list) else [str(monitor)]
+        for key in ("budget", "quick", "baselines"):
             if not isinstance(spec.get(key, {}) or {}, dict):
-                raise RegistryError(f"{where}: field {key!r} must be a mapping of training settings")
-        return cls(name, task, heads, metrics, str(monitor), dict(spec.get("budget") or {}), dict(spec.get("quick") or {}))
+                raise RegistryError(f"{where}: field {key!r} must be a mapping")
+        baselines = {str(k): str(v) for k, v in (spec.get("baselines") or {}).items()}
+        for k, v in baselines.items():
+            if "." not in v:
+                raise RegistryError(f"{where}.baselines.{k}: expected 'task.metric', got {v!r}")
+        return cls(name, task, heads, metrics, monitor, dict(spec.get("budget") or {}), dict(spec.get("quick") or {}),
+                   baselines)

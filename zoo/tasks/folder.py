@@ -32,6 +32,8 @@ class FolderTask(Task):
     """N-class segmentation from ``--data-root DIR`` holding ``Images/`` + ``Masks/`` (or ``train/`` and
     ``test/`` subfolders of that shape). ``num_classes: auto`` scans the masks."""
 
+    in_all = False
+
     def __init__(self, num_classes: int | str = "auto", channels: int = 1, size: list[int] | None = None,
                  test_fraction: float = 0.2, exclude: list[int] | None = None) -> None:
         if channels not in (1, 3):
