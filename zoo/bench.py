@@ -45,6 +45,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement (0 = off)")
     p.add_argument("--encoder-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="encoder setting (YAML value), e.g. width=32 or input_skip=true (repeatable)")
+    p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="task setting (YAML value), e.g. 'augment={shift: 2}' or train_size=50000 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
@@ -82,6 +84,7 @@ def run_config(args: argparse.Namespace, task: str, encoder: str, weighting: str
     enc = dict(budget.get("encoder_settings") or {})
     enc.update(parse_kv(args.encoder_arg))
     cfg["encoder_settings"] = tuple(sorted(enc.items()))
+    cfg["task_settings"] = tuple(sorted(parse_kv(args.task_arg).items()))
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
                  "schedule": args.schedule, "patience": args.patience, "train_limit": args.train_limit,
                  "test_limit": args.test_limit}
@@ -110,7 +113,7 @@ def parse_kv(items: list[str]) -> dict[str, Any]:
 def budget_mode(args: argparse.Namespace) -> str:
     """'quick', 'default', or 'custom' when any budget setting is overridden on the command line."""
     custom = any(v is not None for v in (args.epochs, args.batch_size, args.lr, args.weight_decay, args.schedule,
-                                         args.patience, args.train_limit, args.test_limit)) or bool(args.encoder_arg)
+                                         args.patience, args.train_limit, args.test_limit)) or bool(args.encoder_arg or args.task_arg)
     return "custom" if custom else ("quick" if args.quick else "default")
 
 

@@ -37,11 +37,11 @@ def build_model(encoder: str = "scratch", heads: Mapping[str, Any] | None = None
     return MultiTaskModel(enc, built)
 
 
-def task_spec(name: str, registry: Registry) -> TaskSpec:
-    """The validated YAML entry of task ``name`` with its task object built."""
+def task_spec(name: str, registry: Registry, settings: Mapping[str, Any] | None = None) -> TaskSpec:
+    """The validated YAML entry of task ``name`` with its task object built (``settings`` override the YAML's)."""
     entry = registry.entry("tasks", name)
     where = f"task {name!r} ({entry.source})"
-    task = registry.build("tasks", name)
+    task = registry.build("tasks", name, **dict(settings or {}))
     if not isinstance(task, Task):
         raise RegistryError(f"{where}: target must build a zoo.tasks.Task, got {type(task).__name__}")
     return TaskSpec.from_entry(name, entry.spec, task, where)

@@ -57,6 +57,7 @@ class RunConfig:
     tta: bool = False
     registry: tuple[str, ...] = ()
     encoder_settings: tuple[tuple[str, Any], ...] = ()
+    task_settings: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         checks = [
@@ -79,6 +80,7 @@ class RunConfig:
         d = dataclasses.asdict(self)
         d["registry"] = list(self.registry)
         d["encoder_settings"] = dict(self.encoder_settings)
+        d["task_settings"] = dict(self.task_settings)
         return d
 
     @classmethod
@@ -86,6 +88,7 @@ class RunConfig:
         d = dict(d)
         d["registry"] = tuple(d.get("registry", ()))
         d["encoder_settings"] = tuple(sorted(dict(d.get("encoder_settings", {})).items()))
+        d["task_settings"] = tuple(sorted(dict(d.get("task_settings", {})).items()))
         return cls(**d)
 
 
@@ -317,7 +320,7 @@ class Setup:
 
 def setup(cfg: RunConfig) -> Setup:
     registry = load_registry(cfg.registry)
-    spec = task_spec(cfg.task, registry)
+    spec = task_spec(cfg.task, registry, dict(cfg.task_settings))
     registry.entry("encoders", cfg.encoder)  # unknown encoder: fail before loading data
     registry.entry("weightings", cfg.weighting)
     data = spec.task.datasets(cfg.data_config())

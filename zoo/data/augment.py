@@ -1,7 +1,8 @@
 """Light, label-consistent augmentation for single digits.
 
-The image is warped (bilinear) by a small random affine (shift, rotation, scale) and,
-optionally, an elastic displacement; the foreground mask is then recomputed with the
+The image is warped by a small random affine (whole-pixel shift, rotation, scale) and,
+optionally, an elastic displacement (bilinear: rotation, scale and elastic create new
+intensities; a shift alone moves pixels and keeps them exact); the foreground mask is then recomputed with the
 digit's own Otsu threshold and the circle refitted to that mask, so mask and circle follow
 exactly the task's definition on the augmented image.
 """
@@ -17,13 +18,15 @@ import numpy as np
 class Augment:
     """Augmentation settings; all zero means identity."""
 
-    shift: float = 0.0  # pixels, uniform in [-shift, shift]
+    shift: int = 0  # whole pixels, uniform in [-shift, shift]: keeps intensities exact
     rotate: float = 0.0  # degrees, uniform in [-rotate, rotate]
     scale: float = 0.0  # relative, uniform in [1 - scale, 1 + scale]
     elastic: float = 0.0  # displacement amplitude in pixels (Simard et al. 2003); 0 = off
     elastic_sigma: float = 4.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.shift, bool) or not isinstance(self.shift, int):
+            raise ValueError(f"augment shift must be a whole number of pixels >= 0, got {self.shift!r}")
         for name in ("shift", "rotate", "scale", "elastic"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
@@ -38,10 +41,18 @@ class Augment:
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Warp one uint8 image; the caller recomputes labels from the result."""
         h, w = image.shape
+        dx, dy = (int(v) for v in rng.integers(-int(self.shift), int(self.shift) + 1, size=2))
+        if not (self.rotate or self.scale or self.elastic):
+            # A whole-pixel shift only moves pixels: every intensity stays exact, so pixels that
+            # sit exactly on the Otsu threshold keep their label (interpolation would blur them).
+            out = np.zeros_like(image)
+            out[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] = \
+                image[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+            return out
         angle = rng.uniform(-self.rotate, self.rotate)
         scale = 1.0 + rng.uniform(-self.scale, self.scale)
         m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
-        m[:, 2] += rng.uniform(-self.shift, self.shift, size=2)
+        m[:, 2] += (dx, dy)
         out = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
         if self.elastic:
             dx = cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), self.elastic_sigma)
