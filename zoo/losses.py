@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
+from segmentation_models_pytorch.losses import DiceLoss, FocalLoss, LovaszLoss
 from torch import nn
 
 from zoo.registry import register
@@ -90,6 +90,25 @@ class Focal(nn.Module):
         if _binary(output):
             return self.binary(output.float(), target.unsqueeze(1).float())
         return self.multi(output.float(), target.long())
+
+
+@register("losses", "bce_lovasz")
+class BCELovasz(nn.Module):
+    """Cross-entropy (BCE for binary) plus smp's Lovasz loss, a direct surrogate of IoU."""
+
+    def __init__(self, lovasz_weight: float = 1.0) -> None:
+        super().__init__()
+        self.ce = CrossEntropy()
+        self.binary = LovaszLoss("binary", per_image=False)
+        self.multi = LovaszLoss("multiclass", per_image=False)
+        self.lovasz_weight = float(lovasz_weight)
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if _binary(output):
+            lov = self.binary(output.float(), target.unsqueeze(1).float())
+        else:
+            lov = self.multi(output.float(), target.long())
+        return self.ce(output, target) + self.lovasz_weight * lov
 
 
 @register("losses", "circle_l1")
