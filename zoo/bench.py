@@ -62,6 +62,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over 1-pixel shifts")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue an interrupted run from its last.pt")
     p.add_argument("--no-figures", action="store_true", help="skip the prediction figures")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="do not train missing single-task baselines for delta_m (use what --out already has)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -190,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 base = ref.partition(".")[0]
                 if base not in tasks and base not in needed:
                     needed.append(base)
+        if needed and args.no_baselines:
+            needed = []
         if needed:
             todo = [b for b in needed if any((b, e, mode, args.seed) not in have for e in encoders)]
             tasks = todo + tasks
