@@ -100,7 +100,8 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
     for task in dict.fromkeys(r["task"] for r in rows):
         trs = [r for r in rows if r["task"] == task]
         cols = ["encoder", "weighting", "parameters", "epochs", "train_seconds", "train_samples_per_s"] + metric_columns(trs)
-        cols += [c for c in ("delta_m",) if any(c in r for r in trs) and c not in cols]
+        cols += [c for c in ("delta_m", "single_parameters_sum", "single_train_seconds_sum")
+                 if any(c in r for r in trs) and c not in cols]
         parts += [f"### {task}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         parts += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in trs]
         prov = trs[0]
