@@ -341,7 +341,9 @@ def setup(cfg: RunConfig) -> Setup:
 
 def apply_data_settings(spec: TaskSpec, data: TaskData) -> TaskSpec:
     """Merge what the data determined (class counts...) into the heads' and metrics' settings."""
-    heads = [dataclasses.replace(h, settings={**h.settings, **data.head_settings.get(h.name, {})}) for h in spec.heads]
+    heads = [dataclasses.replace(h, settings={**h.settings, **data.head_settings.get(h.name, {})},
+                                 loss_settings={**h.loss_settings, **data.loss_settings.get(h.name, {})})
+             for h in spec.heads]
     metrics = [dataclasses.replace(m, settings={**m.settings, **data.metric_settings.get(m.name, {})}) for m in spec.metrics]
     return dataclasses.replace(spec, heads=heads, metrics=metrics)
 
@@ -432,7 +434,9 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
             score = sum(val[m] for m in s.spec.monitor) / len(s.spec.monitor)
             if scheduler is not None and cfg.schedule == "plateau":
                 scheduler.step(score)
-            improved = score > best
+            # NaN (e.g. no foreground class in a tiny validation split) never beats a number, but
+            # the first epoch always gives a best checkpoint.
+            improved = best_epoch == 0 or score > best or (math.isnan(best) and not math.isnan(score))
             if improved:
                 best, best_epoch, stale = score, epoch, 0
             else:

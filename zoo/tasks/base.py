@@ -49,6 +49,7 @@ class TaskData:
     # merged into the named heads' and metrics' YAML settings.
     head_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    loss_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Task:

@@ -63,4 +63,4 @@ class FolderTask(Task):
                         info={"data_source": str(root), "train_digits": len(train), "val_digits": len(val),
                               "test_digits": len(test), "num_classes": n},
                         head_settings={"seg": {"num_classes": n}},
-                        metric_settings={"dice": {"num_classes": n, "exclude": [c for c in self.exclude if c < n]}})
+                        metric_settings={"seg": {"num_classes": n, "exclude": [c for c in self.exclude if c < n]}})

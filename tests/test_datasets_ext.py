@@ -1,0 +1,259 @@
+"""COCO, Oxford-IIIT Pet, npz and folder tasks on small datasets written here in each real format."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from zoo.bench import main
+from zoo.data.idx import DataError
+from zoo.tasks.base import DataConfig
+
+
+def rgb(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------- COCO
+def square(x0, y0, x1, y1):
+    return [float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]
+
+
+def write_coco(root: Path) -> Path:
+    """Two splits; category ids 1 ('cat') and 7 ('dog'): contiguous indices 1 and 2."""
+    (root / "annotations").mkdir(parents=True)
+    for split, n in (("train", 4), ("val", 2)):
+        (root / split).mkdir()
+        images, anns = [], []
+        for i in range(n):
+            name = f"{split}_{i}.jpg"
+            cv2.imwrite(str(root / split / name), rgb(40, 60, i))
+            images.append({"id": i + 1, "file_name": name, "height": 40, "width": 60})
+        # image 1: a big cat square with a small dog square on top of it (overlap)
+        anns.append({"id": 1, "image_id": 1, "category_id": 1, "segmentation": [square(5, 5, 35, 35)], "area": 900, "iscrowd": 0})
+        anns.append({"id": 2, "image_id": 1, "category_id": 7, "segmentation": [square(10, 10, 20, 20)], "area": 100, "iscrowd": 0})
+        # image 2: a crowd RLE (uncompressed counts, column-major) of dog covering column 0 rows 0-9
+        anns.append({"id": 3, "image_id": 2, "category_id": 7, "iscrowd": 1, "area": 10,
+                     "segmentation": {"size": [40, 60], "counts": [0, 10, 2390]}})
+        # unknown category and an invalid polygon: skipped and counted, never a crash
+        anns.append({"id": 4, "image_id": 2, "category_id": 99, "segmentation": [square(1, 1, 5, 5)], "area": 16, "iscrowd": 0})
+        anns.append({"id": 5, "image_id": 2, "category_id": 1, "segmentation": [[1.0, 2.0, 3.0]], "area": 1, "iscrowd": 0})
+        # images 3.. have no annotations: all background
+        data = {"images": images, "annotations": anns,
+                "categories": [{"id": 7, "name": "dog"}, {"id": 1, "name": "cat"}]}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    return root
+
+
+def test_coco_masks(tmp_path):
+    from zoo.tasks.coco import CocoBinaryTask, CocoSemanticTask
+
+    root = write_coco(tmp_path / "coco")
+    with pytest.warns(UserWarning, match="skipped 2 annotation"):
+        data = CocoSemanticTask(size=None).datasets(DataConfig(root=str(root), val_fraction=0.25))
+    assert data.info["num_classes"] == 3 and json.loads(data.info["category_index"]) == {"1": 1, "7": 2}
+    test = data.test["main"]
+    m = test[0]["mask"].numpy()
+    assert m[25, 25] == 1 and m[15, 15] == 2, "cat = 1, dog = 2; the smaller dog wins the overlap"
+    assert m[0, 0] == 0 and m.shape == (40, 60)
+    m2 = test[1]["mask"].numpy()
+    assert (m2[:10, 0] == 2).all() and m2[10, 0] == 0 and m2[2, 2] == 0, "crowd RLE painted; skipped ones not"
+    assert test[1]["image"].shape == (3, 40, 60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = CocoBinaryTask(size=[20, 30]).datasets(DataConfig(root=str(root), val_fraction=0.25))
+    mb = b.test["main"][0]["mask"]
+    assert mb.shape == (20, 30) and set(mb.unique().tolist()) == {0, 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        only_dog = CocoSemanticTask(size=None, categories=["dog"]).datasets(DataConfig(root=str(root), val_fraction=0.25))
+    assert only_dog.info["num_classes"] == 2 and only_dog.test["main"][0]["mask"][25, 25] == 0
+
+
+def test_coco_bad_inputs(tmp_path):
+    from zoo.tasks.coco import CocoSemanticTask
+
+    with pytest.raises(DataError, match="no annotations/instances_train.json"):
+        CocoSemanticTask().datasets(DataConfig(root=str(tmp_path)))
+    root = write_coco(tmp_path / "c")
+    (root / "annotations" / "instances_val.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        CocoSemanticTask().datasets(DataConfig(root=str(root)))
+    root = write_coco(tmp_path / "c2")
+    with pytest.raises(DataError, match="matches none of"):
+        CocoSemanticTask(categories=["zebra"]).datasets(DataConfig(root=str(root)))
+
+
+# ----------------------------------------------------------------------------- Pets
+def write_pets(root: Path, n: int = 6, lists: bool = True) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "annotations" / "trimaps").mkdir(parents=True)
+    for i in range(n):
+        name = f"Abyssinian_{i + 1}"
+        cv2.imwrite(str(root / "images" / f"{name}.jpg"), rgb(30, 40, i))
+        tri = np.full((30, 40), 2, np.uint8)
+        tri[5:25, 10:30] = 3
+        tri[7:23, 12:28] = 1
+        cv2.imwrite(str(root / "annotations" / "trimaps" / f"{name}.png"), tri)
+    if lists:
+        names = [f"Abyssinian_{i + 1} 1 1 1" for i in range(n)]
+        (root / "annotations" / "trainval.txt").write_text("\n".join(names[:4]) + "\n")
+        (root / "annotations" / "test.txt").write_text("\n".join(names[4:]) + "\n")
+    return root
+
+
+def test_pets_trimaps_to_binary(tmp_path):
+    from zoo.tasks.pets import PetsTask
+
+    root = write_pets(tmp_path / "pets")
+    data = PetsTask(size=None).datasets(DataConfig(root=str(root), val_fraction=0.25))
+    assert len(data.test["main"]) == 2 and len(data.train["main"]) + len(data.val["main"]) == 4
+    m = data.test["main"][0]["mask"].numpy()
+    assert m[15, 20] == 1 and m[6, 11] == 1, "pet and boundary are foreground"
+    assert m[0, 0] == 0 and m.sum() == 20 * 20
+    small = PetsTask(size=[15, 20]).datasets(DataConfig(root=str(root), val_fraction=0.25)).test["main"][0]
+    assert small["mask"].shape == (15, 20) and set(small["mask"].unique().tolist()) <= {0, 1}
+    assert small["image"].shape == (3, 15, 20)
+
+
+def test_pets_bad_inputs(tmp_path):
+    from zoo.tasks.pets import PetsTask
+
+    with pytest.raises(DataError, match="missing folder images"):
+        PetsTask().datasets(DataConfig(root=str(tmp_path)))
+    root = write_pets(tmp_path / "a")
+    (root / "annotations" / "trimaps" / "Abyssinian_1.png").unlink()
+    with pytest.raises(DataError, match="without a trimap, e.g. Abyssinian_1.jpg"):
+        PetsTask().datasets(DataConfig(root=str(root)))
+    root = write_pets(tmp_path / "b")
+    (root / "images" / "Abyssinian_2.jpg").unlink()
+    with pytest.raises(DataError, match="trimap.* without an image"):
+        PetsTask().datasets(DataConfig(root=str(root)))
+    root = write_pets(tmp_path / "c", lists=False)
+    cv2.imwrite(str(root / "annotations" / "trimaps" / "Abyssinian_3.png"), np.full((30, 40), 7, np.uint8))
+    data = PetsTask(size=None).datasets(DataConfig(root=str(root)))
+    every = [d for split in (data.train, data.val, data.test) for d in [split["main"]]]
+    with pytest.raises(DataError, match=r"trimap values \[7\]"):
+        for ds in every:
+            for i in range(len(ds)):
+                ds[i]
+
+
+# ----------------------------------------------------------------------------- npz
+def write_npz(path: Path, n: int = 20, stacked: bool = False, classes: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (n, 16, 24), dtype=np.uint8)
+    y = np.zeros((n, 16, 24), np.uint8)
+    y[:, :8] = 1
+    y[:, 8:, :12] = 2
+    y[:3, 0:2, 0:2] = classes - 1  # a rare class in 3 images
+    if stacked:
+        np.savez(path, training_set=np.stack([x, y], 1))
+    else:
+        np.savez(path, images=x, masks=y)
+    return path
+
+
+def test_npz_weights_oversampling_exclusion(tmp_path):
+    from zoo.tasks.npz import NpzTask, class_weights
+
+    f = write_npz(tmp_path / "mars.npz")
+    data = NpzTask(oversample=2, rare_classes=[3], exclude=[0]).datasets(DataConfig(root=str(f), val_fraction=0.1))
+    assert data.info["num_classes"] == 4
+    w = data.loss_settings["seg"]["class_weights"]
+    assert w[3] > w[1] and w[3] > w[2], "the rare class weighs most"
+    assert data.metric_settings["seg"]["exclude"] == [0]
+    train = data.train["main"]
+    base = data.info["train_digits"] - data.info["oversampled"]
+    assert data.info["oversampled"] == 2 * sum(int((train.masks[i] == 3).any()) for i in train.index[:base])
+    assert class_weights(np.array([[0, 0, 1, 2]]), 3) == [0.5, 1.0, 1.0]
+    st = NpzTask(stacked="training_set").datasets(DataConfig(root=str(write_npz(tmp_path / "s.npz", stacked=True))))
+    assert st.train["main"][0]["image"].shape == (1, 16, 24)
+
+
+def test_npz_bad_inputs(tmp_path):
+    from zoo.tasks.npz import NpzTask
+
+    f = write_npz(tmp_path / "m.npz")
+    with pytest.raises(DataError, match="no array 'training_set'; arrays in the file: images, masks"):
+        NpzTask(stacked="training_set").datasets(DataConfig(root=str(f)))
+    with pytest.raises(DataError, match="outside 0..2"):
+        NpzTask(num_classes=3).datasets(DataConfig(root=str(f)))
+    np.savez(tmp_path / "bad.npz", images=np.zeros((3, 8, 8)), masks=np.zeros((3, 8, 9)))
+    with pytest.raises(DataError, match="sizes differ"):
+        NpzTask().datasets(DataConfig(root=str(tmp_path / "bad.npz")))
+    (tmp_path / "junk.npz").write_bytes(b"nope")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        NpzTask().datasets(DataConfig(root=str(tmp_path / "junk.npz")))
+
+
+# ----------------------------------------------------------------------------- folder
+def write_folder(root: Path, n: int = 6, classes: int = 3) -> Path:
+    (root / "Images").mkdir(parents=True)
+    (root / "Masks").mkdir(parents=True)
+    for i in range(n):
+        cv2.imwrite(str(root / "Images" / f"{i:03d}.png"), rgb(20, 24, i)[..., 0])
+        m = np.zeros((20, 24), np.uint8)
+        m[5:15, 5:15] = 1 + i % (classes - 1)
+        cv2.imwrite(str(root / "Masks" / f"{i:03d}.png"), m)
+    return root
+
+
+def _load_all(task, root):
+    data = task.datasets(DataConfig(root=str(root)))
+    for split in (data.train, data.val, data.test):
+        ds = split["main"]
+        for i in range(len(ds)):
+            ds[i]
+
+
+def test_folder_bad_inputs(tmp_path):
+    from zoo.tasks.folder import FolderTask
+
+    with pytest.raises(DataError, match="missing folder Images/"):
+        FolderTask().datasets(DataConfig(root=str(tmp_path)))
+    r = write_folder(tmp_path / "a")
+    (r / "Masks" / "002.png").unlink()
+    with pytest.raises(DataError, match="image\\(s\\) without a mask.*002.png"):
+        FolderTask().datasets(DataConfig(root=str(r)))
+    r = write_folder(tmp_path / "b")
+    (r / "Images" / "003.png").unlink()
+    with pytest.raises(DataError, match="mask\\(s\\) without an image.*003.png"):
+        FolderTask().datasets(DataConfig(root=str(r)))
+    r = write_folder(tmp_path / "c")
+    with pytest.raises(DataError, match="mask value 2 is outside 0..1"):
+        _load_all(FolderTask(num_classes=2), r)
+    r = write_folder(tmp_path / "d")
+    cv2.imwrite(str(r / "Masks" / "001.png"), np.zeros((10, 10), np.uint8))
+    with pytest.raises(DataError, match="must match"):
+        _load_all(FolderTask(), r)
+    r = write_folder(tmp_path / "e")
+    (r / "Images" / "004.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="004.png: cannot read the image"):
+        _load_all(FolderTask(), r)
+
+
+@pytest.mark.parametrize("task,writer,extra", [
+    ("pets", lambda p: write_pets(p), ["--task-arg", "size=[32, 32]"]),
+    ("npz", lambda p: write_npz(p.with_suffix(".npz")), []),
+    ("folder", lambda p: write_folder(p), []),
+    ("coco", lambda p: write_coco(p), ["--task-arg", "size=[32, 48]"]),
+    ("coco_binary", lambda p: write_coco(p), ["--task-arg", "size=[32, 48]"]),
+])
+def test_cli_trains_each_format(tmp_path, task, writer, extra):
+    src = writer(tmp_path / "data")
+    out = tmp_path / "res"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["--task", task, "--encoder", "scratch", "--data-root", str(src), "--out", str(out), "--epochs", "1",
+                   "--batch-size", "2", "--quiet", "--encoder-arg", "width=4", *extra])
+    assert rc == 0
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    metric = "iou" if task in ("pets", "coco_binary") else "miou"
+    assert 0.0 <= row[metric] <= 100.0 or np.isnan(row[metric])
+    assert (out / "figures").is_dir()
