@@ -8,7 +8,7 @@ import zoo
 from zoo.registry import RegistryError
 
 REG = zoo.load_registry()
-ENCODERS = REG.names("encoders") + ["timm:efficientnet_b0"]
+ENCODERS = REG.names("encoders") + ["timm:efficientnet_b0", "scratch+input_skip", "resnet18+input_skip"]
 HEADS = REG.names("heads")
 HEAD_SETTINGS = {"circle": [{"mode": "fit"}, {"mode": "regress"}]}
 
@@ -22,8 +22,10 @@ def head_cases():
 @pytest.fixture(scope="module", params=ENCODERS)
 def encoder(request):
     torch.manual_seed(0)
-    return request.param, REG.build("encoders", request.param) if ":" not in request.param else \
-        REG.entry("encoders", request.param).obj(**REG.entry("encoders", request.param).settings)
+    name, _, variant = request.param.partition("+")
+    entry = REG.entry("encoders", name)
+    settings = {**entry.settings, **({variant: True} if variant else {})}
+    return request.param, entry.obj(**settings)
 
 
 def test_encoder_contract(encoder):

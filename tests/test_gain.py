@@ -1,0 +1,43 @@
+"""delta_m against a hand computation, and the joint task end to end through the CLI."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from zoo.bench import main
+from zoo.gain import add_gain, delta_m
+
+
+def test_delta_m_hand():
+    # +1% on one metric, -3% on the other: mean -1%
+    assert delta_m({"a": 101.0, "b": 97.0}, {"a": 100.0, "b": 100.0}) == pytest.approx(-1.0)
+    # lower-is-better flips the sign
+    assert delta_m({"err": 9.0}, {"err": 10.0}, lower_is_better={"err"}) == pytest.approx(10.0)
+
+
+def test_add_gain_accounting():
+    base = {"encoder": "scratch", "weighting": "fixed", "seed": 0, "budget_mode": "default", "data_source": "d"}
+    rows = [{**base, "task": "fg", "iou": 90.0, "parameters": 10, "train_seconds": 5.0},
+            {**base, "task": "cls", "acc": 80.0, "parameters": 20, "train_seconds": 7.0}]
+    joint = {**base, "task": "joint", "weighting": "pcgrad", "iou": 99.0, "acc": 80.0}
+    assert add_gain(joint, {"iou": "fg.iou", "acc": "cls.acc"}, rows) == []
+    assert joint["delta_m"] == pytest.approx(5.0)
+    assert joint["single_parameters_sum"] == 30 and joint["single_train_seconds_sum"] == 12.0
+    other = {**joint, "encoder": "resnet18"}
+    assert add_gain(other, {"iou": "fg.iou"}, rows) == ["fg"]
+
+
+def test_joint_cli_trains_baselines_and_reports_gain(tiny_mnist, tmp_path):
+    out = tmp_path / "j"
+    rc = main(["--task", "joint", "--encoder", "scratch", "--weighting", "fixed,uncertainty", "--data-root", str(tiny_mnist),
+               "--out", str(out), "--quick", "--quiet", "--no-figures", "--encoder-arg", "width=4"])
+    assert rc == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert sorted(r["task"] for r in rows) == ["circlization", "foreground", "joint", "joint", "semantic"]
+    for r in (r for r in rows if r["task"] == "joint"):
+        for m in ("iou", "accuracy", "gated_iou", "dice"):
+            assert 0.0 <= r[m] <= 100.0
+        assert "delta_m" in r and (math.isnan(r["delta_m"]) or -100 <= r["delta_m"] <= 1e6)
+        assert r["single_parameters_sum"] > r["parameters"], "three single-task models hold more than one joint model"
