@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   f"the best checkpoint on validation is the one scored.")
                         write_results(out, rows, header)
         if dist.is_main():
-            print_table(rows, f"results ({'quick' if args.quick else 'default budget'}) -> {out}", console)
+            print_table(rows, f"results ({mode} budget) -> {out}", console)
         dist.shutdown()
         return 0
     except (RegistryError, ValueError, FileNotFoundError, FloatingPointError) as exc:
