@@ -192,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 base = ref.partition(".")[0]
                 if base not in tasks and base not in needed:
                     needed.append(base)
+        # tasks compared with baselines run after them, so one invocation can fill delta_m
+        tasks = sorted(tasks, key=lambda t: bool(task_spec(t, registry).baselines))
         if needed and args.no_baselines:
             needed = []
         if needed:

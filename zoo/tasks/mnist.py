@@ -65,20 +65,26 @@ class SemanticTask(Task):
         self.labelling = labelling
         self.augment = _augment(augment)
 
+    def composite_sizes(self, data: DataConfig) -> dict[str, int]:
+        """Composites per split; quick runs (limits) cap them at 4x the digits."""
+        cap = {"train": 4 * data.train_limit if data.train_limit else None,
+               "val": 4 * data.train_limit if data.train_limit else None, "test": data.test_limit}
+        return {k: min(n, cap[k]) if cap[k] else n for k, n in self.sizes.items()}
+
+    def composites(self, digits, split: str, sizes: dict[str, int], seed: int) -> CompositeDataset:
+        """One split's composites, from that split's digits only (augmented for training)."""
+        offset = {"train": 0, "val": 1, "test": 2}[split]
+        return CompositeDataset(digits, sizes[split], seed=seed + offset, labelling=self.labelling,
+                                augment=self.augment if split == "train" else None)
+
     def datasets(self, data: DataConfig) -> TaskData:
         s = mnist_splits(data)
-        limit = (lambda n: min(n, 4 * data.train_limit)) if data.train_limit else (lambda n: n)
-        tlimit = (lambda n: min(n, data.test_limit)) if data.test_limit else (lambda n: n)
-
-        def make(split: str, digits, n: int, augment=None, offset: int = 0) -> dict[str, CompositeDataset]:
-            return {"main": CompositeDataset(digits, n, seed=data.seed + offset, labelling=self.labelling, augment=augment)}
-
+        sizes = self.composite_sizes(data)
         info = s.info()
-        info.update({f"{k}_composites": v for k, v in
-                     {"train": limit(self.sizes["train"]), "val": limit(self.sizes["val"]), "test": tlimit(self.sizes["test"])}.items()})
+        info.update({f"{k}_composites": v for k, v in sizes.items()})
         return TaskData(
-            train=make("train", s.train, info["train_composites"], self.augment),
-            val=make("val", s.val, info["val_composites"], offset=1),
-            test=make("test", s.test, info["test_composites"], offset=2),
+            train={"main": self.composites(s.train, "train", sizes, data.seed)},
+            val={"main": self.composites(s.val, "val", sizes, data.seed)},
+            test={"main": self.composites(s.test, "test", sizes, data.seed)},
             info=info,
         )
