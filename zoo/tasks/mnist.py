@@ -66,9 +66,8 @@ class SemanticTask(Task):
         self.augment = _augment(augment)
 
     def composite_sizes(self, data: DataConfig) -> dict[str, int]:
-        """Composites per split; quick runs (limits) cap them at 4x the digits."""
-        cap = {"train": 4 * data.train_limit if data.train_limit else None,
-               "val": 4 * data.train_limit if data.train_limit else None, "test": data.test_limit}
+        """Composites per split; quick runs (limits) cap them at the digit limits."""
+        cap = {"train": data.train_limit, "val": data.train_limit, "test": data.test_limit}
         return {k: min(n, cap[k]) if cap[k] else n for k, n in self.sizes.items()}
 
     def composites(self, digits, split: str, sizes: dict[str, int], seed: int) -> CompositeDataset:
