@@ -1,10 +1,7 @@
 """MNIST loading, the three tasks' labels, composites, augmentation, export and folder round trip."""
 from __future__ import annotations
 
-import gzip
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +11,7 @@ from tests.conftest import REAL_MNIST, make_mnist, rect_digit, write_idx
 from zoo.data.augment import Augment
 from zoo.data.datasets import BACKGROUND, CompositeDataset, DigitDataset, composite_tuple
 from zoo.data.digits import Digits, split_mnist
-from zoo.data.idx import DataError, load_mnist, read_idx
+from zoo.data.idx import DataError, load_mnist
 
 
 def test_hand_made_digits_have_known_mask_and_circle():
@@ -96,10 +93,8 @@ def test_splits_disjoint_and_seeded(tiny_mnist):
     b = split_mnist(m, val_fraction=0.1, seed=3)
     assert len(a.train) == 180 and len(a.val) == 20 and len(a.test) == 60
     assert np.array_equal(a.val.images, b.val.images)
-    # the train and val digits partition the training file (each image is unique here only by
-    # position, so compare by identity of rows through their bytes + labels)
-    tr = {x.tobytes() + bytes([y]) for x, y in zip(a.train.images, a.train.labels)}
-    va = {x.tobytes() + bytes([y]) for x, y in zip(a.val.images, a.val.labels)}
+    # the train and val digits partition the training file: as multisets of (image, label)
+    # rows, train + val is exactly the file (so no digit is in both, none is lost)
     all_rows = [x.tobytes() + bytes([y]) for x, y in zip(m.train_images, m.train_labels)]
     assert sorted(all_rows) == sorted([x.tobytes() + bytes([y]) for x, y in zip(a.train.images, a.train.labels)] +
                                       [x.tobytes() + bytes([y]) for x, y in zip(a.val.images, a.val.labels)])

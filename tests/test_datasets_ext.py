@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from zoo.bench import main
 from zoo.data.idx import DataError

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from zoo import distributed as dist
 from zoo.build import load_registry, task_spec
-from zoo.registry import Registry, RegistryError, unknown_name_error
+from zoo.registry import Registry, RegistryError
 from zoo.gain import add_gain
 from zoo.results import load_rows, machine, merge_rows, print_table, write_results
 from zoo.train import RunConfig, RunResult, fit
@@ -224,8 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if dist.is_main() and not args.no_figures:
                         _figure(cfg, out / "figures" / f"{name}.png")
                     if dist.is_main():  # write after every run: a long grid keeps what finished
-                        header = (f"zoo benchmark results. Metrics are percentages on the test split; "
-                                  f"the best checkpoint on validation is the one scored.")
+                        header = ("zoo benchmark results. Metrics are percentages on the test split; "
+                                  "the best checkpoint on validation is the one scored.")
                         write_results(out, rows, header)
         if dist.is_main():
             print_table(rows, f"results ({mode} budget) -> {out}", console)

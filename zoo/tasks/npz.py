@@ -11,7 +11,6 @@ from the mean IoU.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
