@@ -77,15 +77,6 @@ def sum_tensor(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return out.cpu()
 
 
-def broadcast_object(obj):
-    """Rank 0's Python object, on every rank."""
-    if not active():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier() -> None:
     if active():
         dist.barrier()

@@ -28,12 +28,9 @@ TAIL = ["budget_mode", "data_source", "train_digits", "val_digits", "test_digits
 
 def machine() -> str:
     """A short description of the machine a run used."""
-    cpu = f"{os.cpu_count()} CPU cores ({platform.machine()})"
-    try:
-        cores = len(os.sched_getaffinity(0))
-        cpu = f"{cores} CPU cores ({platform.machine()})"
-    except AttributeError:
-        pass
+    # the cores this process may use (a container's share), where the OS says so
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = f"{cores} CPU cores ({platform.machine()})"
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} + {cpu}"
     return cpu

@@ -159,7 +159,7 @@ class CocoTask(Task):
         root = Path(data.root)
         tr_dir, tr_imgs, tr_anns, index, names, skip_tr = self._split(root, "train")
         te_dir, te_imgs, te_anns, _, _, skip_te = self._split(root, "val")
-        train, val, _ = split_pairs(tr_imgs, data.val_fraction, 0.0, data.seed) if len(tr_imgs) >= 3 else (tr_imgs, tr_imgs, [])
+        train, val, _ = split_pairs(tr_imgs, data.val_fraction, 0.0, data.seed)
         if data.train_limit:
             train = train[: data.train_limit]
         if data.test_limit:

@@ -12,9 +12,12 @@ from zoo.tasks.base import DataConfig, Task, TaskData
 
 
 def split_pairs(pairs: list, val_fraction: float, test_fraction: float, seed: int):
-    """Seeded train/val/test split of one list; every split gets at least one item."""
-    if len(pairs) < 3:
-        raise DataError(f"a single-folder dataset needs at least 3 image/mask pairs to split, found {len(pairs)}")
+    """Seeded train/val/test split of one list; every split asked for gets at least one item,
+    and no item is in two splits."""
+    needed = 3 if test_fraction > 0 else 2
+    if len(pairs) < needed:
+        raise DataError(f"need at least {needed} items to split into train/val{'/test' if needed == 3 else ''}, "
+                        f"found {len(pairs)}")
     order = np.random.default_rng(seed).permutation(len(pairs))
     n_val = max(1, int(round(len(pairs) * val_fraction)))
     n_test = max(1, int(round(len(pairs) * test_fraction))) if test_fraction > 0 else 0
@@ -48,8 +51,7 @@ class FolderTask(Task):
         root = Path(data.root)
         if (root / "train").is_dir() and (root / "test").is_dir():
             train_all, test = find_pairs(root / "train"), find_pairs(root / "test")
-            train, val, _ = split_pairs(train_all, data.val_fraction, 0.0, data.seed) if len(train_all) >= 3 \
-                else (train_all, train_all[:1], [])
+            train, val, _ = split_pairs(train_all, data.val_fraction, 0.0, data.seed)
         else:
             train, val, test = split_pairs(find_pairs(root), data.val_fraction, self.test_fraction, data.seed)
         if data.train_limit:
