@@ -41,6 +41,10 @@ def test_encoder_contract(encoder):
 @pytest.mark.parametrize("head,settings", list(head_cases()))
 def test_encoder_head(encoder, head, settings):
     name, enc = encoder
+    if getattr(REG.entry("heads", head).obj, "needs_input_skip", False) and not enc.input_skip:
+        with pytest.raises(RegistryError, match="input_skip: true"):
+            zoo.build_model(name.partition("+")[0], {"out": {"head": head, "settings": settings}})
+        return
     h = REG.build("heads", head, channels=enc.out_channels, reductions=enc.reductions, **settings)
     model = zoo.MultiTaskModel(enc, {"out": h})
     model.train()

@@ -33,6 +33,9 @@ def build_model(encoder: str = "scratch", heads: Mapping[str, Any] | None = None
     built = {}
     for name, value in heads.items():
         head_name, settings = _head_args(name, value)
+        if getattr(registry.entry("heads", head_name).obj, "needs_input_skip", False) and not enc.input_skip:
+            raise RegistryError(f"head {head_name!r} ({name!r}) reads the raw input image, so the encoder must pass it on: "
+                                f"build {encoder!r} with input_skip: true (--encoder-arg input_skip=true)")
         built[name] = registry.build("heads", head_name, channels=enc.out_channels, reductions=enc.reductions, **settings)
     return MultiTaskModel(enc, built)
 

@@ -4,7 +4,9 @@ The image is warped by a small random affine (whole-pixel shift, rotation, scale
 optionally, an elastic displacement (bilinear: rotation, scale and elastic create new
 intensities; a shift alone moves pixels and keeps them exact); the foreground mask is then recomputed with the
 digit's own Otsu threshold and the circle refitted to that mask, so mask and circle follow
-exactly the task's definition on the augmented image.
+exactly the task's definition on the augmented image. ``gamma`` changes the intensities
+themselves (a random gamma curve), and with it the Otsu threshold: the mask is then
+recomputed by Otsu on the augmented image (``rethreshold: true`` does so for any warp).
 """
 from __future__ import annotations
 
@@ -23,25 +25,39 @@ class Augment:
     scale: float = 0.0  # relative, uniform in [1 - scale, 1 + scale]
     elastic: float = 0.0  # displacement amplitude in pixels (Simard et al. 2003); 0 = off
     elastic_sigma: float = 4.0
+    gamma: float = 0.0  # intensity curve x**g, log(g) uniform in [-gamma, gamma]; 0 = off
+    rethreshold: bool = False  # masks from Otsu on the augmented image (always so with gamma)
 
     def __post_init__(self) -> None:
         if isinstance(self.shift, bool) or not isinstance(self.shift, int):
             raise ValueError(f"augment shift must be a whole number of pixels >= 0, got {self.shift!r}")
-        for name in ("shift", "rotate", "scale", "elastic"):
+        for name in ("shift", "rotate", "scale", "elastic", "gamma"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"augment {name} must be a number >= 0, got {v!r}")
+        if not isinstance(self.rethreshold, bool):
+            raise ValueError(f"augment rethreshold must be true or false, got {self.rethreshold!r}")
         if self.scale >= 1:
             raise ValueError(f"augment scale must be < 1, got {self.scale!r}")
 
     @property
     def active(self) -> bool:
-        return any((self.shift, self.rotate, self.scale, self.elastic))
+        return any((self.shift, self.rotate, self.scale, self.elastic, self.gamma))
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Warp one uint8 image; the caller recomputes labels from the result."""
+        """Warp one uint8 image (then change its intensity curve); the caller recomputes labels."""
+        out = self._warp(image, rng)
+        if self.gamma:
+            g = float(np.exp(rng.uniform(-self.gamma, self.gamma)))
+            lut = np.round(255.0 * (np.arange(256) / 255.0) ** g).astype(np.uint8)
+            out = lut[out]
+        return out
+
+    def _warp(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         h, w = image.shape
         dx, dy = (int(v) for v in rng.integers(-int(self.shift), int(self.shift) + 1, size=2))
+        if not (self.shift or self.rotate or self.scale or self.elastic):
+            return image
         if not (self.rotate or self.scale or self.elastic):
             # A whole-pixel shift only moves pixels: every intensity stays exact, so pixels that
             # sit exactly on the Otsu threshold keep their label (interpolation would blur them).

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from zoo.data.augment import Augment
-from zoo.data.digits import Digits
+from zoo.data.digits import Digits, otsu
 from zoo.geometry import enclosing_circle, rasterize_circle_np
 
 BACKGROUND = 10  # the semantic task's background class; digits keep their value 0-9
@@ -34,7 +34,10 @@ def _digit_fields(digits: Digits, i: int, augment: Augment | None, rng: np.rando
     if augment is None or not augment.active:
         return digits.images[i], digits.masks[i], tuple(digits.circles[i])
     image = augment(digits.images[i], rng)
-    mask = (image > digits.thresholds[i]).astype(np.uint8)
+    if augment.gamma or augment.rethreshold:  # the task's rule applied to the new image
+        mask = otsu(image)[1]
+    else:
+        mask = (image > digits.thresholds[i]).astype(np.uint8)
     return image, mask, enclosing_circle(mask)
 
 

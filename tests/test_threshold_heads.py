@@ -1,0 +1,96 @@
+"""The threshold heads: exact histograms, log-probabilities, tile structure, and learning a
+per-image threshold in a few steps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from heads.grid_segmentation import GridSegmentationHead
+from heads.threshold_mask import ThresholdMaskHead, soft_histogram
+from zoo.metrics import BinaryIoU
+from zoo.registry import RegistryError
+
+
+def test_soft_histogram_with_one_bin_per_level_is_the_exact_histogram():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(3, 7, 9))
+    hist = soft_histogram(torch.from_numpy(img).float() / 255.0, 256)
+    expected = np.stack([np.bincount(i.ravel(), minlength=256) / i.size for i in img])
+    np.testing.assert_allclose(hist.numpy(), expected, atol=1e-6)
+
+
+def test_soft_histogram_splits_between_neighbouring_bins():
+    x = torch.tensor([[0.25, 0.25]])  # halfway between the centers 0 and 0.5 of a 3-bin histogram
+    assert torch.allclose(soft_histogram(x, 3), torch.tensor([[0.5, 0.5, 0.0]]))
+
+
+def _encoder(input_skip=True):
+    return zoo.load_registry().build("encoders", "scratch", in_channels=1, width=8, depth=3, input_skip=input_skip)
+
+
+@pytest.mark.parametrize("head", ["threshold_mask", "grid_segmentation"])
+def test_threshold_heads_need_the_raw_input(head):
+    with pytest.raises(RegistryError, match="input_skip: true"):
+        zoo.build_model("scratch", {"out": head})
+    model = zoo.build_model("scratch", {"out": head}, encoder_settings={"input_skip": True})
+    assert model(torch.rand(1, 1, 56, 56))["out"].shape[-2:] == (56, 56)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"grid": [2]}, "grid must be"), ({"grid": [0, 2]}, "grid must be"), ({"background": 11}, "background"),
+    ({"histogram_bins": 1}, "histogram_bins"), ({"dropout": 1.0}, "dropout"), ({"initial_threshold": 1.5}, "initial_threshold"),
+])
+def test_grid_head_bad_settings(kwargs, match):
+    enc = _encoder()
+    with pytest.raises(ValueError, match=match):
+        GridSegmentationHead(enc.out_channels, enc.reductions, **kwargs)
+
+
+def test_grid_head_outputs_log_probabilities_with_one_class_per_tile():
+    torch.manual_seed(0)
+    enc = _encoder()
+    head = GridSegmentationHead(enc.out_channels, enc.reductions, num_classes=11, background=10, grid=[2, 2])
+    model = zoo.MultiTaskModel(enc, {"seg": head}).eval()
+    out = model(torch.rand(2, 1, 56, 56))["seg"]
+    assert out.shape == (2, 11, 56, 56)
+    assert torch.allclose(out.exp().sum(1), torch.ones(2, 56, 56), atol=1e-5)
+    pred = head.predict(out)
+    for b in range(2):
+        for r in (0, 28):
+            for c in (0, 28):
+                tile = pred[b, r:r + 28, c:c + 28]
+                assert len(set(tile[tile != 10].tolist())) <= 1, "every foreground pixel of a tile has the tile's class"
+    with pytest.raises(ValueError, match="divide"):
+        GridSegmentationHead(enc.out_channels, enc.reductions, grid=[3, 3])(enc(torch.rand(1, 1, 56, 56)))
+
+
+def test_threshold_head_learns_a_per_image_threshold():
+    """Masks are ``x > t`` with a different t per image, which a fixed threshold cannot match."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    n = 64
+    t = torch.rand(n, generator=gen) * 0.4 + 0.3
+    x = torch.rand(n, 1, 16, 16, generator=gen) * (t[:, None, None, None] * 2).clamp(max=1.0)
+    y = (x[:, 0] > t[:, None, None]).long()
+    enc = _encoder()
+    model = zoo.MultiTaskModel(enc, {"mask": ThresholdMaskHead(enc.out_channels, enc.reductions, histogram_bins=32)})
+
+    def iou() -> float:
+        model.eval()
+        metric = BinaryIoU("iou", head="mask", target="mask")
+        with torch.no_grad():
+            metric.update(model.predict(model(x), size=(16, 16)), {"mask": y})
+        return metric.compute()["iou"]
+
+    before = iou()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x)["mask"][:, 0], y.float())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = iou()
+    assert after > before + 5 and after > 90, (before, after)
