@@ -66,16 +66,40 @@ def test_grid_head_outputs_log_probabilities_with_one_class_per_tile():
         GridSegmentationHead(enc.out_channels, enc.reductions, grid=[3, 3])(enc(torch.rand(1, 1, 56, 56)))
 
 
-def test_threshold_head_learns_a_per_image_threshold():
+def test_levels_mode_pixel_logits_follow_the_threshold_distribution(monkeypatch):
+    """p(k) puts 0.7 on level 100 and 0.3 on level 150: a pixel at level L is foreground with
+    probability P(k < L), so levels <= 100 get P = 0, 101..150 get 0.7, above 150 get 1."""
+    enc = _encoder()
+    head = ThresholdMaskHead(enc.out_channels, enc.reductions, mode="levels")
+    logp = torch.full((1, 256), -1e4)
+    logp[0, 100], logp[0, 150] = np.log(0.7), np.log(0.3)
+    monkeypatch.setattr(head, "level_log_probs", lambda features: logp)
+    levels = torch.tensor([0, 100, 101, 150, 151, 255]).float()
+    x = (levels / 255.0).view(1, 1, 1, 6)
+    probs = torch.sigmoid(head([x, torch.zeros(1, 4, 1, 1)]))[0, 0, 0]
+    assert torch.allclose(probs, torch.tensor([0.0, 0.0, 0.7, 0.7, 1.0, 1.0]), atol=1e-4)
+    assert head.predict(head([x, torch.zeros(1, 4, 1, 1)]))[0, 0].tolist() == [0, 0, 1, 1, 1, 1]
+
+
+def test_threshold_head_bad_mode():
+    enc = _encoder()
+    with pytest.raises(ValueError, match="regress, levels"):
+        ThresholdMaskHead(enc.out_channels, enc.reductions, mode="otsu")
+
+
+@pytest.mark.parametrize("mode", ["regress", "levels"])
+def test_threshold_head_learns_a_per_image_threshold(mode):
     """Masks are ``x > t`` with a different t per image, which a fixed threshold cannot match."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
     n = 64
     t = torch.rand(n, generator=gen) * 0.4 + 0.3
     x = torch.rand(n, 1, 16, 16, generator=gen) * (t[:, None, None, None] * 2).clamp(max=1.0)
+    x = (x * 255).round() / 255  # 8-bit images
     y = (x[:, 0] > t[:, None, None]).long()
     enc = _encoder()
-    model = zoo.MultiTaskModel(enc, {"mask": ThresholdMaskHead(enc.out_channels, enc.reductions, histogram_bins=32)})
+    model = zoo.MultiTaskModel(enc, {"mask": ThresholdMaskHead(enc.out_channels, enc.reductions, mode=mode,
+                                                                         histogram_bins=32)})
 
     def iou() -> float:
         model.eval()
