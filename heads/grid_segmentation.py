@@ -2,12 +2,14 @@
 MNIST composites), labelled "class of the tile's object where its intensity is above the
 tile's own threshold, background elsewhere".
 
-Per tile, from the encoder's deepest features pooled over the tile (and the tile's soft
-intensity histogram for the threshold), the head predicts the object's class and one
-intensity threshold, and combines them into per-pixel log-probabilities:
+Per tile, from the encoder's deepest features pooled over the tile (and the tile's
+intensity histogram for the threshold, ``heads/levels.py``), the head predicts the object's
+class and one intensity threshold, and combines them into per-pixel log-probabilities:
 
-    log p(class c) = log sigmoid(s * (x - t_tile)) + log softmax(class logits_tile)[c]
-    log p(background) = log sigmoid(-s * (x - t_tile))
+    log p(class c) = log sigmoid(z) + log softmax(class logits_tile)[c]
+    log p(background) = log sigmoid(-z)
+
+where z is the pixel's foreground logit under the tile's threshold.
 
 So every pixel of a tile gets the same class and a foreground decision that is monotone in
 its intensity. Compared with a per-pixel decoder, the class is decided once per object
@@ -18,14 +20,12 @@ must pass the raw input on (``input_skip: true``).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from heads.base import Head, positive_int
-from heads.threshold_mask import soft_histogram
+from heads.levels import GlobalThreshold
 from zoo.registry import register
 
 
@@ -40,8 +40,9 @@ class GridSegmentationHead(Head):
     needs_input_skip = True  # reads the raw input (features[0] at stride 1)
 
     def __init__(self, channels: list[int], reductions: list[int], num_classes: int = 11, background: int = -1,
-                 grid: tuple[int, int] | list[int] = (2, 2), histogram_bins: int = 256, hidden: int = 128,
-                 dropout: float = 0.3, initial_threshold: float = 0.4, initial_scale: float = 64.0) -> None:
+                 grid: tuple[int, int] | list[int] = (2, 2), threshold: str = "levels", histogram_bins: int = 64,
+                 hidden: int = 128, dropout: float = 0.3, initial_threshold: float = 0.4,
+                 initial_scale: float = 64.0) -> None:
         super().__init__(channels, reductions)
         if reductions[0] != 1:
             raise ValueError("grid_segmentation compares the raw input with thresholds, so the encoder must pass the "
@@ -55,18 +56,11 @@ class GridSegmentationHead(Head):
                 or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in grid)):
             raise ValueError(f"grid must be [rows, cols] of integers >= 1, got {grid!r}")
         self.grid = (int(grid[0]), int(grid[1]))
-        self.bins = positive_int("histogram_bins", histogram_bins, minimum=2)
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if not 0.0 < float(initial_threshold) < 1.0:
-            raise ValueError(f"initial_threshold must be in (0, 1), got {initial_threshold!r}")
-        hidden = positive_int("hidden", hidden)
         pooled = 2 * channels[-1]
-        self.threshold = nn.Sequential(nn.Linear(pooled + self.bins, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
-        nn.init.zeros_(self.threshold[-1].weight)
-        nn.init.constant_(self.threshold[-1].bias, math.log(initial_threshold / (1 - initial_threshold)))
+        self.threshold = GlobalThreshold(pooled, threshold, hidden, histogram_bins, initial_threshold, initial_scale)
         self.classifier = nn.Sequential(nn.Dropout(float(dropout)), nn.Linear(pooled, num_classes - 1))
-        self.log_scale = nn.Parameter(torch.tensor(math.log(float(initial_scale))))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x, deep = features[0].float().mean(1, keepdim=True), features[-1]
@@ -78,18 +72,17 @@ class GridSegmentationHead(Head):
         # Per tile: pooled deep features over the tile's cells, and the tile's histogram.
         pooled = torch.cat([F.adaptive_avg_pool2d(deep, self.grid), F.adaptive_max_pool2d(deep, self.grid)], 1)
         pooled = pooled.flatten(2).transpose(1, 2)  # [B, tiles, 2C]
-        tiles = x.view(x.shape[0], rows, h // rows, cols, w // cols).permute(0, 1, 3, 2, 4).flatten(1, 2)
-        hist = soft_histogram(tiles.flatten(2).flatten(0, 1), self.bins).view(x.shape[0], rows * cols, -1)
-        t = torch.sigmoid(self.threshold(torch.cat([pooled, hist.to(pooled.dtype)], 2)).float())  # [B, tiles, 1]
+        b, th, tw = x.shape[0], h // rows, w // cols
+        tiles = x.view(b, rows, th, cols, tw).permute(0, 1, 3, 2, 4).reshape(b * rows * cols, th * tw)
+        z = self.threshold(tiles, pooled.reshape(b * rows * cols, -1))  # [B * tiles, th * tw] foreground logits
+        z = z.view(b, rows, cols, th, tw).permute(0, 1, 3, 2, 4).reshape(b, 1, h, w)
         cls = F.log_softmax(self.classifier(pooled).float(), 2)  # [B, tiles, K-1]
-        t_map = t.view(-1, 1, rows, cols).repeat_interleave(h // rows, 2).repeat_interleave(w // cols, 3)
         cls_map = cls.transpose(1, 2).reshape(-1, self.num_classes - 1, rows, cols)
-        cls_map = cls_map.repeat_interleave(h // rows, 2).repeat_interleave(w // cols, 3)
-        z = self.log_scale.exp() * (x - t_map)
+        cls_map = cls_map.repeat_interleave(th, 2).repeat_interleave(tw, 3)
         fg = F.logsigmoid(z) + cls_map
         bg = F.logsigmoid(-z)
-        b = self.background
-        return torch.cat([fg[:, :b], bg, fg[:, b:]], 1)
+        k = self.background
+        return torch.cat([fg[:, :k], bg, fg[:, k:]], 1)
 
     def predict(self, output: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         return output.argmax(1)

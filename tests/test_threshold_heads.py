@@ -40,7 +40,8 @@ def test_threshold_heads_need_the_raw_input(head):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"grid": [2]}, "grid must be"), ({"grid": [0, 2]}, "grid must be"), ({"background": 11}, "background"),
-    ({"histogram_bins": 1}, "histogram_bins"), ({"dropout": 1.0}, "dropout"), ({"initial_threshold": 1.5}, "initial_threshold"),
+    ({"threshold": "regress", "histogram_bins": 1}, "histogram_bins"), ({"dropout": 1.0}, "dropout"),
+    ({"threshold": "regress", "initial_threshold": 1.5}, "initial_threshold"), ({"threshold": "otsu"}, "regress, levels"),
 ])
 def test_grid_head_bad_settings(kwargs, match):
     enc = _encoder()
@@ -62,6 +63,9 @@ def test_grid_head_outputs_log_probabilities_with_one_class_per_tile():
             for c in (0, 28):
                 tile = pred[b, r:r + 28, c:c + 28]
                 assert len(set(tile[tile != 10].tolist())) <= 1, "every foreground pixel of a tile has the tile's class"
+    for mode in ("regress", "levels"):
+        h = GridSegmentationHead(enc.out_channels, enc.reductions, threshold=mode)
+        assert torch.allclose(h(enc(torch.rand(1, 1, 56, 56))).exp().sum(1), torch.ones(1, 56, 56), atol=1e-5)
     with pytest.raises(ValueError, match="divide"):
         GridSegmentationHead(enc.out_channels, enc.reductions, grid=[3, 3])(enc(torch.rand(1, 1, 56, 56)))
 
@@ -73,12 +77,13 @@ def test_levels_mode_pixel_logits_follow_the_threshold_distribution(monkeypatch)
     head = ThresholdMaskHead(enc.out_channels, enc.reductions, mode="levels")
     logp = torch.full((1, 256), -1e4)
     logp[0, 100], logp[0, 150] = np.log(0.7), np.log(0.3)
-    monkeypatch.setattr(head, "level_log_probs", lambda features: logp)
+    monkeypatch.setattr(head.threshold, "level_log_probs", lambda pixels, pooled: logp)
     levels = torch.tensor([0, 100, 101, 150, 151, 255]).float()
     x = (levels / 255.0).view(1, 1, 1, 6)
-    probs = torch.sigmoid(head([x, torch.zeros(1, 4, 1, 1)]))[0, 0, 0]
+    deep = torch.zeros(1, enc.out_channels[-1], 1, 1)
+    probs = torch.sigmoid(head([x, deep]))[0, 0, 0]
     assert torch.allclose(probs, torch.tensor([0.0, 0.0, 0.7, 0.7, 1.0, 1.0]), atol=1e-4)
-    assert head.predict(head([x, torch.zeros(1, 4, 1, 1)]))[0, 0].tolist() == [0, 0, 1, 1, 1, 1]
+    assert head.predict(head([x, deep]))[0, 0].tolist() == [0, 0, 1, 1, 1, 1]
 
 
 def test_threshold_head_bad_mode():
