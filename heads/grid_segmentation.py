@@ -38,6 +38,7 @@ class GridSegmentationHead(Head):
     """Log-probabilities ``[B, num_classes, H, W]`` (use with ``ce``/``ce_dice`` like logits)."""
 
     needs_input_skip = True  # reads the raw input (features[0] at stride 1)
+    needs_input_size = True  # tiles and histograms follow the unpadded image
 
     def __init__(self, channels: list[int], reductions: list[int], num_classes: int = 11, background: int = -1,
                  grid: tuple[int, int] | list[int] = (2, 2), threshold: str = "levels", histogram_bins: int = 64,
@@ -62,13 +63,15 @@ class GridSegmentationHead(Head):
         self.threshold = GlobalThreshold(pooled, threshold, hidden, histogram_bins, initial_threshold, initial_scale)
         self.classifier = nn.Sequential(nn.Dropout(float(dropout)), nn.Linear(pooled, num_classes - 1))
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
         x, deep = features[0].float().mean(1, keepdim=True), features[-1]
-        (h, w), (dh, dw) = x.shape[-2:], deep.shape[-2:]
+        h, w = size or x.shape[-2:]
+        r = self.reductions[-1]
+        x, deep = x[..., :h, :w], deep[..., : -(-h // r), : -(-w // r)]  # drop the model's padding
         rows, cols = self.grid
         if h % rows or w % cols:
-            raise ValueError(f"grid_segmentation with grid {list(self.grid)} needs an input whose height and width "
-                             f"divide into it; got {h}x{w} (after padding to the encoder's stride)")
+            raise ValueError(f"grid_segmentation with grid {list(self.grid)} needs an image whose height and width "
+                             f"divide into it; got {h}x{w}")
         # Per tile: pooled deep features over the tile's cells, and the tile's histogram.
         pooled = torch.cat([F.adaptive_avg_pool2d(deep, self.grid), F.adaptive_max_pool2d(deep, self.grid)], 1)
         pooled = pooled.flatten(2).transpose(1, 2)  # [B, tiles, 2C]

@@ -5,10 +5,12 @@ Two ways to predict one threshold per image (or per tile):
 - ``regress``: an MLP on pooled deep features and a soft histogram predicts t in [0, 1];
   a pixel's logit is ``scale * (x - t)`` with a learned ``scale``.
 - ``levels``: every one of the 256 intensity levels is scored as the threshold, as classical
-  histogram thresholding does (Otsu, Kittler-Illingworth): an MLP shared by all levels
-  reads each level's cumulative histogram statistics (fraction of pixels at or below it,
-  their mean intensity, the overall mean, the level, the level's own share), the pooled
-  deep features add a bias per level, and a softmax over levels gives p(k). A pixel at
+  histogram thresholding does: a score shared by all levels (an MLP plus a linear term)
+  reads the statistics that split at that level defines, the ones the classical criteria
+  are built from (Otsu: class weights and means; Kittler-Illingworth: also variances):
+  the fraction of pixels at or below / above the level, the two classes' means and
+  standard deviations, their logarithms, the level and its own share. The pooled deep
+  features add a bias per level, and a softmax over levels gives p(k). A pixel at
   level L is foreground with probability P(k < L): its logit is
   ``log P(k < L) - log P(k >= L)``, and thresholding the logit at 0 cuts at the
   distribution's median. Intensities are read as 256 levels (8-bit images scaled to [0, 1]).
@@ -24,7 +26,10 @@ from torch import nn
 
 MODES = ("regress", "levels")
 LEVELS = 256
-LEVEL_FEATURES = ("fraction at or below", "mean at or below", "overall mean", "level", "share of the level")
+LEVEL_FEATURES = ("fraction below", "fraction above", "mean below", "mean above", "std below", "std above",
+                  "log fraction below", "log fraction above", "log mean gap", "log std below", "log std above",
+                  "level", "share of the level")
+_EPS = 1e-6
 
 
 def soft_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
@@ -34,6 +39,25 @@ def soft_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
     flat = x.flatten(1).clamp(0.0, 1.0)
     weights = (1.0 - (flat[..., None] - centers).abs() * (bins - 1)).clamp_min(0.0)
     return weights.mean(1)
+
+
+def level_features(pixels: torch.Tensor) -> torch.Tensor:
+    """``[N, 256, len(LEVEL_FEATURES)]``: the two classes that a threshold at each level makes."""
+    hist = soft_histogram(pixels.float(), LEVELS).double()  # cumulative sums in float64: exact enough
+    levels = torch.linspace(0.0, 1.0, LEVELS, device=pixels.device, dtype=hist.dtype)
+    w0 = hist.cumsum(1)
+    m0, s0 = (hist * levels).cumsum(1), (hist * levels**2).cumsum(1)
+    w1, m1, s1 = (w0[:, -1:] - w0).clamp_min(0), m0[:, -1:] - m0, s0[:, -1:] - s0
+    mean0, mean1 = m0 / w0.clamp_min(_EPS), m1 / w1.clamp_min(_EPS)
+    std0 = (s0 / w0.clamp_min(_EPS) - mean0**2).clamp_min(0).sqrt()
+    std1 = (s1 / w1.clamp_min(_EPS) - mean1**2).clamp_min(0).sqrt()
+
+    def log(v: torch.Tensor) -> torch.Tensor:
+        return v.clamp_min(_EPS).log() / 10
+
+    feats = [w0, w1, mean0, mean1, std0, std1, log(w0), log(w1), log(mean1 - mean0), log(std0), log(std1),
+             levels.expand_as(hist), hist * 10]
+    return torch.stack(feats, -1).float()
 
 
 class GlobalThreshold(nn.Module):
@@ -50,6 +74,7 @@ class GlobalThreshold(nn.Module):
         if mode == "levels":
             self.level_score = nn.Sequential(nn.Linear(len(LEVEL_FEATURES), hidden), nn.ReLU(inplace=True),
                                              nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+            self.level_linear = nn.Linear(len(LEVEL_FEATURES), 1)
             self.level_bias = nn.Linear(pooled_channels, LEVELS)
             nn.init.zeros_(self.level_bias.weight)
             nn.init.zeros_(self.level_bias.bias)
@@ -74,14 +99,8 @@ class GlobalThreshold(nn.Module):
 
     def level_log_probs(self, pixels: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         """``levels``: log p(threshold = k), ``[N, 256]``."""
-        hist = soft_histogram(pixels, LEVELS)
-        levels = torch.linspace(0.0, 1.0, LEVELS, device=pixels.device)
-        below = hist.cumsum(1)
-        mean_below = (hist * levels).cumsum(1) / below.clamp_min(1e-6)
-        overall = (hist * levels).sum(1, keepdim=True).expand_as(hist)
-        feats = torch.stack([below, mean_below, overall, levels.expand_as(hist), hist * 10], -1)
-        score = self.level_score(feats)[..., 0] + self.level_bias(pooled.float())
-        return torch.log_softmax(score, 1)
+        score = self.level_score(feats := level_features(pixels)) + self.level_linear(feats)
+        return torch.log_softmax(score[..., 0] + self.level_bias(pooled.float()), 1)
 
     def forward(self, pixels: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         pixels = pixels.float()

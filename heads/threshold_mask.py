@@ -28,6 +28,7 @@ class ThresholdMaskHead(Head):
     """Foreground logits ``[B, 1, H, W]`` from a learned per-image threshold of the mean input intensity."""
 
     needs_input_skip = True  # reads the raw input (features[0] at stride 1)
+    needs_input_size = True  # the histogram must not count the model's padding
 
     def __init__(self, channels: list[int], reductions: list[int], mode: str = "levels", histogram_bins: int = 64,
                  hidden: int = 128, initial_threshold: float = 0.4, initial_scale: float = 64.0) -> None:
@@ -38,8 +39,10 @@ class ThresholdMaskHead(Head):
         self.mode = mode
         self.threshold = GlobalThreshold(2 * channels[-1], mode, hidden, histogram_bins, initial_threshold, initial_scale)
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
         x = features[0].float().mean(1)
+        if size is not None:
+            x = x[:, : size[0], : size[1]]
         return self.threshold(x.flatten(1), pooled_features(features[-1])).view_as(x)[:, None]
 
     def predict(self, output: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:

@@ -123,3 +123,22 @@ def test_threshold_head_learns_a_per_image_threshold(mode):
         opt.step()
     after = iou()
     assert after > before + 5 and after > 90, (before, after)
+
+
+def test_level_features_can_express_otsus_criterion():
+    """Otsu's between-class variance w0 * w1 * (m1 - m0)^2 is linear in the log features, so the
+    ``levels`` score can represent it exactly: its argmax gives OpenCV's Otsu masks."""
+    import cv2
+
+    from heads.levels import LEVEL_FEATURES, level_features
+
+    rng = np.random.default_rng(0)
+    imgs = np.concatenate([rng.normal(60, 20, (20, 200)), rng.normal(180, 25, (20, 100))], 1)
+    imgs = np.clip(imgs + rng.integers(-30, 30, (20, 1)), 0, 255).astype(np.uint8)
+    f = level_features(torch.from_numpy(imgs).float() / 255.0).double()
+    idx = {name: i for i, name in enumerate(LEVEL_FEATURES)}
+    criterion = f[..., idx["log fraction below"]] + f[..., idx["log fraction above"]] + 2 * f[..., idx["log mean gap"]]
+    k = criterion.argmax(1).numpy()
+    for img, level in zip(imgs, k):
+        _, otsu = cv2.threshold(img.reshape(10, 30), 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        np.testing.assert_array_equal(img.reshape(10, 30) > level, otsu.astype(bool))

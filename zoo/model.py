@@ -36,7 +36,9 @@ class MultiTaskModel(nn.Module):
         features = self.encoder(x)
         outputs = {}
         for name in names:
-            out = self.heads[name](features)
+            head = self.heads[name]
+            # Heads that read the raw input (threshold heads) are told the unpadded size.
+            out = head(features, size=(h, w)) if getattr(head, "needs_input_size", False) else head(features)
             if out.dim() == 4 and (ph or pw):
                 out = out[..., :h, :w]
             outputs[name] = out
