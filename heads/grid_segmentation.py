@@ -42,7 +42,7 @@ class GridSegmentationHead(Head):
 
     def __init__(self, channels: list[int], reductions: list[int], num_classes: int = 11, background: int = -1,
                  grid: tuple[int, int] | list[int] = (2, 2), threshold: str = "levels", histogram_bins: int = 64,
-                 hidden: int = 128, dropout: float = 0.3, initial_threshold: float = 0.4,
+                 hidden: int = 128, dropout: float = 0.3, pool_levels: int = 2, initial_threshold: float = 0.4,
                  initial_scale: float = 64.0) -> None:
         super().__init__(channels, reductions)
         if reductions[0] != 1:
@@ -59,24 +59,35 @@ class GridSegmentationHead(Head):
         self.grid = (int(grid[0]), int(grid[1]))
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        pooled = 2 * channels[-1]
+        levels = positive_int("pool_levels", pool_levels)
+        if levels > len(channels) - 1:
+            raise ValueError(f"pool_levels must be at most {len(channels) - 1} (the encoder's feature levels), got {pool_levels}")
+        self.pool_levels = list(range(len(channels) - levels, len(channels)))
+        pooled = sum(2 * channels[i] for i in self.pool_levels)
         self.threshold = GlobalThreshold(pooled, threshold, hidden, histogram_bins, initial_threshold, initial_scale)
         self.classifier = nn.Sequential(nn.Dropout(float(dropout)), nn.Linear(pooled, num_classes - 1))
 
+    def pooled(self, features: list[torch.Tensor], h: int, w: int) -> torch.Tensor:
+        """Average and max of the deepest ``pool_levels`` feature maps over each tile: ``[B, tiles, C]``."""
+        parts = []
+        for i in self.pool_levels:
+            r = self.reductions[i]
+            f = features[i][..., : -(-h // r), : -(-w // r)]  # drop the model's padding
+            parts += [F.adaptive_avg_pool2d(f, self.grid), F.adaptive_max_pool2d(f, self.grid)]
+        return torch.cat(parts, 1).flatten(2).transpose(1, 2)
+
     def forward(self, features: list[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
-        x, deep = features[0].float().mean(1, keepdim=True), features[-1]
+        x = features[0].float().mean(1, keepdim=True)
         h, w = size or x.shape[-2:]
-        r = self.reductions[-1]
-        x, deep = x[..., :h, :w], deep[..., : -(-h // r), : -(-w // r)]  # drop the model's padding
+        x = x[..., :h, :w]
         rows, cols = self.grid
         if h % rows or w % cols:
             raise ValueError(f"grid_segmentation with grid {list(self.grid)} needs an image whose height and width "
                              f"divide into it; got {h}x{w}")
         # Per tile: pooled deep features over the tile's cells, and the tile's histogram.
-        pooled = torch.cat([F.adaptive_avg_pool2d(deep, self.grid), F.adaptive_max_pool2d(deep, self.grid)], 1)
-        pooled = pooled.flatten(2).transpose(1, 2)  # [B, tiles, 2C]
+        pooled = self.pooled(features, h, w)
         b, th, tw = x.shape[0], h // rows, w // cols
-        tiles = x.view(b, rows, th, cols, tw).permute(0, 1, 3, 2, 4).reshape(b * rows * cols, th * tw)
+        tiles = x.reshape(b, rows, th, cols, tw).permute(0, 1, 3, 2, 4).reshape(b * rows * cols, th * tw)
         z = self.threshold(tiles, pooled.reshape(b * rows * cols, -1))  # [B * tiles, th * tw] foreground logits
         z = z.view(b, rows, cols, th, tw).permute(0, 1, 3, 2, 4).reshape(b, 1, h, w)
         cls = F.log_softmax(self.classifier(pooled).float(), 2)  # [B, tiles, K-1]

@@ -202,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for task in tasks:
             spec = task_spec(task, registry)
             budget = dict(spec.quick if args.quick else spec.budget)
+            if args.quick and "encoder_settings" not in budget and "encoder_settings" in spec.budget:
+                budget["encoder_settings"] = spec.budget["encoder_settings"]  # same architecture, smaller budget
             for encoder in encoders:
                 # baselines are single-task models under their fixed YAML weights
                 for weighting in (["fixed"] if task in needed else weightings):
