@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from zoo.bench import main
-from zoo.train import RunConfig, fit
+from zoo.train import RunConfig, evaluate, fit, make_loaders, setup
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--epochs", "2", "--batch-size", "16", "--quiet"]
@@ -44,13 +44,21 @@ def test_cli_two_encoders_write_three_result_files(tiny_mnist, tmp_path, capsys)
     assert f"{rows[0]['accuracy']:.2f}" in printed and f"{rows[1]['gated_iou']:.2f}" in printed  # the rich table
 
 
+FG_ENCODER = (("input_skip", True), ("width", 8))  # the foreground threshold head reads the raw input
+
+
 def test_training_moves_metrics(tiny_mnist):
-    """A few epochs on the rectangle digits: the foreground IoU must rise well above chance."""
+    """A few epochs on the rectangle digits: the foreground IoU of the U-Net head must rise well above
+    the untrained model's. (The default threshold head gets these two-level images right untrained;
+    tests/test_threshold_heads.py checks that it learns.)"""
     cfg = RunConfig(task="foreground", encoder="scratch", epochs=4, batch_size=16, lr=5e-3, schedule="none",
-                    data_root=str(tiny_mnist), encoder_settings=(("width", 8),))
-    rows = []
-    r = fit(cfg, on_epoch_end=lambda e, row: rows.append(row["val"]["iou"]), show_progress=False)
-    assert rows[-1] > rows[0] and r.test["iou"] > 60.0
+                    data_root=str(tiny_mnist), encoder_settings=FG_ENCODER,
+                    registry=(str(ROOT / "benchmarks/ablation/fg_unet.yaml"),))
+    s = setup(cfg)
+    before = evaluate(s.model, make_loaders(s.data.val, cfg, train=False), s.plans, s.metrics, s.metric_streams,
+                      s.device, cfg)["iou"]
+    r = fit(cfg, show_progress=False)
+    assert r.val["iou"] > before + 10 and r.test["iou"] > 60.0, (before, r.val, r.test)
 
 
 def test_resume_matches_uninterrupted_run(tiny_mnist, tmp_path):
@@ -72,7 +80,7 @@ def test_resume_matches_uninterrupted_run(tiny_mnist, tmp_path):
 
 def test_same_seed_same_numbers(tiny_mnist):
     cfg = RunConfig(task="foreground", encoder="scratch", epochs=1, batch_size=16, data_root=str(tiny_mnist),
-                    encoder_settings=(("width", 8),))
+                    encoder_settings=FG_ENCODER)
     assert fit(cfg, show_progress=False).test == fit(cfg, show_progress=False).test
 
 
@@ -113,7 +121,7 @@ def test_cli_list(capsys):
 
 def test_resumed_checkpoint_of_other_task_is_refused(tiny_mnist, tmp_path):
     cfg = RunConfig(task="foreground", encoder="scratch", epochs=1, batch_size=16, data_root=str(tiny_mnist),
-                    encoder_settings=(("width", 8),))
+                    encoder_settings=FG_ENCODER)
     fit(cfg, out_dir=tmp_path, show_progress=False)
     other = RunConfig(task="circlization", encoder="scratch", epochs=1, batch_size=16, data_root=str(tiny_mnist),
                       encoder_settings=(("width", 8),))
