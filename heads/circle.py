@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.base import Head
+from heads.base import Head, global_pool
 from heads.decoder import SkipDecoder
 from zoo.geometry import enclosing_circle, rasterize_circles
 from zoo.registry import register
@@ -49,7 +49,7 @@ class CircleHead(Head):
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if self.mode == "fit":
             return self.segmentation_head(self.decoder(features))
-        pooled = torch.cat([torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1) for f in features], 1)
+        pooled = torch.cat([global_pool(f) for f in features], 1)
         h, w = (s * self.reductions[0] for s in features[0].shape[2:])
         scale = pooled.new_tensor([w, h, max(h, w) / 2])
         return torch.sigmoid(self.regression_head(pooled).float()) * scale

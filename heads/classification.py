@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.base import Head, positive_int
+from heads.base import Head, global_pool, positive_int
 from zoo.registry import register
 
 
@@ -27,9 +27,7 @@ class ClassificationHead(Head):
         self.classification_head = nn.Sequential(*layers)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        deep = features[-1]
-        pooled = torch.cat([deep.mean((2, 3)), deep.amax((2, 3))], dim=1)
-        return self.classification_head(pooled)
+        return self.classification_head(global_pool(features[-1]))
 
     def predict(self, output: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         return output.argmax(1)

@@ -24,13 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.base import Head, positive_int
+from heads.base import Head, positive_int, require_input_skip
 from heads.levels import GlobalThreshold
 from zoo.registry import register
-
-
-def _tile_bounds(size: int, parts: int) -> list[tuple[int, int]]:
-    return [(round(i * size / parts), round((i + 1) * size / parts)) for i in range(parts)]
 
 
 @register("heads", "grid_segmentation")
@@ -45,9 +41,7 @@ class GridSegmentationHead(Head):
                  hidden: int = 128, dropout: float = 0.3, pool_levels: int = 2, initial_threshold: float = 0.4,
                  initial_scale: float = 64.0) -> None:
         super().__init__(channels, reductions)
-        if reductions[0] != 1:
-            raise ValueError("grid_segmentation compares the raw input with thresholds, so the encoder must pass the "
-                             "input on: build it with input_skip: true (e.g. --encoder-arg input_skip=true)")
+        require_input_skip("grid_segmentation", reductions)
         self.num_classes = positive_int("num_classes", num_classes, minimum=2)
         bg = background % num_classes if isinstance(background, int) and -num_classes <= background < num_classes else None
         if bg is None:

@@ -13,14 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from heads.base import Head
-from heads.levels import GlobalThreshold, soft_histogram  # noqa: F401  (soft_histogram: re-exported)
+from heads.base import Head, global_pool, require_input_skip
+from heads.levels import GlobalThreshold
 from zoo.registry import register
-
-
-def pooled_features(deep: torch.Tensor) -> torch.Tensor:
-    """Global average and max pooling of a feature map: ``[B, 2C]``."""
-    return torch.cat([deep.mean((2, 3)), deep.amax((2, 3))], 1)
 
 
 @register("heads", "threshold_mask")
@@ -33,17 +28,14 @@ class ThresholdMaskHead(Head):
     def __init__(self, channels: list[int], reductions: list[int], mode: str = "levels", histogram_bins: int = 64,
                  hidden: int = 128, initial_threshold: float = 0.4, initial_scale: float = 64.0) -> None:
         super().__init__(channels, reductions)
-        if reductions[0] != 1:
-            raise ValueError("threshold_mask compares the raw input with a threshold, so the encoder must pass the "
-                             "input on: build it with input_skip: true (e.g. --encoder-arg input_skip=true)")
-        self.mode = mode
+        require_input_skip("threshold_mask", reductions)
         self.threshold = GlobalThreshold(2 * channels[-1], mode, hidden, histogram_bins, initial_threshold, initial_scale)
 
     def forward(self, features: list[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
         x = features[0].float().mean(1)
         if size is not None:
             x = x[:, : size[0], : size[1]]
-        return self.threshold(x.flatten(1), pooled_features(features[-1])).view_as(x)[:, None]
+        return self.threshold(x.flatten(1), global_pool(features[-1])).view_as(x)[:, None]
 
     def predict(self, output: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         return (output[:, 0] > 0).long()

@@ -8,7 +8,8 @@ import torch
 
 import zoo
 from heads.grid_segmentation import GridSegmentationHead
-from heads.threshold_mask import ThresholdMaskHead, soft_histogram
+from heads.levels import soft_histogram
+from heads.threshold_mask import ThresholdMaskHead
 from zoo.metrics import BinaryIoU
 from zoo.registry import RegistryError
 
