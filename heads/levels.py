@@ -34,11 +34,20 @@ _EPS = 1e-6
 
 def soft_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
     """Per-row histogram of intensities in [0, 1] with triangular (differentiable) bins: ``[N, bins]``
-    for ``x`` of shape ``[N, ...]``; with 256 bins an 8-bit image's histogram is exact."""
-    centers = torch.linspace(0.0, 1.0, bins, device=x.device, dtype=x.dtype)
+    for ``x`` of shape ``[N, ...]``; with 256 bins an 8-bit image's histogram is exact.
+
+    A value between two bin centres splits its unit weight between them in proportion to
+    its distance (the triangular kernel), so two scatter-adds build it in O(pixels), not
+    O(pixels x bins).
+    """
     flat = x.flatten(1).clamp(0.0, 1.0)
-    weights = (1.0 - (flat[..., None] - centers).abs() * (bins - 1)).clamp_min(0.0)
-    return weights.mean(1)
+    pos = flat * (bins - 1)
+    lower = pos.detach().floor().clamp(max=bins - 2)
+    frac = pos - lower
+    lower = lower.long()
+    hist = torch.zeros(flat.shape[0], bins, device=x.device, dtype=flat.dtype)
+    hist = hist.scatter_add(1, lower, 1.0 - frac).scatter_add(1, lower + 1, frac)
+    return hist / flat.shape[1]
 
 
 def level_features(pixels: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,21 @@ def test_soft_histogram_splits_between_neighbouring_bins():
     assert torch.allclose(soft_histogram(x, 3), torch.tensor([[0.5, 0.5, 0.0]]))
 
 
+
+@pytest.mark.parametrize("bins", [2, 5, 64, 256])
+def test_soft_histogram_is_the_triangular_kernel(bins):
+    """The scatter-add histogram equals the kernel written out bin by bin, values and gradients."""
+    x = torch.cat([torch.rand(4, 50), torch.tensor([[0.0, 1.0] * 25] * 4)], 1).requires_grad_()
+    centers = torch.linspace(0, 1, bins)
+    direct = (1 - (x[..., None] - centers).abs() * (bins - 1)).clamp_min(0).mean(1)
+    fast = soft_histogram(x, bins)
+    assert torch.allclose(fast, direct, atol=1e-6)
+    w = torch.randn(bins)
+    g_direct, = torch.autograd.grad((direct * w).sum(), x)
+    g_fast, = torch.autograd.grad((fast * w).sum(), x)
+    inside = ((x * (bins - 1)) - (x * (bins - 1)).round()).abs() > 1e-3  # the kernel has kinks at the centres
+    assert torch.allclose(g_fast[inside], g_direct[inside], atol=1e-5)
+
 def _encoder(input_skip=True):
     return zoo.load_registry().build("encoders", "scratch", in_channels=1, width=8, depth=3, input_skip=input_skip)
 

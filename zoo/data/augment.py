@@ -4,7 +4,11 @@ The image is warped by a small random affine (whole-pixel shift, rotation, scale
 optionally, an elastic displacement (bilinear: rotation, scale and elastic create new
 intensities; a shift alone moves pixels and keeps them exact); the foreground mask is then recomputed with the
 digit's own Otsu threshold and the circle refitted to that mask, so mask and circle follow
-exactly the task's definition on the augmented image. ``gamma`` changes the intensities
+exactly the task's definition on the augmented image. ``interpolation: nearest`` makes every
+warp copy pixels instead of blending them: each output intensity is one the digit already
+had, so a pixel keeps its side of the digit's threshold and the mask stays the exact
+thresholded image (what the threshold heads need), while the shape still rotates, scales
+and bends. ``gamma`` changes the intensities
 themselves (a random gamma curve), and with it the Otsu threshold: the mask is then
 recomputed by Otsu on the augmented image (``rethreshold: true`` does so for any warp).
 """
@@ -14,6 +18,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+
+INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,7 @@ class Augment:
     elastic_sigma: float = 4.0
     gamma: float = 0.0  # intensity curve x**g, log(g) uniform in [-gamma, gamma]; 0 = off
     rethreshold: bool = False  # masks from Otsu on the augmented image (always so with gamma)
+    interpolation: str = "linear"  # how warps sample: linear (blends) or nearest (copies pixels)
 
     def __post_init__(self) -> None:
         if isinstance(self.shift, bool) or not isinstance(self.shift, int):
@@ -37,6 +45,9 @@ class Augment:
                 raise ValueError(f"augment {name} must be a number >= 0, got {v!r}")
         if not isinstance(self.rethreshold, bool):
             raise ValueError(f"augment rethreshold must be true or false, got {self.rethreshold!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"augment interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                             f"got {self.interpolation!r}")
         if self.scale >= 1:
             raise ValueError(f"augment scale must be < 1, got {self.scale!r}")
 
@@ -69,11 +80,12 @@ class Augment:
         scale = 1.0 + rng.uniform(-self.scale, self.scale)
         m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
         m[:, 2] += (dx, dy)
-        out = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+        flag = INTERPOLATIONS[self.interpolation]
+        out = cv2.warpAffine(image, m, (w, h), flags=flag, borderValue=0)
         if self.elastic:
             dx = cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), self.elastic_sigma)
             dy = cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), self.elastic_sigma)
             norm = self.elastic / max(1e-6, float(np.abs(np.stack([dx, dy])).max()))
             xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-            out = cv2.remap(out, xs + dx * norm, ys + dy * norm, cv2.INTER_LINEAR, borderValue=0)
+            out = cv2.remap(out, xs + dx * norm, ys + dy * norm, flag, borderValue=0)
         return out
