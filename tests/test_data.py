@@ -131,6 +131,24 @@ def test_augmentation_keeps_mask_and_circle_consistent(tiny_mnist):
         Augment(rotate=-1)
 
 
+def test_nearest_interpolation_only_copies_intensities(tiny_mnist):
+    s = split_mnist(load_mnist(tiny_mnist))
+    near = DigitDataset(s.train, Augment(shift=2, rotate=15, scale=0.1, elastic=1.0, interpolation="nearest"), seed=0)
+    lin = DigitDataset(s.train, Augment(shift=2, rotate=15, scale=0.1, elastic=1.0), seed=0)
+    new_levels = 0
+    for i in range(20):
+        x = near[i]
+        img = (x["image"][0].numpy() * 255).round().astype(np.uint8)
+        assert set(np.unique(img)) <= set(np.unique(s.train.images[i])), "nearest warps create no new intensity"
+        assert np.array_equal(x["mask"].numpy(), (img > s.train.thresholds[i]).astype(np.int64))
+        assert not np.array_equal(img, s.train.images[i]), "the digit still moves"
+        lin_img = (lin[i]["image"][0].numpy() * 255).round().astype(np.uint8)
+        new_levels += len(set(np.unique(lin_img)) - set(np.unique(s.train.images[i])))
+    assert new_levels > 0, "linear warps blend pixels into new intensities (the contrast this option removes)"
+    with pytest.raises(ValueError, match="interpolation must be one of linear, nearest"):
+        Augment(rotate=5, interpolation="cubic")
+
+
 def test_composite_tuples_unique_and_deterministic():
     n, size = 9, 6000  # 9^4 = 6561 possible tuples: a dense draw must still have no duplicates
     tuples = [composite_tuple(i, n, seed=1) for i in range(size)]
