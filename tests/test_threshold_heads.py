@@ -27,7 +27,6 @@ def test_soft_histogram_splits_between_neighbouring_bins():
     assert torch.allclose(soft_histogram(x, 3), torch.tensor([[0.5, 0.5, 0.0]]))
 
 
-
 @pytest.mark.parametrize("bins", [2, 5, 64, 256])
 def test_soft_histogram_is_the_triangular_kernel(bins):
     """The scatter-add histogram equals the kernel written out bin by bin, values and gradients."""
@@ -41,6 +40,7 @@ def test_soft_histogram_is_the_triangular_kernel(bins):
     g_fast, = torch.autograd.grad((fast * w).sum(), x)
     inside = ((x * (bins - 1)) - (x * (bins - 1)).round()).abs() > 1e-3  # the kernel has kinks at the centres
     assert torch.allclose(g_fast[inside], g_direct[inside], atol=1e-5)
+
 
 def _encoder(input_skip=True):
     return zoo.load_registry().build("encoders", "scratch", in_channels=1, width=8, depth=3, input_skip=input_skip)

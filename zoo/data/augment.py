@@ -1,16 +1,17 @@
 """Light, label-consistent augmentation for single digits.
 
 The image is warped by a small random affine (whole-pixel shift, rotation, scale) and,
-optionally, an elastic displacement (bilinear: rotation, scale and elastic create new
-intensities; a shift alone moves pixels and keeps them exact); the foreground mask is then recomputed with the
+optionally, an elastic displacement; the foreground mask is then recomputed with the
 digit's own Otsu threshold and the circle refitted to that mask, so mask and circle follow
-exactly the task's definition on the augmented image. ``interpolation: nearest`` makes every
-warp copy pixels instead of blending them: each output intensity is one the digit already
-had, so a pixel keeps its side of the digit's threshold and the mask stays the exact
-thresholded image (what the threshold heads need), while the shape still rotates, scales
-and bends. ``gamma`` changes the intensities
-themselves (a random gamma curve), and with it the Otsu threshold: the mask is then
-recomputed by Otsu on the augmented image (``rethreshold: true`` does so for any warp).
+exactly the task's definition on the augmented image. A shift alone moves pixels and keeps
+every intensity exact. Rotation, scale and elastic sample the image: ``interpolation:
+linear`` (the default) blends neighbouring pixels into new intensities; ``nearest`` copies
+pixels, so each output intensity is one the digit already had, every pixel keeps its side
+of the digit's threshold and the mask stays the exact thresholded image (what the
+threshold heads need) while the shape still rotates, scales and bends. ``gamma`` changes
+the intensities themselves (a random gamma curve), and with it the Otsu threshold: the
+mask is then recomputed by Otsu on the augmented image (``rethreshold: true`` does so for
+any warp).
 """
 from __future__ import annotations
 
