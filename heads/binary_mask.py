@@ -6,10 +6,8 @@ from torch import nn
 
 from heads.base import Head
 from heads.decoder import SkipDecoder
-from zoo.registry import register
 
 
-@register("heads", "binary_mask")
 class BinaryMaskHead(Head):
     """Foreground logits ``[B, 1, H, W]``; ``predict`` thresholds at probability 0.5."""
 

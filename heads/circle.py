@@ -22,12 +22,10 @@ from torch import nn
 from heads.base import Head, global_pool
 from heads.decoder import SkipDecoder
 from zoo.geometry import enclosing_circle, rasterize_circles
-from zoo.registry import register
 
 MODES = ("fit", "regress")
 
 
-@register("heads", "circle")
 class CircleHead(Head):
     """``fit``: ``[B, 1, H, W]`` foreground logits; ``regress``: ``[B, 3]`` (cx, cy, r) in pixels."""
 
@@ -39,6 +37,7 @@ class CircleHead(Head):
         self.mode = mode
         # Which batch field and loss train this head when the task does not say.
         self.default_target, self.default_loss = ("mask", "bce_dice") if mode == "fit" else ("circle", "circle_l1")
+        self.figure_truth = "circle_mask"  # predictions are circle masks, whatever the head trains on
         if mode == "fit":
             self.decoder = SkipDecoder(channels, reductions, decoder_channels)
             self.segmentation_head = nn.Conv2d(self.decoder.out_channels, 1, 3, padding=1)
@@ -53,6 +52,17 @@ class CircleHead(Head):
         h, w = (s * self.reductions[0] for s in features[0].shape[2:])
         scale = pooled.new_tensor([w, h, max(h, w) / 2])
         return torch.sigmoid(self.regression_head(pooled).float()) * scale
+
+    def shift_output(self, output: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+        """``regress`` outputs are (cx, cy, r): move the centre back."""
+        if self.mode == "regress":
+            return output - output.new_tensor([dx, dy, 0])
+        return super().shift_output(output, dy, dx)
+
+    def check_output(self, output: torch.Tensor, target: torch.Tensor) -> str | None:
+        if self.mode == "regress" and tuple(target.shape[1:]) != (3,):
+            return "regress mode trains (cx, cy, r) against a [B, 3] circle target (target: circle)"
+        return super().check_output(output, target)
 
     def circles(self, output: torch.Tensor) -> torch.Tensor:
         """``[B, 3]`` predicted circles (cx, cy, r) in pixels."""

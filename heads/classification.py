@@ -5,10 +5,8 @@ import torch
 from torch import nn
 
 from heads.base import Head, global_pool, positive_int
-from zoo.registry import register
 
 
-@register("heads", "classification")
 class ClassificationHead(Head):
     """Logits ``[B, N]`` from global average (and max) pooling of the deepest feature map."""
 
@@ -28,6 +26,11 @@ class ClassificationHead(Head):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.classification_head(global_pool(features[-1]))
+
+    def check_output(self, output: torch.Tensor, target: torch.Tensor) -> str | None:
+        if target.dim() != 1:
+            return "class logits [B, N] need a target of one class index per sample [B]"
+        return super().check_output(output, target)
 
     def predict(self, output: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         return output.argmax(1)

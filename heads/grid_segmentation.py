@@ -26,12 +26,12 @@ from torch import nn
 
 from heads.base import Head, positive_int, require_input_skip
 from heads.levels import GlobalThreshold
-from zoo.registry import register
 
 
-@register("heads", "grid_segmentation")
 class GridSegmentationHead(Head):
     """Log-probabilities ``[B, num_classes, H, W]`` (use with ``ce``/``ce_dice`` like logits)."""
+
+    dense_classes = True  # the task gives it the data's class count
 
     needs_input_skip = True  # reads the raw input (features[0] at stride 1)
     needs_input_size = True  # tiles and histograms follow the unpadded image

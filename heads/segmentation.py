@@ -6,12 +6,12 @@ from torch import nn
 
 from heads.base import Head, positive_int
 from heads.decoder import SkipDecoder
-from zoo.registry import register
 
 
-@register("heads", "segmentation")
 class SegmentationHead(Head):
     """Class logits ``[B, N, H, W]``; ``predict`` takes the arg-max class per pixel."""
+
+    dense_classes = True  # the task gives it the data's class count
 
     def __init__(self, channels: list[int], reductions: list[int], num_classes: int = 11,
                  decoder_channels: list[int] | None = None, attention: str | None = None) -> None:

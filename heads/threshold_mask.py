@@ -15,10 +15,8 @@ import torch
 
 from heads.base import Head, global_pool, require_input_skip
 from heads.levels import GlobalThreshold
-from zoo.registry import register
 
 
-@register("heads", "threshold_mask")
 class ThresholdMaskHead(Head):
     """Foreground logits ``[B, 1, H, W]`` from a learned per-image threshold of the mean input intensity."""
 

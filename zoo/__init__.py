@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from zoo.build import build_model, build_task_model, load_registry, task_spec
+from heads.base import Head
+from zoo.build import build_model, load_registry, task_spec
 from zoo.model import MultiTaskModel
-from zoo.registry import Registry, RegistryError, register
+from zoo.registry import Registry, RegistryError
 
 __version__ = "0.1.0"
 
@@ -43,5 +44,5 @@ def list_weightings(registry_files: Iterable[str | Path] | None = None) -> list[
     return _names("weightings", registry_files)
 
 
-__all__ = ["MultiTaskModel", "Registry", "RegistryError", "build_model", "build_task_model", "list_encoders",
-           "list_heads", "list_tasks", "list_weightings", "load_registry", "register", "task_spec"]
+__all__ = ["Head", "MultiTaskModel", "Registry", "RegistryError", "build_model", "list_encoders", "list_heads",
+           "list_tasks", "list_weightings", "load_registry", "task_spec"]

@@ -85,3 +85,12 @@ def barrier() -> None:
 def shutdown() -> None:
     if active():
         dist.destroy_process_group()
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (e.g. the run directory rank 0 created)."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

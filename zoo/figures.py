@@ -29,25 +29,21 @@ def prediction_figure(model, datasets: dict, plans, path: str | Path, device: to
         preds = model.predict({a: b.float() for a, b in out.items()}, size=tuple(x.shape[-2:]))
         for i in range(k):
             rows.append((batch[i], {a: b[i].cpu() for a, b in preds.items()}, heads))
-    dense = max(sum(1 for h in heads if pred[h.name].dim() == 2) for _, pred, heads in rows)
-    cols = 1 + 2 * dense
+    # Each head says what it draws (Head.figure_panels): class heads a title, dense heads panels.
+    drawn = [[(h.name, *model.heads[h.name].figure_panels(sample, pred[h.name], h.target)) for h in heads]
+             for sample, pred, heads in rows]
+    cols = 1 + max(sum(len(panels) for _, _, panels in d) for d in drawn)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.6 * len(rows)), squeeze=False)
-    for r, (sample, pred, heads) in enumerate(rows):
-        title = []
-        for h in heads:
-            if pred[h.name].dim() == 0:
-                title.append(f"{h.name}: {int(sample[h.target])}->{int(pred[h.name])}")
+    for r, ((sample, _, _), d) in enumerate(zip(rows, drawn)):
         ax = axes[r][0]
         ax.imshow(sample["image"].permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray")
-        ax.set_title(" ".join(title), fontsize=6)
+        ax.set_title(" ".join(f"{name}: {title}" for name, title, _ in d if title), fontsize=6)
         c = 1
-        for h in heads:
-            if pred[h.name].dim() != 2:
-                continue
-            true_key = "circle_mask" if getattr(model.heads[h.name], "mode", None) else h.target
-            for img, label in ((sample[true_key], "true"), (pred[h.name], "pred")):
-                axes[r][c].imshow(img.float().numpy(), cmap="tab20" if img.max() > 1 else "gray", interpolation="nearest")
-                axes[r][c].set_title(f"{h.name} {label}", fontsize=6)
+        for name, _, panels in d:
+            for img, label in panels:
+                img = img.float()
+                axes[r][c].imshow(img.numpy(), cmap="tab20" if img.max() > 1 else "gray", interpolation="nearest")
+                axes[r][c].set_title(f"{name} {label}", fontsize=6)
                 c += 1
     for ax in axes.flat:
         ax.axis("off")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from zoo.results import row_key
+
 LOWER_IS_BETTER: set[str] = set()
 
 
@@ -25,13 +27,14 @@ def delta_m(joint: dict[str, float], single: dict[str, float], lower_is_better: 
 
 
 def baseline_key(row: dict[str, Any], task: str) -> tuple:
-    """Which single-task row a joint row is compared with: same encoder, seed, data and budget mode."""
-    return (task, row["encoder"], "fixed", row["seed"], row.get("budget_mode"), row.get("data_source"))
+    """Which single-task row a joint row is compared with: the row key with that task and the fixed
+    weighting (same encoder, budget and seed)."""
+    return row_key({**row, "task": task, "weighting": "fixed"})
 
 
 def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str, Any]]) -> list[str]:
     """Fill delta_m and the parameter / time accounting into ``row``; returns missing baseline tasks."""
-    index = {baseline_key(r, r["task"]): r for r in rows}
+    index = {row_key(r): r for r in rows}
     single, used, missing = {}, {}, []
     for metric, ref in baselines.items():
         task, _, base_metric = ref.partition(".")

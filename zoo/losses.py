@@ -11,14 +11,12 @@ import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss, LovaszLoss
 from torch import nn
 
-from zoo.registry import register
 
 
 def _binary(output: torch.Tensor) -> bool:
     return output.dim() == 4 and output.shape[1] == 1
 
 
-@register("losses", "ce")
 class CrossEntropy(nn.Module):
     """Cross-entropy for class logits ``[B, N]`` or ``[B, N, H, W]``; BCE for one-channel logits."""
 
@@ -35,7 +33,6 @@ class CrossEntropy(nn.Module):
                                label_smoothing=self.label_smoothing, ignore_index=self.ignore_index)
 
 
-@register("losses", "bce")
 class BCE(nn.Module):
     """Binary cross-entropy on one-channel logits."""
 
@@ -43,7 +40,6 @@ class BCE(nn.Module):
         return F.binary_cross_entropy_with_logits(output[:, 0].float(), target.float())
 
 
-@register("losses", "dice")
 class Dice(nn.Module):
     """smp's soft Dice loss, binary or multi-class by the number of output channels."""
 
@@ -58,7 +54,6 @@ class Dice(nn.Module):
         return self.multi(output.float(), target.long())
 
 
-@register("losses", "bce_dice")
 class BCEDice(nn.Module):
     """Cross-entropy (BCE for binary) plus soft Dice: the usual segmentation pairing."""
 
@@ -72,10 +67,8 @@ class BCEDice(nn.Module):
         return self.ce(output, target) + self.dice_weight * self.dice(output, target)
 
 
-register("losses", "ce_dice")(BCEDice)
 
 
-@register("losses", "focal")
 class Focal(nn.Module):
     """smp's focal loss, binary or multi-class by the number of output channels."""
 
@@ -92,7 +85,6 @@ class Focal(nn.Module):
         return self.multi(output.float(), target.long())
 
 
-@register("losses", "bce_lovasz")
 class BCELovasz(nn.Module):
     """Cross-entropy (BCE for binary) plus smp's Lovasz loss, a direct surrogate of IoU."""
 
@@ -111,7 +103,6 @@ class BCELovasz(nn.Module):
         return self.ce(output, target) + self.lovasz_weight * lov
 
 
-@register("losses", "circle_l1")
 class CircleL1(nn.Module):
     """Smooth-L1 between predicted and true circle parameters (cx, cy, r), in pixels."""
 

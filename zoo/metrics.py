@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from zoo.registry import register
 
 
 class Metric:
@@ -50,7 +49,6 @@ def _pct(num: torch.Tensor | float, den: torch.Tensor | float) -> float:
     return 100.0 * float(num) / den if den > 0 else float("nan")
 
 
-@register("metrics", "accuracy")
 class Accuracy(Metric):
     def state_size(self) -> int:
         return 2
@@ -63,7 +61,6 @@ class Accuracy(Metric):
         return {self.name: _pct(self.state[0], self.state[1])}
 
 
-@register("metrics", "iou")
 class BinaryIoU(Metric):
     def state_size(self) -> int:
         return 4  # intersection, union, |pred|, |true|
@@ -78,7 +75,6 @@ class BinaryIoU(Metric):
         return {self.name: _pct(i, u), f"{self.name}_dice": _pct(2 * i, sp + st)}
 
 
-@register("metrics", "confusion")
 class Confusion(Metric):
     def __init__(self, name: str, head: str, target: str, num_classes: int, exclude: list[int] | None = None,
                  prefix: str = "", per_class: bool = False) -> None:
@@ -123,7 +119,6 @@ class Confusion(Metric):
         return out
 
 
-@register("metrics", "gated_iou")
 class GatedIoU(Metric):
     def __init__(self, name: str, head: str, target: str, gate: str, gate_target: str) -> None:
         self.gate, self.gate_target = gate, gate_target

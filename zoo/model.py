@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heads.base import Head
+
 
 class MultiTaskModel(nn.Module):
     """``forward(x) -> dict[str, Tensor]``, one entry per head (or per requested head).
@@ -18,6 +20,10 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         if not heads:
             raise ValueError("a MultiTaskModel needs at least one head")
+        for name, head in heads.items():
+            if not isinstance(head, Head):
+                raise TypeError(f"head {name!r} is a {type(head).__module__}.{type(head).__qualname__}, not a zoo Head: "
+                                "subclass zoo.Head (it declares the contract the trainer reads)")
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
 
@@ -38,7 +44,7 @@ class MultiTaskModel(nn.Module):
         for name in names:
             head = self.heads[name]
             # Heads that read the raw input (threshold heads) are told the unpadded size.
-            out = head(features, size=(h, w)) if getattr(head, "needs_input_size", False) else head(features)
+            out = head(features, size=(h, w)) if head.needs_input_size else head(features)
             if out.dim() == 4 and (ph or pw):
                 out = out[..., :h, :w]
             outputs[name] = out

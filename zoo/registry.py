@@ -1,32 +1,31 @@
 """The one place that maps names to constructors.
 
-Components (encoders, heads, tasks, losses, metrics, weightings) are registered two ways
-that meet here:
+``registry.yaml`` is the source of every name: an entry names an import path
+``module:attr`` and default settings, so a class in any importable module becomes available
+through one YAML entry, without editing anything inside ``zoo/``. A user registry file
+merges onto the built-in one (``Registry.load(extra=[path])``). Duplicate names raise unless
+the later entry says ``override: true``; unknown names raise an error that lists the valid
+names and the closest match.
 
-* in code, with ``@register("heads", "name")`` (like timm's ``@register_model``), and
-* in data, by an entry in ``registry.yaml`` that names an import path ``module:attr`` and
-  default settings, so a class in any importable module becomes available through one
-  YAML entry, without editing anything inside ``zoo/``.
-
-A user registry file merges onto the built-in one (``Registry.load(extra=[path])``).
-Duplicate names raise unless the later entry says ``override: true``; unknown names raise
-an error that lists the valid names and the closest match.
+Targets are imported lazily, on first use: ``--list`` and a scratch run never pay for
+importing timm. The registry imports none of its components; an entry with ``prefix: KEY``
+(the ``timm`` encoder) also answers ``NAME:<rest>`` by building its target with
+``KEY=<rest>``, and the target's own ``check_name`` (if any) validates ``<rest>``.
 """
 from __future__ import annotations
 
 import copy
 import difflib
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import yaml
 
 KINDS = ("encoders", "heads", "tasks", "losses", "metrics", "weightings")
-
-# Filled by the @register decorator at import time of the modules that define components.
-_DECORATED: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+ENTRY_FIELDS = {"target", "settings", "override", "prefix", "paper", "description"}
 
 
 class RegistryError(ValueError):
@@ -36,27 +35,6 @@ class RegistryError(ValueError):
 def builtin_registry_path() -> Path:
     """Path of the built-in ``registry.yaml`` at the repository root."""
     return Path(__file__).resolve().parent.parent / "registry.yaml"
-
-
-def register(kind: str, name: str) -> Callable[[Any], Any]:
-    """Class decorator: register ``obj`` as ``name`` of ``kind``. Duplicates raise."""
-    _check_kind(kind, where="register()")
-
-    def wrap(obj: Any) -> Any:
-        known = _DECORATED[kind].get(name)
-        if known is not None and known is not obj:
-            raise RegistryError(
-                f"duplicate {kind[:-1]} name {name!r}: already registered by "
-                f"{_qualname(known)}, now again by {_qualname(obj)}"
-            )
-        _DECORATED[kind][name] = obj
-        return obj
-
-    return wrap
-
-
-def _qualname(obj: Any) -> str:
-    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
 
 
 def _check_kind(kind: str, where: str) -> None:
@@ -74,14 +52,46 @@ def unknown_name_error(what: str, name: str, valid: Iterable[str]) -> RegistryEr
 
 @dataclass
 class Entry:
-    """One registered component: the object, where it came from and its default settings."""
+    """One registered component: where it comes from, its default settings and (on first use) its object."""
 
     kind: str
     name: str
-    obj: Any
+    target: str
     source: str
     settings: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)  # the whole YAML entry (tasks use it)
+    _obj: Any = field(default=None, repr=False)
+
+    @property
+    def obj(self) -> Any:
+        """The imported target; an import failure names the file and the entry."""
+        if self._obj is None:
+            try:
+                obj = import_target(self.target)
+            except Exception as exc:  # any import failure is the entry's fault; say which entry
+                raise RegistryError(f"{self.source} ({self.kind}.{self.name}): target {self.target!r} does not "
+                                    f"import: {type(exc).__name__}: {exc}") from None
+            if not callable(obj):
+                raise RegistryError(f"{self.source} ({self.kind}.{self.name}): target {self.target!r} is not a "
+                                    "class or function")
+            self._obj = obj
+        return self._obj
+
+
+def check_settings(what: str, obj: Any, settings: dict[str, Any], fixed: Iterable[str] = ()) -> None:
+    """Unknown setting keys are an error listing the valid ones (before anything is built)."""
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n, p in params.items() if n not in fixed and n != "self"
+             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    unknown = sorted(set(settings) - set(valid) - set(fixed))
+    if unknown:
+        raise RegistryError(f"{what}: unknown setting(s) {', '.join(map(repr, unknown))}; valid: "
+                            f"{', '.join(valid) or '(none)'}")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -116,7 +126,7 @@ def import_target(target: str) -> Any:
 
 
 class Registry:
-    """All registered components, from decorators and one or more YAML files."""
+    """All registered components, from one or more YAML files."""
 
     def __init__(self) -> None:
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
@@ -131,7 +141,6 @@ class Registry:
             reg.merge_file(builtin_registry_path())
         for path in extra or []:
             reg.merge_file(Path(path))
-        reg._add_decorated()
         return reg
 
     def merge_file(self, path: Path) -> None:
@@ -172,70 +181,71 @@ class Registry:
         target = spec["target"]
         if not isinstance(target, str) or ":" not in target:
             raise RegistryError(f"{where}: field 'target' must be a string 'module:attr', got {target!r}")
+        if kind != "tasks":  # task entries carry their own fields (heads, metrics, ...), checked by TaskSpec
+            unknown = set(spec) - ENTRY_FIELDS
+            if unknown:
+                raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}; valid: {sorted(ENTRY_FIELDS)}")
         settings = spec.get("settings", {}) or {}
         if not isinstance(settings, dict):
             raise RegistryError(f"{where}: field 'settings' must be a mapping, got {type(settings).__name__}")
         override = spec.get("override", False)
         if not isinstance(override, bool):
             raise RegistryError(f"{where}: field 'override' must be true or false, got {override!r}")
-        try:
-            obj = import_target(target)
-        except Exception as exc:  # any import failure is the entry's fault; say which entry
-            raise RegistryError(f"{where}: target {target!r} does not import: {type(exc).__name__}: {exc}") from None
-        if not callable(obj):
-            raise RegistryError(f"{where}: target {target!r} is not a class or function")
+        if ":" in name:
+            raise RegistryError(f"{where}: a name cannot contain ':' (reserved for prefix entries like timm:<name>)")
         known = self._entries[kind].get(name)
         if known is not None and not override:
             raise RegistryError(
                 f"{where}: duplicate {kind[:-1]} name {name!r}, already defined by {known.source}; "
                 f"choose another name or add 'override: true'"
             )
-        decorated = _DECORATED[kind].get(name)
-        if decorated is not None and decorated is not obj and not override:
-            raise RegistryError(
-                f"{where}: duplicate {kind[:-1]} name {name!r}: {target} is not the class registered "
-                f"under that name in code ({_qualname(decorated)}); choose another name or add 'override: true'"
-            )
-        self._entries[kind][name] = Entry(kind, name, obj, f"{path.name}: {target}", dict(settings), dict(spec))
-
-    def _add_decorated(self) -> None:
-        for kind, named in _DECORATED.items():
-            for name, obj in named.items():
-                if name not in self._entries[kind]:
-                    self._entries[kind][name] = Entry(kind, name, obj, f"@register: {_qualname(obj)}")
+        self._entries[kind][name] = Entry(kind, name, target, f"{path.name}: {target}", dict(settings), dict(spec))
 
     # ------------------------------------------------------------------ lookups
     def names(self, kind: str) -> list[str]:
-        """Sorted names of one kind."""
+        """Sorted names of one kind (prefix entries such as ``timm`` are listed by ``prefixes``)."""
         _check_kind(kind, where="names()")
-        return sorted(self._entries[kind])
+        return sorted(n for n, e in self._entries[kind].items() if not e.spec.get("prefix"))
+
+    def prefixes(self, kind: str) -> list[str]:
+        """Names that answer ``NAME:<rest>`` (e.g. ``timm``)."""
+        _check_kind(kind, where="prefixes()")
+        return sorted(n for n, e in self._entries[kind].items() if e.spec.get("prefix"))
 
     def entry(self, kind: str, name: str) -> Entry:
         """The entry for ``name``; an unknown name lists the valid ones and the closest match."""
         _check_kind(kind, where="entry()")
-        if kind == "encoders" and name.startswith("timm:") and name not in self._entries[kind]:
-            return self._timm_entry(name)
-        if name not in self._entries[kind]:
-            extra = ["timm:<any timm model>"] if kind == "encoders" else []
+        if not isinstance(name, str):
+            raise RegistryError(f"{kind[:-1]} name must be a string, got {name!r}")
+        head, sep, rest = name.partition(":")
+        if sep and head in self._entries[kind] and self._entries[kind][head].spec.get("prefix"):
+            return self._prefixed(self._entries[kind][head], name, rest)
+        if name not in self._entries[kind] or self._entries[kind][name].spec.get("prefix"):
+            extra = [f"{p}:<name>" for p in self.prefixes(kind)]
             raise unknown_name_error(kind[:-1], name, self.names(kind) + extra)
         return self._entries[kind][name]
 
-    def _timm_entry(self, name: str) -> Entry:
-        from zoo.encoders.timm_encoder import TimmEncoder, check_timm_name
-
-        model_name = check_timm_name(name.partition(":")[2])
-        return Entry("encoders", name, TimmEncoder, "timm (any backbone)", {"model_name": model_name})
+    @staticmethod
+    def _prefixed(base: Entry, name: str, rest: str) -> Entry:
+        """``timm:<rest>``: the base entry with its prefix setting set to ``rest``, validated by the
+        target's ``check_name`` when it has one."""
+        obj = base.obj
+        if hasattr(obj, "check_name"):
+            rest = obj.check_name(rest)
+        settings = {**base.settings, base.spec["prefix"]: rest}
+        return Entry(base.kind, name, base.target, f"{base.source} ({name})", settings, {}, obj)
 
     def build(self, kind: str, name: str, **overrides: Any) -> Any:
         """Construct ``name`` with its default settings updated by ``overrides``."""
         entry = self.entry(kind, name)
         settings = copy.deepcopy(entry.settings)
         settings.update(overrides)
+        check_settings(f"{kind[:-1]} {name!r}", entry.obj, settings)
         try:
             return entry.obj(**settings)
         except TypeError as exc:
             raise RegistryError(f"cannot build {kind[:-1]} {name!r} with settings {settings}: {exc}") from None
 
     def entries(self, kind: str) -> list[Entry]:
-        """All entries of one kind, sorted by name."""
-        return [self._entries[kind][n] for n in self.names(kind)]
+        """All entries of one kind, sorted by name (prefix entries last)."""
+        return [self._entries[kind][n] for n in self.names(kind) + self.prefixes(kind)]

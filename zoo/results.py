@@ -1,11 +1,15 @@
 """Result rows and tables: terminal (rich), Markdown, CSV and JSON, written atomically.
 
-Rows are keyed by (task, encoder, weighting): running the grid in pieces into one folder
-accumulates rows, and re-running a combination replaces its row.
+Rows are keyed by :data:`KEY` (task, encoder, weighting, budget, seed): running the grid in
+pieces into one folder accumulates rows, a ``--quick`` run or another seed adds its own row,
+and re-running the same combination replaces its row. Merges hold an exclusive lock on the
+folder, so concurrent runs into one ``--out`` never lose each other's rows.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import math
@@ -20,10 +24,11 @@ from rich.table import Table
 
 from zoo.checkpoint import atomic_write_text
 
-KEY = ("task", "encoder", "weighting")
+KEY = ("task", "encoder", "weighting", "budget_mode", "seed")
 LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_epoch", "train_seconds",
         "train_samples_per_s"]
-TAIL = ["budget_mode", "data_source", "train_digits", "val_digits", "test_digits", "device", "machine", "torch", "seed", "command"]
+COUNTS = ["train_digits", "val_digits", "test_digits", "train_samples", "val_samples", "test_samples"]
+TAIL = ["budget_mode", "data_source", *COUNTS, "device", "machine", "torch", "seed", "run_dir", "command"]
 
 
 def machine() -> str:
@@ -52,12 +57,28 @@ def columns(rows: list[dict[str, Any]]) -> list[str]:
     return LEAD + metric_columns(rows) + TAIL + sorted(set(extra))
 
 
+def row_key(row: dict[str, Any]) -> tuple:
+    """The one key of a result row, used wherever rows are merged or looked up."""
+    return tuple(row.get(k) for k in KEY)
+
+
 def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    key = lambda r: tuple(r.get(k) for k in KEY)  # noqa: E731
-    merged = {key(r): r for r in old}
+    merged = {row_key(r): r for r in old}
     for r in new:
-        merged[key(r)] = r
+        merged[row_key(r)] = r
     return list(merged.values())
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    """An exclusive lock on ``out`` (``fcntl.flock`` on ``out/.results.lock``) for a read-merge-write."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".results.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def load_rows(out: Path) -> list[dict[str, Any]]:
@@ -77,9 +98,14 @@ def _fmt(v: Any) -> str:
 
 
 def write_results(out: str | Path, rows: list[dict[str, Any]], header: str) -> list[Path]:
-    """Write results.json, results.csv and results.md into ``out`` (atomically), merged with what is there."""
+    """Write results.json, results.csv and results.md into ``out`` (atomically, under the folder's lock),
+    merged with what is there."""
     out = Path(out)
-    rows = merge_rows(load_rows(out), rows)
+    with locked(out):
+        return _write(out, merge_rows(load_rows(out), rows), header)
+
+
+def _write(out: Path, rows: list[dict[str, Any]], header: str) -> list[Path]:
     cols = columns(rows)
     atomic_write_text(out / "results.json", json.dumps({"header": header, "columns": cols, "rows": rows}, indent=2))
     buf = io.StringIO()
@@ -102,8 +128,9 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
         parts += [f"### {task}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         parts += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in trs]
         prov = trs[0]
-        parts += ["", f"data: {prov.get('data_source')} (train {prov.get('train_digits')}, val {prov.get('val_digits')}, "
-                  f"test {prov.get('test_digits')} digits); device: {prov.get('device')}; machine: {prov.get('machine')}; "
+        unit = "digits" if "train_digits" in prov else "samples"
+        parts += ["", f"data: {prov.get('data_source')} (train {prov.get('train_' + unit)}, val "
+                  f"{prov.get('val_' + unit)}, test {prov.get('test_' + unit)} {unit}); device: {prov.get('device')}; machine: {prov.get('machine')}; "
                   f"torch {prov.get('torch')}; seed {prov.get('seed')}", "",
                   f"command: `{prov.get('command')}`", ""]
     return "\n".join(parts)

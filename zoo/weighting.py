@@ -15,7 +15,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from zoo.registry import register
 
 Scale = Callable[[torch.Tensor], torch.Tensor]
 
@@ -51,12 +50,10 @@ class Weighting(nn.Module):
         """Called with each head's mean training loss of the epoch just ended."""
 
 
-@register("weightings", "fixed")
 class Fixed(Weighting):
     """The weighted sum with the weights from ``registry.yaml``."""
 
 
-@register("weightings", "uncertainty")
 class Uncertainty(Weighting):
     """Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla 2018).
 
@@ -79,7 +76,6 @@ class Uncertainty(Weighting):
         return out
 
 
-@register("weightings", "dwa")
 class DWA(Weighting):
     """Dynamic weight average (Liu, Johns & Davison 2019): w_i = K exp(r_i / T) / sum_j exp(r_j / T),
     with r_i = L_i(t-1) / L_i(t-2) the ratio of the last two epochs' mean losses; equal
@@ -145,7 +141,6 @@ def _params_of(loss: torch.Tensor) -> list[nn.Parameter]:
     return out
 
 
-@register("weightings", "pcgrad")
 class PCGrad(Weighting):
     """Projecting conflicting gradients (Yu et al. 2020): on the shared parameters, each task's
     gradient loses its component along any other task's gradient it conflicts with (negative
@@ -182,7 +177,6 @@ class PCGrad(Weighting):
         return total.detach()
 
 
-@register("weightings", "gradnorm")
 class GradNorm(Weighting):
     """GradNorm (Chen et al. 2018): learnable weights w_i whose gradient norms on the last
     shared layer, ||grad_W w_i L_i||, are pulled toward mean_norm * (r_i)^alpha, with r_i

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from zoo.data.idx import DataError, Mnist
+from zoo.data.idx import Mnist
+from zoo.data.split import split_indices
 from zoo.geometry import enclosing_circle
 
 
@@ -62,17 +63,10 @@ def split_mnist(mnist: Mnist, val_fraction: float = 0.1, seed: int = 0, train_li
     ``train_limit``/``test_limit`` take the first digits of the (shuffled) train pool and of the
     test set, for quick runs. No digit is ever in two splits.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}")
-    n = len(mnist.train_images)
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, int(round(n * val_fraction)))
-    val_idx, train_idx = order[:n_val], order[n_val:]
+    train_idx, val_idx, _ = split_indices(len(mnist.train_images), val_fraction, 0.0, seed, "MNIST training digits")
     if train_limit:
         train_idx = train_idx[:train_limit]
         val_idx = val_idx[: max(1, int(round(train_limit * val_fraction)))]
-    if len(train_idx) == 0:
-        raise DataError(f"no training digits left: {n} digits with val_fraction={val_fraction}")
     te = slice(0, test_limit) if test_limit else slice(None)
     return Splits(
         train=Digits.from_arrays(mnist.train_images[train_idx], mnist.train_labels[train_idx]),

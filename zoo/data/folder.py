@@ -6,8 +6,10 @@ those splits; a single folder is split by seeded fractions.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable
 
 import cv2
 import numpy as np
@@ -36,6 +38,65 @@ def read_mask(path: Path) -> np.ndarray:
     if m.ndim == 3:
         raise DataError(f"{path}: masks must be single-channel PNGs of class indices, got {m.shape[2]} channels")
     return m
+
+
+def check_size(size: Any, what: str = "size") -> tuple[int, int] | None:
+    """``size`` setting: ``None`` (keep each image's size) or ``[H, W]`` of integers >= 1."""
+    if size is None:
+        return None
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)):
+        raise DataError(f"{what} must be [H, W] with two integers >= 1 (e.g. size=[128, 128]), got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def probe_image(path: Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header (no decoding); unreadable is a DataError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise DataError(f"{path}: the image does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the image (corrupt or not an image): {exc}") from None
+    return h, w
+
+
+def check_readable(split: str, paths: Iterable[Path], size: tuple[int, int] | None,
+                   masks: Iterable[Path] | None = None) -> None:
+    """Every file of a split is readable before training starts; without ``size`` they must share
+    one size (a batch is one tensor); a mask must have its image's size."""
+    paths = list(paths)
+    sizes = [probe_image(p) for p in paths]
+    for p, m, hw in zip(paths, masks or [], sizes):
+        mhw = probe_image(m)
+        if mhw != hw:
+            raise DataError(f"{p} is {hw[1]}x{hw[0]} but its mask {m} is {mhw[1]}x{mhw[0]}; they must match")
+    if size is None and len(set(sizes)) > 1:
+        first = sizes[0]
+        odd = next(p for p, hw in zip(paths, sizes) if hw != first)
+        raise DataError(f"{split} images differ in size ({paths[0].name} is {first[1]}x{first[0]}, {odd.name} is "
+                        f"{probe_image(odd)[1]}x{probe_image(odd)[0]}); resize them all with --task-arg 'size=[H, W]'")
+
+
+def scan_classes(masks: list[Path]) -> int:
+    """Number of classes = largest mask value + 1 over all masks. A value far from the rest (classes
+    between that never occur) is warned about, naming the file that holds it."""
+    seen: set[int] = set()
+    where: dict[int, Path] = {}
+    for path in masks:
+        for v in np.unique(read_mask(path)).tolist():
+            seen.add(int(v))
+            where.setdefault(int(v), path)
+    n = max(seen) + 1
+    never = sorted(set(range(n)) - seen)
+    if never:
+        top = max(seen)
+        warnings.warn(f"num_classes: auto found {n} classes because {where[top]} holds the value {top}, but "
+                      f"class(es) {never} never occur in any mask; check that file or set num_classes", stacklevel=2)
+    return n
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:

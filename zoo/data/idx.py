@@ -117,6 +117,10 @@ def load_mnist(root: str | Path | None = None, download: bool = True) -> Mnist:
         )
     xtr, ytr = _read_pair(found["train_images"], found["train_labels"])
     xte, yte = _read_pair(found["test_images"], found["test_labels"])
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise DataError(f"{found['train_images']} holds {xtr.shape[1]}x{xtr.shape[2]} images but "
+                        f"{found['test_images']} holds {xte.shape[1]}x{xte.shape[2]}; train and test images must "
+                        "have one size")
     return Mnist(xtr, ytr, xte, yte, source=str(found["train_images"].parent))
 
 

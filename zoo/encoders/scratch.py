@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from zoo.encoders.base import Encoder, check_in_channels, load_local_weights
-from zoo.registry import register
 
 
 class DoubleConv(nn.Sequential):
@@ -28,7 +27,6 @@ def _norm(norm: str, channels: int) -> nn.Module:
     raise ValueError(f"norm must be one of 'batch', 'group', 'instance', got {norm!r}")
 
 
-@register("encoders", "scratch")
 class ScratchEncoder(Encoder):
     """U-Net encoder: ``depth`` levels, the first at full resolution, channels doubling from ``width``.
 

@@ -25,6 +25,11 @@ class TimmEncoder(Encoder):
     ``pretrained`` is a local weights file for the full timm model (or its features), or None.
     """
 
+    @staticmethod
+    def check_name(model_name: str) -> str:
+        """The registry's hook for ``timm:<name>``: the name must be a timm model."""
+        return check_timm_name(model_name)
+
     def __init__(self, model_name: str, in_channels: int = 1, pretrained: str | None = None,
                  out_indices: tuple[int, ...] | None = None, input_skip: bool = False, **kwargs) -> None:
         super().__init__()

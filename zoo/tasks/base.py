@@ -5,7 +5,12 @@ A task entry names its class (``target``), class settings, and:
 * ``heads``: ``name -> {head, settings, loss, loss_settings, weight, target, stream}``;
 * ``metrics``: ``name -> {metric, head, target, settings...}``;
 * ``monitor``: the validation metric that picks the best checkpoint (higher is better);
-* ``budget`` and ``quick``: training settings for the real benchmark and for smoke runs.
+* ``budget`` and ``quick``: training settings for the real benchmark and for smoke runs
+  (``quick`` overrides only what it lists; the rest comes from ``budget``).
+
+The YAML entry is unpacked once, into a :class:`TaskSpec`; :meth:`Task.resolve` joins it
+with what only the data can tell (class counts, class weights) into the
+:class:`ResolvedHead` objects the builder and the trainer consume.
 
 A task's data comes in named *streams* (single tasks have one, ``main``); each head and
 metric reads one stream, so a joint task can feed single digits to some heads and
@@ -13,12 +18,16 @@ composites to others.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import Dataset
 
 from zoo.registry import RegistryError
+
+if TYPE_CHECKING:
+    from zoo.registry import Registry
 
 HEAD_FIELDS = {"head", "settings", "loss", "loss_settings", "weight", "target", "stream"}
 TASK_FIELDS = {"target", "settings", "heads", "metrics", "monitor", "budget", "quick", "override", "description",
@@ -35,6 +44,15 @@ class DataConfig:
     train_limit: int | None = None  # digits/images, for quick runs
     test_limit: int | None = None
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction!r}")
+        for name in ("train_limit", "test_limit"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name.replace('_', ' ')} must be an integer >= 1 (leave it out for the whole "
+                                 f"split), got {v!r}")
+
 
 @dataclass
 class TaskData:
@@ -45,11 +63,16 @@ class TaskData:
     test: dict[str, Dataset]
     info: dict[str, Any]
     in_channels: int = 1
-    # Settings only the data can tell (e.g. the number of classes found in a folder),
-    # merged into the named heads' and metrics' YAML settings.
-    head_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
-    metric_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
-    loss_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What only the data can tell, keyed by no head name: Task.resolve gives it to the heads
+    # that predict a class per pixel (Head.dense_classes), their losses and their metrics.
+    num_classes: int | None = None
+    class_weights: list[float] | None = None
+    exclude: list[int] | None = None
+
+
+def sample_info(train: Any, val: Any, test: Any) -> dict[str, int]:
+    """The sample counts every non-MNIST result row records (MNIST rows count digits)."""
+    return {"train_samples": len(train), "val_samples": len(val), "test_samples": len(test)}
 
 
 class Task:
@@ -63,6 +86,55 @@ class Task:
     def datasets(self, data: DataConfig) -> TaskData:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def resolve(self, spec: "TaskSpec", data: TaskData, registry: "Registry") -> "ResolvedTask":
+        """The task's heads and metrics with every setting the data decides filled in.
+
+        Data-derived class counts and class weights go to the heads that declare
+        ``dense_classes`` (never to a hard-coded head name); a YAML setting that contradicts
+        the data, or data with classes but no head to predict them, is an error.
+        """
+        from heads.base import Head
+
+        heads, class_heads = [], []
+        for h in spec.heads:
+            where = f"task {spec.name!r}, head {h.name!r} ({h.head})"
+            cls = registry.entry("heads", h.head).obj
+            if not (isinstance(cls, type) and issubclass(cls, Head)):
+                raise RegistryError(f"{where}: {registry.entry('heads', h.head).target} must subclass zoo.Head")
+            settings, loss_settings = dict(h.settings), dict(h.loss_settings)
+            if cls.dense_classes and data.num_classes is not None:
+                _agree(where, settings, "num_classes", data.num_classes)
+                class_heads.append(h.name)
+                if data.class_weights is not None:
+                    loss_settings.setdefault("class_weights", list(data.class_weights))
+            loss, target = h.loss or cls.default_loss, h.target or cls.default_target
+            if loss is None or target is None:
+                raise RegistryError(f"{where}: give 'loss' and 'target' in its task entry (the head has no defaults)")
+            heads.append(ResolvedHead(h.name, h.head, settings, loss, loss_settings, h.weight, target, h.stream))
+        if data.num_classes is not None and data.num_classes > 2 and not class_heads:
+            raise RegistryError(f"task {spec.name!r}: the data has {data.num_classes} classes, but none of its heads "
+                                f"({', '.join(f'{h.name}: {h.head}' for h in spec.heads)}) predicts a class per pixel "
+                                "(e.g. segmentation)")
+        metrics = []
+        for m in spec.metrics:
+            settings = dict(m.settings)
+            if m.settings.get("head") in class_heads:
+                accepts = inspect.signature(registry.entry("metrics", m.metric).obj).parameters
+                if "num_classes" in accepts:
+                    _agree(f"task {spec.name!r}, metric {m.name!r}", settings, "num_classes", data.num_classes)
+                if "exclude" in accepts and data.exclude is not None:
+                    settings["exclude"] = [c for c in data.exclude if c < data.num_classes]
+            metrics.append(MetricSpec(m.name, m.metric, settings))
+        return ResolvedTask(spec, heads, metrics)
+
+
+def _agree(where: str, settings: dict[str, Any], key: str, value: Any) -> None:
+    """Fill ``key`` from the data; a YAML value that says otherwise is an error, never overridden silently."""
+    if key in settings and settings[key] != value:
+        raise RegistryError(f"{where}: {key} is {settings[key]!r} in its settings but the data has {value!r}; "
+                            f"remove it from the settings or fix the data")
+    settings[key] = value
+
 
 @dataclass(frozen=True)
 class HeadSpec:
@@ -73,6 +145,20 @@ class HeadSpec:
     loss_settings: dict[str, Any]
     weight: float
     target: str | None
+    stream: str
+
+
+@dataclass(frozen=True)
+class ResolvedHead:
+    """One head, ready to build and train: every setting known, loss and target chosen."""
+
+    name: str
+    head: str
+    settings: dict[str, Any]
+    loss: str
+    loss_settings: dict[str, Any]
+    weight: float
+    target: str
     stream: str
 
 
@@ -145,3 +231,23 @@ class TaskSpec:
                 raise RegistryError(f"{where}.baselines.{k}: expected 'task.metric', got {v!r}")
         return cls(name, task, heads, metrics, monitor, dict(spec.get("budget") or {}), dict(spec.get("quick") or {}),
                    baselines)
+
+
+@dataclass
+class ResolvedTask:
+    """A task spec joined with its data: what the builder and the trainer consume."""
+
+    spec: TaskSpec
+    heads: list[ResolvedHead]
+    metrics: list[MetricSpec]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def monitor(self) -> list[str]:
+        return self.spec.monitor
+
+    def stream_of(self, head: str) -> str:
+        return next(h.stream for h in self.heads if h.name == head)

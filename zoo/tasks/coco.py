@@ -1,118 +1,21 @@
-"""COCO instance annotations -> binary or multi-class segmentation, masks built with pycocotools.
+"""COCO tasks: binary or multi-class segmentation from a COCO instances JSON (``zoo.data.coco``).
 
 Layout under ``--data-root DIR``: ``annotations/instances_<split>.json`` and ``<split>/``
 image folders for the splits ``train`` and ``val`` (the COCO names ``train2017``/``val2017``
 work too); the test split is COCO's val split and the validation split a seeded slice of
-train. Each pixel of a multi-class mask gets its category's contiguous index: categories
-sorted by COCO id get 1, 2, ... (0 is background), the mapping is ``category_index``.
-Overlaps: objects are painted in order of decreasing area, so where objects overlap the
-smaller one (usually in front) wins; ties go to the lower annotation id. Crowd
-annotations (RLE) are painted like the others. Annotations with an unknown category or an
-invalid polygon are skipped and counted in one warning; images with no annotations are
-all background.
+train.
 """
 from __future__ import annotations
 
 import json
 import warnings
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-from torch.utils.data import Dataset
-
-from zoo.data.folder import read_image, resize_pair, to_sample
+from zoo.data.coco import CocoDataset, coco_mask, load_coco
+from zoo.data.folder import check_readable, check_size
 from zoo.data.idx import DataError
-from zoo.registry import register
-from zoo.tasks.base import DataConfig, Task, TaskData
-from zoo.tasks.folder import split_pairs
-
-
-def load_coco(ann_file: Path, category_filter: list[str | int] | None = None) -> tuple[dict, dict[int, int], list[str]]:
-    """Parse an instances JSON: returns the raw dict, COCO id -> contiguous index, class names."""
-    try:
-        data = json.loads(Path(ann_file).read_text())
-    except FileNotFoundError:
-        raise DataError(f"COCO annotation file {ann_file} does not exist") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{ann_file}: not valid JSON: {exc}") from None
-    for key in ("images", "annotations", "categories"):
-        if key not in data or not isinstance(data[key], list):
-            raise DataError(f"{ann_file}: missing list {key!r}; is it a COCO instances file?")
-    cats = sorted(data["categories"], key=lambda c: c["id"])
-    if category_filter:
-        wanted = {str(c) for c in category_filter}
-        cats = [c for c in cats if str(c["id"]) in wanted or c["name"] in wanted]
-        if not cats:
-            names = ", ".join(c["name"] for c in data["categories"])
-            raise DataError(f"{ann_file}: category filter {category_filter} matches none of: {names}")
-    index = {c["id"]: i + 1 for i, c in enumerate(cats)}
-    return data, index, ["background"] + [c["name"] for c in cats]
-
-
-def _valid_polygon(poly: Any) -> bool:
-    return isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0 and all(
-        isinstance(v, (int, float)) for v in poly)
-
-
-def coco_mask(anns: list[dict], index: dict[int, int], h: int, w: int, binary: bool) -> tuple[np.ndarray, int]:
-    """Paint one image's annotations; returns the mask and how many annotations were skipped."""
-    from pycocotools import mask as mask_utils
-
-    out = np.zeros((h, w), dtype=np.uint8)
-    skipped = 0
-    order = sorted(anns, key=lambda a: (-float(a.get("area", 0)), a.get("id", 0)))
-    for a in order:
-        cls = index.get(a.get("category_id"))
-        seg = a.get("segmentation")
-        if cls is None or seg is None:
-            skipped += 1
-            continue
-        try:
-            if isinstance(seg, list):
-                polys = [p for p in seg if _valid_polygon(p)]
-                if not polys or len(polys) != len(seg):
-                    skipped += 1
-                    continue
-                rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
-            elif isinstance(seg, dict) and "counts" in seg:
-                rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
-            else:
-                skipped += 1
-                continue
-            m = mask_utils.decode(rle).astype(bool)
-        except Exception:  # pycocotools raises assorted errors on malformed input: count it, go on
-            skipped += 1
-            continue
-        if m.shape != (h, w):
-            skipped += 1
-            continue
-        out[m] = 1 if binary else cls
-    return out, skipped
-
-
-class CocoDataset(Dataset):
-    """Images of one COCO split with masks painted on the fly."""
-
-    def __init__(self, image_dir: Path, images: list[dict], anns_by_image: dict[int, list[dict]], index: dict[int, int],
-                 binary: bool, channels: int, size: tuple[int, int] | None) -> None:
-        self.image_dir, self.images, self.anns, self.index = image_dir, images, anns_by_image, index
-        self.binary, self.channels, self.size = binary, channels, size
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        info = self.images[i]
-        image = read_image(self.image_dir / info["file_name"], self.channels)
-        h, w = image.shape[:2]
-        if (info.get("height"), info.get("width")) not in ((h, w), (None, None)):
-            raise DataError(f"{self.image_dir / info['file_name']} is {w}x{h} but the annotations say "
-                            f"{info.get('width')}x{info.get('height')}")
-        mask, _ = coco_mask(self.anns.get(info["id"], []), self.index, h, w, self.binary)
-        image, mask = resize_pair(image, mask, self.size)
-        return to_sample(image, mask)
+from zoo.data.split import limit, split_items
+from zoo.tasks.base import DataConfig, Task, TaskData, sample_info
 
 
 def _split_dirs(root: Path, split: str) -> tuple[Path, Path]:
@@ -132,7 +35,9 @@ class CocoTask(Task):
 
     def __init__(self, size: list[int] | None = (256, 256), channels: int = 3,
                  categories: list[str | int] | None = None) -> None:
-        self.size = tuple(size) if size else None
+        self.size = check_size(size)
+        if channels not in (1, 3):
+            raise ValueError(f"COCO task channels must be 1 or 3, got {channels!r}")
         self.channels, self.categories = channels, categories
 
     def _split(self, root: Path, split: str):
@@ -140,14 +45,26 @@ class CocoTask(Task):
         data, index, names = load_coco(ann_file, self.categories)
         if not image_dir.is_dir():
             raise DataError(f"{ann_file} has no image folder {image_dir}")
+        for img in data["images"]:
+            if not isinstance(img, dict) or "file_name" not in img or "id" not in img:
+                raise DataError(f"{ann_file}: image entry {img!r:.80} has no 'file_name' or 'id'; every COCO image "
+                                "needs both")
+        ids = {img["id"] for img in data["images"]}
         by_image: dict[int, list[dict]] = {}
         for a in data["annotations"]:
-            by_image.setdefault(a.get("image_id"), []).append(a)
+            if a.get("image_id") not in ids:
+                raise DataError(f"{ann_file}: annotation {a.get('id')!r} refers to image_id {a.get('image_id')!r}, "
+                                f"which is not among the file's {len(ids)} images")
+            by_image.setdefault(a["image_id"], []).append(a)
         skipped = 0
         for img in data["images"]:
             h, w = img.get("height"), img.get("width")
             if h and w:
                 skipped += coco_mask(by_image.get(img["id"], []), index, h, w, self.binary)[1]
+        if data["annotations"] and skipped == len(data["annotations"]):
+            raise DataError(f"{ann_file}: all {skipped} annotation(s) were skipped (unknown or filtered category, "
+                            "polygon with fewer than 3 points, or no segmentation such as bbox-only); "
+                            "training on empty masks would mean nothing")
         if skipped:
             warnings.warn(f"{ann_file}: skipped {skipped} annotation(s) with an unknown/filtered category or an "
                           f"invalid polygon/RLE", stacklevel=2)
@@ -159,28 +76,23 @@ class CocoTask(Task):
         root = Path(data.root)
         tr_dir, tr_imgs, tr_anns, index, names, skip_tr = self._split(root, "train")
         te_dir, te_imgs, te_anns, _, _, skip_te = self._split(root, "val")
-        train, val, _ = split_pairs(tr_imgs, data.val_fraction, 0.0, data.seed)
-        if data.train_limit:
-            train = train[: data.train_limit]
-        if data.test_limit:
-            te_imgs = te_imgs[: data.test_limit]
+        train, val, _ = split_items(tr_imgs, data.val_fraction, 0.0, data.seed, "COCO train images")
+        train, te_imgs = limit(train, data.train_limit), limit(te_imgs, data.test_limit)
+        for split, d, imgs in (("train", tr_dir, train), ("val", tr_dir, val), ("test", te_dir, te_imgs)):
+            check_readable(f"{root} {split}", [d / i["file_name"] for i in imgs], self.size)
         make = lambda d, imgs, anns: {"main": CocoDataset(d, imgs, anns, index, self.binary, self.channels, self.size)}  # noqa: E731
         n = 2 if self.binary else len(names)
         return TaskData(train=make(tr_dir, train, tr_anns), val=make(tr_dir, val, tr_anns), test=make(te_dir, te_imgs, te_anns),
                         in_channels=self.channels,
-                        info={"data_source": str(root), "train_digits": len(train), "val_digits": len(val),
-                              "test_digits": len(te_imgs), "num_classes": n, "skipped_annotations": skip_tr + skip_te,
+                        info={"data_source": str(root), **sample_info(train, val, te_imgs), "num_classes": n, "skipped_annotations": skip_tr + skip_te,
                               "category_index": json.dumps({str(k): v for k, v in index.items()})},
-                        head_settings={"seg": {"num_classes": n}} if not self.binary else {},
-                        metric_settings={"seg": {"num_classes": n}} if not self.binary else {})
+                        num_classes=None if self.binary else n)
 
 
-@register("tasks", "coco")
 class CocoSemanticTask(CocoTask):
     """Multi-class COCO segmentation (category -> contiguous index, background 0)."""
 
 
-@register("tasks", "coco_binary")
 class CocoBinaryTask(CocoTask):
     """Binary COCO segmentation: the union of all objects."""
 

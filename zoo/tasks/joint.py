@@ -9,12 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from zoo.data.datasets import DigitDataset
-from zoo.registry import register
 from zoo.tasks.base import DataConfig, TaskData
 from zoo.tasks.mnist import SemanticTask, mnist_splits
 
 
-@register("tasks", "joint")
 class JointTask(SemanticTask):
     """The semantic task's composites plus the single digits they are made of."""
 

@@ -8,7 +8,6 @@ from zoo.data.augment import Augment
 from zoo.data.datasets import CompositeDataset, DigitDataset
 from zoo.data.digits import Splits, split_mnist
 from zoo.data.idx import load_mnist
-from zoo.registry import register
 from zoo.tasks.base import DataConfig, Task, TaskData
 
 
@@ -41,17 +40,14 @@ class _DigitTask(Task):
         )
 
 
-@register("tasks", "foreground")
 class ForegroundTask(_DigitTask):
     """Binary mask of each digit (Otsu foreground), scored by IoU."""
 
 
-@register("tasks", "circlization")
 class CirclizationTask(_DigitTask):
     """Digit class plus its minimum enclosing circle, scored by accuracy and gated IoU."""
 
 
-@register("tasks", "semantic")
 class SemanticTask(Task):
     """2x2 composites with 11-class pixel labels (digit value 0-9, background 10), scored by Dice.
 

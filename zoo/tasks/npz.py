@@ -13,44 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from zoo.data.folder import resize_pair, to_sample
+from zoo.data.arrays import ArrayDataset, check_masks, class_weights
+from zoo.data.folder import check_size
 from zoo.data.idx import DataError
-from zoo.registry import register
-from zoo.tasks.base import DataConfig, Task, TaskData
+from zoo.data.split import limit, split_indices
+from zoo.tasks.base import DataConfig, Task, TaskData, sample_info
 
 
-def class_weights(masks: np.ndarray, num_classes: int) -> list[float]:
-    """Median frequency balancing: w_c = median(f) / f_c over classes present (absent classes get 0)."""
-    counts = np.bincount(masks.reshape(-1).astype(np.int64), minlength=num_classes)[:num_classes].astype(np.float64)
-    freq = counts / counts.sum()
-    present = freq > 0
-    med = np.median(freq[present])
-    w = np.zeros(num_classes)
-    w[present] = med / freq[present]
-    return [round(float(v), 6) for v in w]
-
-
-class ArrayDataset(Dataset):
-    def __init__(self, images: np.ndarray, masks: np.ndarray, index: np.ndarray, size: tuple[int, int] | None) -> None:
-        self.images, self.masks, self.index, self.size = images, masks, index, size
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        j = int(self.index[i])
-        image, mask = self.images[j], self.masks[j]
-        if image.dtype != np.uint8:  # float images in [0, 1] or [0, 255]
-            scale = 255.0 if float(image.max()) <= 1.0 else 1.0
-            image = np.clip(image * scale, 0, 255).astype(np.uint8)
-        image, mask = resize_pair(image, mask.astype(np.uint8), self.size)
-        return to_sample(image, mask)
-
-
-@register("tasks", "npz")
 class NpzTask(Task):
     in_all = False
 
@@ -60,7 +30,7 @@ class NpzTask(Task):
                  rare_classes: list[int] | None = None, test_fraction: float = 0.2) -> None:
         self.file, self.keys = file, {"images": images, "masks": masks, "stacked": stacked,
                                       "test_images": test_images, "test_masks": test_masks}
-        self.num_classes, self.size = num_classes, tuple(size) if size else None
+        self.num_classes, self.size = num_classes, check_size(size)
         self.exclude, self.oversample, self.rare = list(exclude or []), int(oversample), list(rare_classes or [])
         self.test_fraction = test_fraction
 
@@ -77,7 +47,11 @@ class NpzTask(Task):
                 return None
             if key not in z.files:
                 raise DataError(f"{path}: no array {key!r}; arrays in the file: {', '.join(z.files)}")
-            return z[key]
+            a = z[key]
+            if a.ndim == 0:
+                raise DataError(f"{path}: array {key!r} is a 0-d scalar ({a!r:.40}); it must hold one image or mask "
+                                "per row, e.g. (N, H, W)")
+            return a
 
         if self.keys["stacked"]:
             st = get(self.keys["stacked"])
@@ -96,6 +70,8 @@ class NpzTask(Task):
                 raise DataError(f"{path}: {what} sizes differ: {a.shape[1:3]} vs {b.shape[1:3]}")
             if a.ndim not in (3, 4) or b.ndim != 3:
                 raise DataError(f"{path}: {what} must be (N, H, W[, C]) and (N, H, W), got {a.shape} and {b.shape}")
+        y = check_masks(y, f"{path} masks")
+        ty = check_masks(ty, f"{path} test masks") if ty is not None else None
         return x, y, tx, ty
 
     def datasets(self, data: DataConfig) -> TaskData:
@@ -114,19 +90,13 @@ class NpzTask(Task):
             if m is not None and (m.min() < 0 or m.max() >= n):
                 raise DataError(f"{path}: {what} hold values {int(m.min())}..{int(m.max())}, outside 0..{n - 1} "
                                 f"(num_classes={n})")
-        rng = np.random.default_rng(data.seed)
-        order = rng.permutation(len(x))
-        n_val = max(1, int(round(len(x) * data.val_fraction)))
         if tx is None:
-            n_test = max(1, int(round(len(x) * self.test_fraction)))
-            val_idx, test_idx, train_idx = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
+            train_idx, val_idx, test_idx = split_indices(len(x), data.val_fraction, self.test_fraction, data.seed, "images")
             tx, ty = x, y
         else:
-            val_idx, train_idx, test_idx = order[:n_val], order[n_val:], np.arange(len(tx))
-        if data.train_limit:
-            train_idx = train_idx[: data.train_limit]
-        if data.test_limit:
-            test_idx = test_idx[: data.test_limit]
+            train_idx, val_idx, _ = split_indices(len(x), data.val_fraction, 0.0, data.seed, "images")
+            test_idx = np.arange(len(tx))
+        train_idx, test_idx = limit(train_idx, data.train_limit), limit(test_idx, data.test_limit)
         if len(train_idx) == 0:
             raise DataError(f"{path}: no training images left after the validation/test split ({len(x)} images)")
         weights = class_weights(y[train_idx], n)
@@ -145,10 +115,7 @@ class NpzTask(Task):
             val={"main": ArrayDataset(x, y, val_idx, self.size)},
             test={"main": ArrayDataset(tx, ty, test_idx, self.size)},
             in_channels=channels,
-            info={"data_source": str(path), "train_digits": len(train_idx), "val_digits": len(val_idx),
-                  "test_digits": len(test_idx), "num_classes": n, "oversampled": extra,
-                  "class_weights": " ".join(f"{w:.3g}" for w in weights)},
-            head_settings={"seg": {"num_classes": n}},
-            loss_settings={"seg": {"class_weights": weights}},
-            metric_settings={"seg": {"num_classes": n, "exclude": excl}},
+            info={"data_source": str(path), **sample_info(train_idx, val_idx, test_idx), "num_classes": n,
+                  "oversampled": extra, "class_weights": " ".join(f"{w:.3g}" for w in weights)},
+            num_classes=n, class_weights=weights, exclude=excl,
         )
