@@ -38,13 +38,16 @@ def test_cli_two_encoders_write_three_result_files(tiny_mnist, tmp_path, capsys)
         assert col in header
     md = (out / "results.md").read_text()
     assert "| scratch |" in md and "command: `python -m zoo.bench" in md
-    assert (out / "figures" / "circlization-scratch-fixed.png").stat().st_size > 1000
-    assert (out / "checkpoints" / "circlization-scratch-fixed" / "best.pt").is_file()
+    for r in rows:  # each run has its own directory: checkpoints, figure, log
+        run = Path(r["run_dir"])
+        assert run.parent == out / "runs" and run.name.startswith(f"circlization-{r['encoder']}-fixed-custom-")
+        assert (run / "figure.png").stat().st_size > 1000 and (run / "best.pt").is_file()
+        assert "epoch 2/2" in (run / "log.txt").read_text()
     printed = capsys.readouterr().out
     assert f"{rows[0]['accuracy']:.2f}" in printed and f"{rows[1]['gated_iou']:.2f}" in printed  # the rich table
 
 
-FG_ENCODER = (("input_skip", True), ("width", 8))  # the foreground threshold head reads the raw input
+FG_ENCODER = {"input_skip": True, "width": 8}  # the foreground threshold head reads the raw input
 
 
 def test_training_moves_metrics(tiny_mnist):
@@ -63,7 +66,7 @@ def test_training_moves_metrics(tiny_mnist):
 
 def test_resume_matches_uninterrupted_run(tiny_mnist, tmp_path):
     cfg = RunConfig(task="circlization", encoder="scratch", epochs=3, batch_size=16, data_root=str(tiny_mnist),
-                    encoder_settings=(("width", 8),), schedule="onecycle")
+                    encoder_settings={"width": 8}, schedule="onecycle")
     full = fit(cfg, out_dir=tmp_path / "full", show_progress=False)
 
     def stop_after_first(epoch, row):
@@ -124,8 +127,8 @@ def test_resumed_checkpoint_of_other_task_is_refused(tiny_mnist, tmp_path):
                     encoder_settings=FG_ENCODER)
     fit(cfg, out_dir=tmp_path, show_progress=False)
     other = RunConfig(task="circlization", encoder="scratch", epochs=1, batch_size=16, data_root=str(tiny_mnist),
-                      encoder_settings=(("width", 8),))
-    with pytest.raises(ValueError, match="is for task 'foreground'"):
+                      encoder_settings={"width": 8})
+    with pytest.raises(ValueError, match="task: 'foreground' in the checkpoint, 'circlization' now"):
         fit(other, resume=tmp_path / "last.pt", show_progress=False)
 
 
@@ -142,6 +145,6 @@ def test_distributed_two_processes_equal_single_process_evaluation(tiny_mnist, t
     row = json.loads((out / "results.json").read_text())["rows"][0]
     from zoo.train import evaluate_checkpoint
 
-    single = evaluate_checkpoint(out / "checkpoints" / "foreground-scratch-fixed" / "best.pt", split="test")
+    single = evaluate_checkpoint(Path(row["run_dir"]) / "best.pt", split="test")
     assert row["iou"] == pytest.approx(round(single["iou"], 4), abs=1e-4)
     assert not list(out.glob("**/*.tmp"))

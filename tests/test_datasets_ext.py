@@ -164,11 +164,11 @@ def test_npz_weights_oversampling_exclusion(tmp_path):
     f = write_npz(tmp_path / "mars.npz")
     data = NpzTask(oversample=2, rare_classes=[3], exclude=[0]).datasets(DataConfig(root=str(f), val_fraction=0.1))
     assert data.info["num_classes"] == 4
-    w = data.loss_settings["seg"]["class_weights"]
+    w = data.class_weights
     assert w[3] > w[1] and w[3] > w[2], "the rare class weighs most"
-    assert data.metric_settings["seg"]["exclude"] == [0]
+    assert data.exclude == [0]
     train = data.train["main"]
-    base = data.info["train_digits"] - data.info["oversampled"]
+    base = data.info["train_samples"] - data.info["oversampled"]
     assert data.info["oversampled"] == 2 * sum(int((train.masks[i] == 3).any()) for i in train.index[:base])
     assert class_weights(np.array([[0, 0, 1, 2]]), 3) == [0.5, 1.0, 1.0]
     st = NpzTask(stacked="training_set").datasets(DataConfig(root=str(write_npz(tmp_path / "s.npz", stacked=True))))
@@ -255,4 +255,5 @@ def test_cli_trains_each_format(tmp_path, task, writer, extra):
     row = json.loads((out / "results.json").read_text())["rows"][0]
     metric = "iou" if task in ("pets", "coco_binary") else "miou"
     assert 0.0 <= row[metric] <= 100.0 or np.isnan(row[metric])
-    assert (out / "figures").is_dir()
+    assert (Path(row["run_dir"]) / "figure.png").stat().st_size > 1000
+    assert row["train_samples"] >= 1 and "train_digits" not in row, "non-MNIST rows count samples"

@@ -1,6 +1,7 @@
-"""The registry: YAML + decorators, user files, duplicates, unknown names, malformed files."""
+"""The registry: YAML entries with lazy targets, user files, duplicates, unknown names, malformed files."""
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 
@@ -8,7 +9,9 @@ import pytest
 import torch
 
 import zoo
-from zoo.registry import Registry, RegistryError, register
+from zoo.registry import Registry, RegistryError
+
+ROOT = __import__('pathlib').Path(__file__).resolve().parent.parent
 
 
 def write(path, text):
@@ -40,15 +43,17 @@ def test_unknown_timm_model_is_clear():
         reg.entry("encoders", "timm:resnet181")
 
 
-def test_decorator_duplicate_raises():
-    @register("heads", "_test_dup_head")
-    class A(torch.nn.Module):
-        pass
-
-    with pytest.raises(RegistryError, match="duplicate head name '_test_dup_head'"):
-        @register("heads", "_test_dup_head")
-        class B(torch.nn.Module):
-            pass
+def test_registry_imports_no_component():
+    """YAML is the one registration path and targets import on first use: loading the registry and
+    --list import no component, so neither pays for timm (and the registry has no import cycle)."""
+    code = ("import sys, zoo; r = zoo.load_registry(); from zoo.bench import main; main(['--list']); "
+            "print(sorted(m for m in sys.modules if m == 'timm' or m.startswith(('zoo.encoders', 'zoo.tasks.', "
+            "'heads.', 'zoo.weighting', 'zoo.losses')) and not m.endswith('.base')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+    reg = zoo.load_registry()
+    assert reg.entry("encoders", "timm:efficientnet_b0").settings["model_name"] == "efficientnet_b0"
+    assert "timm" not in reg.names("encoders") and reg.prefixes("encoders") == ["timm"]
 
 
 def test_yaml_duplicate_name_across_files_raises(tmp_path):
@@ -99,7 +104,8 @@ def test_malformed_registry_names_file_and_entry(tmp_path, text, expect):
     f = tmp_path / "bad.yaml"
     f.write_text(text)
     with pytest.raises(RegistryError) as e:
-        Registry.load(extra=[f])
+        # a target that does not import is reported when the entry is first used (imports are lazy)
+        Registry.load(extra=[f]).entry("heads", "mine").obj
     assert expect in str(e.value)
     assert str(f) in str(e.value)
     if text.startswith("heads:\n  mine"):
@@ -113,7 +119,7 @@ def test_missing_registry_file(tmp_path):
 
 def test_bad_settings_are_reported():
     reg = zoo.load_registry()
-    with pytest.raises(RegistryError, match="cannot build encoder 'scratch'"):
+    with pytest.raises(RegistryError, match="encoder 'scratch': unknown setting\(s\) 'nonsense'; valid: in_channels, width"):
         reg.build("encoders", "scratch", nonsense=1)
     with pytest.raises(ValueError, match="in_channels must be 1"):
         reg.build("encoders", "scratch", in_channels=2)
@@ -123,15 +129,18 @@ TOY_HEAD = '''
 import torch
 from torch import nn
 
+from zoo import Head
 
-class ToyCountHead(nn.Module):
+
+class ToyCountHead(Head):
     """Predicts the number of foreground pixels (a regression head written by a user)."""
 
+    default_target, default_loss = "mask", "toy_count_loss"
+
     def __init__(self, channels, reductions, scale: float = 100.0):
-        super().__init__()
+        super().__init__(channels, reductions)
         self.scale = scale
         self.fc = nn.Linear(channels[-1], 1)
-        self.default_target, self.default_loss = "mask", "toy_count_loss"
 
     def forward(self, features):
         return self.fc(features[-1].mean((2, 3))) * self.scale
@@ -180,7 +189,7 @@ def test_user_head_from_yaml_trains(tmp_path, tiny_mnist, monkeypatch):
     from zoo.train import RunConfig, fit
 
     cfg = RunConfig(task="toy_task", encoder="scratch", epochs=2, batch_size=16, lr=3e-3, schedule="none",
-                    data_root=str(tiny_mnist), registry=(str(reg_file),), encoder_settings=(("width", 8),))
+                    data_root=str(tiny_mnist), registry=(str(reg_file),), encoder_settings={"width": 8})
     seen = []
     result = fit(cfg, on_epoch_end=lambda e, row: seen.append(row["losses"]["count"]), show_progress=False)
     assert len(seen) == 2 and seen[1] < seen[0]  # the user's head learns

@@ -61,6 +61,7 @@ class Entry:
     settings: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)  # the whole YAML entry (tasks use it)
     _obj: Any = field(default=None, repr=False)
+    file: str = ""
 
     @property
     def obj(self) -> Any:
@@ -69,11 +70,11 @@ class Entry:
             try:
                 obj = import_target(self.target)
             except Exception as exc:  # any import failure is the entry's fault; say which entry
-                raise RegistryError(f"{self.source} ({self.kind}.{self.name}): target {self.target!r} does not "
-                                    f"import: {type(exc).__name__}: {exc}") from None
+                raise RegistryError(f"registry file {self.file}, {self.kind}.{self.name}: target {self.target!r} "
+                                    f"does not import: {type(exc).__name__}: {exc}") from None
             if not callable(obj):
-                raise RegistryError(f"{self.source} ({self.kind}.{self.name}): target {self.target!r} is not a "
-                                    "class or function")
+                raise RegistryError(f"registry file {self.file}, {self.kind}.{self.name}: target {self.target!r} is "
+                                    "not a class or function")
             self._obj = obj
         return self._obj
 
@@ -199,7 +200,8 @@ class Registry:
                 f"{where}: duplicate {kind[:-1]} name {name!r}, already defined by {known.source}; "
                 f"choose another name or add 'override: true'"
             )
-        self._entries[kind][name] = Entry(kind, name, target, f"{path.name}: {target}", dict(settings), dict(spec))
+        self._entries[kind][name] = Entry(kind, name, target, f"{path.name}: {target}", dict(settings), dict(spec),
+                                          file=str(path))
 
     # ------------------------------------------------------------------ lookups
     def names(self, kind: str) -> list[str]:
@@ -233,7 +235,7 @@ class Registry:
         if hasattr(obj, "check_name"):
             rest = obj.check_name(rest)
         settings = {**base.settings, base.spec["prefix"]: rest}
-        return Entry(base.kind, name, base.target, f"{base.source} ({name})", settings, {}, obj)
+        return Entry(base.kind, name, base.target, f"{base.source} ({name})", settings, {}, obj, base.file)
 
     def build(self, kind: str, name: str, **overrides: Any) -> Any:
         """Construct ``name`` with its default settings updated by ``overrides``."""

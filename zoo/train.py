@@ -283,8 +283,13 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
     """Train ``cfg``. With ``out_dir`` (a run directory of its own) ``last.pt``, ``best.pt`` and
     ``log.txt`` go there; ``resume`` continues from a ``last.pt`` of the same run."""
     console = console or Console(stderr=True)
-    s = setup(cfg)
     run_dir = Path(out_dir) if out_dir is not None else None
+    if run_dir is not None and dist.is_main():
+        if resume is None and any((run_dir / f).exists() for f in ("best.pt", "last.pt")):
+            raise ValueError(f"{run_dir} already holds another run's checkpoints; give a new folder, or continue "
+                             f"that run with resume={run_dir / 'last.pt'}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    s = setup(cfg)
     t = _Trainer(cfg, s, run_dir)
     if resume is not None:
         t.resume(resume)
