@@ -21,7 +21,7 @@ from rich.table import Table
 
 from zoo import distributed as dist
 from zoo.build import load_registry, task_spec
-from zoo.config import add_run_options, budget_mode, run_config
+from zoo.config import RunConfig, add_run_options, budget_mode, run_config
 from zoo.data.idx import DataError
 from zoo.gain import add_gain
 from zoo.registry import Registry, RegistryError
@@ -115,6 +115,7 @@ class Job:
     task: str
     encoder: str
     weighting: str
+    cfg: RunConfig | None = None
 
 
 def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path) -> list[Job]:
@@ -143,19 +144,26 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
     # tasks compared with baselines run after them, so one invocation can fill delta_m
     for t in sorted(tasks, key=lambda t: bool(specs[t].baselines)):
         jobs += [Job(t, e, w) for e in encoders for w in weightings]
+    for job in jobs:  # every setting of every run is checked before the first one trains
+        job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(task_spec(job.task, registry), args.quick))
+        task_spec(job.task, registry, job.cfg.task_settings)
     return jobs
 
 
 def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, out: Path, command: str,
             err: Console) -> dict[str, Any]:
     """Train one combination in its own run directory, write its row (under the folder's lock) and figure."""
-    spec = task_spec(job.task, registry)
-    cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(spec, args.quick))
+    spec, cfg = task_spec(job.task, registry), job.cfg
     run_dir = Path(args.resume).parent if args.resume else new_run_dir(out, cfg, mode)
     if dist.is_main():
         err.rule(f"{job.task} | {job.encoder} | {job.weighting}  ->  {run_dir}")
     t0 = time.perf_counter()
-    result = fit(cfg, out_dir=run_dir, resume=args.resume, console=err, show_progress=not args.quiet)
+    try:
+        result = fit(cfg, out_dir=run_dir, resume=args.resume, console=err, show_progress=not args.quiet)
+    except BaseException:
+        if dist.is_main() and not args.resume and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a run that failed before writing anything leaves no empty directory
+        raise
     row = result_row(result, [h.name for h in result.setup.task.heads], command, mode)
     row.update({f"val_{m}": round(result.val.get(m, float("nan")), 4) for m in spec.monitor})
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)

@@ -5,9 +5,10 @@ import functools
 from typing import Any
 
 from zoo.data.augment import Augment
-from zoo.data.datasets import CompositeDataset, DigitDataset
+from zoo.data.datasets import LABELLINGS, CompositeDataset, DigitDataset
 from zoo.data.digits import Splits, split_mnist
 from zoo.data.idx import load_mnist
+from zoo.registry import check_settings
 from zoo.tasks.base import DataConfig, Task, TaskData
 
 
@@ -23,6 +24,7 @@ def _augment(settings: dict[str, Any] | None) -> Augment | None:
         return None
     if not isinstance(settings, dict):
         raise ValueError(f"augment must be a mapping like {{shift: 2, rotate: 10}}, got {settings!r}")
+    check_settings("augment", Augment, settings)
     return Augment(**settings)
 
 
@@ -58,6 +60,11 @@ class SemanticTask(Task):
     def __init__(self, train_size: int = 20000, val_size: int = 2000, test_size: int = 10000,
                  labelling: str = "pixel", augment: dict[str, Any] | None = None) -> None:
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        for split, n in self.sizes.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"{split}_size must be an integer >= 1 (composites in the {split} split), got {n!r}")
+        if labelling not in LABELLINGS:
+            raise ValueError(f"labelling must be one of {', '.join(LABELLINGS)}, got {labelling!r}")
         self.labelling = labelling
         self.augment = _augment(augment)
 

@@ -10,6 +10,7 @@ from the mean IoU.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,15 @@ class NpzTask(Task):
                 raise DataError(f"{path}: expected exactly one .npz file, found {len(found)}")
             path = found[0]
         x, y, tx, ty = self._arrays(path)
-        n = int(max(y.max(), ty.max() if ty is not None else 0)) + 1 if self.num_classes == "auto" else int(self.num_classes)
+        if self.num_classes == "auto":
+            n = int(max(y.max(), ty.max() if ty is not None else 0)) + 1
+            never = np.setdiff1d(np.arange(n), np.union1d(np.unique(y), np.unique(ty) if ty is not None else []))
+            if never.size:
+                warnings.warn(f"{path}: num_classes: auto found {n} classes because the masks hold the value {n - 1}, "
+                              f"but class(es) {never.tolist()[:20]}{' ...' if never.size > 20 else ''} never occur; "
+                              "check the masks or set num_classes", stacklevel=2)
+        else:
+            n = int(self.num_classes)
         n = max(n, 2)
         for m, what in ((y, "masks"), (ty, "test masks")):
             if m is not None and (m.min() < 0 or m.max() >= n):

@@ -1,0 +1,268 @@
+"""Every bad input of the design issue, driven through the CLI as a user would: exit code 2, one
+clear line naming the bad thing, no traceback, and nothing trained."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import make_mnist, write_idx
+from test_datasets_ext import write_coco, write_folder, write_npz
+
+from zoo.bench import main
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main([*args, "--quiet", "--no-figures"])
+    err = capsys.readouterr().err.replace("\n", " ")
+    return rc, err
+
+
+def assert_clear(rc: int, err: str, *expect: str) -> None:
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert "error:" in err, err
+    message = err[err.index("error:"):]
+    for e in expect:
+        assert e in message, (e, err)
+    assert "epoch 1/" not in err, "the error must come before the first training step"
+
+
+# ----------------------------------------------------------------------------- run options
+@pytest.mark.parametrize("args,expect", [
+    (["--train-limit", "0"], ["train limit must be an integer >= 1", "got 0"]),
+    (["--train-limit", "-5"], ["train limit must be an integer >= 1", "got -5"]),
+    (["--test-limit", "-5"], ["test limit must be an integer >= 1", "got -5"]),
+    (["--seed", "-1"], ["seed must be an integer >= 0", "got -1"]),
+    (["--task-arg", "colour=3"], ["unknown setting(s) 'colour'", "valid: augment"]),
+    (["--task-arg", "augment={spin: 3}"], ["augment: unknown setting(s) 'spin'", "valid: shift, rotate"]),
+    (["--encoder-arg", "widht=8"], ["unknown setting(s) 'widht'", "valid: in_channels, width"]),
+    (["--task-arg", "nokey"], ["--task-arg: expected KEY=VALUE", "'nokey'"]),
+])
+def test_bad_run_options(tiny_mnist, tmp_path, capsys, args, expect):
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(tiny_mnist), "--out", str(tmp_path), *args], capsys)
+    assert_clear(rc, err, *expect)
+    assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize("arg,expect", [
+    ("train_size=abc", "train_size must be an integer >= 1"),
+    ("test_size=0", "test_size must be an integer >= 1"),
+    ("labelling=blobs", "labelling must be one of pixel, region"),
+])
+def test_bad_task_arg_type_with_quick(tiny_mnist, tmp_path, capsys, arg, expect):
+    rc, err = run_cli(["--task", "semantic", "--quick", "--data-root", str(tiny_mnist), "--out", str(tmp_path),
+                       "--task-arg", arg], capsys)
+    assert_clear(rc, err, expect)
+
+
+def test_out_that_is_a_file_or_not_writable(tiny_mnist, tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    rc, err = run_cli(["--task", "foreground", "--quick", "--data-root", str(tiny_mnist), "--out", str(f)], capsys)
+    assert_clear(rc, err, f"--out {f} is a file")
+    rc, err = run_cli(["--task", "foreground", "--quick", "--data-root", str(tiny_mnist), "--out", str(f / "sub")], capsys)
+    assert_clear(rc, err, f"--out {f / 'sub'} is not writable")
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        rc, err = run_cli(["--task", "foreground", "--quick", "--data-root", str(tiny_mnist), "--out", str(ro)], capsys)
+        assert_clear(rc, err, f"--out {ro} is not writable")
+
+
+def test_quick_without_quick_budget_is_an_error(tiny_mnist, tmp_path, capsys):
+    reg = tmp_path / "r.yaml"
+    reg.write_text("tasks:\n  fg_noquick:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
+                   "      mask: {head: binary_mask, loss: bce, target: mask}\n"
+                   "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n"
+                   "    budget: {epochs: 50}\n")
+    rc, err = run_cli(["--registry", str(reg), "--task", "fg_noquick", "--quick", "--data-root", str(tiny_mnist),
+                       "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "task 'fg_noquick' has no quick budget")
+
+
+def test_quick_budget_inherits_the_default_budget():
+    from zoo.bench import budget_of
+    from zoo.build import load_registry, task_spec
+
+    spec = task_spec("foreground", load_registry())
+    quick = budget_of(spec, quick=True)
+    assert quick["lr"] == spec.budget["lr"] == 0.006 and quick["epochs"] == spec.quick["epochs"]
+    assert quick["encoder_settings"] == spec.budget["encoder_settings"]
+
+
+@pytest.mark.parametrize("change,expect", [
+    (["--encoder-arg", "width=8"], "encoder_settings: {'width': 4} in the checkpoint, {'width': 8} now"),
+    (["--encoder-arg", "width=4", "--weighting", "uncertainty"], "weighting: 'fixed' in the checkpoint, 'uncertainty'"),
+    (["--encoder-arg", "width=4", "--epochs", "3"], "epochs: 1 in the checkpoint, 3 now"),
+])
+def test_resume_with_other_settings_is_refused(tiny_mnist, tmp_path, capsys, change, expect):
+    base = ["--task", "circlization", "--data-root", str(tiny_mnist), "--out", str(tmp_path), "--epochs", "1",
+            "--batch-size", "16", "--train-limit", "32", "--test-limit", "16"]
+    assert run_cli([*base, "--encoder-arg", "width=4"], capsys)[0] == 0
+    last = next((tmp_path / "runs").glob("*/last.pt"))
+    args = [a for a in base if a not in ("--epochs", "1")] + (["--epochs", "1"] if "--epochs" not in change else [])
+    rc, err = run_cli([*args, *change, "--resume", str(last)], capsys)
+    assert_clear(rc, err, f"checkpoint {last} is from another run", expect)
+
+
+# ----------------------------------------------------------------------------- MNIST files
+def test_mnist_train_and_test_of_different_sizes(tmp_path, capsys):
+    root = make_mnist(tmp_path / "m")
+    write_idx(root / "train-images-idx3-ubyte", np.zeros((200, 20, 20), np.uint8))
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(root), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "holds 20x20 images", "holds 28x28", "must have one size")
+
+
+# ----------------------------------------------------------------------------- npz
+@pytest.mark.parametrize("masks,expect", [
+    (np.full((10, 8, 8), 0.5), "masks hold fractional values (e.g. 0.5"),
+    (np.where(np.eye(8)[None].repeat(10, 0) > 0, np.nan, 0.0), "masks hold 80 NaN/inf value(s)"),
+    (np.full((10, 8, 8), -1, np.int32), "mask values -1..-1 are outside 0..65535"),
+    (np.full((10, 8, 8), 300, np.int32), "masks hold values 300..300, outside 0..3"),
+])
+def test_npz_masks_never_wrap_or_truncate(tmp_path, capsys, masks, expect):
+    f = tmp_path / "d.npz"
+    np.savez(f, images=np.zeros((10, 8, 8), np.uint8), masks=masks)
+    rc, err = run_cli(["--task", "npz", "--data-root", str(f), "--out", str(tmp_path / "o"), "--task-arg",
+                       "num_classes=4"], capsys)
+    assert_clear(rc, err, str(f), expect)
+
+
+def test_npz_auto_classes_with_a_stray_value_warns_not_wraps(tmp_path):
+    from zoo.tasks.base import DataConfig
+    from zoo.tasks.npz import NpzTask
+
+    masks = np.zeros((10, 8, 8), np.int32)
+    masks[:, :4] = 1
+    masks[3, 0, 0] = 300  # a uint8 cast would make it 44
+    np.savez(tmp_path / "d.npz", images=np.zeros((10, 8, 8), np.uint8), masks=masks)
+    with pytest.warns(UserWarning, match=r"found 301 classes because the masks hold the value 300.*\[2, 3, 4"):
+        data = NpzTask().datasets(DataConfig(root=str(tmp_path / "d.npz")))
+    assert data.num_classes == 301
+    assert max(int(data.train["main"][i]["mask"].max()) for i in range(len(data.train["main"]))) in (1, 300)
+
+
+def test_npz_zero_d_array(tmp_path, capsys):
+    f = tmp_path / "d.npz"
+    np.savez(f, images=np.zeros((4, 8, 8)), masks=np.array(3))
+    rc, err = run_cli(["--task", "npz", "--data-root", str(f), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "array 'masks' is a 0-d scalar")
+
+
+# ----------------------------------------------------------------------------- folder
+@pytest.mark.parametrize("size", ["[0, 0]", "[32]", "[32, -4]", "abc"])
+@pytest.mark.parametrize("task", ["folder", "pets", "coco", "npz"])
+def test_bad_size(tmp_path, capsys, task, size):
+    rc, err = run_cli(["--task", task, "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), "--task-arg",
+                       f"size={size}"], capsys)
+    assert_clear(rc, err, "size must be [H, W] with two integers >= 1")
+
+
+def test_folder_images_of_different_sizes_suggest_size(tmp_path, capsys):
+    r = write_folder(tmp_path / "f")
+    for i in (0, 2, 4):  # half the images 30x30: the 4 training images hold both sizes
+        cv2.imwrite(str(r / "Images" / f"{i:03d}.png"), np.zeros((30, 30), np.uint8))
+        cv2.imwrite(str(r / "Masks" / f"{i:03d}.png"), np.zeros((30, 30), np.uint8))
+    rc, err = run_cli(["--task", "folder", "--data-root", str(r), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "images differ in size", "--task-arg 'size=[H, W]'")
+
+
+@pytest.mark.parametrize("which", ["val", "test"])
+def test_unreadable_val_or_test_image_is_found_before_training(tmp_path, capsys, which):
+    from zoo.data.split import split_items
+    from zoo.data.folder import find_pairs
+
+    r = write_folder(tmp_path / "f", n=10)
+    train, val, test = split_items(find_pairs(r), 0.1, 0.2, 0, "images")
+    bad = (val if which == "val" else test)[0].image
+    bad.write_bytes(b"not a png")
+    rc, err = run_cli(["--task", "folder", "--data-root", str(r), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, f"{bad}: cannot read the image")
+
+
+def test_folder_auto_classes_with_a_stray_value_warns(tmp_path):
+    from zoo.tasks.base import DataConfig
+    from zoo.tasks.folder import FolderTask
+
+    r = write_folder(tmp_path / "f", n=6, classes=2)  # masks hold {0, 1}
+    m = cv2.imread(str(r / "Masks" / "004.png"), cv2.IMREAD_UNCHANGED)
+    m[0, 0] = 9
+    cv2.imwrite(str(r / "Masks" / "004.png"), m)
+    with pytest.warns(UserWarning, match=r"found 10 classes because .*004.png holds the value 9.*\[2, 3, 4, 5, 6, 7, 8\]"):
+        FolderTask().datasets(DataConfig(root=str(r)))
+
+
+def test_renamed_folder_head_gets_the_data_classes(tmp_path, capsys):
+    """The data's class count goes to the head that predicts classes, whatever its name (it was
+    keyed by the hard-coded name 'seg': a renamed head silently got 11 classes)."""
+    r = write_folder(tmp_path / "f", n=8, classes=5)
+    reg = tmp_path / "r.yaml"
+    reg.write_text("tasks:\n  parts:\n    target: zoo.tasks.folder:FolderTask\n    heads:\n"
+                   "      parts: {head: segmentation, loss: ce_dice, target: mask}\n"
+                   "    metrics:\n      m: {metric: confusion, head: parts, target: mask, per_class: true}\n"
+                   "    monitor: miou_all\n    budget: {epochs: 1, batch_size: 2}\n")
+    from zoo.setup import setup
+    from zoo.train import RunConfig
+
+    s = setup(RunConfig(task="parts", encoder="scratch", data_root=str(r), registry=(str(reg),), epochs=1,
+                        encoder_settings={"width": 4}))
+    assert s.model.heads["parts"].num_classes == 5 and s.metrics[0].num_classes == 5
+    reg.write_text(reg.read_text().replace("loss: ce_dice,", "loss: ce_dice, settings: {num_classes: 11},"))
+    rc, err = run_cli(["--registry", str(reg), "--task", "parts", "--data-root", str(r), "--out", str(tmp_path / "o"),
+                       "--encoder-arg", "width=4"], capsys)
+    assert_clear(rc, err, "head 'parts'", "num_classes is 11 in its settings but the data has 5")
+
+
+def test_head_output_that_does_not_fit_its_target(tiny_mnist, tmp_path, capsys):
+    reg = tmp_path / "r.yaml"
+    reg.write_text("tasks:\n  wrong:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
+                   "      digit: {head: classification, loss: ce, target: mask}\n"
+                   "    metrics:\n      a: {metric: accuracy, head: digit, target: label}\n"
+                   "    budget: {epochs: 1}\n")
+    rc, err = run_cli(["--registry", str(reg), "--task", "wrong", "--data-root", str(tiny_mnist), "--out",
+                       str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "head 'digit' (ClassificationHead)", "output shape (2, 10)", "target 'mask' of shape (2, 28, 28)")
+
+
+# ----------------------------------------------------------------------------- COCO
+def _coco(tmp_path: Path, edit) -> Path:
+    root = write_coco(tmp_path / "c")
+    f = root / "annotations" / "instances_train.json"
+    data = json.loads(f.read_text())
+    edit(data)
+    f.write_text(json.dumps(data))
+    return root
+
+
+def _all_skipped(d):
+    for a in d["annotations"]:
+        a["segmentation"] = [[1.0, 2.0, 3.0, 4.0]]  # fewer than 3 points
+
+
+def _bbox_only(d):
+    for a in d["annotations"]:
+        a.pop("segmentation")
+        a["bbox"] = [1, 1, 5, 5]
+
+
+@pytest.mark.parametrize("edit,expect", [
+    (_all_skipped, "all 5 annotation(s) were skipped"),
+    (_bbox_only, "all 5 annotation(s) were skipped"),
+    (lambda d: d["annotations"].append({"id": 77, "image_id": 999, "category_id": 1, "segmentation": [[1, 1, 5, 1, 5, 5]]}),
+     "annotation 77 refers to image_id 999"),
+    (lambda d: d["images"][0].pop("file_name"), "has no 'file_name'"),
+])
+def test_coco_bad_annotations(tmp_path, capsys, edit, expect):
+    root = _coco(tmp_path, edit)
+    rc, err = run_cli(["--task", "coco", "--data-root", str(root), "--out", str(tmp_path / "o"), "--task-arg",
+                       "size=[32, 48]"], capsys)
+    assert_clear(rc, err, "instances_train.json", expect)
