@@ -16,7 +16,8 @@ import torch
 
 from zoo.checkpoint import load_checkpoint
 from zoo.data.datasets import BACKGROUND
-from zoo.train import RunConfig, make_loaders, setup
+from zoo.config import RunConfig
+from zoo.setup import make_loaders, setup
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     s = setup(cfg)
     s.model.load_state_dict(state["model"])
     s.model.eval()
-    head = s.spec.heads[0].name
+    head = s.task.heads[0].name
     right = total = inter = union = 0
     with torch.no_grad():
         for batch in make_loaders(getattr(s.data, a.split), cfg, train=False)["main"]:

@@ -108,7 +108,7 @@ def test_resume_with_other_settings_is_refused(tiny_mnist, tmp_path, capsys, cha
     base = ["--task", "circlization", "--data-root", str(tiny_mnist), "--out", str(tmp_path), "--epochs", "1",
             "--batch-size", "16", "--train-limit", "32", "--test-limit", "16"]
     assert run_cli([*base, "--encoder-arg", "width=4"], capsys)[0] == 0
-    last = next((tmp_path / "runs").glob("*/last.pt"))
+    last = next(tmp_path.glob("*/last.pt"))
     args = [a for a in base if a not in ("--epochs", "1")] + (["--epochs", "1"] if "--epochs" not in change else [])
     rc, err = run_cli([*args, *change, "--resume", str(last)], capsys)
     assert_clear(rc, err, f"checkpoint {last} is from another run", expect)

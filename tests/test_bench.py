@@ -40,7 +40,7 @@ def test_cli_two_encoders_write_three_result_files(tiny_mnist, tmp_path, capsys)
     assert "| scratch |" in md and "command: `python -m zoo.bench" in md
     for r in rows:  # each run has its own directory: checkpoints, figure, log
         run = Path(r["run_dir"])
-        assert run.parent == out / "runs" and run.name.startswith(f"circlization-{r['encoder']}-fixed-custom-")
+        assert run.parent == out and run.name.startswith(f"circlization-{r['encoder']}-fixed-custom-")
         assert (run / "figure.png").stat().st_size > 1000 and (run / "best.pt").is_file()
         assert "epoch 2/2" in (run / "log.txt").read_text()
     printed = capsys.readouterr().out

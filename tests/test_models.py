@@ -41,7 +41,7 @@ def test_encoder_contract(encoder):
 @pytest.mark.parametrize("head,settings", list(head_cases()))
 def test_encoder_head(encoder, head, settings):
     name, enc = encoder
-    if getattr(REG.entry("heads", head).obj, "needs_input_skip", False) and not enc.input_skip:
+    if REG.entry("heads", head).obj.needs_input_skip and not enc.input_skip:
         with pytest.raises(RegistryError, match="input_skip: true"):
             zoo.build_model(name.partition("+")[0], {"out": {"head": head, "settings": settings}})
         return
@@ -102,3 +102,35 @@ def test_local_pretrained_weights(tmp_path):
     assert torch.equal(enc.model.state_dict()[k], src.model.state_dict()[k])
     with pytest.raises(FileNotFoundError, match="never downloads"):
         reg.build("encoders", "resnet18", pretrained=str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize("head,settings", list(head_cases()))
+def test_head_declares_its_contract(head, settings):
+    """Every registered head is a zoo Head: its flags are declared on the class, shift_output undoes a
+    roll of its output, check_output accepts its own output against a target of the right shape, and
+    figure_panels draws it without guessing."""
+    cls = REG.entry("heads", head).obj
+    assert issubclass(cls, zoo.Head)
+    enc = REG.build("encoders", "scratch", width=4, input_skip=True)
+    h = REG.build("heads", head, channels=enc.out_channels, reductions=enc.reductions, **settings).eval()
+    x = torch.rand(2, 1, 28, 28)
+    feats = enc(x)
+    out = h(feats, size=(28, 28)) if h.needs_input_size else h(feats)
+    if out.dim() == 4:
+        rolled = torch.roll(out, (1, -2), (2, 3))
+        assert torch.equal(h.shift_output(rolled, 1, -2), out)
+        target = torch.zeros(2, 28, 28, dtype=torch.long)
+        assert h.check_output(out, target) is None
+        assert h.check_output(out, torch.zeros(2, 14, 14, dtype=torch.long)) is not None
+    elif settings.get("mode") == "regress":
+        assert torch.allclose(h.shift_output(out + out.new_tensor([-2, 1, 0]), 1, -2), out)
+        assert h.check_output(out, torch.zeros(2, 3)) is None
+    else:
+        assert h.check_output(out, torch.zeros(2, dtype=torch.long)) is None
+        assert h.check_output(out, torch.zeros(2, 28, 28, dtype=torch.long)) is not None
+    pred = h.predict(out, size=(28, 28))
+    sample = {"image": x[0], "mask": torch.zeros(28, 28, dtype=torch.long), "label": torch.tensor(3),
+              "circle_mask": torch.zeros(28, 28, dtype=torch.long), "circle": torch.zeros(3)}
+    target = "label" if pred.dim() == 1 else "mask"
+    title, panels = h.figure_panels(sample, pred[0], target)
+    assert (title and not panels) if pred.dim() == 1 else (len(panels) == 2 and panels[1][0].shape == (28, 28))

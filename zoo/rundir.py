@@ -1,6 +1,6 @@
 """One directory per run: its checkpoints, figure and log, never shared with another run.
 
-``<out>/runs/<task>-<encoder>-<weighting>-<budget>-s<seed>-<time>-<n>/`` is created with an
+``<out>/<task>-<encoder>-<weighting>-<budget>-s<seed>-<time>-<pid>-<n>/`` is created with an
 exclusive ``mkdir``, so two runs started in the same second (or a rerun) get two directories
 and never overwrite each other's ``best.pt``. ``--resume DIR/last.pt`` continues in ``DIR``.
 """
@@ -19,10 +19,10 @@ def run_name(cfg: RunConfig, budget: str) -> str:
 
 
 def new_run_dir(out: str | Path, cfg: RunConfig, budget: str) -> Path:
-    """A fresh, empty run directory under ``out/runs`` (rank 0 creates it; every rank gets its path)."""
+    """A fresh, empty run directory in ``out`` (rank 0 creates it; every rank gets its path)."""
     path = None
     if dist.is_main():
-        parent = Path(out) / "runs"
+        parent = Path(out)
         parent.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for n in range(1000):

@@ -1,0 +1,72 @@
+"""Results are never lost or mixed: one directory per run, row keys, locked merges, the user's umask."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo.results import load_rows, row_key, write_results
+from zoo.train import evaluate_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_rows_are_keyed_by_task_encoder_weighting_budget_and_seed(tmp_path):
+    base = {"task": "fg", "encoder": "scratch", "weighting": "fixed", "budget_mode": "default", "seed": 0, "iou": 1.0}
+    write_results(tmp_path, [base], "h")
+    write_results(tmp_path, [{**base, "budget_mode": "quick", "iou": 2.0}], "h")  # never replaces the default row
+    write_results(tmp_path, [{**base, "seed": 1, "iou": 3.0}], "h")  # another seed adds a row
+    write_results(tmp_path, [{**base, "iou": 4.0}], "h")  # the same combination replaces its row
+    rows = {row_key(r): r["iou"] for r in load_rows(tmp_path)}
+    assert rows == {("fg", "scratch", "fixed", "default", 0): 4.0, ("fg", "scratch", "fixed", "quick", 0): 2.0,
+                    ("fg", "scratch", "fixed", "default", 1): 3.0}
+
+
+def test_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_results(tmp_path, [{"task": "t", "encoder": "e", "weighting": "w", "seed": 0}], "h")
+    finally:
+        os.umask(old)
+    for name in ("results.json", "results.csv", "results.md"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_rerun_gets_its_own_run_directory(tiny_mnist, tmp_path):
+    from zoo.bench import main
+
+    args = ["--task", "foreground", "--encoder", "scratch", "--data-root", str(tiny_mnist), "--out", str(tmp_path),
+            "--quick", "--quiet", "--no-figures"]
+    assert main(args) == 0 and main(args) == 0
+    dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(dirs) == 2 and all((d / "best.pt").is_file() for d in dirs)
+    [row] = load_rows(tmp_path)
+    assert row["run_dir"] == str(dirs[1]) or row["run_dir"] == str(dirs[0])
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_concurrent_runs_into_one_out_keep_every_row_and_their_own_metrics(tiny_mnist, tmp_path, trial):
+    """Two processes train into one --out at once (two seeds of one combination): both rows are there,
+    and each row's metrics are those of the checkpoint in its own run directory."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "zoo.bench", "--task", "circlization", "--encoder", "scratch",
+                               "--data-root", str(tiny_mnist), "--out", str(tmp_path), "--seed", str(seed),
+                               "--epochs", "1", "--batch-size", "16", "--encoder-arg", "width=4",
+                               "--train-limit", "64", "--test-limit", "40", "--quiet", "--no-figures"],
+                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for seed in (1 + 2 * trial, 2 + 2 * trial)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert sorted(r["seed"] for r in rows) == [1 + 2 * trial, 2 + 2 * trial]
+    assert len({r["run_dir"] for r in rows}) == 2
+    for r in rows:
+        single = evaluate_checkpoint(Path(r["run_dir"]) / "best.pt", split="test")
+        assert r["accuracy"] == pytest.approx(round(single["accuracy"], 4), abs=1e-4)
+        assert r["gated_iou"] == pytest.approx(round(single["gated_iou"], 4), abs=1e-4)
+    assert not list(tmp_path.glob("**/*.tmp"))
