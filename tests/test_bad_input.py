@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import make_mnist, write_idx
-from test_datasets_ext import write_coco, write_folder, write_npz
+from test_datasets_ext import write_coco, write_folder
 
 from zoo.bench import main
 

@@ -6,7 +6,6 @@ import sys
 import textwrap
 
 import pytest
-import torch
 
 import zoo
 from zoo.registry import Registry, RegistryError

@@ -8,7 +8,6 @@ never rebuild them.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import time
@@ -25,11 +24,10 @@ from torch.utils.data import DataLoader
 from zoo import distributed as dist
 from zoo.checkpoint import load_checkpoint, save_checkpoint
 from zoo.config import RunConfig
-from zoo.metrics import Metric
+from zoo.evaluate import autocast, evaluate, evaluate_checkpoint
 from zoo.model import MultiTaskModel
 from zoo.rundir import check_resumable
-from zoo.setup import (HeadPlan, Setup, make_loaders, seed_everything, select_device, set_epoch, setup, streams,
-                       to_device)
+from zoo.setup import HeadPlan, Setup, make_loaders, seed_everything, select_device, set_epoch, setup, streams, to_device
 
 __all__ = ["RunConfig", "RunResult", "evaluate", "evaluate_checkpoint", "fit", "make_loaders", "select_device",
            "setup", "train_one_epoch"]
@@ -59,13 +57,6 @@ class RunResult:
         return self.setup.model if self.setup is not None else None
 
 
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return nullcontext()
-
-
 # ----------------------------------------------------------------------------- loops
 def train_one_epoch(model: MultiTaskModel, weighting, loaders: dict[str, DataLoader], plans: list[HeadPlan],
                     optimizer: torch.optim.Optimizer, scheduler, scaler, device: torch.device, cfg: RunConfig,
@@ -84,7 +75,7 @@ def train_one_epoch(model: MultiTaskModel, weighting, loaders: dict[str, DataLoa
     scale = scaler.scale if scaler is not None else (lambda t: t)
     for _ in range(steps):
         losses = {}
-        with _autocast(device, cfg.amp):
+        with autocast(device, cfg.amp):
             for stream, heads in by_stream.items():
                 batch = to_device(next(iters[stream]), device, cfg.channels_last)
                 out = model(batch["image"], heads=[h.name for h in heads])
@@ -111,41 +102,6 @@ def train_one_epoch(model: MultiTaskModel, weighting, loaders: dict[str, DataLoa
     if progress is not None:
         progress.remove_task(bar)
     return {k: v / steps for k, v in sums.items()}, seen * dist.world_size()
-
-
-def _tta_outputs(model: MultiTaskModel, x: torch.Tensor, heads: list[str]) -> dict[str, torch.Tensor]:
-    """Average outputs over the input and its 1-pixel shifts; each head undoes the shift on its output."""
-    shifts = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
-    acc: dict[str, torch.Tensor] = {}
-    for dy, dx in shifts:
-        out = model(torch.roll(x, (dy, dx), (2, 3)), heads=heads)
-        for k, v in out.items():
-            acc[k] = acc.get(k, 0) + model.heads[k].shift_output(v.float(), dy, dx) / len(shifts)
-    return acc
-
-
-@torch.no_grad()
-def evaluate(model: MultiTaskModel, loaders: dict[str, DataLoader], plans: list[HeadPlan], metrics: list[Metric],
-             metric_streams: dict[str, str], device: torch.device, cfg: RunConfig) -> dict[str, float]:
-    """Accumulate every metric over the whole split (all ranks), then compute."""
-    model.eval()
-    for m in metrics:
-        m.reset()
-    for stream, heads in streams(plans).items():
-        names = [h.name for h in heads]
-        for batch in loaders[stream]:
-            batch = to_device(batch, device, cfg.channels_last)
-            with _autocast(device, cfg.amp):
-                out = _tta_outputs(model, batch["image"], names) if cfg.tta else model(batch["image"], heads=names)
-            preds = model.predict({k: v.float() for k, v in out.items()}, size=tuple(batch["image"].shape[-2:]))
-            for m in metrics:
-                if metric_streams[m.name] == stream:
-                    m.update(preds, batch)
-    results: dict[str, float] = {}
-    for m in metrics:
-        m.state = dist.sum_tensor(m.state, device)
-        results.update(m.compute())
-    return results
 
 
 # ----------------------------------------------------------------------------- fit
@@ -321,15 +277,3 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
     val_best = st.history[st.best_epoch - 1]["val"] if st.best_epoch and st.best_epoch <= len(st.history) else {}
     return RunResult(cfg, test, val_best, dict(s.data.info), st.epoch, st.best_epoch, st.train_seconds, st.samples,
                      count_parameters(s.model), str(s.device), st.history, s.weighting.weights(), run_dir, s)
-
-
-def evaluate_checkpoint(path: str | Path, split: str = "test", **overrides: Any) -> dict[str, float]:
-    """Score a checkpoint on a split with the config stored in it (``overrides`` replace fields)."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be train, val or test, got {split!r}")
-    state = load_checkpoint(path)
-    cfg = dataclasses.replace(RunConfig.from_dict(state["config"]), **overrides)
-    s = setup(cfg)
-    s.model.load_state_dict(state["model"])
-    loaders = make_loaders(getattr(s.data, split), cfg, train=False)
-    return evaluate(s.model, loaders, s.plans, s.metrics, s.metric_streams, s.device, cfg)
