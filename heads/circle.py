@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.base import Head, global_pool
-from heads.decoder import SkipDecoder
+from zoo.heads.base import Head, global_pool
+from zoo.heads.decoder import SkipDecoder
 from zoo.geometry import enclosing_circle, rasterize_circles
 
 MODES = ("fit", "regress")

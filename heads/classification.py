@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.base import Head, global_pool, positive_int
+from zoo.heads.base import Head, global_pool, positive_int
 
 
 class ClassificationHead(Head):

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.base import Head, positive_int, require_input_skip
-from heads.levels import GlobalThreshold
+from zoo.heads.base import Head, positive_int, require_input_skip
+from zoo.heads.levels import GlobalThreshold
 
 
 class GridSegmentationHead(Head):

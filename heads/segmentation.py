@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.base import Head, positive_int
-from heads.decoder import SkipDecoder
+from zoo.heads.base import Head, positive_int
+from zoo.heads.decoder import SkipDecoder
 
 
 class SegmentationHead(Head):

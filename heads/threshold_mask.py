@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from heads.base import Head, global_pool, require_input_skip
-from heads.levels import GlobalThreshold
+from zoo.heads.base import Head, global_pool, require_input_skip
+from zoo.heads.levels import GlobalThreshold
 
 
 class ThresholdMaskHead(Head):

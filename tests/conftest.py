@@ -61,6 +61,7 @@ def tiny_mnist(tmp_path_factory) -> Path:
 def _no_download(monkeypatch, tmp_path):
     """Tests never download: the cache points at an empty temp folder and torchvision's fetch fails."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("ZOO_NO_BUNDLED", "1")  # tests that want the bundled copy say so
     import zoo.data.idx as idx
 
     monkeypatch.setattr(idx, "_download", lambda folder: None)

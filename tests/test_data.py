@@ -50,6 +50,19 @@ def test_not_found_offline_says_where_and_how(tmp_path, monkeypatch):
         load_mnist(tmp_path / "empty")
 
 
+def test_bundled_subset_is_the_offline_fallback(monkeypatch, capsys):
+    """No root, no $ZOO_DATA, an empty cache and no download: the copy shipped in the package, said so."""
+    from zoo.data.idx import BUNDLED
+
+    monkeypatch.delenv("ZOO_DATA", raising=False)
+    monkeypatch.setenv("ZOO_NO_BUNDLED", "0")
+    m = load_mnist()
+    assert (len(m.train_images), len(m.test_images)) == (5000, 10000)
+    assert "train: 5,000 digits, bundled subset" in m.source and str(BUNDLED) in m.source
+    assert "bundled subset" in capsys.readouterr().err
+    assert (BUNDLED / "README.md").read_text().count("CC BY-SA 3.0") >= 1
+
+
 def _corrupt(tmp_path, name, data):
     make_mnist(tmp_path, n_train=20, n_test=10, gz=False)
     (tmp_path / name).write_bytes(data)

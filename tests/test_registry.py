@@ -59,7 +59,7 @@ def test_yaml_duplicate_name_across_files_raises(tmp_path):
     f = write(tmp_path / "dup.yaml", """
         heads:
           binary_mask:
-            target: heads.segmentation:SegmentationHead
+            target: zoo.heads.segmentation:SegmentationHead
     """)
     with pytest.raises(RegistryError) as e:
         Registry.load(extra=[f])
@@ -81,8 +81,8 @@ def test_yaml_override_allowed(tmp_path):
 def test_yaml_duplicate_key_in_one_file_raises(tmp_path):
     f = write(tmp_path / "dupkey.yaml", """
         heads:
-          mine: {target: "heads.segmentation:SegmentationHead"}
-          mine: {target: "heads.binary_mask:BinaryMaskHead"}
+          mine: {target: "zoo.heads.segmentation:SegmentationHead"}
+          mine: {target: "zoo.heads.binary_mask:BinaryMaskHead"}
     """)
     with pytest.raises(RegistryError, match="duplicate key 'mine'"):
         Registry.load(extra=[f])
@@ -92,9 +92,9 @@ def test_yaml_duplicate_key_in_one_file_raises(tmp_path):
     ("heads: [unclosed", "YAML error"),
     ("heads:\n  mine: {settings: {}}\n", "missing field 'target'"),
     ("heads:\n  mine: {target: 'no_such_module_xyz:Head'}\n", "does not import"),
-    ("heads:\n  mine: {target: 'heads.binary_mask:NoSuchClass'}\n", "does not import"),
+    ("heads:\n  mine: {target: 'zoo.heads.binary_mask:NoSuchClass'}\n", "does not import"),
     ("heads:\n  mine: {target: 42}\n", "must be a string 'module:attr'"),
-    ("heads:\n  mine: {target: 'heads.binary_mask:BinaryMaskHead', settings: [1, 2]}\n", "'settings' must be a mapping"),
+    ("heads:\n  mine: {target: 'zoo.heads.binary_mask:BinaryMaskHead', settings: [1, 2]}\n", "'settings' must be a mapping"),
     ("heads:\n  mine: just-a-string\n", "entry must be a mapping"),
     ("gadgets:\n  mine: {target: 'x:y'}\n", "unknown section 'gadgets'"),
     ("- a\n- b\n", "top level must be a mapping"),

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import zoo
-from heads.grid_segmentation import GridSegmentationHead
-from heads.levels import soft_histogram
-from heads.threshold_mask import ThresholdMaskHead
+from zoo.heads.grid_segmentation import GridSegmentationHead
+from zoo.heads.levels import soft_histogram
+from zoo.heads.threshold_mask import ThresholdMaskHead
 from zoo.metrics import BinaryIoU
 from zoo.registry import RegistryError
 
@@ -146,7 +146,7 @@ def test_level_features_can_express_otsus_criterion():
     ``levels`` score can represent it exactly: its argmax gives OpenCV's Otsu masks."""
     import cv2
 
-    from heads.levels import LEVEL_FEATURES, level_features
+    from zoo.heads.levels import LEVEL_FEATURES, level_features
 
     rng = np.random.default_rng(0)
     imgs = np.concatenate([rng.normal(60, 20, (20, 200)), rng.normal(180, 25, (20, 100))], 1)

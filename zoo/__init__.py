@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from heads.base import Head
+from zoo.heads.base import Head
 from zoo.build import build_model, load_registry, task_spec
 from zoo.model import MultiTaskModel
 from zoo.registry import Registry, RegistryError

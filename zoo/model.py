@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.base import Head
+from zoo.heads.base import Head
 
 
 class MultiTaskModel(nn.Module):

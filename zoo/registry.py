@@ -33,8 +33,11 @@ class RegistryError(ValueError):
 
 
 def builtin_registry_path() -> Path:
-    """Path of the built-in ``registry.yaml`` at the repository root."""
-    return Path(__file__).resolve().parent.parent / "registry.yaml"
+    """The built-in ``registry.yaml``: inside the installed package (a wheel), else at the root of the
+    repository this package lives in (a source checkout or an editable install)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "registry.yaml"
+    return packaged if packaged.is_file() else here.parent / "registry.yaml"
 
 
 def _check_kind(kind: str, where: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,16 +98,26 @@ def _read_pair(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def load_mnist(root: str | Path | None = None, download: bool = True) -> Mnist:
-    """Load MNIST from ``root``, else ``$ZOO_DATA``, else the cache (downloading there if online).
+BUNDLED = Path(__file__).resolve().parent / "mnist"  # 5,000 training + the 10,000 test digits, CC BY-SA 3.0
+
+
+def load_mnist(root: str | Path | None = None, download: bool = True, bundled: bool | None = None) -> Mnist:
+    """Load MNIST from ``root``, else ``$ZOO_DATA``, else the cache (downloading there if online),
+    else the subset bundled with zoo (5,000 training digits, the 10,000 test digits).
 
     The digit counts come from the IDX headers: a 5,000-digit training subset loads as 5,000.
+    A folder given explicitly that holds no MNIST is an error, never replaced by the bundled copy.
+    ``ZOO_NO_BUNDLED=1`` (or ``bundled=False``) turns the bundled fallback off.
     """
     given = root if root is not None else os.environ.get("ZOO_DATA")
     folder = Path(given).expanduser() if given else default_cache()
     found = find_mnist(folder)
     if found is None and given is None and download:
         found = _download(folder)
+    if bundled is None:
+        bundled = os.environ.get("ZOO_NO_BUNDLED", "") in ("", "0")
+    if found is None and given is None and bundled and find_mnist(BUNDLED) is not None:
+        return _load_bundled()
     if found is None:
         looked = ", ".join(str(p) for p in candidate_folders(folder))
         names = ", ".join(f"{s}[.gz]" for s in FILES.values())
@@ -115,13 +126,27 @@ def load_mnist(root: str | Path | None = None, download: bool = True) -> Mnist:
             f"MNIST not found{how}: looked for {names} in {looked}. Point zoo at the files with "
             f"--data-root DIR or the ZOO_DATA environment variable."
         )
+    return _read(found, str(found["train_images"].parent))
+
+
+def _read(found: dict[str, Path], source: str) -> Mnist:
     xtr, ytr = _read_pair(found["train_images"], found["train_labels"])
     xte, yte = _read_pair(found["test_images"], found["test_labels"])
     if xtr.shape[1:] != xte.shape[1:]:
         raise DataError(f"{found['train_images']} holds {xtr.shape[1]}x{xtr.shape[2]} images but "
                         f"{found['test_images']} holds {xte.shape[1]}x{xte.shape[2]}; train and test images must "
                         "have one size")
-    return Mnist(xtr, ytr, xte, yte, source=str(found["train_images"].parent))
+    return Mnist(xtr, ytr, xte, yte, source=source)
+
+
+def _load_bundled() -> Mnist:
+    """The bundled subset, said so on the console and in every row's ``data_source``."""
+    mnist = _read(find_mnist(BUNDLED), "")
+    note = f"train: {len(mnist.train_images):,} digits, bundled subset"
+    mnist.source = f"{BUNDLED} ({note})"
+    print(f"MNIST: no --data-root, $ZOO_DATA, cache or download; using the copy bundled with zoo ({note}, "
+          f"test: {len(mnist.test_images):,} digits)", file=sys.stderr)
+    return mnist
 
 
 def _download(folder: Path) -> dict[str, Path] | None:

@@ -93,7 +93,7 @@ class Task:
         ``dense_classes`` (never to a hard-coded head name); a YAML setting that contradicts
         the data, or data with classes but no head to predict them, is an error.
         """
-        from heads.base import Head
+        from zoo.heads.base import Head
 
         heads, class_heads = [], []
         for h in spec.heads:

@@ -1,0 +1,48 @@
+"""zoo: a PyTorch multi-task model zoo. Shared encoders, task heads, a registry, a benchmark runner.
+
+Python API (mirrors ``python -m zoo.bench``)::
+
+    import zoo
+    zoo.list_encoders(); zoo.list_heads(); zoo.list_tasks()
+    model = zoo.build_model("scratch", {"mask": "binary_mask"})
+    registry = zoo.load_registry(["my_registry.yaml"])   # user entries merged on
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from zoo.heads.base import Head
+from zoo.build import build_model, load_registry, task_spec
+from zoo.model import MultiTaskModel
+from zoo.registry import Registry, RegistryError
+
+__version__ = "0.1.0"
+
+
+def _names(kind: str, registry_files: Iterable[str | Path] | None) -> list[str]:
+    return load_registry(registry_files).names(kind)
+
+
+def list_encoders(registry_files: Iterable[str | Path] | None = None) -> list[str]:
+    """Registered encoder names (plus any timm backbone as ``timm:<name>``)."""
+    return _names("encoders", registry_files)
+
+
+def list_heads(registry_files: Iterable[str | Path] | None = None) -> list[str]:
+    """Registered head names."""
+    return _names("heads", registry_files)
+
+
+def list_tasks(registry_files: Iterable[str | Path] | None = None) -> list[str]:
+    """Registered task names."""
+    return _names("tasks", registry_files)
+
+
+def list_weightings(registry_files: Iterable[str | Path] | None = None) -> list[str]:
+    """Registered loss-weighting strategies."""
+    return _names("weightings", registry_files)
+
+
+__all__ = ["Head", "MultiTaskModel", "Registry", "RegistryError", "build_model", "list_encoders", "list_heads",
+           "list_tasks", "list_weightings", "load_registry", "task_spec"]

@@ -1,0 +1,213 @@
+"""``python -m zoo.bench``: train, evaluate and tabulate encoder x task (x weighting) combinations.
+
+    python -m zoo.bench --task circlization --encoder scratch
+    python -m zoo.bench --task all --encoder all --quick
+    python -m zoo.bench --list
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from zoo import distributed as dist
+from zoo.build import load_registry, task_spec
+from zoo.config import RunConfig, add_run_options, budget_mode, run_config
+from zoo.data.idx import DataError
+from zoo.gain import add_gain
+from zoo.registry import Registry, RegistryError
+from zoo.results import load_rows, machine, print_table, row_key, write_results
+from zoo.rundir import check_writable, new_run_dir
+from zoo.tasks.base import TaskSpec
+from zoo.train import RunResult, fit
+
+DEFAULT_OUT = Path("runs")
+HEADER = ("zoo benchmark results. Metrics are percentages on the test split; the best checkpoint on validation is "
+          "the one scored.")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--list", action="store_true", help="print the registered encoders, heads, tasks and more, then exit")
+    p.add_argument("--task", default=None, help="task name, comma-separated names, or 'all'")
+    p.add_argument("--encoder", default="scratch", help="encoder name (or timm:<name>), comma-separated names, or 'all'")
+    p.add_argument("--weighting", default="fixed", help="loss weighting strategy, comma-separated names, or 'all'")
+    add_run_options(p)
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help=f"results folder (default {DEFAULT_OUT}/; committed tables use --out benchmarks/results/...)")
+    p.add_argument("--quick", action="store_true", help="smoke run: each task's 'quick' budget (over its default one)")
+    p.add_argument("--resume", default=None, metavar="CKPT", help="continue an interrupted run from its last.pt")
+    p.add_argument("--no-figures", action="store_true", help="skip the prediction figures")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="do not train missing single-task baselines for delta_m (use what --out already has)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def expand(kind: str, value: str, registry: Registry) -> list[str]:
+    """'all', one name, or comma-separated names; each checked against the registry."""
+    if value == "all":
+        return registry.names(kind)
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    for n in names:
+        registry.entry(kind, n)
+    return names
+
+
+def budget_of(spec: TaskSpec, quick: bool) -> dict[str, Any]:
+    """The task's default budget, or its quick budget laid over it (same architecture, less training)."""
+    if not quick:
+        return dict(spec.budget)
+    if not spec.quick:
+        raise RegistryError(f"task {spec.name!r} has no quick budget in its registry entry; run it without --quick "
+                            "or give --epochs/--train-limit yourself")
+    return {**spec.budget, **spec.quick}
+
+
+def result_row(r: RunResult, heads: list[str], command: str, mode: str) -> dict[str, Any]:
+    cfg = r.config
+    row: dict[str, Any] = {
+        "task": cfg.task, "encoder": cfg.encoder, "weighting": cfg.weighting, "heads": "+".join(heads),
+        "parameters": r.parameters, "epochs": r.epochs, "best_epoch": r.best_epoch,
+        "train_seconds": round(r.train_seconds, 1),
+        "train_samples_per_s": round(r.train_samples / r.train_seconds, 1) if r.train_seconds else float("nan"),
+    }
+    row.update({k: round(v, 4) for k, v in r.test.items()})
+    row.update(r.info)
+    row.update({"budget_mode": mode, "device": r.device, "machine": machine(), "torch": torch.__version__,
+                "seed": cfg.seed, "run_dir": str(r.run_dir) if r.run_dir else "", "command": command})
+    return row
+
+
+def list_registry(registry: Registry, console: Console) -> None:
+    """Rich tables of everything registered: name, where it comes from, key settings."""
+    for kind in ("encoders", "heads", "tasks", "losses", "metrics", "weightings"):
+        table = Table(title=kind)
+        for col in ("name", "from", "settings"):
+            table.add_column(col, style="bold" if col == "name" else None)
+        for e in registry.entries(kind):
+            settings = dict(e.settings)
+            if kind == "tasks":
+                heads = ", ".join(f"{n}:{h.get('head')}({h.get('loss', '')} x{h.get('weight', 1)})"
+                                  for n, h in (e.spec.get("heads") or {}).items())
+                settings = {"heads": heads, "metrics": ", ".join(e.spec.get("metrics") or {}),
+                            "budget": e.spec.get("budget", {})}
+            for key in ("paper", "description"):
+                if e.spec.get(key) and kind != "tasks":
+                    settings[key] = e.spec[key]
+            name = f"{e.name}:<name>" if e.spec.get("prefix") else e.name
+            table.add_row(name, e.source, ", ".join(f"{k}={v}" for k, v in settings.items()))
+        console.print(table)
+
+
+@dataclass
+class Job:
+    task: str
+    encoder: str
+    weighting: str
+    cfg: RunConfig | None = None
+
+
+def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path) -> list[Job]:
+    """Every run the command asks for, with any missing single-task baselines of a joint task first."""
+    if args.task == "all":  # the reference tasks; dataset-specific tasks run by name
+        tasks = [t for t in registry.names("tasks") if getattr(registry.entry("tasks", t).obj, "in_all", True)]
+    else:
+        tasks = expand("tasks", args.task, registry)
+    encoders = registry.names("encoders") if args.encoder == "all" else expand("encoders", args.encoder, registry)
+    weightings = expand("weightings", args.weighting, registry)
+    specs = {t: task_spec(t, registry) for t in tasks}
+    for spec in specs.values():
+        budget_of(spec, args.quick)  # a task without a quick budget fails before anything trains
+    # A joint task is compared with single-task models of the same encoder, budget and seed: train those
+    # first unless the results folder already has them.
+    have = {row_key(r) for r in (load_rows(out) if dist.is_main() else [])}
+    jobs: list[Job] = []
+    if not args.no_baselines:
+        for spec in specs.values():
+            for base in dict.fromkeys(ref.partition(".")[0] for ref in spec.baselines.values()):
+                for e in encoders:
+                    key = row_key({"task": base, "encoder": e, "weighting": "fixed", "budget_mode": mode,
+                                   "seed": args.seed})
+                    if base not in tasks and key not in have and Job(base, e, "fixed") not in jobs:
+                        jobs.append(Job(base, e, "fixed"))
+    # tasks compared with baselines run after them, so one invocation can fill delta_m
+    for t in sorted(tasks, key=lambda t: bool(specs[t].baselines)):
+        jobs += [Job(t, e, w) for e in encoders for w in weightings]
+    for job in jobs:  # every setting of every run is checked before the first one trains
+        job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(task_spec(job.task, registry), args.quick))
+        task_spec(job.task, registry, job.cfg.task_settings)
+    return jobs
+
+
+def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, out: Path, command: str,
+            err: Console) -> dict[str, Any]:
+    """Train one combination in its own run directory, write its row (under the folder's lock) and figure."""
+    spec, cfg = task_spec(job.task, registry), job.cfg
+    run_dir = Path(args.resume).parent if args.resume else new_run_dir(out, cfg, mode)
+    if dist.is_main():
+        err.rule(f"{job.task} | {job.encoder} | {job.weighting}  ->  {run_dir}")
+    t0 = time.perf_counter()
+    try:
+        result = fit(cfg, out_dir=run_dir, resume=args.resume, console=err, show_progress=not args.quiet)
+    except BaseException:
+        if dist.is_main() and not args.resume and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a run that failed before writing anything leaves no empty directory
+        raise
+    row = result_row(result, [h.name for h in result.setup.task.heads], command, mode)
+    row.update({f"val_{m}": round(result.val.get(m, float("nan")), 4) for m in spec.monitor})
+    row["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    if spec.baselines:
+        add_gain(row, spec.baselines, load_rows(out))
+    if dist.is_main():
+        if not args.no_figures:
+            from zoo.figures import prediction_figure
+
+            prediction_figure(result.model, result.setup.data.test, result.setup.plans, run_dir / "figure.png",
+                              result.setup.device)
+        write_results(out, [row], HEADER)  # after every run: a long grid keeps what finished
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    console, err = Console(), Console(stderr=True)
+    command = "python -m zoo.bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    try:
+        registry = load_registry(args.registry)
+        if args.list:
+            list_registry(registry, console)
+            return 0
+        if not args.task:
+            raise RegistryError(f"--task is required (one of {', '.join(registry.names('tasks'))}, or all); see --list")
+        mode = budget_mode(args)
+        out = check_writable(args.out) if dist.is_main() else Path(args.out)
+        jobs = plan_jobs(args, registry, mode, out)
+        if args.resume and len(jobs) != 1:
+            raise RegistryError("--resume continues one run: give a single --task, --encoder and --weighting")
+        dist.init()
+        rows = [run_job(job, args, registry, mode, out, command, err) for job in jobs]
+        if dist.is_main():
+            print_table(rows, f"results ({mode} budget) -> {out}", console)
+        dist.shutdown()
+        return 0
+    except (RegistryError, DataError, ValueError, FileNotFoundError, FloatingPointError) as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: resume with --resume <out>/runs/<run>/last.pt")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

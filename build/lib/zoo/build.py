@@ -1,0 +1,68 @@
+"""Building models and task specs from the registry."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from zoo.model import MultiTaskModel
+from zoo.registry import Registry, RegistryError
+from zoo.tasks.base import ResolvedHead, Task, TaskSpec
+
+
+def load_registry(extra: Iterable[str | Path] | None = None) -> Registry:
+    """The built-in registry with user registry files merged on, in order."""
+    return Registry.load(extra=extra)
+
+
+def _head_args(name: str, value: Any) -> tuple[str, dict[str, Any]]:
+    """A head given as a registered name, ``{"head": NAME, "settings": {...}}`` or a ResolvedHead."""
+    if isinstance(value, ResolvedHead):
+        return value.head, dict(value.settings)
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, Mapping) and "head" in value:
+        return value["head"], dict(value.get("settings") or {})
+    raise RegistryError(f"head {name!r}: expected a head name or {{'head': NAME, 'settings': {{...}}}}, got {value!r}")
+
+
+def build_model(encoder: str = "scratch", heads: Mapping[str, Any] | Iterable[ResolvedHead] | None = None,
+                in_channels: int = 1, encoder_settings: Mapping[str, Any] | None = None,
+                registry: Registry | None = None) -> MultiTaskModel:
+    """One shared encoder and named heads, e.g. ``build_model("resnet18", {"mask": "binary_mask",
+    "digit": {"head": "classification", "settings": {"num_classes": 10}}})``, or a task's resolved heads."""
+    registry = registry or load_registry()
+    if heads is not None and not isinstance(heads, Mapping):
+        heads = {h.name: h for h in heads}
+    if not heads:
+        raise RegistryError("build_model needs at least one head, e.g. heads={'mask': 'binary_mask'}")
+    enc = registry.build("encoders", encoder, in_channels=in_channels, **dict(encoder_settings or {}))
+    built = {}
+    for name, value in heads.items():
+        head_name, settings = _head_args(name, value)
+        entry = registry.entry("heads", head_name)
+        if getattr(entry.obj, "needs_input_skip", False) and not enc.input_skip:
+            raise RegistryError(f"head {head_name!r} ({name!r}) reads the raw input image, so the encoder must pass it on: "
+                                f"build {encoder!r} with input_skip: true (--encoder-arg input_skip=true)")
+        built[name] = registry.build("heads", head_name, channels=enc.out_channels, reductions=enc.reductions, **settings)
+    try:
+        return MultiTaskModel(enc, built)
+    except TypeError as exc:  # a head that is not a zoo Head
+        raise RegistryError(str(exc)) from None
+
+
+def task_spec(name: str, registry: Registry, settings: Mapping[str, Any] | None = None) -> TaskSpec:
+    """The validated YAML entry of task ``name`` with its task object built (``settings`` override the YAML's).
+    Every head, loss and metric it names must be registered: checked here, before any data is read."""
+    entry = registry.entry("tasks", name)
+    where = f"task {name!r} ({entry.source})"
+    task = registry.build("tasks", name, **dict(settings or {}))
+    if not isinstance(task, Task):
+        raise RegistryError(f"{where}: target must build a zoo.tasks.Task, got {type(task).__name__}")
+    spec = TaskSpec.from_entry(name, entry.spec, task, where)
+    for h in spec.heads:
+        registry.entry("heads", h.head)
+        if h.loss is not None:
+            registry.entry("losses", h.loss)
+    for m in spec.metrics:
+        registry.entry("metrics", m.metric)
+    return spec

@@ -1,0 +1,186 @@
+"""The run configuration, and the command-line flags derived from it.
+
+A run option is one field of :class:`RunConfig`: its metadata says its help text and whether
+it belongs to a task's training budget (``budget: true``, settable in ``registry.yaml`` budgets
+and marking a run as "custom" when given on the command line). The CLI flags, the valid budget
+keys and the budget mode are all derived from ``dataclasses.fields(RunConfig)``, so a new
+option is one edit here.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from zoo.tasks.base import DataConfig
+
+SCHEDULES = ("onecycle", "cosine", "plateau", "none")
+
+
+def _opt(default: Any, help: str, budget: bool = False, flag: str | None = None, **extra: Any) -> Any:
+    meta = {"help": help, "budget": budget, "flag": flag, **extra}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training run; stored in every checkpoint."""
+
+    task: str = field(metadata={"cli": False})
+    encoder: str = field(metadata={"cli": False})
+    weighting: str = field(default="fixed", metadata={"cli": False})
+    epochs: int = _opt(10, "override the task's default number of epochs", budget=True)
+    batch_size: int = _opt(64, "override the task's default batch size", budget=True)
+    lr: float = _opt(3e-3, "override the task's default peak learning rate", budget=True)
+    weight_decay: float = _opt(1e-4, "AdamW weight decay", budget=True)
+    schedule: str = _opt("onecycle", "learning-rate schedule", budget=True, choices=SCHEDULES)
+    patience: int = _opt(0, "early stopping: epochs without validation improvement (0 = off)", budget=True)
+    train_limit: int | None = _opt(None, "use only this many training digits/images (>= 1)", budget=True)
+    test_limit: int | None = _opt(None, "use only this many test digits/images (>= 1)", budget=True)
+    val_fraction: float = _opt(0.1, "share of the training data held out for validation", budget=True)
+    tta: bool = _opt(False, "test-time augmentation: average over 1-pixel shifts", budget=True)
+    encoder_settings: dict[str, Any] = _opt({}, "encoder setting (YAML value), e.g. width=32 or input_skip=true "
+                                            "(repeatable)", budget=True, flag="--encoder-arg")
+    task_settings: dict[str, Any] = _opt({}, "task setting (YAML value), e.g. 'augment={shift: 2}' or "
+                                         "train_size=50000 (repeatable)", budget=True, flag="--task-arg")
+    seed: int = _opt(0, "random seed (>= 0): data split, initialisation, shuffling, augmentation")
+    device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    amp: bool = _opt(True, "disable mixed precision on CUDA", flag="--no-amp")
+    channels_last: bool = _opt(False, "channels_last memory format (fast on CUDA)")
+    num_workers: int = _opt(0, "data loader worker processes", flag="--workers")
+    data_root: str | None = _opt(None, "dataset folder (default: $ZOO_DATA, then the cache)")
+    registry: tuple[str, ...] = _opt((), "a registry file merged onto the built-in one (repeatable)")
+
+    def __post_init__(self) -> None:
+        def is_int(v: Any, lo: int) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+        checks = [
+            (is_int(self.epochs, 1), f"epochs must be an integer >= 1, got {self.epochs!r}"),
+            (is_int(self.batch_size, 1), f"batch size must be an integer >= 1, got {self.batch_size!r}"),
+            (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and self.lr > 0,
+             f"learning rate must be > 0, got {self.lr!r}"),
+            (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0,
+             f"weight decay must be >= 0, got {self.weight_decay!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (is_int(self.patience, 0), f"patience must be an integer >= 0, got {self.patience!r}"),
+            (is_int(self.num_workers, 0), f"workers must be an integer >= 0, got {self.num_workers!r}"),
+            (is_int(self.seed, 0), f"seed must be an integer >= 0, got {self.seed!r}"),
+            (isinstance(self.encoder_settings, dict), f"encoder_settings must be a mapping, got {self.encoder_settings!r}"),
+            (isinstance(self.task_settings, dict), f"task_settings must be a mapping, got {self.task_settings!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        self.data_config()  # limits and val_fraction are checked where they are used
+
+    def data_config(self) -> DataConfig:
+        return DataConfig(self.data_root, self.val_fraction, self.seed, self.train_limit, self.test_limit)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["registry"] = list(self.registry)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        d = dict(d)
+        d["registry"] = tuple(d.get("registry", ()))
+        for key in ("encoder_settings", "task_settings"):  # older checkpoints stored sorted pairs
+            d[key] = dict(d.get(key) or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+BUDGET_KEYS = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("budget"))
+# Fields that may differ between a run and its resumption (where and how fast it runs, not what it learns).
+RESUMABLE = frozenset({"device", "num_workers", "data_root", "registry"})
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """One flag per CLI field of RunConfig. Budget flags default to None (= the task's budget)."""
+    for f in dataclasses.fields(RunConfig):
+        if f.metadata.get("cli") is False:
+            continue
+        flag, help_ = _flag(f), f.metadata["help"]
+        default = None if f.metadata.get("budget") else f.default
+        if f.default_factory is dict:
+            p.add_argument(flag, dest=f.name, action="append", default=[], metavar="KEY=VALUE", help=help_)
+        elif f.name == "registry":
+            p.add_argument(flag, dest=f.name, action="append", default=[], metavar="YAML", help=help_)
+        elif isinstance(f.default, bool):
+            p.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true",
+                           default=default, help=help_)
+        else:
+            kind = {"lr": float, "weight_decay": float, "val_fraction": float}.get(f.name)
+            kind = kind or (type(f.default) if f.default is not None else int)
+            if f.name == "data_root":
+                kind = str
+            p.add_argument(flag, dest=f.name, type=kind, default=default, choices=f.metadata.get("choices"),
+                           help=help_)
+
+
+def parse_kv(items: list[str], what: str) -> dict[str, Any]:
+    """``["width=32", "input_skip=true"]`` -> ``{"width": 32, "input_skip": True}`` (YAML values)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{what}: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"{what}: cannot parse the value of {item!r} as YAML") from None
+    return out
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The budget settings given on the command line (what makes a run "custom")."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(RunConfig):
+        if not f.metadata.get("budget"):
+            continue
+        v = getattr(args, f.name, None)
+        if isinstance(v, list):
+            if v:
+                out[f.name] = parse_kv(v, _flag(f))
+        elif v is not None:
+            out[f.name] = v
+    return out
+
+
+def budget_mode(args: argparse.Namespace) -> str:
+    """``default``, ``quick``, or ``custom-<hash>`` when any budget setting is given on the command line:
+    the hash keys the row, so two custom budgets never replace each other's rows."""
+    over = cli_overrides(args)
+    if not over:
+        return "quick" if args.quick else "default"
+    base = "quick" if args.quick else "default"
+    digest = hashlib.sha1(json.dumps(over, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"custom-{base}-{digest}"
+
+
+def run_config(args: argparse.Namespace, task: str, encoder: str, weighting: str, budget: dict[str, Any]) -> RunConfig:
+    """The task's budget, then the command line's overrides, then the run fields."""
+    unknown = set(budget) - BUDGET_KEYS
+    if unknown:
+        raise ValueError(f"task {task!r}: unknown budget setting(s) {sorted(unknown)}; valid: {sorted(BUDGET_KEYS)}")
+    cfg: dict[str, Any] = dict(budget)
+    for key, value in cli_overrides(args).items():
+        cfg[key] = {**dict(cfg.get(key) or {}), **value} if isinstance(value, dict) else value
+    for f in dataclasses.fields(RunConfig):
+        if f.metadata.get("cli") is not False and not f.metadata.get("budget"):
+            v = getattr(args, f.name)
+            cfg[f.name] = tuple(v) if isinstance(v, list) else v
+    return RunConfig(task=task, encoder=encoder, weighting=weighting, **cfg)

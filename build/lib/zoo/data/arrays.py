@@ -1,0 +1,60 @@
+"""Images and integer masks held in numpy arrays (the npz task), and class weights from mask pixels."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from zoo.data.folder import resize_pair, to_sample
+from zoo.data.idx import DataError
+
+
+def class_weights(masks: np.ndarray, num_classes: int) -> list[float]:
+    """Median frequency balancing: w_c = median(f) / f_c over classes present (absent classes get 0)."""
+    counts = np.bincount(masks.reshape(-1).astype(np.int64), minlength=num_classes)[:num_classes].astype(np.float64)
+    freq = counts / counts.sum()
+    present = freq > 0
+    med = np.median(freq[present])
+    w = np.zeros(num_classes)
+    w[present] = med / freq[present]
+    return [round(float(v), 6) for v in w]
+
+
+class ArrayDataset(Dataset):
+    def __init__(self, images: np.ndarray, masks: np.ndarray, index: np.ndarray, size: tuple[int, int] | None) -> None:
+        self.images, self.masks, self.index, self.size = images, masks, index, size
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        j = int(self.index[i])
+        image, mask = self.images[j], self.masks[j]
+        if image.dtype != np.uint8:  # float images in [0, 1] or [0, 255]
+            scale = 255.0 if float(image.max()) <= 1.0 else 1.0
+            image = np.clip(image * scale, 0, 255).astype(np.uint8)
+        image, mask = resize_pair(image, mask, self.size)
+        return to_sample(image, mask)
+
+
+def check_masks(masks: np.ndarray, what: str) -> np.ndarray:
+    """Masks as non-negative integer class indices (``uint8``/``uint16``, what OpenCV resizes); NaN,
+    fractions, negatives or values above 65535 are an error, never wrapped by a cast."""
+    if masks.dtype.kind == "b":
+        return masks.astype(np.uint8)
+    if masks.dtype.kind not in "uif":
+        raise DataError(f"{what}: masks must hold integer class indices, got dtype {masks.dtype}")
+    if masks.dtype.kind == "f":
+        bad = ~np.isfinite(masks)
+        if bad.any():
+            raise DataError(f"{what}: masks hold {int(bad.sum())} NaN/inf value(s) (first at index "
+                            f"{tuple(int(i) for i in np.argwhere(bad)[0])}); masks must be integer class indices")
+        frac = masks != np.round(masks)
+        if frac.any():
+            at = tuple(int(i) for i in np.argwhere(frac)[0])
+            raise DataError(f"{what}: masks hold fractional values (e.g. {float(masks[at])} at index {at}); "
+                            "masks must be integer class indices")
+    lo, hi = (masks.min(), masks.max()) if masks.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise DataError(f"{what}: mask values {lo}..{hi} are outside 0..65535; masks must be class indices")
+    return masks.astype(np.uint8 if hi <= 255 else np.uint16)

@@ -1,0 +1,96 @@
+"""Data parallelism through torch.distributed, for runs started by ``torchrun``.
+
+Each rank trains on its shard of every epoch and gradients are averaged across ranks
+after each backward (one flat all-reduce), which is what DistributedDataParallel does;
+doing it by hand keeps every weighting strategy (including gradient surgery that calls
+``autograd.grad``) and multi-stream tasks (two forwards per step) correct. BatchNorm
+statistics are averaged across ranks before every evaluation and checkpoint. Evaluation
+shards the split without padding and sums metric states, so results equal a
+single-process evaluation.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def init() -> tuple[int, int]:
+    """Join the process group when launched by torchrun; returns (rank, world size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return rank(), world_size()
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def all_reduce_grads(params: list[nn.Parameter]) -> None:
+    """Average gradients across ranks (one flat buffer)."""
+    if not active():
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    i = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[i : i + g.numel()].view_as(p).clone()
+        i += g.numel()
+
+
+def sync_buffers(module: nn.Module) -> None:
+    """Average floating buffers (BatchNorm running stats) across ranks."""
+    if not active():
+        return
+    for b in module.buffers():
+        if b.dtype.is_floating_point:
+            dist.all_reduce(b)
+            b /= world_size()
+
+
+def sum_tensor(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Sum a (metric-state) tensor across ranks."""
+    if not active():
+        return t
+    out = t.to(device)
+    dist.all_reduce(out)
+    return out.cpu()
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if active():
+        dist.destroy_process_group()
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (e.g. the run directory rank 0 created)."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,58 @@
+"""A U-Net encoder written here: double conv (conv-norm-ReLU x2) blocks, max-pool downsampling."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zoo.encoders.base import Encoder, check_in_channels, load_local_weights
+
+
+class DoubleConv(nn.Sequential):
+    """(3x3 conv -> norm -> ReLU) x 2, the U-Net block."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "batch") -> None:
+        layers: list[nn.Module] = []
+        for c_in in (in_channels, out_channels):
+            layers += [nn.Conv2d(c_in, out_channels, 3, padding=1, bias=False), _norm(norm, out_channels), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+def _norm(norm: str, channels: int) -> nn.Module:
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    raise ValueError(f"norm must be one of 'batch', 'group', 'instance', got {norm!r}")
+
+
+class ScratchEncoder(Encoder):
+    """U-Net encoder: ``depth`` levels, the first at full resolution, channels doubling from ``width``.
+
+    Features come out at strides 1, 2, 4, ... 2**(depth-1) (after the raw input with ``input_skip``).
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 16, depth: int = 4, norm: str = "batch",
+                 pretrained: str | None = None, input_skip: bool = False) -> None:
+        super().__init__()
+        self.input_skip = bool(input_skip)
+        check_in_channels(in_channels)
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive integer, got {width!r}")
+        if not isinstance(depth, int) or not 1 <= depth <= 6:
+            raise ValueError(f"depth must be an integer from 1 to 6, got {depth!r}")
+        widths = [width * 2**i for i in range(depth)]
+        self._declare(widths, [2**i for i in range(depth)], in_channels)
+        chans = [in_channels] + widths
+        self.blocks = nn.ModuleList(DoubleConv(chans[i], chans[i + 1], norm) for i in range(depth))
+        self.pool = nn.MaxPool2d(2)
+        if pretrained:
+            load_local_weights(self, pretrained)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features, h = [], x
+        for i, block in enumerate(self.blocks):
+            h = block(h if i == 0 else self.pool(h))
+            features.append(h)
+        return self._output(x, features)

@@ -1,0 +1,79 @@
+"""Circle localization head.
+
+Two documented modes, chosen by the ``mode`` setting:
+
+* ``fit`` (default): a U-Net decoder predicts the digit's foreground mask (trained with
+  BCE + Dice against the Otsu mask); ``predict`` fits the minimum enclosing circle to the
+  predicted mask with OpenCV and rasterizes it. The circle is a deterministic function of
+  the foreground, so learning the foreground exactly gives the circle exactly; this is the
+  more accurate mode on MNIST (see benchmarks/README.md).
+* ``regress``: pooled multi-scale features regress (cx, cy, r) in pixels directly (trained
+  with a smooth-L1 loss against the true circle); ``predict`` rasterizes that circle.
+
+Both ``predict`` outputs are ``[B, H, W]`` circle masks, scored against the rasterized true
+circle by the gated IoU.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.heads.base import Head, global_pool
+from zoo.heads.decoder import SkipDecoder
+from zoo.geometry import enclosing_circle, rasterize_circles
+
+MODES = ("fit", "regress")
+
+
+class CircleHead(Head):
+    """``fit``: ``[B, 1, H, W]`` foreground logits; ``regress``: ``[B, 3]`` (cx, cy, r) in pixels."""
+
+    def __init__(self, channels: list[int], reductions: list[int], mode: str = "fit",
+                 decoder_channels: list[int] | None = None, hidden: int = 256) -> None:
+        super().__init__(channels, reductions)
+        if mode not in MODES:
+            raise ValueError(f"circle head mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode = mode
+        # Which batch field and loss train this head when the task does not say.
+        self.default_target, self.default_loss = ("mask", "bce_dice") if mode == "fit" else ("circle", "circle_l1")
+        self.figure_truth = "circle_mask"  # predictions are circle masks, whatever the head trains on
+        if mode == "fit":
+            self.decoder = SkipDecoder(channels, reductions, decoder_channels)
+            self.segmentation_head = nn.Conv2d(self.decoder.out_channels, 1, 3, padding=1)
+        else:
+            pooled = sum(channels) * 2
+            self.regression_head = nn.Sequential(nn.Linear(pooled, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 3))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        if self.mode == "fit":
+            return self.segmentation_head(self.decoder(features))
+        pooled = torch.cat([global_pool(f) for f in features], 1)
+        h, w = (s * self.reductions[0] for s in features[0].shape[2:])
+        scale = pooled.new_tensor([w, h, max(h, w) / 2])
+        return torch.sigmoid(self.regression_head(pooled).float()) * scale
+
+    def shift_output(self, output: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+        """``regress`` outputs are (cx, cy, r): move the centre back."""
+        if self.mode == "regress":
+            return output - output.new_tensor([dx, dy, 0])
+        return super().shift_output(output, dy, dx)
+
+    def check_output(self, output: torch.Tensor, target: torch.Tensor) -> str | None:
+        if self.mode == "regress" and tuple(target.shape[1:]) != (3,):
+            return "regress mode trains (cx, cy, r) against a [B, 3] circle target (target: circle)"
+        return super().check_output(output, target)
+
+    def circles(self, output: torch.Tensor) -> torch.Tensor:
+        """``[B, 3]`` predicted circles (cx, cy, r) in pixels."""
+        if self.mode == "regress":
+            return output.detach().float()
+        masks = (output[:, 0] > 0).to("cpu", torch.uint8).numpy()
+        fitted = np.array([enclosing_circle(m) for m in masks], dtype=np.float32).reshape(-1, 3)
+        return torch.from_numpy(fitted).to(output.device)
+
+    def predict(self, output: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        h, w = size if size is not None else (output.shape[-2:] if self.mode == "fit" else (None, None))
+        if h is None:
+            raise ValueError("circle head in regress mode needs the image size to rasterize: predict(output, size=(H, W))")
+        return rasterize_circles(self.circles(output), h, w)

@@ -1,0 +1,36 @@
+"""Classification head: pooled deepest features -> N logits."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zoo.heads.base import Head, global_pool, positive_int
+
+
+class ClassificationHead(Head):
+    """Logits ``[B, N]`` from global average (and max) pooling of the deepest feature map."""
+
+    def __init__(self, channels: list[int], reductions: list[int], num_classes: int = 10,
+                 dropout: float = 0.0, hidden: int = 0) -> None:
+        super().__init__(channels, reductions)
+        self.num_classes = positive_int("num_classes", num_classes, minimum=2)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        c = channels[-1] * 2  # average and max pooled
+        layers: list[nn.Module] = [nn.Flatten()]
+        if hidden:
+            layers += [nn.Linear(c, positive_int("hidden", hidden)), nn.ReLU(inplace=True)]
+            c = hidden
+        layers += [nn.Dropout(float(dropout)), nn.Linear(c, num_classes)]
+        self.classification_head = nn.Sequential(*layers)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.classification_head(global_pool(features[-1]))
+
+    def check_output(self, output: torch.Tensor, target: torch.Tensor) -> str | None:
+        if target.dim() != 1:
+            return "class logits [B, N] need a target of one class index per sample [B]"
+        return super().check_output(output, target)
+
+    def predict(self, output: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        return output.argmax(1)

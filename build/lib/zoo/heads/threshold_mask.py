@@ -1,0 +1,39 @@
+"""Threshold mask head: one learned intensity threshold per image, compared with every pixel.
+
+For targets that are a global threshold of the input's intensity (Otsu foreground masks,
+document binarization), a per-pixel decoder has to rediscover, at every pixel, one number
+that depends on the whole image, and near that number its errors pile up. This head
+predicts the number once per image (``heads/levels.py``: ``mode: levels`` scores each of
+the 256 intensity levels from the image's cumulative histogram plus the encoder's pooled
+deepest features; ``mode: regress`` regresses it) and turns it into one logit per pixel.
+
+The head needs the raw input among the features: build the encoder with ``input_skip: true``.
+"""
+from __future__ import annotations
+
+import torch
+
+from zoo.heads.base import Head, global_pool, require_input_skip
+from zoo.heads.levels import GlobalThreshold
+
+
+class ThresholdMaskHead(Head):
+    """Foreground logits ``[B, 1, H, W]`` from a learned per-image threshold of the mean input intensity."""
+
+    needs_input_skip = True  # reads the raw input (features[0] at stride 1)
+    needs_input_size = True  # the histogram must not count the model's padding
+
+    def __init__(self, channels: list[int], reductions: list[int], mode: str = "levels", histogram_bins: int = 64,
+                 hidden: int = 128, initial_threshold: float = 0.4, initial_scale: float = 64.0) -> None:
+        super().__init__(channels, reductions)
+        require_input_skip("threshold_mask", reductions)
+        self.threshold = GlobalThreshold(2 * channels[-1], mode, hidden, histogram_bins, initial_threshold, initial_scale)
+
+    def forward(self, features: list[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
+        x = features[0].float().mean(1)
+        if size is not None:
+            x = x[:, : size[0], : size[1]]
+        return self.threshold(x.flatten(1), global_pool(features[-1])).view_as(x)[:, None]
+
+    def predict(self, output: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        return (output[:, 0] > 0).long()

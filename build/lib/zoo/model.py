@@ -1,0 +1,55 @@
+"""The shared-encoder multi-task model: one encoder, a dict of named heads."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.heads.base import Head
+
+
+class MultiTaskModel(nn.Module):
+    """``forward(x) -> dict[str, Tensor]``, one entry per head (or per requested head).
+
+    Inputs whose size is not a multiple of the encoder's total stride are padded on the
+    bottom/right (so pixel coordinates are unchanged) and dense outputs cropped back, so
+    every dense output has the input's height and width.
+    """
+
+    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module]) -> None:
+        super().__init__()
+        if not heads:
+            raise ValueError("a MultiTaskModel needs at least one head")
+        for name, head in heads.items():
+            if not isinstance(head, Head):
+                raise TypeError(f"head {name!r} is a {type(head).__module__}.{type(head).__qualname__}, not a zoo Head: "
+                                "subclass zoo.Head (it declares the contract the trainer reads)")
+        self.encoder = encoder
+        self.heads = nn.ModuleDict(heads)
+
+    def forward(self, x: torch.Tensor, heads: list[str] | tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        if x.dim() != 4:
+            raise ValueError(f"input must be a [B, C, H, W] tensor, got shape {tuple(x.shape)}")
+        names = list(self.heads) if heads is None else list(heads)
+        unknown = [n for n in names if n not in self.heads]
+        if unknown:
+            raise ValueError(f"unknown head(s) {unknown}; this model has {list(self.heads)}")
+        h, w = x.shape[-2:]
+        stride = self.encoder.total_stride
+        ph, pw = (-h) % stride, (-w) % stride
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        features = self.encoder(x)
+        outputs = {}
+        for name in names:
+            head = self.heads[name]
+            # Heads that read the raw input (threshold heads) are told the unpadded size.
+            out = head(features, size=(h, w)) if head.needs_input_size else head(features)
+            if out.dim() == 4 and (ph or pw):
+                out = out[..., :h, :w]
+            outputs[name] = out
+        return outputs
+
+    def predict(self, outputs: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Hard predictions (masks, classes, circle masks) from raw outputs."""
+        return {name: self.heads[name].predict(out, size=size) for name, out in outputs.items()}

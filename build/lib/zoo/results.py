@@ -1,0 +1,162 @@
+"""Result rows and tables: terminal (rich), Markdown, CSV and JSON, written atomically.
+
+Rows are keyed by :data:`KEY` (task, encoder, weighting, budget, seed): running the grid in
+pieces into one folder accumulates rows, a ``--quick`` run or another seed adds its own row,
+and re-running the same combination replaces its row. Merges hold an exclusive lock on the
+folder, so concurrent runs into one ``--out`` never lose each other's rows.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from zoo.checkpoint import atomic_write_text
+
+KEY = ("task", "encoder", "weighting", "budget_mode", "seed")
+LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_epoch", "train_seconds",
+        "train_samples_per_s"]
+COUNTS = ["train_digits", "val_digits", "test_digits", "train_samples", "val_samples", "test_samples"]
+TAIL = ["budget_mode", "data_source", *COUNTS, "device", "machine", "torch", "seed", "run_dir", "command"]
+
+
+def machine() -> str:
+    """A short description of the machine a run used."""
+    # the cores this process may use (a container's share), where the OS says so
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = f"{cores} CPU cores ({platform.machine()})"
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} + {cpu}"
+    return cpu
+
+
+def metric_columns(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Every column that is not a lead or tail column, in first-seen order."""
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in LEAD and k not in TAIL and k not in cols and not k.endswith("_composites") \
+                    and k not in ("budget_mode",) and not k.startswith("single_"):
+                cols.append(k)
+    return cols
+
+
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+    extra = [k for r in rows for k in r if k.endswith("_composites") or k.startswith("single_")]
+    return LEAD + metric_columns(rows) + TAIL + sorted(set(extra))
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    """The one key of a result row, used wherever rows are merged or looked up."""
+    return tuple(row.get(k) for k in KEY)
+
+
+def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged = {row_key(r): r for r in old}
+    for r in new:
+        merged[row_key(r)] = r
+    return list(merged.values())
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    """An exclusive lock on ``out`` (``fcntl.flock`` on ``out/.results.lock``) for a read-merge-write."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".results.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def load_rows(out: Path) -> list[dict[str, Any]]:
+    path = out / "results.json"
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text())["rows"])
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path} exists but is not a zoo results file; move it away or pick another --out") from None
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.2f}"
+    return str(v)
+
+
+def write_results(out: str | Path, rows: list[dict[str, Any]], header: str) -> list[Path]:
+    """Write results.json, results.csv and results.md into ``out`` (atomically, under the folder's lock),
+    merged with what is there."""
+    out = Path(out)
+    with locked(out):
+        return _write(out, merge_rows(load_rows(out), rows), header)
+
+
+def _write(out: Path, rows: list[dict[str, Any]], header: str) -> list[Path]:
+    cols = columns(rows)
+    atomic_write_text(out / "results.json", json.dumps({"header": header, "columns": cols, "rows": rows}, indent=2))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write_text(out / "results.md", markdown(rows, header))
+    return [out / "results.json", out / "results.csv", out / "results.md"]
+
+
+def markdown(rows: list[dict[str, Any]], header: str) -> str:
+    """One Markdown table per task (each task has its own metrics), then the provenance."""
+    parts = [header, ""]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        trs = [r for r in rows if r["task"] == task]
+        cols = ["encoder", "weighting", "parameters", "epochs", "train_seconds", "train_samples_per_s"] + metric_columns(trs)
+        cols += [c for c in ("delta_m", "single_parameters_sum", "single_train_seconds_sum")
+                 if any(c in r for r in trs) and c not in cols]
+        parts += [f"### {task}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        parts += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in trs]
+        prov = trs[0]
+        unit = "digits" if "train_digits" in prov else "samples"
+        parts += ["", f"data: {prov.get('data_source')} (train {prov.get('train_' + unit)}, val "
+                  f"{prov.get('val_' + unit)}, test {prov.get('test_' + unit)} {unit}); device: {prov.get('device')}; machine: {prov.get('machine')}; "
+                  f"torch {prov.get('torch')}; seed {prov.get('seed')}", "",
+                  f"command: `{prov.get('command')}`", ""]
+    return "\n".join(parts)
+
+
+def rich_table(rows: list[dict[str, Any]], title: str, width: int = 120) -> Table:
+    """One row per run; transposed (one column per run) when that would not fit ``width``."""
+    cols = ["task", "encoder", "weighting", "parameters", "epochs", "train_seconds"] + \
+        [c for c in metric_columns(rows) if c != "wall_seconds"]
+    table = Table(title=title)
+    if len(cols) * 11 <= width:
+        for c in cols:  # fold, never truncate: a narrow terminal must still show every name
+            table.add_column(c.replace("_", " "), overflow="fold",
+                             justify="left" if c in ("task", "encoder", "weighting") else "right")
+        for r in rows:
+            table.add_row(*(_fmt(r.get(c, "")) for c in cols))
+        return table
+    table.add_column("", style="bold", overflow="fold")
+    for r in rows:
+        table.add_column(f"{r.get('encoder')} / {r.get('weighting')}", justify="right", overflow="fold")
+    for c in cols:
+        table.add_row(c, *(_fmt(r.get(c, "")) for r in rows))
+    return table
+
+
+def print_table(rows: list[dict[str, Any]], title: str, console: Console | None = None) -> None:
+    console = console or Console()
+    for task in dict.fromkeys(r["task"] for r in rows):
+        console.print(rich_table([r for r in rows if r["task"] == task], f"{task}: {title}", console.width))

@@ -1,0 +1,253 @@
+"""The task contract and the parsed form of a task's ``registry.yaml`` entry.
+
+A task entry names its class (``target``), class settings, and:
+
+* ``heads``: ``name -> {head, settings, loss, loss_settings, weight, target, stream}``;
+* ``metrics``: ``name -> {metric, head, target, settings...}``;
+* ``monitor``: the validation metric that picks the best checkpoint (higher is better);
+* ``budget`` and ``quick``: training settings for the real benchmark and for smoke runs
+  (``quick`` overrides only what it lists; the rest comes from ``budget``).
+
+The YAML entry is unpacked once, into a :class:`TaskSpec`; :meth:`Task.resolve` joins it
+with what only the data can tell (class counts, class weights) into the
+:class:`ResolvedHead` objects the builder and the trainer consume.
+
+A task's data comes in named *streams* (single tasks have one, ``main``); each head and
+metric reads one stream, so a joint task can feed single digits to some heads and
+composites to others.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torch.utils.data import Dataset
+
+from zoo.registry import RegistryError
+
+if TYPE_CHECKING:
+    from zoo.registry import Registry
+
+HEAD_FIELDS = {"head", "settings", "loss", "loss_settings", "weight", "target", "stream"}
+TASK_FIELDS = {"target", "settings", "heads", "metrics", "monitor", "budget", "quick", "override", "description",
+               "baselines"}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how much of it to use."""
+
+    root: str | None = None
+    val_fraction: float = 0.1
+    seed: int = 0
+    train_limit: int | None = None  # digits/images, for quick runs
+    test_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction!r}")
+        for name in ("train_limit", "test_limit"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name.replace('_', ' ')} must be an integer >= 1 (leave it out for the whole "
+                                 f"split), got {v!r}")
+
+
+@dataclass
+class TaskData:
+    """Datasets per stream for each split, plus facts every result records."""
+
+    train: dict[str, Dataset]
+    val: dict[str, Dataset]
+    test: dict[str, Dataset]
+    info: dict[str, Any]
+    in_channels: int = 1
+    # What only the data can tell, keyed by no head name: Task.resolve gives it to the heads
+    # that predict a class per pixel (Head.dense_classes), their losses and their metrics.
+    num_classes: int | None = None
+    class_weights: list[float] | None = None
+    exclude: list[int] | None = None
+
+
+def sample_info(train: Any, val: Any, test: Any) -> dict[str, int]:
+    """The sample counts every non-MNIST result row records (MNIST rows count digits)."""
+    return {"train_samples": len(train), "val_samples": len(val), "test_samples": len(test)}
+
+
+class Task:
+    """Subclasses build their datasets; everything else comes from the YAML entry."""
+
+    streams: tuple[str, ...] = ("main",)
+    # Part of `--task all`: the MNIST reference tasks are; tasks that need a dataset of
+    # their own (folder, coco, ...) are run by name.
+    in_all: bool = True
+
+    def datasets(self, data: DataConfig) -> TaskData:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def resolve(self, spec: "TaskSpec", data: TaskData, registry: "Registry") -> "ResolvedTask":
+        """The task's heads and metrics with every setting the data decides filled in.
+
+        Data-derived class counts and class weights go to the heads that declare
+        ``dense_classes`` (never to a hard-coded head name); a YAML setting that contradicts
+        the data, or data with classes but no head to predict them, is an error.
+        """
+        from zoo.heads.base import Head
+
+        heads, class_heads = [], []
+        for h in spec.heads:
+            where = f"task {spec.name!r}, head {h.name!r} ({h.head})"
+            cls = registry.entry("heads", h.head).obj
+            if not (isinstance(cls, type) and issubclass(cls, Head)):
+                raise RegistryError(f"{where}: {registry.entry('heads', h.head).target} must subclass zoo.Head")
+            settings, loss_settings = dict(h.settings), dict(h.loss_settings)
+            if cls.dense_classes and data.num_classes is not None:
+                _agree(where, settings, "num_classes", data.num_classes)
+                class_heads.append(h.name)
+                if data.class_weights is not None:
+                    loss_settings.setdefault("class_weights", list(data.class_weights))
+            loss, target = h.loss or cls.default_loss, h.target or cls.default_target
+            if loss is None or target is None:
+                raise RegistryError(f"{where}: give 'loss' and 'target' in its task entry (the head has no defaults)")
+            heads.append(ResolvedHead(h.name, h.head, settings, loss, loss_settings, h.weight, target, h.stream))
+        if data.num_classes is not None and data.num_classes > 2 and not class_heads:
+            raise RegistryError(f"task {spec.name!r}: the data has {data.num_classes} classes, but none of its heads "
+                                f"({', '.join(f'{h.name}: {h.head}' for h in spec.heads)}) predicts a class per pixel "
+                                "(e.g. segmentation)")
+        metrics = []
+        for m in spec.metrics:
+            settings = dict(m.settings)
+            if m.settings.get("head") in class_heads:
+                accepts = inspect.signature(registry.entry("metrics", m.metric).obj).parameters
+                if "num_classes" in accepts:
+                    _agree(f"task {spec.name!r}, metric {m.name!r}", settings, "num_classes", data.num_classes)
+                if "exclude" in accepts and data.exclude is not None:
+                    settings["exclude"] = [c for c in data.exclude if c < data.num_classes]
+            metrics.append(MetricSpec(m.name, m.metric, settings))
+        return ResolvedTask(spec, heads, metrics)
+
+
+def _agree(where: str, settings: dict[str, Any], key: str, value: Any) -> None:
+    """Fill ``key`` from the data; a YAML value that says otherwise is an error, never overridden silently."""
+    if key in settings and settings[key] != value:
+        raise RegistryError(f"{where}: {key} is {settings[key]!r} in its settings but the data has {value!r}; "
+                            f"remove it from the settings or fix the data")
+    settings[key] = value
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    name: str
+    head: str
+    settings: dict[str, Any]
+    loss: str | None
+    loss_settings: dict[str, Any]
+    weight: float
+    target: str | None
+    stream: str
+
+
+@dataclass(frozen=True)
+class ResolvedHead:
+    """One head, ready to build and train: every setting known, loss and target chosen."""
+
+    name: str
+    head: str
+    settings: dict[str, Any]
+    loss: str
+    loss_settings: dict[str, Any]
+    weight: float
+    target: str
+    stream: str
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    metric: str
+    settings: dict[str, Any]
+
+
+@dataclass
+class TaskSpec:
+    """A task's YAML entry, validated."""
+
+    name: str
+    task: Task
+    heads: list[HeadSpec]
+    metrics: list[MetricSpec]
+    monitor: list[str]  # validation metric(s); several are averaged
+    budget: dict[str, Any] = field(default_factory=dict)
+    quick: dict[str, Any] = field(default_factory=dict)
+    # metric -> "task.metric" of the single-task model it is compared with (multi-task gain)
+    baselines: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_entry(cls, name: str, spec: dict[str, Any], task: Task, where: str) -> "TaskSpec":
+        unknown = set(spec) - TASK_FIELDS
+        if unknown:
+            raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}; valid: {sorted(TASK_FIELDS)}")
+        heads_raw = spec.get("heads")
+        if not isinstance(heads_raw, dict) or not heads_raw:
+            raise RegistryError(f"{where}: field 'heads' must be a non-empty mapping of head name -> head entry")
+        heads = []
+        for hname, h in heads_raw.items():
+            hw = f"{where}.heads.{hname}"
+            if not isinstance(h, dict) or "head" not in h:
+                raise RegistryError(f"{hw}: must be a mapping with at least 'head: <registered head name>'")
+            bad = set(h) - HEAD_FIELDS
+            if bad:
+                raise RegistryError(f"{hw}: unknown field(s) {sorted(bad)}; valid: {sorted(HEAD_FIELDS)}")
+            weight = h.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise RegistryError(f"{hw}: weight must be a number >= 0, got {weight!r}")
+            stream = h.get("stream", task.streams[0])
+            if stream not in task.streams:
+                raise RegistryError(f"{hw}: stream {stream!r} is not one of this task's streams {list(task.streams)}")
+            heads.append(HeadSpec(str(hname), h["head"], dict(h.get("settings") or {}), h.get("loss"),
+                                  dict(h.get("loss_settings") or {}), float(weight), h.get("target"), stream))
+        metrics_raw = spec.get("metrics")
+        if not isinstance(metrics_raw, dict) or not metrics_raw:
+            raise RegistryError(f"{where}: field 'metrics' must be a non-empty mapping of name -> metric entry")
+        metrics = []
+        head_names = {h.name for h in heads}
+        for mname, m in metrics_raw.items():
+            mw = f"{where}.metrics.{mname}"
+            if not isinstance(m, dict) or "metric" not in m:
+                raise RegistryError(f"{mw}: must be a mapping with at least 'metric: <registered metric name>'")
+            for key in ("head", "gate"):
+                if key in m and m[key] not in head_names:
+                    raise RegistryError(f"{mw}: {key} {m[key]!r} is not one of this task's heads {sorted(head_names)}")
+            metrics.append(MetricSpec(str(mname), m["metric"], {k: v for k, v in m.items() if k != "metric"}))
+        monitor = spec.get("monitor", metrics[0].name)
+        monitor = [str(m) for m in monitor] if isinstance(monitor, list) else [str(monitor)]
+        for key in ("budget", "quick", "baselines"):
+            if not isinstance(spec.get(key, {}) or {}, dict):
+                raise RegistryError(f"{where}: field {key!r} must be a mapping")
+        baselines = {str(k): str(v) for k, v in (spec.get("baselines") or {}).items()}
+        for k, v in baselines.items():
+            if "." not in v:
+                raise RegistryError(f"{where}.baselines.{k}: expected 'task.metric', got {v!r}")
+        return cls(name, task, heads, metrics, monitor, dict(spec.get("budget") or {}), dict(spec.get("quick") or {}),
+                   baselines)
+
+
+@dataclass
+class ResolvedTask:
+    """A task spec joined with its data: what the builder and the trainer consume."""
+
+    spec: TaskSpec
+    heads: list[ResolvedHead]
+    metrics: list[MetricSpec]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def monitor(self) -> list[str]:
+        return self.spec.monitor
+
+    def stream_of(self, head: str) -> str:
+        return next(h.stream for h in self.heads if h.name == head)
