@@ -24,6 +24,8 @@ class Head(nn.Module):
     dense_classes: bool = False
     #: the batch field a figure draws as this head's truth (``None``: its training target)
     figure_truth: str | None = None
+    #: what an exported graph's output is, and the post-processing ``predict`` does outside it
+    export_note: str = "raw output; see the head's predict"
 
     def __init__(self, channels: list[int], reductions: list[int]) -> None:
         super().__init__()
@@ -48,6 +50,16 @@ class Head(nn.Module):
         if output.dim() == 4 and (target.dim() != 3 or output.shape[-2:] != target.shape[-2:]):
             return "a dense output [B, C, H, W] needs a target [B, H, W] of the same height and width"
         return None
+
+    def describe(self, output: torch.Tensor, pred: torch.Tensor,
+                 to_original) -> tuple[dict[str, float], torch.Tensor | None]:
+        """What ``zoo.predict`` reports for one image (a batch of one): named values, and a mask in
+        model pixels (``None`` if the head has none). ``to_original(x, y, r)`` maps model pixel
+        coordinates onto the user's image. Class logits give the class and its probability."""
+        if output.dim() == 2:
+            prob = output.float().softmax(1)[0]
+            return {"class": int(prob.argmax()), "prob": round(float(prob.max()), 6)}, None
+        return {}, pred[0] if pred.dim() == 3 else None
 
     def figure_panels(self, sample: dict[str, torch.Tensor], pred: torch.Tensor,
                       target: str) -> tuple[str, list[tuple[torch.Tensor, str]]]:

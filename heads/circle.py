@@ -38,6 +38,10 @@ class CircleHead(Head):
         # Which batch field and loss train this head when the task does not say.
         self.default_target, self.default_loss = ("mask", "bce_dice") if mode == "fit" else ("circle", "circle_l1")
         self.figure_truth = "circle_mask"  # predictions are circle masks, whatever the head trains on
+        self.export_note = ("foreground logits [B, 1, H, W]; outside the graph: mask = logit > 0, then OpenCV's "
+                            "minimum enclosing circle of the mask (cv2.minEnclosingCircle) gives (cx, cy, r) in pixels"
+                            if mode == "fit" else "circle (cx, cy, r) in pixels [B, 3], in the graph; rasterize "
+                            "pixel centres within r")
         if mode == "fit":
             self.decoder = SkipDecoder(channels, reductions, decoder_channels)
             self.segmentation_head = nn.Conv2d(self.decoder.out_channels, 1, 3, padding=1)
@@ -63,6 +67,11 @@ class CircleHead(Head):
         if self.mode == "regress" and tuple(target.shape[1:]) != (3,):
             return "regress mode trains (cx, cy, r) against a [B, 3] circle target (target: circle)"
         return super().check_output(output, target)
+
+    def describe(self, output: torch.Tensor, pred: torch.Tensor, to_original):
+        """The circle (cx, cy, r) in the user's image's pixels."""
+        cx, cy, r = self.circles(output.float())[0].tolist()
+        return dict(zip(("cx", "cy", "r"), to_original(cx, cy, r))), None
 
     def circles(self, output: torch.Tensor) -> torch.Tensor:
         """``[B, 3]`` predicted circles (cx, cy, r) in pixels."""

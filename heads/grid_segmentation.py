@@ -28,8 +28,34 @@ from zoo.heads.base import Head, positive_int, require_input_skip
 from zoo.heads.levels import GlobalThreshold
 
 
+def log_sigmoid(z: torch.Tensor) -> torch.Tensor:
+    """``F.logsigmoid`` written as min(z, 0) - log1p(exp(-|z|)): finite for any z in ONNX Runtime too,
+    whose LogSigmoid/Softplus overflow to -inf at the +-1e4 logits the threshold head produces."""
+    return torch.clamp(z, max=0) - torch.log1p(torch.exp(-z.abs()))
+
+
+def grid_pool(f: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average and max over each cell of a ``rows x cols`` grid, with adaptive pooling's cell bounds
+    (start floor(i*H/rows), end ceil((i+1)*H/rows)): the same numbers as ``F.adaptive_avg_pool2d`` /
+    ``F.adaptive_max_pool2d``, written with slices so the head exports to ONNX (which has no
+    adaptive max pooling)."""
+    (rows, cols), (h, w) = grid, f.shape[-2:]
+    avg, mx = [], []
+    for i in range(rows):
+        r0, r1 = (i * h) // rows, -(-(i + 1) * h // rows)
+        for j in range(cols):
+            c0, c1 = (j * w) // cols, -(-(j + 1) * w // cols)
+            cell = f[..., r0:r1, c0:c1]
+            avg.append(cell.mean((2, 3)))
+            mx.append(cell.amax((2, 3)))
+    shape = (*f.shape[:2], rows, cols)
+    return torch.stack(avg, -1).view(shape), torch.stack(mx, -1).view(shape)
+
+
 class GridSegmentationHead(Head):
     """Log-probabilities ``[B, num_classes, H, W]`` (use with ``ce``/``ce_dice`` like logits)."""
+
+    export_note = "class log-probabilities [B, N, H, W] (tile classes and thresholds in the graph); class = argmax over dim 1"
 
     dense_classes = True  # the task gives it the data's class count
 
@@ -67,7 +93,7 @@ class GridSegmentationHead(Head):
         for i in self.pool_levels:
             r = self.reductions[i]
             f = features[i][..., : -(-h // r), : -(-w // r)]  # drop the model's padding
-            parts += [F.adaptive_avg_pool2d(f, self.grid), F.adaptive_max_pool2d(f, self.grid)]
+            parts += list(grid_pool(f, self.grid))
         return torch.cat(parts, 1).flatten(2).transpose(1, 2)
 
     def forward(self, features: list[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -87,8 +113,8 @@ class GridSegmentationHead(Head):
         cls = F.log_softmax(self.classifier(pooled).float(), 2)  # [B, tiles, K-1]
         cls_map = cls.transpose(1, 2).reshape(-1, self.num_classes - 1, rows, cols)
         cls_map = cls_map.repeat_interleave(th, 2).repeat_interleave(tw, 3)
-        fg = F.logsigmoid(z) + cls_map
-        bg = F.logsigmoid(-z)
+        fg = log_sigmoid(z) + cls_map
+        bg = log_sigmoid(-z)
         k = self.background
         return torch.cat([fg[:, :k], bg, fg[:, k:]], 1)
 

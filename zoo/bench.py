@@ -27,6 +27,9 @@ from zoo.gain import add_gain
 from zoo.registry import Registry, RegistryError
 from zoo.results import load_rows, machine, print_table, row_key, write_results
 from zoo.rundir import check_writable, new_run_dir
+from zoo.setup import eval_batch_size
+from zoo.speed import speed_columns
+from zoo.tblog import log_figure
 from zoo.tasks.base import TaskSpec
 from zoo.train import RunResult, fit
 
@@ -48,6 +51,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: each task's 'quick' budget (over its default one)")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue an interrupted run from its last.pt")
     p.add_argument("--no-figures", action="store_true", help="skip the prediction figures")
+    p.add_argument("--no-speed", action="store_true", help="skip the speed columns (GFLOPs, inference images/s)")
     p.add_argument("--no-baselines", action="store_true",
                    help="do not train missing single-task baselines for delta_m (use what --out already has)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -167,6 +171,9 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
     row = result_row(result, [h.name for h in result.setup.task.heads], command, mode)
     row.update({f"val_{m}": round(result.val.get(m, float("nan")), 4) for m in spec.monitor})
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    if not args.no_speed:
+        row.update(speed_columns(result.model, result.setup.data.test, result.setup.plans, result.setup.device,
+                                 eval_batch_size(cfg)))
     if spec.baselines:
         add_gain(row, spec.baselines, load_rows(out))
     if dist.is_main():
@@ -175,6 +182,8 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
 
             prediction_figure(result.model, result.setup.data.test, result.setup.plans, run_dir / "figure.png",
                               result.setup.device)
+            if cfg.tensorboard:
+                log_figure(run_dir, run_dir / "figure.png", result.epochs)
         write_results(out, [row], HEADER)  # after every run: a long grid keeps what finished
     return row
 

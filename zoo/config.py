@@ -57,6 +57,8 @@ class RunConfig:
     num_workers: int = _opt(0, "data loader worker processes", flag="--workers")
     data_root: str | None = _opt(None, "dataset folder (default: $ZOO_DATA, then the cache)")
     registry: tuple[str, ...] = _opt((), "a registry file merged onto the built-in one (repeatable)")
+    tensorboard: bool = _opt(False, "log losses, metrics, strategy weights, learning rate and the prediction "
+                                    "figure to TensorBoard in the run's folder (RUN_DIR/tensorboard)")
 
     def __post_init__(self) -> None:
         def is_int(v: Any, lo: int) -> bool:
@@ -101,7 +103,7 @@ class RunConfig:
 
 BUDGET_KEYS = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("budget"))
 # Fields that may differ between a run and its resumption (where and how fast it runs, not what it learns).
-RESUMABLE = frozenset({"device", "num_workers", "data_root", "registry"})
+RESUMABLE = frozenset({"device", "num_workers", "data_root", "registry", "tensorboard"})
 
 
 def _flag(f: dataclasses.Field) -> str:

@@ -41,20 +41,31 @@ def machine() -> str:
     return cpu
 
 
+SPEED_PREFIXES = ("gflops", "infer_img_s_", "eval_batch", "peak_memory_mb")
+
+
+def is_speed(column: str) -> bool:
+    return column.startswith(SPEED_PREFIXES)
+
+
 def metric_columns(rows: Iterable[dict[str, Any]]) -> list[str]:
-    """Every column that is not a lead or tail column, in first-seen order."""
+    """Every column that is not a lead, speed or tail column, in first-seen order."""
     cols: list[str] = []
     for r in rows:
         for k in r:
             if k not in LEAD and k not in TAIL and k not in cols and not k.endswith("_composites") \
-                    and k not in ("budget_mode",) and not k.startswith("single_"):
+                    and not k.startswith("single_") and not is_speed(k):
                 cols.append(k)
     return cols
 
 
+def speed_columns_of(rows: Iterable[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(k for r in rows for k in r if is_speed(k)))
+
+
 def columns(rows: list[dict[str, Any]]) -> list[str]:
     extra = [k for r in rows for k in r if k.endswith("_composites") or k.startswith("single_")]
-    return LEAD + metric_columns(rows) + TAIL + sorted(set(extra))
+    return LEAD + metric_columns(rows) + speed_columns_of(rows) + TAIL + sorted(set(extra))
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -123,6 +134,7 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
     for task in dict.fromkeys(r["task"] for r in rows):
         trs = [r for r in rows if r["task"] == task]
         cols = ["encoder", "weighting", "parameters", "epochs", "train_seconds", "train_samples_per_s"] + metric_columns(trs)
+        cols += [c for c in speed_columns_of(trs) if "_std" not in c]
         cols += [c for c in ("delta_m", "single_parameters_sum", "single_train_seconds_sum")
                  if any(c in r for r in trs) and c not in cols]
         parts += [f"### {task}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -139,7 +151,8 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
 def rich_table(rows: list[dict[str, Any]], title: str, width: int = 120) -> Table:
     """One row per run; transposed (one column per run) when that would not fit ``width``."""
     cols = ["task", "encoder", "weighting", "parameters", "epochs", "train_seconds"] + \
-        [c for c in metric_columns(rows) if c != "wall_seconds"]
+        [c for c in metric_columns(rows) if c != "wall_seconds"] + \
+        [c for c in speed_columns_of(rows) if c.startswith(("gflops", "infer_img_s_b1")) and "_std" not in c]
     table = Table(title=title)
     if len(cols) * 11 <= width:
         for c in cols:  # fold, never truncate: a narrow terminal must still show every name

@@ -51,6 +51,11 @@ def _shard(ds: Dataset) -> Dataset:
     return Subset(ds, list(range(dist.rank(), len(ds), dist.world_size())))
 
 
+def eval_batch_size(cfg: RunConfig) -> int:
+    """Evaluation batches are larger than training ones (no gradients): at least 256."""
+    return max(cfg.batch_size, 256)
+
+
 def make_loaders(datasets: dict[str, Dataset], cfg: RunConfig, train: bool) -> dict[str, DataLoader]:
     """Training: shuffled (globally across ranks, equal shards, via DistributedSampler when
     distributed). Evaluation: in order, each rank a shard without padding."""
@@ -61,7 +66,7 @@ def make_loaders(datasets: dict[str, Dataset], cfg: RunConfig, train: bool) -> d
             sampler = DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=True)
         elif not train:
             ds = _shard(ds)
-        loaders[name] = DataLoader(ds, batch_size=cfg.batch_size if train else max(cfg.batch_size, 256),
+        loaders[name] = DataLoader(ds, batch_size=cfg.batch_size if train else eval_batch_size(cfg),
                                    shuffle=train and sampler is None, sampler=sampler,
                                    drop_last=train and len(ds) // dist.world_size() > cfg.batch_size,
                                    num_workers=cfg.num_workers, generator=gen, persistent_workers=False,

@@ -27,6 +27,7 @@ from zoo.config import RunConfig
 from zoo.evaluate import autocast, evaluate, evaluate_checkpoint
 from zoo.model import MultiTaskModel
 from zoo.rundir import check_resumable
+from zoo.tblog import TensorBoardLog
 from zoo.setup import HeadPlan, Setup, make_loaders, seed_everything, select_device, set_epoch, setup, streams, to_device
 
 __all__ = ["RunConfig", "RunResult", "evaluate", "evaluate_checkpoint", "fit", "make_loaders", "select_device",
@@ -240,17 +241,22 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
     ``log.txt`` go there; ``resume`` continues from a ``last.pt`` of the same run."""
     console = console or Console(stderr=True)
     run_dir = Path(out_dir) if out_dir is not None else None
+    if cfg.tensorboard and run_dir is None:
+        raise ValueError("tensorboard logs go into the run's folder: give fit an out_dir")
     if run_dir is not None and dist.is_main():
         if resume is None and any((run_dir / f).exists() for f in ("best.pt", "last.pt")):
             raise ValueError(f"{run_dir} already holds another run's checkpoints; give a new folder, or continue "
                              f"that run with resume={run_dir / 'last.pt'}")
         run_dir.mkdir(parents=True, exist_ok=True)
     s = setup(cfg)
+    if s.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(s.device)  # the row's peak memory is this run's
     t = _Trainer(cfg, s, run_dir)
     if resume is not None:
         t.resume(resume)
         console.print(f"resumed from {resume} at epoch {t.state.epoch}")
     log = open(run_dir / "log.txt", "a") if run_dir is not None and dist.is_main() else None
+    tb = TensorBoardLog(run_dir) if cfg.tensorboard and run_dir is not None and dist.is_main() else None
     progress = _progress(console, show_progress)
     try:
         with progress or nullcontext():
@@ -261,6 +267,8 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
                     if log is not None:
                         log.write(line + "\n")
                         log.flush()
+                    if tb is not None:
+                        tb.epoch(row)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, row)
                 if cfg.patience and t.state.stale >= cfg.patience:
@@ -270,6 +278,8 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
     finally:
         if log is not None:
             log.close()
+        if tb is not None:
+            tb.close()
     t.load_best()
     test = evaluate(s.model, make_loaders(s.data.test, cfg, train=False), s.plans, s.metrics, s.metric_streams,
                     s.device, cfg)

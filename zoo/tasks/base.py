@@ -86,6 +86,12 @@ class Task:
     def datasets(self, data: DataConfig) -> TaskData:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def input_spec(self) -> tuple[str, tuple[int, int] | None]:
+        """How a user's image becomes this task's model input (``zoo.data.inputs``): resized to the
+        task's ``size`` when it has one, else kept at its size."""
+        size = getattr(self, "size", None)
+        return ("resize", tuple(size)) if size else ("keep", None)
+
     def resolve(self, spec: "TaskSpec", data: TaskData, registry: "Registry") -> "ResolvedTask":
         """The task's heads and metrics with every setting the data decides filled in.
 

@@ -32,6 +32,9 @@ class _DigitTask(Task):
     def __init__(self, augment: dict[str, Any] | None = None) -> None:
         self.augment = _augment(augment)
 
+    def input_spec(self) -> tuple[str, tuple[int, int] | None]:
+        return "digit", (28, 28)  # MNIST's preprocessing: 20-pixel box, centre of mass at the centre
+
     def datasets(self, data: DataConfig) -> TaskData:
         s = mnist_splits(data)
         return TaskData(
@@ -67,6 +70,9 @@ class SemanticTask(Task):
             raise ValueError(f"labelling must be one of {', '.join(LABELLINGS)}, got {labelling!r}")
         self.labelling = labelling
         self.augment = _augment(augment)
+
+    def input_spec(self) -> tuple[str, tuple[int, int] | None]:
+        return "resize", (56, 56)  # a 2x2 grid of 28x28 tiles
 
     def composite_sizes(self, data: DataConfig) -> dict[str, int]:
         """Composites per split; quick runs (limits) cap them at the digit limits."""

@@ -1,0 +1,99 @@
+"""``python -m zoo.export MODEL --format onnx|torchscript|exported-program --out FILE``.
+
+The exported graph takes ``image`` ``[B, C, H, W]`` (float in [0, 1], the task's input size, any
+batch size) and returns one raw output per head, named after the head, as ``forward`` does. The
+hard predictions are post-processing done outside the graph, as ``model.predict`` does it; each
+head says which (``Head.export_note``), and a ``FILE.json`` beside the export lists the outputs,
+their shapes and that post-processing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from torch import nn
+
+from zoo.checkpoint import atomic_write_text
+from zoo.data.idx import DataError
+from zoo.model import MultiTaskModel
+from zoo.pretrained import load_model
+from zoo.registry import RegistryError
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+
+
+class Graph(nn.Module):
+    """The model with a tuple of outputs in head order (what exporters and ONNX want)."""
+
+    def __init__(self, model: MultiTaskModel) -> None:
+        super().__init__()
+        self.model = model
+        self.names = list(model.heads)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(image)
+        return tuple(out[n] for n in self.names)
+
+
+def example_input(model: MultiTaskModel, size: tuple[int, int] | None = None, batch: int = 2) -> torch.Tensor:
+    """A batch of the model's input: the task's input size unless ``size`` is given."""
+    mode, task_size = model.meta.get("input", ("keep", None))
+    size = size or task_size
+    if size is None:
+        raise ValueError("this task keeps each image's size: give the export size with --size H W")
+    return torch.rand(batch, model.meta.get("in_channels", 1), *size)
+
+
+def export(model: MultiTaskModel, fmt: str, out: str | Path, size: tuple[int, int] | None = None) -> Path:
+    """Export ``model`` to ``out`` with a dynamic batch size; writes ``out`` and ``out.json``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    graph = Graph(model.eval()).eval()
+    x = example_input(model, size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        if fmt == "onnx":
+            torch.onnx.export(graph, (x,), str(out), input_names=["image"], output_names=graph.names,
+                              dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False)
+        elif fmt == "torchscript":
+            torch.jit.save(torch.jit.trace(graph, x, check_trace=False), str(out))
+        else:
+            torch.export.save(torch.export.export(graph, (x,), dynamic_shapes={"image": {0: batch}}), str(out))
+        outputs = graph(x)
+    info = {"format": fmt, "input": {"name": "image", "shape": ["batch", *x.shape[1:]], "dtype": "float32",
+                                     "range": [0.0, 1.0], "preprocessing": model.meta.get("input")},
+            "outputs": [{"name": n, "shape": ["batch", *o.shape[1:]], "postprocessing": model.heads[n].export_note}
+                        for n, o in zip(graph.names, outputs)],
+            "model": {k: model.meta.get(k) for k in ("name", "task", "encoder", "recipe") if model.meta.get(k)}}
+    atomic_write_text(out.with_name(out.name + ".json"), json.dumps(info, indent=2))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m zoo.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a shipped model (e.g. circlization/scratch) or a zoo model file / checkpoint")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, help="the exported file (e.g. model.onnx)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the task's)")
+    args = p.parse_args(argv)
+    err = Console(stderr=True)
+    try:
+        path = export(load_model(args.model), args.format, args.out, tuple(args.size) if args.size else None)
+    except (RegistryError, DataError, ValueError, FileNotFoundError) as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        return 2
+    err.print(f"exported {args.model} ({args.format}, dynamic batch) -> {path} (+ {path.name}.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

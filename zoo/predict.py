@@ -1,0 +1,158 @@
+"""``python -m zoo.predict MODEL IMAGE_OR_FOLDER... --out DIR``: run a model on your own images.
+
+MODEL is a shipped model (``circlization/scratch``, see ``zoo.list_pretrained()``) or a zoo model
+file / training checkpoint. Each image (any size, grayscale, RGB or RGBA) is brought to the model's
+input the way its task defines (``zoo.data.inputs``); predictions are mapped back onto the image.
+Writes ``<name>_overlay.png`` per image (masks, circles and classes drawn on it), a
+``<name>_<head>.png`` mask per dense head, and ``predictions.csv`` + ``predictions.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import track
+
+from zoo.checkpoint import atomic_write_bytes, atomic_write_text
+from zoo.data.folder import IMAGE_EXT
+from zoo.data.idx import DataError
+from zoo.data.inputs import prepare, read_any
+from zoo.model import MultiTaskModel
+from zoo.pretrained import load_model
+from zoo.registry import RegistryError
+
+
+def find_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to their images (sorted). A path that is neither is an error."""
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXT)
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    if not found:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))} ({', '.join(IMAGE_EXT)})")
+    return found
+
+
+@torch.no_grad()
+def predict_image(model: MultiTaskModel, image: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One image's predictions: per head a class and its probability, a circle (cx, cy, r) in the
+    original image's pixels, or a mask at the original size."""
+    mode, size = model.meta["input"]
+    x, frame = prepare(image, mode, model.meta["in_channels"], size)
+    t = torch.from_numpy(x.astype(np.float32) / 255.0)
+    t = (t[None] if t.dim() == 2 else t.permute(2, 0, 1))[None]
+    out = model(t)
+    preds = model.predict({k: v.float() for k, v in out.items()}, size=tuple(t.shape[-2:]))
+    record: dict[str, Any] = {}
+    masks: dict[str, np.ndarray] = {}
+    for name, head in model.heads.items():  # each head says what it reports (Head.describe)
+        values, mask = head.describe(out[name].float(), preds[name], frame.to_original)
+        record.update({f"{name}_{k}": v for k, v in values.items()})
+        if mask is not None:
+            masks[name] = frame.mask_to_original(mask.cpu().numpy())
+    return record, masks
+
+
+def overlay(image: np.ndarray, record: dict[str, Any], masks: dict[str, np.ndarray]) -> np.ndarray:
+    """The image in RGB with masks tinted, circles drawn and classes written on it."""
+    rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()
+    rng = np.random.default_rng(0)
+    for mask in masks.values():
+        for c in np.unique(mask):
+            if c == 0:
+                continue
+            colour = rng.integers(64, 256, 3)
+            rgb[mask == c] = (0.5 * rgb[mask == c] + 0.5 * colour).astype(np.uint8)
+    scale = max(1, round(max(rgb.shape[:2]) / 200))
+    for key in [k for k in record if k.endswith("_cx")]:
+        head = key[:-3]
+        cx, cy, r = record[f"{head}_cx"], record[f"{head}_cy"], record[f"{head}_r"]
+        cv2.circle(rgb, (round(cx), round(cy)), max(1, round(r)), (255, 0, 0), scale)
+    text = " ".join(f"{k[:-6]}: {record[k]} ({record[k[:-6] + '_prob']:.2f})" for k in record if k.endswith("_class"))
+    if text:
+        cv2.putText(rgb, text, (2, 10 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.3 * scale, (0, 255, 0), max(1, scale // 2))
+    return rgb
+
+
+def _png(array: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array)
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 array
+        raise ValueError("cannot encode PNG")
+    return buf.tobytes()
+
+
+def predict(model: MultiTaskModel | str | Path, inputs: Iterable[str | Path], out: str | Path | None = None,
+            progress: bool = False) -> list[dict[str, Any]]:
+    """Predict every image of ``inputs`` (files or folders). With ``out``, write overlays, masks,
+    ``predictions.csv`` and ``predictions.json`` there. Returns one record per image."""
+    model = load_model(model) if not isinstance(model, MultiTaskModel) else model
+    files = find_images(inputs)
+    for f in files:  # every file is checked before any is predicted
+        read_any(f)
+    out = Path(out) if out is not None else None
+    records = []
+    for i, path in enumerate(track(files, description="predict", console=Console(stderr=True)) if progress else files):
+        image = read_any(path)
+        record, masks = predict_image(model, image)
+        stem = f"{i:04d}_{path.stem}"
+        record = {"file": str(path), **record}
+        if out is not None:
+            for name, mask in masks.items():
+                atomic_write_bytes(out / f"{stem}_{name}.png", _png(mask.astype(np.uint8)))
+                record[f"{name}_mask"] = f"{stem}_{name}.png"
+            atomic_write_bytes(out / f"{stem}_overlay.png", _png(overlay(image, record, masks)))
+            record["overlay"] = f"{stem}_overlay.png"
+        records.append(record)
+    if out is not None:
+        write_predictions(out, records, model.meta)
+    return records
+
+
+def write_predictions(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    cols = list(dict.fromkeys(k for r in records for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(records)
+    atomic_write_text(out / "predictions.csv", buf.getvalue())
+    model = {k: meta.get(k) for k in ("name", "task", "encoder", "recipe") if meta.get(k)}
+    model.setdefault("task", (meta.get("config") or {}).get("task"))
+    atomic_write_text(out / "predictions.json", json.dumps({"model": model, "predictions": records}, indent=2))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m zoo.predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a shipped model (e.g. circlization/scratch) or a zoo model file / checkpoint")
+    p.add_argument("inputs", nargs="+", help="image files or folders of images")
+    p.add_argument("--out", default="predictions", help="output folder (default predictions/)")
+    args = p.parse_args(argv)
+    err = Console(stderr=True)
+    try:
+        records = predict(args.model, args.inputs, args.out, progress=True)
+    except (RegistryError, DataError, ValueError, FileNotFoundError) as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        return 2
+    for r in records:
+        shown = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k != "file"}
+        Console().print(f"{r['file']}: {shown}", soft_wrap=True, markup=False)
+    err.print(f"{len(records)} image(s) -> {args.out}/predictions.csv, predictions.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
