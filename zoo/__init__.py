@@ -6,6 +6,7 @@ Python API (mirrors ``python -m zoo.bench``)::
     zoo.list_encoders(); zoo.list_heads(); zoo.list_tasks()
     model = zoo.build_model("scratch", {"mask": "binary_mask"})
     registry = zoo.load_registry(["my_registry.yaml"])   # user entries merged on
+    zoo.list_pretrained(); model = zoo.create_model("circlization", "scratch", pretrained=True)
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Iterable
 from zoo.heads.base import Head
 from zoo.build import build_model, load_registry, task_spec
 from zoo.model import MultiTaskModel
+from zoo.pretrained import create_model, list_pretrained, load_model, pretrained_meta
 from zoo.registry import Registry, RegistryError
 
 __version__ = "0.1.0"
@@ -44,5 +46,6 @@ def list_weightings(registry_files: Iterable[str | Path] | None = None) -> list[
     return _names("weightings", registry_files)
 
 
-__all__ = ["Head", "MultiTaskModel", "Registry", "RegistryError", "build_model", "list_encoders", "list_heads",
-           "list_tasks", "list_weightings", "load_registry", "task_spec"]
+__all__ = ["Head", "MultiTaskModel", "Registry", "RegistryError", "build_model", "create_model", "list_encoders",
+           "list_heads", "list_pretrained", "list_tasks", "list_weightings", "load_model", "load_registry",
+           "pretrained_meta", "task_spec"]

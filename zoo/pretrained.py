@@ -73,8 +73,8 @@ def create_model(task: str, encoder: str = "scratch", pretrained: bool | str | P
     meta: dict[str, Any] = {}
     state = None
     if pretrained is True:
-        meta = pretrained_meta(f"{task}/{encoder}")
-        state, meta = read_weights(PRETRAINED_DIR / meta["file"])
+        meta = pretrained_meta(f"{task}/{encoder}")  # the index's record: the header's plus file size and hash
+        state, _ = read_weights(PRETRAINED_DIR / meta["file"])
     elif pretrained:
         state, meta = read_weights(pretrained)
         saved = meta["config"]

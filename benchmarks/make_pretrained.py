@@ -1,0 +1,78 @@
+"""Turn the best checkpoints of reference runs into the models shipped in ``zoo/pretrained/``.
+
+    python benchmarks/make_pretrained.py benchmarks/results/pretrained --out zoo/pretrained
+
+For each row of ``RESULTS/results.json`` (default budget only), the run's ``best.pt`` becomes
+``<task>-<encoder>.safetensors`` with its metadata record in the safetensors header, and
+``index.json`` lists every record. The test metrics are the row's (the run that trained the
+weights); ``tests/test_pretrained.py`` checks the shipped weights reproduce them.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from zoo.checkpoint import atomic_write_text
+from zoo.pretrained import create_model
+from zoo.results import load_rows
+from zoo.speed import gflops_per_image
+
+TEST_DATA = {"digits": "MNIST test set: the genuine 10,000 test digits",
+             "composites": "10,000 2x2 composites of the 10,000 MNIST test digits (seeded)"}
+
+
+def record(row: dict, model, file: str) -> dict:
+    cfg = model.meta["config"]
+    mode, size = model.meta["input"]
+    x = torch.rand(model.meta["in_channels"], *size)
+    metrics = {k: row[k] for k in row if k.startswith(("iou", "accuracy", "gated_iou", "dice", "miou", "pixel_acc"))}
+    return {
+        "name": f"{row['task']}/{row['encoder']}", "file": file, "task": row["task"], "encoder": row["encoder"],
+        "heads": {n: type(h).__name__ for n, h in model.heads.items()},
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "gflops": round(gflops_per_image(model, x, list(model.heads)), 4),
+        "input": {"mode": mode, "size": list(size), "channels": model.meta["in_channels"]},
+        "in_channels": model.meta["in_channels"],
+        "metrics": metrics,
+        "metrics_data": TEST_DATA["composites" if row["task"] == "semantic" else "digits"],
+        "train_data": f"train: {row['train_digits'] + row['val_digits']:,} digits (offline MNIST subset; "
+                      f"{row['train_digits']:,} train + {row['val_digits']:,} validation)",
+        "val_metrics": {k: row[k] for k in row if k.startswith("val_")},
+        "best_epoch": row["best_epoch"], "epochs": row["epochs"], "train_seconds": row["train_seconds"],
+        "machine": row["machine"], "torch": row["torch"], "recipe": row["command"],
+        "config": cfg, "info": model.meta.get("info", {}),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("results", help="a results folder whose rows have run_dir/best.pt")
+    p.add_argument("--out", default="zoo/pretrained")
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    index_path = out / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    for row in load_rows(Path(a.results)):
+        if row.get("budget_mode") != "default":
+            continue
+        ckpt = Path(row["run_dir"]) / "best.pt"
+        model = create_model(row["task"], row["encoder"], pretrained=ckpt)
+        file = f"{row['task']}-{row['encoder']}.safetensors"
+        meta = record(row, model, file)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(out / file), metadata={"zoo": json.dumps(meta)})
+        data = (out / file).read_bytes()
+        index[meta["name"]] = {**meta, "file_size_mb": round(len(data) / 2**20, 3),
+                               "sha256": hashlib.sha256(data).hexdigest()}
+        print(f"{meta['name']}: {file} ({len(data) / 2**20:.2f} MB), {meta['metrics']}")
+    atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The product surface on tiny trained models: export (ONNX through onnxruntime, TorchScript, exported
+program), predict on image files, speed columns and TensorBoard logs."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo.bench import main as bench
+from zoo.export import export, main as export_main
+from zoo.predict import main as predict_main, predict
+
+REG = zoo.load_registry()
+HEAD_CASES = [(h, s) for h in REG.names("heads") for s in ([{"mode": "fit"}, {"mode": "regress"}] if h == "circle" else [{}])]
+
+
+@pytest.fixture(scope="module")
+def circ_run(tiny_mnist, tmp_path_factory) -> Path:
+    """A circlization model trained for 2 epochs on the rectangle digits, with TensorBoard logs."""
+    out = tmp_path_factory.mktemp("circ")
+    assert bench(["--task", "circlization", "--encoder", "scratch", "--data-root", str(tiny_mnist), "--out", str(out),
+                  "--epochs", "2", "--batch-size", "16", "--encoder-arg", "width=8", "--quiet", "--tensorboard"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("encoder", ["scratch", "resnet18"])
+@pytest.mark.parametrize("head,settings", HEAD_CASES, ids=[f"{h}{'-' + s['mode'] if s else ''}" for h, s in HEAD_CASES])
+def test_every_head_exports_to_onnx_and_matches_pytorch(tmp_path, encoder, head, settings):
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = zoo.build_model(encoder, {"out": {"head": head, "settings": settings}},
+                            encoder_settings={"input_skip": True}).eval()
+    model.meta = {"input": ("resize", (56, 56)), "in_channels": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = export(model, "onnx", tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path))
+    for batch in (1, 3):  # the batch size is dynamic
+        x = torch.rand(batch, 1, 56, 56)
+        got = session.run(None, {"image": x.numpy()})[0]
+        want = model(x)["out"].detach().numpy()
+        assert got.shape == want.shape
+        assert np.abs(np.where(got == want, 0, got - want)).max() <= 1e-4
+    info = json.loads(Path(str(path) + ".json").read_text())
+    assert info["outputs"][0]["name"] == "out" and info["outputs"][0]["postprocessing"] == model.heads["out"].export_note
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported-program"])
+def test_export_cli_other_formats(circ_run, tmp_path, capsys, fmt):
+    ckpt = next(circ_run.glob("*/best.pt"))
+    out = tmp_path / f"m.{fmt}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert export_main([str(ckpt), "--format", fmt, "--out", str(out)]) == 0
+    model = zoo.load_model(ckpt)
+    x = torch.rand(5, 1, 28, 28)
+    want = model(x)
+    loaded = torch.jit.load(str(out)) if fmt == "torchscript" else torch.export.load(str(out)).module()
+    got = loaded(x)
+    for name, g in zip(model.heads, got):
+        assert torch.allclose(g, want[name], atol=1e-5)
+
+
+def _digit_png(path: Path, rect: tuple[int, int, int, int], invert: bool, rgb: bool) -> Path:
+    """A big 'digit' (a filled rectangle) on a plain background, like a user's photo of a sheet."""
+    img = np.full((120, 90), 255 if invert else 0, np.uint8)
+    x0, y0, x1, y1 = rect
+    img[y0:y1, x0:x1] = 0 if invert else 230
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if rgb else img)
+    return path
+
+
+def test_predict_writes_overlays_and_tables(circ_run, tmp_path):
+    ckpt = next(circ_run.glob("*/best.pt"))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _digit_png(folder / "a.png", (20, 30, 60, 100), invert=True, rgb=False)
+    _digit_png(folder / "b.png", (30, 20, 50, 90), invert=False, rgb=True)
+    records = predict(str(ckpt), [folder], tmp_path / "out")
+    assert [Path(r["file"]).name for r in records] == ["a.png", "b.png"]
+    for r in records:
+        assert 0 <= r["digit_class"] <= 9 and 0.0 < r["digit_prob"] <= 1.0
+        assert {"circle_cx", "circle_cy", "circle_r", "overlay"} <= set(r)
+        assert (tmp_path / "out" / r["overlay"]).stat().st_size > 200
+    csv = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
+    assert csv[0].startswith("file,digit_class,digit_prob,circle_cx") and len(csv) == 3
+    data = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert data["model"]["task"] == "circlization" and len(data["predictions"]) == 2
+
+
+def test_predict_maps_the_input_frame_back(tmp_path):
+    """The digit preprocessing is an affine map: a point of the model's 28x28 frame maps back onto
+    the user's image (a rectangle's centre goes to the frame's centre of mass and back)."""
+    from zoo.data.inputs import prepare, read_any
+
+    path = _digit_png(tmp_path / "d.png", (20, 30, 60, 100), invert=True, rgb=True)
+    x, frame = prepare(read_any(path), "digit", 1)
+    assert x.shape == (28, 28) and x.max() > 200 and x[0].max() == 0, "white digit on black, as MNIST"
+    ys, xs = np.nonzero(x > 127)
+    assert max(xs.max() - xs.min(), ys.max() - ys.min()) + 1 == 20, "the longer side is 20 pixels"
+    cx, cy, r = frame.to_original(14.0, 14.0, 10.0)
+    scale = 70 / 20  # original pixels per model pixel: the 70-pixel side became 20
+    assert abs(r - 10 * scale) < 1e-6
+    assert abs(cx - 39.5) < 0.5 * scale and abs(cy - 64.5) < 0.5 * scale, "within half a model pixel"
+
+
+@pytest.mark.parametrize("make,expect", [
+    (lambda d: (d / "bad.png").write_bytes(b"not an image") and d / "bad.png", "cannot read the image"),
+    (lambda d: __import__("PIL.Image").Image.new("CMYK", (20, 20)).save(d / "c.jpg") or d / "c.jpg",
+     "a CMYK image (4 channels"),
+    (lambda d: d / "missing.png", "no such file or folder"),
+])
+def test_predict_bad_inputs(circ_run, tmp_path, capsys, make, expect):
+    ckpt = next(circ_run.glob("*/best.pt"))
+    path = make(tmp_path)
+    assert predict_main([str(ckpt), str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert expect in err and "Traceback" not in err and str(path.name) in err
+
+
+def test_predict_unknown_model_name(tmp_path, capsys):
+    assert predict_main(["circlisation/scratch", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "unknown pretrained model 'circlisation/scratch'" in err and "Traceback" not in err
+
+
+def test_rows_have_speed_columns(circ_run):
+    [row] = json.loads((circ_run / "results.json").read_text())["rows"]
+    assert row["gflops"] > 0 and row["infer_img_s_b1"] > 0 and row["infer_img_s_beval"] > 0
+    assert row["eval_batch"] == 60 and row["peak_memory_mb"] > 100  # the test split has 60 digits
+    assert "gflops" in (circ_run / "results.md").read_text()
+
+
+def test_tensorboard_event_file_reads_back(circ_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logdir = next(circ_run.glob("*/tensorboard"))
+    acc = EventAccumulator(str(logdir), size_guidance={"images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for tag in ("loss/total", "loss/digit", "val/accuracy", "val/gated_iou", "weight/digit", "lr"):
+        assert tag in tags["scalars"], tag
+    assert [e.step for e in acc.Scalars("val/accuracy")] == [1, 2]
+    assert "prediction" in tags["images"]
