@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
 
 def default_decoder_channels(channels: list[int]) -> list[int]:
@@ -24,6 +23,9 @@ class SkipDecoder(nn.Module):
     def __init__(self, channels: list[int], reductions: list[int], decoder_channels: list[int] | None = None,
                  attention: str | None = None) -> None:
         super().__init__()
+        # imported here: smp imports timm (seconds), which models without a decoder never need
+        from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+
         decoder_channels = list(decoder_channels or default_decoder_channels(channels))
         if len(decoder_channels) != len(channels):
             raise ValueError(

@@ -55,6 +55,15 @@ def test_registry_imports_no_component():
     assert "timm" not in reg.names("encoders") and reg.prefixes("encoders") == ["timm"]
 
 
+def test_scratch_foreground_run_does_not_import_timm(tiny_mnist, tmp_path):
+    """A scratch model without a U-Net decoder (smp's, which imports timm) never imports timm."""
+    code = ("import sys; from zoo.bench import main; rc = main(['--task', 'foreground', '--encoder', 'scratch', "
+            f"'--data-root', {str(tiny_mnist)!r}, '--out', {str(tmp_path)!r}, '--quick', '--quiet', '--no-figures']); "
+            "print(rc, 'timm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip().splitlines()[-1] == "0 False"
+
+
 def test_yaml_duplicate_name_across_files_raises(tmp_path):
     f = write(tmp_path / "dup.yaml", """
         heads:

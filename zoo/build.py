@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from zoo.heads.base import Head
 from zoo.model import MultiTaskModel
 from zoo.registry import Registry, RegistryError
 from zoo.tasks.base import ResolvedHead, Task, TaskSpec
@@ -39,15 +40,15 @@ def build_model(encoder: str = "scratch", heads: Mapping[str, Any] | Iterable[Re
     built = {}
     for name, value in heads.items():
         head_name, settings = _head_args(name, value)
-        entry = registry.entry("heads", head_name)
-        if getattr(entry.obj, "needs_input_skip", False) and not enc.input_skip:
+        cls = registry.entry("heads", head_name).obj
+        if not (isinstance(cls, type) and issubclass(cls, Head)):
+            raise RegistryError(f"head {head_name!r} ({registry.entry('heads', head_name).target}) is not a zoo Head: "
+                                "subclass zoo.Head (it declares the contract the trainer reads)")
+        if cls.needs_input_skip and not enc.input_skip:
             raise RegistryError(f"head {head_name!r} ({name!r}) reads the raw input image, so the encoder must pass it on: "
                                 f"build {encoder!r} with input_skip: true (--encoder-arg input_skip=true)")
         built[name] = registry.build("heads", head_name, channels=enc.out_channels, reductions=enc.reductions, **settings)
-    try:
-        return MultiTaskModel(enc, built)
-    except TypeError as exc:  # a head that is not a zoo Head
-        raise RegistryError(str(exc)) from None
+    return MultiTaskModel(enc, built)
 
 
 def task_spec(name: str, registry: Registry, settings: Mapping[str, Any] | None = None) -> TaskSpec:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from segmentation_models_pytorch.losses import DiceLoss, FocalLoss, LovaszLoss
 from torch import nn
 
 
@@ -45,6 +44,8 @@ class Dice(nn.Module):
 
     def __init__(self, smooth: float = 0.0) -> None:
         super().__init__()
+        from segmentation_models_pytorch.losses import DiceLoss  # smp imports timm: only when used
+
         self.binary = DiceLoss("binary", from_logits=True, smooth=smooth)
         self.multi = DiceLoss("multiclass", from_logits=True, smooth=smooth)
 
@@ -74,6 +75,8 @@ class Focal(nn.Module):
 
     def __init__(self, gamma: float = 2.0, alpha: float | None = None) -> None:
         super().__init__()
+        from segmentation_models_pytorch.losses import FocalLoss  # smp imports timm: only when used
+
         self.binary = FocalLoss("binary", gamma=gamma, alpha=alpha)
         self.multi = FocalLoss("multiclass", gamma=gamma, alpha=alpha)
 
@@ -91,6 +94,8 @@ class BCELovasz(nn.Module):
     def __init__(self, lovasz_weight: float = 1.0) -> None:
         super().__init__()
         self.ce = CrossEntropy()
+        from segmentation_models_pytorch.losses import LovaszLoss  # smp imports timm: only when used
+
         self.binary = LovaszLoss("binary", per_image=False)
         self.multi = LovaszLoss("multiclass", per_image=False)
         self.lovasz_weight = float(lovasz_weight)
