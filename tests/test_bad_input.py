@@ -70,12 +70,16 @@ def test_out_that_is_a_file_or_not_writable(tiny_mnist, tmp_path, capsys):
     assert_clear(rc, err, f"--out {f} is a file")
     rc, err = run_cli(["--task", "foreground", "--quick", "--data-root", str(tiny_mnist), "--out", str(f / "sub")], capsys)
     assert_clear(rc, err, f"--out {f / 'sub'} is not writable")
-    if os.geteuid() != 0:  # root writes anywhere
+    if os.geteuid() != 0:  # a read-only folder (root writes anywhere)
         ro = tmp_path / "ro"
         ro.mkdir()
         ro.chmod(0o500)
         rc, err = run_cli(["--task", "foreground", "--quick", "--data-root", str(tiny_mnist), "--out", str(ro)], capsys)
         assert_clear(rc, err, f"--out {ro} is not writable")
+    if Path("/sys").is_dir():  # read-only for everyone, root included
+        rc, err = run_cli(["--task", "foreground", "--quick", "--data-root", str(tiny_mnist), "--out", "/sys/zoo-out"],
+                          capsys)
+        assert_clear(rc, err, "--out /sys/zoo-out is not writable")
 
 
 def test_quick_without_quick_budget_is_an_error(tiny_mnist, tmp_path, capsys):

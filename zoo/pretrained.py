@@ -106,3 +106,22 @@ def load_model(model: str | Path) -> MultiTaskModel:
     _, meta = read_weights(name)
     return create_model(meta["config"]["task"], meta["config"]["encoder"], pretrained=name,
                         registry_files=meta["config"].get("registry") or None)
+
+
+def score_pretrained(name: str, split: str = "test", data_root: str | Path | None = None) -> dict[str, float]:
+    """Score a shipped model on a split of its task's data, with the config it was trained with
+    (``data_root`` defaults to the MNIST copy bundled with zoo, from which its metrics were measured)."""
+    import dataclasses
+
+    from zoo.config import RunConfig
+    from zoo.data.idx import BUNDLED
+    from zoo.evaluate import evaluate
+    from zoo.setup import make_loaders, setup
+
+    meta = pretrained_meta(name)
+    cfg = dataclasses.replace(RunConfig.from_dict(meta["config"]), data_root=str(data_root or BUNDLED), device="cpu")
+    s = setup(cfg)
+    state, _ = read_weights(PRETRAINED_DIR / meta["file"])
+    s.model.load_state_dict(state)
+    return evaluate(s.model, make_loaders(getattr(s.data, split), cfg, train=False), s.plans, s.metrics,
+                    s.metric_streams, s.device, cfg)

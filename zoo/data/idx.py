@@ -107,12 +107,13 @@ def load_mnist(root: str | Path | None = None, download: bool = True, bundled: b
 
     The digit counts come from the IDX headers: a 5,000-digit training subset loads as 5,000.
     A folder given explicitly that holds no MNIST is an error, never replaced by the bundled copy.
-    ``ZOO_NO_BUNDLED=1`` (or ``bundled=False``) turns the bundled fallback off.
+    ``ZOO_NO_BUNDLED=1`` (or ``bundled=False``) turns the bundled fallback off; ``ZOO_OFFLINE=1`` the
+    download.
     """
     given = root if root is not None else os.environ.get("ZOO_DATA")
     folder = Path(given).expanduser() if given else default_cache()
     found = find_mnist(folder)
-    if found is None and given is None and download:
+    if found is None and given is None and download and os.environ.get("ZOO_OFFLINE", "") in ("", "0"):
         found = _download(folder)
     if bundled is None:
         bundled = os.environ.get("ZOO_NO_BUNDLED", "") in ("", "0")
