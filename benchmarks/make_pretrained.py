@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
-from zoo.checkpoint import atomic_write_text
+from zoo.checkpoint import atomic_write_bytes, atomic_write_text
 from zoo.pretrained import create_model
 from zoo.results import load_rows
 from zoo.speed import gflops_per_image
@@ -42,7 +42,7 @@ def record(row: dict, model, file: str) -> dict:
         "metrics_data": TEST_DATA["composites" if row["task"] == "semantic" else "digits"],
         "train_data": f"train: {row['train_digits'] + row['val_digits']:,} digits (offline MNIST subset; "
                       f"{row['train_digits']:,} train + {row['val_digits']:,} validation)",
-        "val_metrics": {k: row[k] for k in row if k.startswith("val_")},
+        "val_metrics": {k: row[k] for k in row if k.startswith("val_") and k not in ("val_digits", "val_samples")},
         "best_epoch": row["best_epoch"], "epochs": row["epochs"], "train_seconds": row["train_seconds"],
         "machine": row["machine"], "torch": row["torch"], "recipe": row["command"],
         "config": cfg, "info": model.meta.get("info", {}),
@@ -66,8 +66,8 @@ def main() -> None:
         file = f"{row['task']}-{row['encoder']}.safetensors"
         meta = record(row, model, file)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(out / file), metadata={"zoo": json.dumps(meta)})
-        data = (out / file).read_bytes()
+        data = save(state, metadata={"zoo": json.dumps(meta)})
+        atomic_write_bytes(out / file, data)
         index[meta["name"]] = {**meta, "file_size_mb": round(len(data) / 2**20, 3),
                                "sha256": hashlib.sha256(data).hexdigest()}
         print(f"{meta['name']}: {file} ({len(data) / 2**20:.2f} MB), {meta['metrics']}")

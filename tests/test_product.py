@@ -149,3 +149,17 @@ def test_tensorboard_event_file_reads_back(circ_run):
         assert tag in tags["scalars"], tag
     assert [e.step for e in acc.Scalars("val/accuracy")] == [1, 2]
     assert "prediction" in tags["images"]
+
+
+def test_speed_script_fills_columns_without_training(tiny_mnist, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speed_script", Path(__file__).parent.parent / "benchmarks/speed.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--task", "foreground,circlization", "--encoder", "scratch", "--data-root", str(tiny_mnist),
+                        "--out", str(tmp_path), "--repeats", "2"]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [r["task"] for r in rows] == ["foreground", "circlization"]
+    for r in rows:
+        assert r["budget_mode"] == "untrained" and r["gflops"] > 0 and r["infer_img_s_b1"] > 0 and r["parameters"] > 0

@@ -12,6 +12,8 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +58,7 @@ class RunConfig:
     channels_last: bool = _opt(False, "channels_last memory format (fast on CUDA)")
     num_workers: int = _opt(0, "data loader worker processes", flag="--workers")
     data_root: str | None = _opt(None, "dataset folder (default: $ZOO_DATA, then the cache)")
-    registry: tuple[str, ...] = _opt((), "a registry file merged onto the built-in one (repeatable)")
+    registry: tuple[str, ...] = _opt((), "a registry file merged onto the built-in one (repeatable)", metavar="YAML")
     tensorboard: bool = _opt(False, "log losses, metrics, strategy weights, learning rate and the prediction "
                                     "figure to TensorBoard in the run's folder (RUN_DIR/tensorboard)")
 
@@ -110,25 +112,30 @@ def _flag(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
+def _kind(annotation: Any) -> Any:
+    """The value type of a field's annotation: ``int | None`` -> int, ``tuple[str, ...]`` -> tuple."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return origin or annotation
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """One flag per CLI field of RunConfig. Budget flags default to None (= the task's budget)."""
+    """One flag per CLI field of RunConfig, its type from the annotation. Budget flags default to None
+    (= the task's budget); mappings and tuples are repeatable flags."""
+    hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
         if f.metadata.get("cli") is False:
             continue
-        flag, help_ = _flag(f), f.metadata["help"]
+        flag, help_, kind = _flag(f), f.metadata["help"], _kind(hints[f.name])
         default = None if f.metadata.get("budget") else f.default
-        if f.default_factory is dict:
-            p.add_argument(flag, dest=f.name, action="append", default=[], metavar="KEY=VALUE", help=help_)
-        elif f.name == "registry":
-            p.add_argument(flag, dest=f.name, action="append", default=[], metavar="YAML", help=help_)
-        elif isinstance(f.default, bool):
+        if kind in (dict, tuple):
+            p.add_argument(flag, dest=f.name, action="append", default=[],
+                           metavar=f.metadata.get("metavar", "KEY=VALUE" if kind is dict else "VALUE"), help=help_)
+        elif kind is bool:
             p.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true",
                            default=default, help=help_)
         else:
-            kind = {"lr": float, "weight_decay": float, "val_fraction": float}.get(f.name)
-            kind = kind or (type(f.default) if f.default is not None else int)
-            if f.name == "data_root":
-                kind = str
             p.add_argument(flag, dest=f.name, type=kind, default=default, choices=f.metadata.get("choices"),
                            help=help_)
 

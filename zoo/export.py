@@ -9,6 +9,8 @@ their shapes and that post-processing.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -61,8 +63,9 @@ def export(model: MultiTaskModel, fmt: str, out: str | Path, size: tuple[int, in
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
         if fmt == "onnx":
-            torch.onnx.export(graph, (x,), str(out), input_names=["image"], output_names=graph.names,
-                              dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False)
+            with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its steps on stdout
+                torch.onnx.export(graph, (x,), str(out), input_names=["image"], output_names=graph.names,
+                                  dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False)
         elif fmt == "torchscript":
             torch.jit.save(torch.jit.trace(graph, x, check_trace=False), str(out))
         else:

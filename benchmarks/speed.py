@@ -1,0 +1,58 @@
+"""Speed columns for any encoder x task, without training: parameters, GFLOPs per image, inference
+images/s at batch 1 and at the evaluation batch size (mean and std), peak memory.
+
+    python benchmarks/speed.py --task all --encoder all --out benchmarks/results/speed
+
+Each combination is built exactly as a run of its task's default budget would build it (data-derived
+settings included), with untrained weights: speed does not depend on the weights. Rows go into
+``--out`` like ``zoo.bench`` rows, with ``budget_mode: untrained``.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from zoo.bench import budget_of, expand
+from zoo.build import load_registry, task_spec
+from zoo.config import run_config, add_run_options
+from zoo.results import machine, print_table, write_results
+from zoo.setup import eval_batch_size, setup
+from zoo.speed import speed_columns
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="all")
+    p.add_argument("--encoder", default="scratch")
+    p.add_argument("--out", default="runs/speed")
+    p.add_argument("--repeats", type=int, default=10, help="timed forward passes per measurement")
+    p.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
+    add_run_options(p)
+    args = p.parse_args(argv)
+    registry = load_registry(args.registry)
+    tasks = ([t for t in registry.names("tasks") if getattr(registry.entry("tasks", t).obj, "in_all", True)]
+             if args.task == "all" else expand("tasks", args.task, registry))
+    encoders = registry.names("encoders") if args.encoder == "all" else expand("encoders", args.encoder, registry)
+    command = "python benchmarks/speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    rows = []
+    for task in tasks:
+        for encoder in encoders:
+            cfg = run_config(args, task, encoder, "fixed", budget_of(task_spec(task, registry), quick=False))
+            s = setup(cfg)
+            row = {"task": task, "encoder": encoder, "weighting": "-", "budget_mode": "untrained", "seed": cfg.seed,
+                   "heads": "+".join(h.name for h in s.task.heads),
+                   "parameters": sum(p.numel() for p in s.model.parameters())}
+            row.update(speed_columns(s.model, s.data.test, s.plans, s.device, eval_batch_size(cfg), args.repeats))
+            row.update({"device": str(s.device), "machine": machine(), "torch": torch.__version__, "command": command})
+            write_results(Path(args.out), [row], "Speed of untrained models (benchmarks/speed.py); no metrics.")
+            rows.append(row)
+    print_table(rows, f"speed -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
