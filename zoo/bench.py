@@ -171,7 +171,7 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
     row = result_row(result, [h.name for h in result.setup.task.heads], command, mode)
     row.update({f"val_{m}": round(result.val.get(m, float("nan")), 4) for m in spec.monitor})
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    if not args.no_speed:
+    if not args.no_speed and dist.is_main():  # one process measures: ranks timing at once would slow each other
         row.update(speed_columns(result.model, result.setup.data.test, result.setup.plans, result.setup.device,
                                  eval_batch_size(cfg)))
     if spec.baselines:

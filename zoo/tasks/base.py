@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import Dataset
 
+from zoo.heads.base import Head
 from zoo.registry import RegistryError
 
 if TYPE_CHECKING:
@@ -99,8 +100,6 @@ class Task:
         ``dense_classes`` (never to a hard-coded head name); a YAML setting that contradicts
         the data, or data with classes but no head to predict them, is an error.
         """
-        from zoo.heads.base import Head
-
         heads, class_heads = [], []
         for h in spec.heads:
             where = f"task {spec.name!r}, head {h.name!r} ({h.head})"
