@@ -2,9 +2,10 @@
 
 A run option is one field of :class:`RunConfig`: its metadata says its help text and whether
 it belongs to a task's training budget (``budget: true``, settable in ``registry.yaml`` budgets
-and marking a run as "custom" when given on the command line). The CLI flags, the valid budget
-keys and the budget mode are all derived from ``dataclasses.fields(RunConfig)``, so a new
-option is one edit here.
+and marking a run as "custom" when given on the command line), and whether a resumed run may
+change it (``resumable: true``). The CLI flags, the valid budget keys, the budget mode and the
+resume check are all derived from ``dataclasses.fields(RunConfig)``, so a new option is one
+edit here.
 """
 from __future__ import annotations
 
@@ -53,14 +54,16 @@ class RunConfig:
     task_settings: dict[str, Any] = _opt({}, "task setting (YAML value), e.g. 'augment={shift: 2}' or "
                                          "train_size=50000 (repeatable)", budget=True, flag="--task-arg")
     seed: int = _opt(0, "random seed (>= 0): data split, initialisation, shuffling, augmentation")
-    device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps", resumable=True)
     amp: bool = _opt(True, "disable mixed precision on CUDA", flag="--no-amp")
     channels_last: bool = _opt(False, "channels_last memory format (fast on CUDA)")
-    num_workers: int = _opt(0, "data loader worker processes", flag="--workers")
-    data_root: str | None = _opt(None, "dataset folder (default: $ZOO_DATA, then the cache)")
-    registry: tuple[str, ...] = _opt((), "a registry file merged onto the built-in one (repeatable)", metavar="YAML")
+    num_workers: int = _opt(0, "data loader worker processes", flag="--workers", resumable=True)
+    data_root: str | None = _opt(None, "dataset folder (default: $ZOO_DATA, the cache, the bundled subset)",
+                                 resumable=True)
+    registry: tuple[str, ...] = _opt((), "a registry file merged onto the built-in one (repeatable)", metavar="YAML",
+                                     resumable=True)
     tensorboard: bool = _opt(False, "log losses, metrics, strategy weights, learning rate and the prediction "
-                                    "figure to TensorBoard in the run's folder (RUN_DIR/tensorboard)")
+                                    "figure to TensorBoard in the run's folder (RUN_DIR/tensorboard)", resumable=True)
 
     def __post_init__(self) -> None:
         def is_int(v: Any, lo: int) -> bool:
@@ -104,8 +107,8 @@ class RunConfig:
 
 
 BUDGET_KEYS = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("budget"))
-# Fields that may differ between a run and its resumption (where and how fast it runs, not what it learns).
-RESUMABLE = frozenset({"device", "num_workers", "data_root", "registry", "tensorboard"})
+# Fields that may differ between a run and its resumption (where and how it runs, not what it learns).
+RESUMABLE = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("resumable"))
 
 
 def _flag(f: dataclasses.Field) -> str:
