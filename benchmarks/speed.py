@@ -5,7 +5,9 @@ images/s at batch 1 and at the evaluation batch size (mean and std), peak memory
 
 Each combination is built exactly as a run of its task's default budget would build it (data-derived
 settings included), with untrained weights: speed does not depend on the weights. Rows go into
-``--out`` like ``zoo.bench`` rows, with ``budget_mode: untrained``.
+``--out`` like ``zoo.bench`` rows, with ``budget_mode: untrained``. On CPU there is no peak-memory
+column: the process's peak RSS would add up every combination measured before (a training run's
+row has it, one process per run).
 """
 from __future__ import annotations
 
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                    "heads": "+".join(h.name for h in s.task.heads),
                    "parameters": sum(p.numel() for p in s.model.parameters())}
             row.update(speed_columns(s.model, s.data.test, s.plans, s.device, eval_batch_size(cfg), args.repeats))
+            if s.device.type != "cuda":  # peak RSS is the whole process's, over every combination so far
+                row.pop("peak_memory_mb")
             row.update({"device": str(s.device), "machine": machine(), "torch": torch.__version__, "command": command})
             write_results(Path(args.out), [row], "Speed of untrained models (benchmarks/speed.py); no metrics.")
             rows.append(row)

@@ -102,9 +102,9 @@ def load_rows(out: Path) -> list[dict[str, Any]]:
         raise ValueError(f"{path} exists but is not a zoo results file; move it away or pick another --out") from None
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.2f}"
+def _fmt(v: Any, column: str = "") -> str:
+    if isinstance(v, float):  # GFLOPs per image are small: 3 significant digits
+        return "nan" if math.isnan(v) else f"{v:.3g}" if column.startswith("gflops") else f"{v:.2f}"
     return str(v)
 
 
@@ -138,11 +138,12 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
         cols += [c for c in ("delta_m", "single_parameters_sum", "single_train_seconds_sum")
                  if any(c in r for r in trs) and c not in cols]
         parts += [f"### {task}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        parts += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in trs]
+        parts += ["| " + " | ".join(_fmt(r.get(c, ""), c) for c in cols) + " |" for r in trs]
         prov = trs[0]
         unit = "digits" if "train_digits" in prov else "samples"
-        parts += ["", f"data: {prov.get('data_source')} (train {prov.get('train_' + unit)}, val "
-                  f"{prov.get('val_' + unit)}, test {prov.get('test_' + unit)} {unit}); device: {prov.get('device')}; machine: {prov.get('machine')}; "
+        data = (f"data: {prov.get('data_source')} (train {prov.get('train_' + unit)}, val {prov.get('val_' + unit)}, "
+                f"test {prov.get('test_' + unit)} {unit}); " if prov.get("data_source") else "")
+        parts += ["", f"{data}device: {prov.get('device')}; machine: {prov.get('machine')}; "
                   f"torch {prov.get('torch')}; seed {prov.get('seed')}", "",
                   f"command: `{prov.get('command')}`", ""]
     return "\n".join(parts)
@@ -159,13 +160,13 @@ def rich_table(rows: list[dict[str, Any]], title: str, width: int = 120) -> Tabl
             table.add_column(c.replace("_", " "), overflow="fold",
                              justify="left" if c in ("task", "encoder", "weighting") else "right")
         for r in rows:
-            table.add_row(*(_fmt(r.get(c, "")) for c in cols))
+            table.add_row(*(_fmt(r.get(c, ""), c) for c in cols))
         return table
     table.add_column("", style="bold", overflow="fold")
     for r in rows:
         table.add_column(f"{r.get('encoder')} / {r.get('weighting')}", justify="right", overflow="fold")
     for c in cols:
-        table.add_row(c, *(_fmt(r.get(c, "")) for r in rows))
+        table.add_row(c, *(_fmt(r.get(c, ""), c) for r in rows))
     return table
 
 
