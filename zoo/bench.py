@@ -120,6 +120,7 @@ class Job:
     encoder: str
     weighting: str
     cfg: RunConfig | None = None
+    spec: TaskSpec | None = None
 
 
 def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path) -> list[Job]:
@@ -149,15 +150,16 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
     for t in sorted(tasks, key=lambda t: bool(specs[t].baselines)):
         jobs += [Job(t, e, w) for e in encoders for w in weightings]
     for job in jobs:  # every setting of every run is checked before the first one trains
-        job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(task_spec(job.task, registry), args.quick))
-        task_spec(job.task, registry, job.cfg.task_settings)
+        job.spec = specs.get(job.task) or task_spec(job.task, registry)
+        job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(job.spec, args.quick))
+        task_spec(job.task, registry, job.cfg.task_settings)  # the command's --task-arg values, checked
     return jobs
 
 
 def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, out: Path, command: str,
             err: Console) -> dict[str, Any]:
     """Train one combination in its own run directory, write its row (under the folder's lock) and figure."""
-    spec, cfg = task_spec(job.task, registry), job.cfg
+    spec, cfg = job.spec, job.cfg
     run_dir = Path(args.resume).parent if args.resume else new_run_dir(out, cfg, mode)
     if dist.is_main():
         err.rule(f"{job.task} | {job.encoder} | {job.weighting}  ->  {run_dir}")

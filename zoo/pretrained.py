@@ -69,7 +69,6 @@ def create_model(task: str, encoder: str = "scratch", pretrained: bool | str | P
     """The model of ``task`` on ``encoder``; ``pretrained=True`` loads the shipped weights,
     ``pretrained=PATH`` a zoo ``.safetensors`` file or a training checkpoint. The model is in eval
     mode and carries its metadata as ``model.meta``."""
-    registry = load_registry(registry_files)
     meta: dict[str, Any] = {}
     state = None
     if pretrained is True:
@@ -80,6 +79,13 @@ def create_model(task: str, encoder: str = "scratch", pretrained: bool | str | P
         saved = meta["config"]
         if (saved["task"], saved["encoder"]) != (task, encoder):
             raise RegistryError(f"{pretrained} holds a {saved['task']}/{saved['encoder']} model, not {task}/{encoder}")
+    return _build(task, encoder, state, meta, registry_files)
+
+
+def _build(task: str, encoder: str, state: dict[str, torch.Tensor] | None, meta: dict[str, Any],
+           registry_files: Iterable[str | Path] | None) -> MultiTaskModel:
+    """The task's model with ``state`` loaded (if any), as its ``meta`` record describes it."""
+    registry = load_registry(registry_files)
     cfg = meta.get("config") or {}
     spec = task_spec(task, registry, cfg.get("task_settings"))
     encoder_settings = cfg.get("encoder_settings", spec.budget.get("encoder_settings", {}))
@@ -103,9 +109,9 @@ def load_model(model: str | Path) -> MultiTaskModel:
         return create_model(task, encoder, pretrained=True)
     if "/" in name and not Path(name).exists() and name.count("/") == 1 and not name.endswith((".pt", ".safetensors")):
         pretrained_meta(name)  # an unknown shipped name: the error lists the shipped ones
-    _, meta = read_weights(name)
-    return create_model(meta["config"]["task"], meta["config"]["encoder"], pretrained=name,
-                        registry_files=meta["config"].get("registry") or None)
+    state, meta = read_weights(name)  # read once: the file says which task and encoder it holds
+    cfg = meta["config"]
+    return _build(cfg["task"], cfg["encoder"], state, meta, cfg.get("registry") or None)
 
 
 def score_pretrained(name: str, split: str = "test", data_root: str | Path | None = None) -> dict[str, float]:
