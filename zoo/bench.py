@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import shlex
 import sys
 import time
@@ -24,8 +26,9 @@ from zoo.build import load_registry, task_spec
 from zoo.config import RunConfig, add_run_options, budget_mode, run_config
 from zoo.data.idx import DataError
 from zoo.gain import add_gain
+from zoo.grid import run_grid
 from zoo.registry import Registry, RegistryError
-from zoo.results import load_rows, machine, print_table, row_key, write_results
+from zoo.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
 from zoo.rundir import check_writable, new_run_dir
 from zoo.setup import eval_batch_size
 from zoo.speed import speed_columns
@@ -55,6 +58,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-baselines", action="store_true",
                    help="do not train missing single-task baselines for delta_m (use what --out already has)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="grids: run N combinations at once (each in its own subprocess; one GPU holds several)")
+    p.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
+                   help="grids: stop a combination after this long and record it as a timeout row")
     return p.parse_args(argv)
 
 
@@ -121,6 +128,7 @@ class Job:
     weighting: str
     cfg: RunConfig | None = None
     spec: TaskSpec | None = None
+    mode: str = ""
 
 
 def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path) -> list[Job]:
@@ -152,6 +160,7 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
     for job in jobs:  # every setting of every run is checked before the first one trains
         job.spec = specs.get(job.task) or task_spec(job.task, registry)
         job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(job.spec, args.quick))
+        job.mode = mode
         task_spec(job.task, registry, job.cfg.task_settings)  # the command's --task-arg values, checked
     return jobs
 
@@ -164,13 +173,26 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
     if dist.is_main():
         err.rule(f"{job.task} | {job.encoder} | {job.weighting}  ->  {run_dir}")
     t0 = time.perf_counter()
-    try:
-        result = fit(cfg, out_dir=run_dir, resume=args.resume, console=err, show_progress=not args.quiet)
-    except BaseException:
-        if dist.is_main() and not args.resume and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # a run that failed before writing anything leaves no empty directory
-        raise
+    halved = []
+    while True:
+        try:
+            result = fit(cfg, out_dir=run_dir, resume=args.resume, console=err, show_progress=not args.quiet)
+            break
+        except torch.cuda.OutOfMemoryError:
+            # a CUDA out-of-memory halves the batch and starts again (one process, no resume to mix)
+            if cfg.batch_size == 1 or args.resume or dist.world_size() > 1:
+                raise
+            halved.append(cfg.batch_size)
+            cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size // 2)
+            torch.cuda.empty_cache()
+            err.print(f"[yellow]CUDA out of memory[/]: retrying with batch size {cfg.batch_size}")
+        except BaseException:
+            if dist.is_main() and not args.resume and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # a run that failed before writing anything leaves no empty directory
+            raise
     row = result_row(result, [h.name for h in result.setup.task.heads], command, mode)
+    if halved:
+        row["note"] = f"batch size {' -> '.join(map(str, halved + [cfg.batch_size]))} after CUDA out of memory"
     row.update({f"val_{m}": round(result.val.get(m, float("nan")), 4) for m in spec.monitor})
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
     if not args.no_speed and dist.is_main():  # one process measures: ranks timing at once would slow each other
@@ -190,6 +212,21 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
     return row
 
 
+def refresh_gains(out: Path, jobs: list[Job]) -> list[dict[str, Any]]:
+    """Fill delta_m into joint rows that finished before their single-task baselines (parallel grids)."""
+    specs = {j.task: j.spec for j in jobs if j.spec is not None and j.spec.baselines}
+    if not specs:
+        return []
+    keys = {row_key({"task": j.task, "encoder": j.encoder, "weighting": j.weighting, "budget_mode": j.mode,
+                     "seed": j.cfg.seed}) for j in jobs}
+    with locked(out):
+        rows = load_rows(out)
+        stale = [r for r in rows if r.get("task") in specs and not r.get("status") and "delta_m" not in r]
+        if any(not add_gain(r, specs[r["task"]].baselines, rows) for r in stale):
+            write_rows(out, rows, HEADER)
+    return [r for r in rows if row_key(r) in keys]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console, err = Console(), Console(stderr=True)
@@ -206,6 +243,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs = plan_jobs(args, registry, mode, out)
         if args.resume and len(jobs) != 1:
             raise RegistryError("--resume continues one run: give a single --task, --encoder and --weighting")
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be an integer >= 1, got {args.jobs}")
+        if args.job_timeout is not None and args.job_timeout <= 0:
+            raise ValueError(f"--job-timeout must be > 0 seconds, got {args.job_timeout}")
+        if len(jobs) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            rows = run_grid(jobs, sys.argv[1:] if argv is None else list(argv), out, mode, args.seed, args.jobs,
+                            args.job_timeout, HEADER, err)
+            rows = refresh_gains(out, jobs) or rows
+            print_table(rows, f"results ({mode} budget) -> {out}", console)
+            failed = [r for r in rows if r.get("status")]
+            return 1 if failed else 0
         dist.init()
         rows = [run_job(job, args, registry, mode, out, command, err) for job in jobs]
         if dist.is_main():

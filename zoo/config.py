@@ -53,6 +53,8 @@ class RunConfig:
                                             "(repeatable)", budget=True, flag="--encoder-arg")
     task_settings: dict[str, Any] = _opt({}, "task setting (YAML value), e.g. 'augment={shift: 2}' or "
                                          "train_size=50000 (repeatable)", budget=True, flag="--task-arg")
+    weighting_settings: dict[str, Any] = _opt({}, "weighting strategy setting (YAML value), e.g. mu=0.5 for stch or "
+                                              "c=0.2 for cagrad (repeatable)", budget=True, flag="--weighting-arg")
     seed: int = _opt(0, "random seed (>= 0): data split, initialisation, shuffling, augmentation")
     device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps", resumable=True)
     amp: bool = _opt(True, "disable mixed precision on CUDA", flag="--no-amp")
@@ -82,6 +84,8 @@ class RunConfig:
             (is_int(self.seed, 0), f"seed must be an integer >= 0, got {self.seed!r}"),
             (isinstance(self.encoder_settings, dict), f"encoder_settings must be a mapping, got {self.encoder_settings!r}"),
             (isinstance(self.task_settings, dict), f"task_settings must be a mapping, got {self.task_settings!r}"),
+            (isinstance(self.weighting_settings, dict),
+             f"weighting_settings must be a mapping, got {self.weighting_settings!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -100,7 +104,7 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         d = dict(d)
         d["registry"] = tuple(d.get("registry", ()))
-        for key in ("encoder_settings", "task_settings"):  # older checkpoints stored sorted pairs
+        for key in ("encoder_settings", "task_settings", "weighting_settings"):  # older checkpoints stored sorted pairs
             d[key] = dict(d.get(key) or {})
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})

@@ -94,3 +94,24 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean of ``t`` over ranks (a copy; ``t`` itself when not distributed)."""
+    if not active():
+        return t
+    out = t.detach().clone()
+    dist.all_reduce(out)
+    return out / world_size()
+
+
+def global_value(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with the value of its mean over ranks and the gradient of the local ``t``.
+
+    A loss-based strategy that reads it computes the same weights on every rank (the ones of
+    the global batch), while the backward still runs through this rank's graph; the gradient
+    all-reduce then averages the local gradients into the global one.
+    """
+    if not active():
+        return t
+    return t + (mean(t) - t.detach())

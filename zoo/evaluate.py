@@ -52,13 +52,28 @@ def evaluate(model: MultiTaskModel, loaders: dict[str, DataLoader], plans: list[
             preds = model.predict({k: v.float() for k, v in out.items()}, size=tuple(batch["image"].shape[-2:]))
             for m in metrics:
                 if metric_streams[m.name] == stream:
-                    m.update(preds, batch)
+                    _update(m, preds, batch)
     results: dict[str, float] = {}
     for m in metrics:
         m.state = dist.sum_tensor(m.state, device)
         results.update(m.compute())
     return results
 
+
+def _update(m: Metric, preds: dict[str, torch.Tensor], batch: dict) -> None:
+    """Score only the samples that carry every target the metric reads (partial labels)."""
+    valid = batch.get("valid")
+    keep = None
+    if isinstance(valid, dict):
+        for t in m.targets:
+            if t in valid:
+                keep = valid[t].bool() if keep is None else keep & valid[t].bool()
+    if keep is None or bool(keep.all()):
+        m.update(preds, batch)
+    elif bool(keep.any()):
+        n = len(keep)
+        m.update({k: v[keep] for k, v in preds.items()},
+                 {k: v[keep] for k, v in batch.items() if torch.is_tensor(v) and len(v) == n})
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", **overrides: Any) -> dict[str, float]:

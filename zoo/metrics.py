@@ -34,6 +34,11 @@ class Metric:
     def state_size(self) -> int | tuple[int, ...]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The batch fields this metric reads (a sample missing any of them is not scored)."""
+        return (self.target,)
+
     def reset(self) -> None:
         self.state.zero_()
 
@@ -123,6 +128,10 @@ class GatedIoU(Metric):
     def __init__(self, name: str, head: str, target: str, gate: str, gate_target: str) -> None:
         self.gate, self.gate_target = gate, gate_target
         super().__init__(name, head, target)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return (self.target, self.gate_target)
 
     def state_size(self) -> int:
         return 2  # sum of gated IoUs, samples

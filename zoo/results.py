@@ -28,7 +28,7 @@ KEY = ("task", "encoder", "weighting", "budget_mode", "seed")
 LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_epoch", "train_seconds",
         "train_samples_per_s"]
 COUNTS = ["train_digits", "val_digits", "test_digits", "train_samples", "val_samples", "test_samples"]
-TAIL = ["budget_mode", "data_source", *COUNTS, "device", "machine", "torch", "seed", "run_dir", "command"]
+TAIL = ["status", "error", "note", "budget_mode", "data_source", *COUNTS, "device", "machine", "torch", "seed", "run_dir", "log", "command"]
 
 
 def machine() -> str:
@@ -113,10 +113,11 @@ def write_results(out: str | Path, rows: list[dict[str, Any]], header: str) -> l
     merged with what is there."""
     out = Path(out)
     with locked(out):
-        return _write(out, merge_rows(load_rows(out), rows), header)
+        return write_rows(out, merge_rows(load_rows(out), rows), header)
 
 
-def _write(out: Path, rows: list[dict[str, Any]], header: str) -> list[Path]:
+def write_rows(out: Path, rows: list[dict[str, Any]], header: str) -> list[Path]:
+    """Write exactly ``rows`` (the caller holds the folder's lock and merged them)."""
     cols = columns(rows)
     atomic_write_text(out / "results.json", json.dumps({"header": header, "columns": cols, "rows": rows}, indent=2))
     buf = io.StringIO()

@@ -86,7 +86,9 @@ def set_epoch(loaders: dict[str, DataLoader], epoch: int, seed: int) -> None:
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
-    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    # nested dicts (``valid``: which targets each sample carries) move field by field
+    out = {k: ({kk: vv.to(device, non_blocking=True) for kk, vv in v.items()} if isinstance(v, dict)
+               else v.to(device, non_blocking=True)) for k, v in batch.items()}
     if channels_last and out["image"].dim() == 4:
         out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
     return out
@@ -144,7 +146,8 @@ def setup(cfg: RunConfig) -> Setup:
     metrics = [build_metric(registry, m.name, m.metric, m.settings) for m in task.metrics]
     metric_streams = {m.name: task.stream_of(m.settings.get("head")) for m in task.metrics}
     weights = {h.name: h.weight for h in task.heads}
-    weighting = registry.build("weightings", cfg.weighting, names=list(weights), weights=weights).to(device)
+    weighting = registry.build("weightings", cfg.weighting, names=list(weights), weights=weights,
+                               **cfg.weighting_settings).to(device)
     s = Setup(registry, task, data, model, plans, metrics, metric_streams, weighting, device)
     preflight(s, cfg)
     return s

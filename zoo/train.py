@@ -68,23 +68,21 @@ def train_one_epoch(model: MultiTaskModel, weighting, loaders: dict[str, DataLoa
     steps = max(len(loaders[s]) for s in by_stream)
     iters = {s: (iter(loaders[s]) if len(loaders[s]) == steps else itertools.cycle(loaders[s])) for s in by_stream}
     shared = [p for p in model.encoder.parameters() if p.requires_grad]
-    params = [p for p in model.parameters() if p.requires_grad]
+    task_params = [p for p in model.heads.parameters() if p.requires_grad]
+    # the weighting's own learnable parameters (uncertainty, IMTL-L) are averaged over ranks too
+    params = [p for p in list(model.parameters()) + list(weighting.parameters()) if p.requires_grad]
     sums = {p.name: 0.0 for p in plans}
     sums["total"] = 0.0
     seen = 0
     bar = progress.add_task("train", total=steps, loss=float("nan")) if progress else None
     scale = scaler.scale if scaler is not None else (lambda t: t)
     for _ in range(steps):
-        losses = {}
+        batches = {stream: to_device(next(iters[stream]), device, cfg.channels_last) for stream in by_stream}
         with autocast(device, cfg.amp):
-            for stream, heads in by_stream.items():
-                batch = to_device(next(iters[stream]), device, cfg.channels_last)
-                out = model(batch["image"], heads=[h.name for h in heads])
-                for h in heads:
-                    losses[h.name] = h.loss(out[h.name], batch[h.target])
-                seen += len(batch["image"])
+            losses = step_losses(model, batches, by_stream)
+        seen += sum(len(b["image"]) for b in batches.values())
         optimizer.zero_grad(set_to_none=True)
-        total = weighting.backward(losses, shared, scale)
+        total = weighting.backward(losses, shared, scale, task_params=task_params)
         dist.all_reduce_grads(params)
         if not torch.isfinite(total):
             raise FloatingPointError(f"loss became {float(total)}; try a lower --lr (now {cfg.lr})")
@@ -93,6 +91,8 @@ def train_one_epoch(model: MultiTaskModel, weighting, loaders: dict[str, DataLoa
             scaler.update()
         else:
             optimizer.step()
+        if weighting.wants_losses_after_step:
+            weighting.after_step(_losses_after_step(model, batches, by_stream, device, cfg))
         if scheduler is not None and cfg.schedule in ("onecycle", "cosine"):
             scheduler.step()
         for name, l in losses.items():
@@ -103,6 +103,50 @@ def train_one_epoch(model: MultiTaskModel, weighting, loaders: dict[str, DataLoa
     if progress is not None:
         progress.remove_task(bar)
     return {k: v / steps for k, v in sums.items()}, seen * dist.world_size()
+
+
+def step_losses(model: MultiTaskModel, batches: dict[str, dict], by_stream: dict[str, list[HeadPlan]]
+                ) -> dict[str, torch.Tensor]:
+    """Each head's loss on its stream's batch.
+
+    A sample whose target for a head is missing (``batch["valid"][target]`` False: partial
+    labels) is left out of that head's loss; a batch with no labelled sample gives the head a
+    zero loss (no gradient) rather than a NaN.
+    """
+    losses = {}
+    for stream, heads in by_stream.items():
+        batch = batches[stream]
+        out = model(batch["image"], heads=[h.name for h in heads])
+        for h in heads:
+            keep = labelled(batch, h.target)
+            if keep is None:
+                losses[h.name] = h.loss(out[h.name], batch[h.target])
+            elif bool(keep.any()):
+                losses[h.name] = h.loss(out[h.name][keep], batch[h.target][keep])
+            else:
+                losses[h.name] = out[h.name].sum() * 0.0
+    return losses
+
+
+def labelled(batch: dict, target: str) -> torch.Tensor | None:
+    """The samples of ``batch`` that carry ``target`` (a bool mask), or None when all do."""
+    valid = batch.get("valid")
+    if not isinstance(valid, dict) or target not in valid:
+        return None
+    keep = valid[target].bool()
+    return None if bool(keep.all()) else keep
+
+
+@torch.no_grad()
+def _losses_after_step(model, batches, by_stream, device, cfg) -> dict[str, torch.Tensor]:
+    """The step's losses on the same batches after the update (FAMO), leaving BatchNorm's running
+    statistics as they were (this forward is a measurement, not a training step)."""
+    saved = [b.clone() for b in model.buffers()]
+    with autocast(device, cfg.amp):
+        losses = step_losses(model, batches, by_stream)
+    for b, s in zip(model.buffers(), saved):
+        b.copy_(s)
+    return {k: v.float() for k, v in losses.items()}
 
 
 # ----------------------------------------------------------------------------- fit

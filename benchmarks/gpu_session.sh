@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One GPU session's benchmark work, run at once on one GPU (the device tool's machine):
+#   1. the model-zoo grid: every encoder x reference task at its default budget, seed 0
+#      (benchmarks/results/zoo);
+#   2. the multi-task strategy table: the joint task under 8 strategies x 3 seeds, with the
+#      single-task scratch baselines of seeds 1 and 2 (seed 0's are the grid's)
+#      (benchmarks/results/mtl);
+#   3. the speed columns of every combination on the then idle GPU (benchmarks/results/speed_gpu):
+#      the training runs share the GPU, so their own inference timings would measure the sharing.
+# Every job runs in its own process (zoo.bench's grid runner); a job past DEADLINE seconds is
+# killed and recorded as a timeout row. Results are packed into $OUT/results.tgz.
+#
+# usage (device machine, repo root; wheels of the packages the image lacks in .whl/):
+#   DEADLINE=470 bash benchmarks/gpu_session.sh
+# on a CPU machine, a smoke test of the script itself:
+#   SMOKE=1 OUT=/tmp/out bash benchmarks/gpu_session.sh
+set -u
+REPO=$(pwd)
+OUT=${OUT:-/tmp/out}
+DEADLINE=${DEADLINE:-470}
+RES=/tmp/results
+mkdir -p "$OUT" "$RES"
+t0=$(date +%s)
+log() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+
+if [ -z "${SMOKE:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/zoo . || exit 1
+  export PYTHONPATH=/tmp/zoo:/tmp/site
+  PY=python3
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  # MPS lets the many small runs' kernels share the GPU instead of time-slicing whole contexts;
+  # kept only if a CUDA program runs under it
+  if nvidia-cuda-mps-control -d 2>/dev/null; then
+    if timeout 60 $PY -c "import torch; torch.ones(1, device='cuda').sum().item()"; then log "MPS on"
+    else echo quit | nvidia-cuda-mps-control; log "MPS off (probe failed)"; fi
+  else log "MPS not available"; fi
+  EXTRA=()
+else
+  PY=${PY:-python}
+  # smoke: tiny budgets so the script's plumbing runs in a minute on a CPU
+  EXTRA=(--quick)
+fi
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # ~55 processes on 16 cores: one thread each
+cd /tmp  # run the installed package, not the checkout (whose heads/ is not zoo.heads)
+DATA="$REPO/zoo/data/mnist"
+COMMON=(--data-root "$DATA" --quiet --no-figures --no-speed --job-timeout "$DEADLINE")
+STRATS=fixed,uncertainty,dwa,famo,upgrad,imtl_g,aligned_mtl,mgda
+GRID_TASKS=foreground,circlization,semantic,joint
+[ -n "${SMOKE:-}" ] && GRID_TASKS=foreground,joint
+
+log "start"
+$PY -m zoo.bench --task "$GRID_TASKS" --encoder all --out "$RES/zoo" --jobs 24 "${COMMON[@]}" "${EXTRA[@]}" \
+  > "$RES/zoo.log" 2>&1 &
+$PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS --seed 0 --no-baselines --out "$RES/mtl" \
+  --jobs 8 "${COMMON[@]}" "${EXTRA[@]}" > "$RES/mtl0.log" 2>&1 &
+for seed in 1 2; do
+  $PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS --seed $seed --out "$RES/mtl" \
+    --jobs 11 "${COMMON[@]}" "${EXTRA[@]}" > "$RES/mtl$seed.log" 2>&1 &
+done
+wait
+log "training done"
+nvidia-smi --query-gpu=memory.used --format=csv,noheader 2>/dev/null
+timeout 75 $PY "$REPO/benchmarks/speed.py" --task "$GRID_TASKS" --encoder all --out "$RES/speed_gpu" \
+  --data-root "$DATA" "${EXTRA[@]}" > "$RES/speed.log" 2>&1
+log "speed done ($?)"
+# run folders hold checkpoints (too big to bring back): keep the tables, logs and histories
+cd "$RES" && tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='*.safetensors' . && ls -la "$OUT"
+log "packed"

@@ -1,0 +1,129 @@
+"""Running a grid of benchmark jobs: each combination in its own subprocess (as timm's bulk
+runner does), so one crash, hang or out-of-memory costs one row, never the grid.
+
+- A job whose row is already in ``--out`` (same task, encoder, weighting, budget and seed) is
+  skipped, so a grid interrupted by a session's end is finished by running the same command.
+- A job that fails, runs out of memory or passes ``--job-timeout`` leaves a row saying so
+  (``status``, ``error``, its log) and the grid goes on; a later run of the grid retries it.
+  Such a row never replaces a finished one.
+- ``--jobs N`` runs N jobs at once (one GPU holds many small runs); each job's output goes to
+  ``<out>/logs/<task>-<encoder>-<weighting>-<budget>-s<seed>.log``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+
+from zoo.results import load_rows, locked, machine, merge_rows, row_key, write_rows
+
+# bench options a child gets from the grid itself, not from the grid's command line
+_GRID_ONLY = {"--task": 1, "--encoder": 1, "--weighting": 1, "--jobs": 1, "--job-timeout": 1, "--resume": 1}
+
+
+def child_argv(argv: Sequence[str], task: str, encoder: str, weighting: str) -> list[str]:
+    """The grid's command line for one combination (its own options kept, the grid's dropped)."""
+    out, skip = [], 0
+    for a in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = a.split("=", 1)[0]
+        if name in _GRID_ONLY:
+            skip = 0 if "=" in a else _GRID_ONLY[name]
+            continue
+        out.append(a)
+    return ["--task", task, "--encoder", encoder, "--weighting", weighting, "--no-baselines", *out]
+
+
+@dataclass
+class _Running:
+    job: Any
+    key: tuple
+    proc: subprocess.Popen
+    log: Path
+    start: float = field(default_factory=time.monotonic)
+
+
+def _last_error(log: Path) -> str:
+    # the last error line, else the last line that is not a rich rule (a job's banner)
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip() and ln.strip()[0] != "─"]
+    for ln in reversed(lines):
+        if ln.startswith("error:") or "Error" in ln.split(":")[0]:
+            return ln[:300]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def record_failure(out: Path, row: dict[str, Any], header: str) -> None:
+    """Write a failure row unless the folder already has a finished row with its key."""
+    with locked(out):
+        rows = load_rows(out)
+        done = any(row_key(r) == row_key(row) and not r.get("status") for r in rows)
+        if not done:
+            write_rows(out, merge_rows(rows, [row]), header)
+
+
+def run_grid(jobs: list, argv: Sequence[str], out: Path, mode: str, seed: int, n_parallel: int,
+             timeout: float | None, header: str, console: Console) -> list[dict[str, Any]]:
+    """Run ``jobs`` in subprocesses, at most ``n_parallel`` at once; returns the rows of the grid."""
+    done = {row_key(r) for r in load_rows(out) if not r.get("status")}
+    todo = []
+    for job in jobs:
+        key = (job.task, job.encoder, job.weighting, mode, seed)
+        if key in done:
+            console.print(f"skip {job.task} | {job.encoder} | {job.weighting}: its row is in {out} already")
+        else:
+            todo.append((job, key))
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    running: list[_Running] = []
+    total, finished = len(todo), 0
+    while todo or running:
+        while todo and len(running) < n_parallel:
+            job, key = todo.pop(0)
+            log = logs / f"{job.task}-{job.encoder.replace(':', '_')}-{job.weighting}-{mode}-s{seed}.log"
+            cmd = [sys.executable, "-m", "zoo.bench", *child_argv(argv, job.task, job.encoder, job.weighting)]
+            with open(log, "w") as f:
+                proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            running.append(_Running(job, key, proc, log))
+            console.print(f"start {job.task} | {job.encoder} | {job.weighting}  (log {log})")
+        time.sleep(0.5)
+        for r in list(running):
+            elapsed = time.monotonic() - r.start
+            rc = r.proc.poll()
+            if rc is None and timeout and elapsed > timeout:
+                r.proc.kill()
+                r.proc.wait()
+                rc = "timeout"
+            if rc is None:
+                continue
+            running.remove(r)
+            finished += 1
+            name = f"{r.job.task} | {r.job.encoder} | {r.job.weighting}"
+            if rc == 0:
+                console.print(f"[{finished}/{total}] done {name} ({elapsed:.0f} s)")
+                continue
+            text = r.log.read_text(errors="replace")
+            if rc == "timeout":
+                status, error = "timeout", f"killed after {timeout:.0f} s (--job-timeout)"
+            elif rc < 0:  # a signal: SIGKILL with no traceback is most often the OS out-of-memory killer
+                status = "killed"
+                error = f"killed by signal {-rc}" + (" (the OS out-of-memory killer?)" if rc == -9 else "")
+            else:
+                status = "out of memory" if "OutOfMemoryError" in text or "out of memory" in text else "failed"
+                error = _last_error(r.log)
+            row = {"task": r.job.task, "encoder": r.job.encoder, "weighting": r.job.weighting, "budget_mode": mode,
+                   "seed": seed, "status": status, "error": error, "wall_seconds": round(elapsed, 1),
+                   "log": str(r.log), "machine": machine(),
+                   "command": "python -m zoo.bench " + " ".join(child_argv(argv, r.job.task, r.job.encoder,
+                                                                            r.job.weighting))}
+            record_failure(out, row, header)
+            console.print(f"[{finished}/{total}] [red]{status}[/] {name}: {error}")
+    keys = {(j.task, j.encoder, j.weighting, mode, seed) for j in jobs}
+    return [r for r in load_rows(out) if row_key(r) in keys]
