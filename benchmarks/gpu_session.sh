@@ -52,10 +52,11 @@ GRID_TASKS=foreground,circlization,semantic,joint
 log "start"
 $PY -m zoo.bench --task "$GRID_TASKS" --encoder all --out "$RES/zoo" --jobs 24 "${COMMON[@]}" "${EXTRA[@]}" \
   > "$RES/zoo.log" 2>&1 &
-$PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS --seed 0 --no-baselines --out "$RES/mtl" \
+# the strategy runs at the lowest CPU priority: the grid comes first, they use what it leaves
+nice -n 19 $PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS --seed 0 --no-baselines --out "$RES/mtl" \
   --jobs 8 "${COMMON[@]}" "${EXTRA[@]}" > "$RES/mtl0.log" 2>&1 &
 for seed in 1 2; do
-  $PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS --seed $seed --out "$RES/mtl" \
+  nice -n 19 $PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS --seed $seed --out "$RES/mtl" \
     --jobs 11 "${COMMON[@]}" "${EXTRA[@]}" > "$RES/mtl$seed.log" 2>&1 &
 done
 wait
