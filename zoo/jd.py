@@ -167,7 +167,9 @@ class Aggregated(_TorchJD):
         from torchjd.autojac import backward as jac_backward, jac_to_grad
         from torchjd.aggregation import WeightedAggregator
         shared = [p for p in shared if p.requires_grad]
-        weighted = [self.base[n] * losses[n] for n in self.names]
+        # float32 rows: under bf16 autocast some losses are bf16 and TorchJD's Jacobian backward
+        # seeds every row with one dtype (on CUDA: "Expected grad_output to have type BFloat16")
+        weighted = [self.base[n] * losses[n].float() for n in self.names]
         factor = float(scale(torch.ones((), device=weighted[0].device)))
         scaled = [scale(w) for w in weighted]
         # Heads get their own loss's plain gradient. The encoder gets one Jacobian row per head.
