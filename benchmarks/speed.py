@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         for encoder in encoders:
             cfg = run_config(args, task, encoder, "fixed", budget_of(task_spec(task, registry), quick=False))
             s = setup(cfg)
+            if s.device.type == "cuda":  # each combination's own peak, not the largest one measured so far
+                torch.cuda.reset_peak_memory_stats(s.device)
             row = {"task": task, "encoder": encoder, "weighting": "-", "budget_mode": "untrained", "seed": cfg.seed,
                    "heads": "+".join(h.name for h in s.task.heads),
                    "parameters": sum(p.numel() for p in s.model.parameters())}

@@ -222,7 +222,8 @@ def refresh_gains(out: Path, jobs: list[Job]) -> list[dict[str, Any]]:
     with locked(out):
         rows = load_rows(out)
         stale = [r for r in rows if r.get("task") in specs and not r.get("status") and "delta_m" not in r]
-        if any(not add_gain(r, specs[r["task"]].baselines, rows) for r in stale):
+        filled = [not add_gain(r, specs[r["task"]].baselines, rows) for r in stale]  # every row, no short cut
+        if any(filled):
             write_rows(out, rows, HEADER)
     return [r for r in rows if row_key(r) in keys]
 

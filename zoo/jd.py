@@ -98,11 +98,11 @@ class Scalarized(_TorchJD):
         return dist.global_value(torch.stack([self.base[n] * losses[n].float() for n in self.names]))
 
     def backward(self, losses, shared, scale: Scale = _identity, task_params=None):
-        values = self._values(losses)
-        total = self.method(values)
-        # d total / d value_i is the weight the update gives head i (a tiny backward through
-        # the scalarizer alone)
-        (w,) = torch.autograd.grad(total, values, retain_graph=True)
+        # d total / d value_i is the weight the update gives head i: read through a zero
+        # probe added to the values (a tiny backward through the scalarizer alone)
+        probe = torch.zeros(len(self.names), device=losses[self.names[0]].device, requires_grad=True)
+        total = self.method(self._values(losses) + probe)
+        (w,) = torch.autograd.grad(total, probe, retain_graph=True)
         self._record(w)
         scale(total).backward()
         return total.detach()
@@ -177,7 +177,9 @@ class Aggregated(_TorchJD):
         # and an encoder's multi-scale outputs are chained (each level is computed from the
         # one above), which gives wrong Jacobians (checked against autograd.grad: up to 0.07
         # off on a 2-level toy); autojac.backward differentiates the whole graph per head.
-        heads = [p for p in (task_params or []) if p.requires_grad]
+        ids = {id(p) for p in shared}
+        heads = [p for p in (task_params if task_params is not None else _leaves(scaled))
+                 if p.requires_grad and id(p) not in ids]
         if heads:
             torch.autograd.backward(sum(scaled), inputs=heads, retain_graph=True)
         jac_backward(scaled, inputs=shared)
@@ -213,3 +215,17 @@ class Aggregated(_TorchJD):
             del p.jac
         eye = torch.eye(gram.shape[0], device=gram.device)
         return torch.linalg.solve(gram + 1e-12 * gram.diagonal().mean().clamp(min=1e-30) * eye, jg)
+
+
+def _leaves(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The leaf tensors that require grad and feed ``tensors`` (when the caller names no head parameters)."""
+    seen, out, stack = set(), [], [t.grad_fn for t in tensors]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if hasattr(fn, "variable"):
+            out.append(fn.variable)
+        stack.extend(f for f, _ in fn.next_functions)
+    return out

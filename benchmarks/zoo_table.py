@@ -1,0 +1,142 @@
+"""The model-zoo README: rankings per task and accuracy-vs-cost plots from a grid's result rows.
+
+    python benchmarks/zoo_table.py --results benchmarks/results/zoo --speed benchmarks/results/zoo/speed
+
+Rows come from ``python -m zoo.bench --task all --encoder all --out <results>``; speed columns
+(GFLOPs, inference images/s, inference peak memory) from ``benchmarks/speed.py`` measured on the
+same machine with the GPU otherwise idle, merged by (task, encoder), because the training runs
+shared one GPU and their own timings would measure the sharing. Joint rows get delta_m against
+the same encoder's single-task rows (LibMTL's definition, zoo.gain). Rerun after the grid gains
+rows: the README and plots are rebuilt from what the folder holds.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from zoo.build import load_registry, task_spec
+from zoo.gain import add_gain
+from zoo.results import load_rows, locked, write_rows
+
+# not peak_memory_mb: speed.py did not reset CUDA's peak between combinations before this fix,
+# so the speed rows of the 2026-11-28 session carry the largest peak measured so far
+SPEED = ("gflops", "infer_img_s_b1", "infer_img_s_b1_std", "infer_img_s_beval", "infer_img_s_beval_std", "eval_batch")
+METRICS = {"foreground": ["iou"], "circlization": ["gated_iou", "accuracy"], "semantic": ["dice"],
+           "joint": ["iou", "accuracy", "gated_iou", "dice"]}
+HEADER = ("Model-zoo grid: every registered encoder x reference task at the task's default budget "
+          "(benchmarks/results/zoo/README.md).")
+
+
+def merge(results: Path, speed: Path) -> list[dict]:
+    """Speed columns and joint delta_m into the grid's rows (rewritten under the folder's lock)."""
+    registry = load_registry()
+    speeds = {(r["task"], r["encoder"]): r for r in load_rows(speed)}
+    with locked(results):
+        rows = load_rows(results)
+        for r in rows:
+            s = speeds.get((r["task"], r["encoder"]))
+            if s and not r.get("status"):
+                r.update({k: v for k, v in s.items() if k.startswith(SPEED)})
+                if "gflops" not in s and "gflops_digits" in s:
+                    # two streams: the cost of one digit plus one composite; the composites' rates
+                    r["gflops"] = round(s["gflops_digits"] + s["gflops_composites"], 4)
+                    r["infer_img_s_b1"], r["infer_img_s_beval"] = s["infer_img_s_b1_composites"], \
+                        s["infer_img_s_beval_composites"]
+                r["speed_source"] = "benchmarks/speed.py, idle GPU"
+            spec = task_spec(r["task"], registry)
+            if spec.baselines and not r.get("status") and "delta_m" not in r:
+                add_gain(r, spec.baselines, rows)
+        write_rows(results, rows, HEADER)
+    return rows
+
+
+def fmt(v, digits=2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def score(r: dict) -> float:
+    return sum(float(r[m]) for m in METRICS[r["task"]][:1 if r["task"] != "joint" else 4]) / (
+        1 if r["task"] != "joint" else 4)
+
+
+def plot(rows: list[dict], out: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    encoders = sorted({r["encoder"] for r in rows})
+    colors = {e: plt.cm.tab10(i % 10) for i, e in enumerate(encoders)}  # one colour per encoder in every panel
+
+    tasks = [t for t in METRICS if any(r["task"] == t and not r.get("status") for r in rows)]
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4.2 * len(tasks), 7.5), squeeze=False)
+    for j, task in enumerate(tasks):
+        done = [r for r in rows if r["task"] == task and not r.get("status") and "gflops" in r]
+        label = METRICS[task][0] if task != "joint" else "mean of 4 metrics"
+        for i, (x, xlabel) in enumerate((("gflops", "GFLOPs per image"),
+                                          ("infer_img_s_beval", "inference images/s (eval batch, H200)"))):
+            ax = axes[i][j]
+            for r in done:
+                ax.scatter(float(r[x]), score(r), s=30, color=colors[r["encoder"]])
+                ax.annotate(r["encoder"].replace("mobilenetv3_", "mnv3_"), (float(r[x]), score(r)), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"test {label} (%)")
+            ax.set_title(task)
+            ax.grid(alpha=0.3)
+    fig.suptitle("zoo: test metric against cost (train: 5,000 MNIST digits; default budgets; seed 0)")
+    fig.tight_layout()
+    path = out / "accuracy_vs_cost.png"
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def ranking(rows: list[dict], task: str) -> str:
+    done = sorted((r for r in rows if r["task"] == task and not r.get("status")), key=score, reverse=True)
+    cols = METRICS[task] + (["delta_m"] if task == "joint" else [])
+    head = ["rank", "encoder", *cols, "val " + METRICS[task][0], "params (M)", "GFLOPs", "infer img/s (b1)",
+            "infer img/s (eval batch)", "train s", "train samples/s", "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(done, 1):
+        lines.append("| " + " | ".join([
+            str(i), r["encoder"], *[fmt(r.get(c)) for c in cols], fmt(r.get("val_" + METRICS[task][0])),
+            fmt(r["parameters"] / 1e6), fmt(r.get("gflops"), 4), fmt(r.get("infer_img_s_b1"), 0),
+            fmt(r.get("infer_img_s_beval"), 0), fmt(r.get("train_seconds"), 0),
+            fmt(r.get("train_samples_per_s"), 0), fmt(r.get("wall_seconds"), 0)]) + " |")
+    for r in rows:
+        if r["task"] == task and r.get("status"):
+            lines.append(f"| - | {r['encoder']} | **{r['status']}**: {r.get('error', '')} |" + " |" * (len(head) - 3))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default="benchmarks/results/zoo")
+    p.add_argument("--speed", default="benchmarks/results/zoo/speed")
+    p.add_argument("--intro", default=None, help="a Markdown file whose text goes above the tables")
+    p.add_argument("--outro", default=None, help="a Markdown file whose text goes below the tables")
+    args = p.parse_args()
+    results = Path(args.results)
+    rows = merge(results, Path(args.speed))
+    png = plot(rows, results)
+    parts = [Path(args.intro).read_text()] if args.intro else []
+    for task in METRICS:
+        if any(r["task"] == task for r in rows):
+            parts.append(f"### {task}\n\n{ranking(rows, task)}\n")
+    parts.append(f"![test metric against GFLOPs and inference speed]({png.name})\n")
+    if args.outro:
+        parts.append(Path(args.outro).read_text())
+    (results / "README.md").write_text("\n".join(parts))
+    print(f"wrote {results / 'README.md'} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
