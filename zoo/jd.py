@@ -182,7 +182,10 @@ class Aggregated(_TorchJD):
                  if p.requires_grad and id(p) not in ids]
         if heads:
             torch.autograd.backward(sum(scaled), inputs=heads, retain_graph=True)
-        jac_backward(scaled, inputs=shared)
+        # one backward per row (parallel_chunk_size=1): the vmapped backward fails on graphs
+        # recorded under autocast, where bf16 and float32 ops mix ("expected scalar type
+        # BFloat16 but found Float"; tests/test_mtl_ddp.py)
+        jac_backward(scaled, inputs=shared, parallel_chunk_size=1)
         with_jac = [p for p in shared if getattr(p, "jac", None) is not None]
         finite = True
         for p in with_jac:

@@ -89,7 +89,7 @@ class GradNorm(Weighting):
         last = [p for p in shared if p.requires_grad][-1]
         L = torch.stack([self.base[n] * losses[n].float() for n in names])
         if bool((self.initial[idx] == 0).any()):
-            self.initial[idx] = L.detach()
+            self.initial[idx] = dist.mean(L.detach())  # the global batch's losses, the same on every rank
         w = self.w[idx]
         # sqrt(|g|^2 + eps): the plain norm's gradient is NaN where a head's gradient on that
         # layer is zero (a threshold head reading the input skip)
@@ -97,7 +97,7 @@ class GradNorm(Weighting):
                  for k in range(len(names))]
         norms = torch.stack([(g.pow(2).sum() + 1e-20).sqrt() if g is not None else w[k] * 0.0
                              for k, g in enumerate(grads)])
-        ratio = L.detach() / self.initial[idx].clamp(min=1e-12)
+        ratio = dist.mean(L.detach()) / self.initial[idx].clamp(min=1e-12)
         target = (norms.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
         gn_loss = (norms - target).abs().sum()
         (gw,) = torch.autograd.grad(gn_loss, self.w, retain_graph=True)
