@@ -1,0 +1,160 @@
+"""Multi-task runs through the CLI: bad strategy input fails before training with one line;
+partial labels mask a head's loss and metrics; the grid runner keeps rows across failures."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import zoo
+from zoo.bench import main
+from zoo.evaluate import _update
+from zoo.gain import delta_m
+from zoo.grid import child_argv, record_failure
+from zoo.metrics import Accuracy
+from zoo.results import load_rows, write_results
+from zoo.setup import HeadPlan
+from zoo.train import step_losses
+
+REG = zoo.load_registry()
+
+
+def run_cli(args, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main([*args, "--quiet", "--no-figures", "--no-speed"])
+    return rc, capsys.readouterr().err.replace("\n", " ")
+
+
+def assert_clear(rc, err, *expect):
+    assert rc == 2, err
+    assert "Traceback" not in err and "error:" in err, err
+    for e in expect:
+        assert e in err[err.index("error:"):], (e, err)
+    assert "epoch 1/" not in err
+
+
+def test_at_least_twenty_strategies_each_with_its_paper():
+    names = REG.names("weightings")
+    assert len(names) >= 20
+    for required in ("upgrad", "aligned_mtl", "cagrad", "imtl_g", "mgda", "nash_mtl", "fairgrad", "dualproj",
+                     "graddrop", "gradvac", "config", "pcgrad", "famo", "stch", "rlw", "geometric_mean", "imtl_l",
+                     "dwa", "uncertainty", "fixed", "gradnorm"):
+        assert required in names
+    assert all(REG.entry("weightings", n).spec.get("paper") for n in names)
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--weighting", "upgard"], ["upgard", "upgrad"]),
+    (["--weighting", "upgrad", "--weighting-arg", "c=0.4"], ["UPGrad: unknown setting(s) 'c'", "valid: pref_vector"]),
+    (["--weighting", "stch", "--weighting-arg", "mu=-1"], ["STCH", "mu"]),
+    (["--weighting", "graddrop", "--weighting-arg", "gramian=true"], ["GradDrop does not weight by the Gramian"]),
+])
+def test_bad_strategy_input(tiny_mnist, tmp_path, capsys, args, expect):
+    rc, err = run_cli(["--task", "circlization", "--data-root", str(tiny_mnist), "--out", str(tmp_path),
+                       "--epochs", "1", *args], capsys)
+    assert_clear(rc, err, *expect)
+    assert not load_rows(tmp_path)
+
+
+def test_strategy_that_needs_a_setting_it_was_not_given(tiny_mnist, tmp_path, capsys):
+    user = tmp_path / "mine.yaml"
+    user.write_text("weightings:\n  my_stch: {target: 'zoo.jd:Scalarized', settings: {method: STCH}, paper: x}\n")
+    rc, err = run_cli(["--task", "circlization", "--registry", str(user), "--weighting", "my_stch", "--data-root",
+                       str(tiny_mnist), "--out", str(tmp_path / "o"), "--epochs", "1"], capsys)
+    assert_clear(rc, err, "STCH needs setting(s) 'mu'", "--weighting-arg mu=VALUE")
+
+
+def test_unknown_torchjd_method_in_a_user_registry(tiny_mnist, tmp_path, capsys):
+    user = tmp_path / "mine.yaml"
+    user.write_text("weightings:\n  nope: {target: 'zoo.jd:Aggregated', settings: {method: UPGard}, paper: x}\n")
+    rc, err = run_cli(["--task", "circlization", "--registry", str(user), "--weighting", "nope", "--data-root",
+                       str(tiny_mnist), "--out", str(tmp_path / "o"), "--epochs", "1"], capsys)
+    assert_clear(rc, err, "TorchJD has no aggregator 'UPGard'")
+
+
+# ----------------------------------------------------------------------------- partial labels
+def test_a_head_missing_its_target_learns_from_the_labelled_half_only():
+    torch.manual_seed(0)
+    model = zoo.build_model("scratch", {"digit": "classification"}, encoder_settings={"width": 4, "depth": 2})
+    model.eval()  # no dropout/BatchNorm batch statistics: the two computations see the same function
+    x, y = torch.rand(4, 1, 16, 16), torch.tensor([1, 2, 3, 4])
+    plan = HeadPlan("digit", "main", "label", torch.nn.CrossEntropyLoss())
+    batch = {"image": x, "label": y, "valid": {"label": torch.tensor([True, True, False, False])}}
+    step_losses(model, {"main": batch}, {"main": [plan]})["digit"].backward()
+    masked = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    step_losses(model, {"main": {"image": x[:2], "label": y[:2]}}, {"main": [plan]})["digit"].backward()
+    for a, b in zip(masked, (p.grad for p in model.parameters())):
+        assert torch.allclose(a, b, atol=1e-7)
+    # no labelled sample: a zero loss with zero gradient, never NaN
+    model.zero_grad()
+    none = {**batch, "valid": {"label": torch.zeros(4, dtype=torch.bool)}}
+    loss = step_losses(model, {"main": none}, {"main": [plan]})["digit"]
+    loss.backward()
+    assert float(loss) == 0.0 and all(float(p.grad.abs().sum()) == 0.0 for p in model.parameters())
+
+
+def test_metrics_score_only_the_samples_that_carry_their_targets():
+    m = Accuracy("accuracy", "digit", "label")
+    preds = {"digit": torch.tensor([1, 2, 0, 0])}
+    batch = {"label": torch.tensor([1, 2, 3, 4]), "valid": {"label": torch.tensor([True, True, False, False])}}
+    _update(m, preds, batch)
+    assert m.compute()["accuracy"] == 100.0  # the two unlabelled (wrong) predictions are not scored
+
+
+def test_mixed_digits_task_trains_on_two_half_labelled_datasets(tiny_mnist, tmp_path, capsys):
+    rc, err = run_cli(["--task", "mixed_digits", "--data-root", str(tiny_mnist), "--out", str(tmp_path),
+                       "--epochs", "2", "--batch-size", "16"], capsys)
+    assert rc == 0, err
+    row = load_rows(tmp_path)[0]
+    assert 0 <= row["iou"] <= 100 and 0 <= row["accuracy"] <= 100
+    assert row["train_mask_labelled"] + row["train_label_labelled"] == row["train_digits"]
+
+
+# ----------------------------------------------------------------------------- delta_m
+def test_delta_m_is_the_mean_over_tasks_of_the_mean_over_their_metrics():
+    single = {"iou": 100.0, "accuracy": 100.0, "gated_iou": 100.0, "dice": 100.0}
+    joint = {"iou": 103.0, "accuracy": 94.0, "gated_iou": 100.0, "dice": 100.0}
+    tasks = {"iou": "foreground", "accuracy": "circlization", "gated_iou": "circlization", "dice": "semantic"}
+    # foreground +3 %, circlization (-6 + 0) / 2 = -3 %, semantic 0: mean 0 (a mean over metrics says -0.75)
+    assert delta_m(joint, single, tasks) == pytest.approx(0.0)
+    assert delta_m(joint, single) == pytest.approx(-0.75)
+
+
+# ----------------------------------------------------------------------------- grid runner
+def test_child_command_drops_the_grid_options():
+    argv = ["--task", "all", "--encoder=all", "--jobs", "4", "--job-timeout=60", "--epochs", "2", "--out", "x"]
+    assert child_argv(argv, "foreground", "resnet18", "fixed") == [
+        "--task", "foreground", "--encoder", "resnet18", "--weighting", "fixed", "--no-baselines", "--epochs", "2",
+        "--out", "x"]
+
+
+def test_failure_rows_never_replace_finished_rows(tmp_path):
+    done = {"task": "t", "encoder": "e", "weighting": "fixed", "budget_mode": "default", "seed": 0, "iou": 99.0}
+    write_results(tmp_path, [done], "h")
+    failed = {**{k: done[k] for k in ("task", "encoder", "weighting", "budget_mode", "seed")}, "status": "failed",
+              "error": "boom"}
+    record_failure(tmp_path, failed, "h")
+    assert load_rows(tmp_path) == [done]
+    record_failure(tmp_path, {**failed, "encoder": "other"}, "h")
+    assert {r["encoder"]: r.get("status") for r in load_rows(tmp_path)} == {"e": None, "other": "failed"}
+
+
+def test_grid_records_failures_goes_on_and_skips_finished_rows(tiny_mnist, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"  # an encoder that builds in the parent's check but fails when it trains
+    bad.write_text("encoders:\n  broken: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: -4}}\n")
+    out = tmp_path / "grid"
+    args = ["--task", "foreground", "--encoder", "scratch,broken", "--registry", str(bad), "--data-root",
+            str(tiny_mnist), "--out", str(out), "--epochs", "1", "--batch-size", "16", "--jobs", "2"]
+    rc, err = run_cli(args, capsys)
+    rows = {r["encoder"]: r for r in load_rows(out)}
+    assert rc == 1 and rows["broken"]["status"] == "failed" and "iou" in rows["scratch"], err
+    assert rows["broken"]["error"] and (out / "logs").is_dir()
+    first = json.loads((out / "results.json").read_text())
+    rc, err = run_cli(args, capsys)
+    assert "skip foreground | scratch | fixed" in err
+    again = {r["encoder"]: r for r in load_rows(out)}
+    assert again["scratch"] == {r["encoder"]: r for r in first["rows"]}["scratch"]  # not retrained

@@ -1,0 +1,38 @@
+"""Partial labels: a dataset whose samples carry only some of their targets.
+
+Each sample gets ``valid``: target name -> bool. The trainer leaves a sample out of the loss of
+every head whose target it lacks, and metrics score only the samples that carry their targets
+(``zoo.train.step_losses``, ``zoo.evaluate``), so one model trains on a mix of datasets labelled
+for different tasks. A missing target keeps a placeholder of its usual shape so batches stack.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import Dataset
+
+
+class PartialLabels(Dataset):
+    """``dataset`` with the targets ``labelled(index)`` names; the others are marked missing."""
+
+    def __init__(self, dataset: Dataset, targets: tuple[str, ...], labelled: Callable[[int], set[str]]) -> None:
+        self.dataset, self.targets, self.labelled = dataset, targets, labelled
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = dict(self.dataset[i])
+        have = self.labelled(i)
+        sample["valid"] = {t: torch.tensor(t in have) for t in self.targets}
+        return sample
+
+    def counts(self) -> dict[str, int]:
+        """How many samples carry each target."""
+        return {t: sum(t in self.labelled(i) for i in range(len(self))) for t in self.targets}
+
+    def __getattr__(self, name: str):  # set_epoch and friends reach the wrapped dataset
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
