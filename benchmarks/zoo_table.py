@@ -68,7 +68,6 @@ def plot(rows: list[dict], out: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
 
     encoders = sorted({r["encoder"] for r in rows})
     colors = {e: plt.cm.tab10(i % 10) for i, e in enumerate(encoders)}  # one colour per encoder in every panel
@@ -85,8 +84,6 @@ def plot(rows: list[dict], out: Path) -> Path:
                 ax.scatter(float(r[x]), score(r), s=30, color=colors[r["encoder"]])
                 ax.annotate(r["encoder"].replace("mobilenetv3_", "mnv3_"), (float(r[x]), score(r)), fontsize=7,
                             xytext=(3, 3), textcoords="offset points")
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"test {label} (%)")
             ax.set_title(task)

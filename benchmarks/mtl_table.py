@@ -1,0 +1,91 @@
+"""The strategy table: every strategy's joint runs over seeds, as mean +- std, with delta_m.
+
+    python benchmarks/mtl_table.py --results benchmarks/results/mtl [--intro F] [--outro F]
+
+delta_m (LibMTL's definition, zoo.gain) is computed per seed against the single-task scratch
+rows of the same seed and budget in the same folder, then averaged. Step time is each run's
+training seconds over the ``fixed`` run's of the same seed (the runs of a seed ran side by side
+on the same machine), then averaged. Peak memory is each run's process peak (CPU: peak RSS).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from zoo.build import load_registry, task_spec
+from zoo.gain import delta_m
+from zoo.results import load_rows
+
+METRICS = ["iou", "accuracy", "gated_iou", "dice"]
+
+
+def ms(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def table(rows: list[dict]) -> tuple[str, dict]:
+    spec = task_spec("joint", load_registry())
+    tasks = {m: ref.partition(".")[0] for m, ref in spec.baselines.items()}
+    singles = {(r["task"], r["seed"], r["budget_mode"]): r for r in rows
+               if r["task"] != "joint" and r.get("weighting") == "fixed" and not r.get("status")}
+    joint = [r for r in rows if r["task"] == "joint" and not r.get("status")]
+    fixed_time = {(r["seed"], r["budget_mode"]): float(r["train_seconds"]) for r in joint if r["weighting"] == "fixed"}
+    by = defaultdict(list)
+    for r in joint:
+        by[r["weighting"]].append(r)
+    stats = {}
+    for name, rs in by.items():
+        dm, rel = [], []
+        for r in rs:
+            base = {m: singles.get((ref.partition(".")[0], r["seed"], r["budget_mode"])) for m, ref in
+                    spec.baselines.items()}
+            if all(base.values()):
+                single = {m: float(base[m][spec.baselines[m].partition(".")[2]]) for m in base}
+                dm.append(delta_m({m: float(r[m]) for m in single}, single, tasks))
+            ft = fixed_time.get((r["seed"], r["budget_mode"]))
+            if ft:
+                rel.append(float(r["train_seconds"]) / ft)
+        stats[name] = {"n": len(rs), "metrics": {m: [float(r[m]) for r in rs] for m in METRICS},
+                       "delta_m": dm, "rel_time": rel,
+                       "peak": [float(r["peak_memory_mb"]) for r in rs if r.get("peak_memory_mb") is not None]}
+    order = sorted(stats, key=lambda n: -statistics.fmean(stats[n]["delta_m"]) if stats[n]["delta_m"] else 0)
+    head = ["strategy", "seeds", *[f"{m} (%)" for m in METRICS], "delta_m (%)", "step time / fixed", "peak MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in order:
+        s = stats[n]
+        lines.append("| " + " | ".join([n, str(s["n"]), *[ms(s["metrics"][m]) for m in METRICS], ms(s["delta_m"], 3),
+                                        ms(s["rel_time"]), ms(s["peak"], 0)]) + " |")
+    singles_line = []
+    for t in ("foreground", "circlization", "semantic"):
+        rs = [r for (task, _, _), r in singles.items() if task == t]
+        ms_ = {m: [float(r[m]) for r in rs if m in r] for m in METRICS}
+        singles_line.append(f"{t}: " + ", ".join(f"{m} {ms(v)}" for m, v in ms_.items() if v) + f" ({len(rs)} seeds)")
+    return "\n".join(lines) + "\n\nSingle-task baselines (same budget and seeds): " + "; ".join(singles_line) + "\n", \
+        stats
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default="benchmarks/results/mtl")
+    p.add_argument("--intro", default=None)
+    p.add_argument("--outro", default=None)
+    args = p.parse_args()
+    out = Path(args.results)
+    text, _ = table(load_rows(out))
+    parts = [Path(args.intro).read_text()] if args.intro else []
+    parts.append(text)
+    if args.outro:
+        parts.append(Path(args.outro).read_text())
+    (out / "README.md").write_text("\n".join(parts))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
