@@ -75,6 +75,15 @@ def test_unknown_torchjd_method_in_a_user_registry(tiny_mnist, tmp_path, capsys)
     assert_clear(rc, err, "TorchJD has no aggregator 'UPGard'")
 
 
+def test_strategy_that_cannot_work_with_the_tasks_heads_fails_in_preflight(tiny_mnist, tmp_path, capsys):
+    user = tmp_path / "mine.yaml"  # trimmed mean drops the largest and smallest row: it needs 3+ heads
+    user.write_text("weightings:\n  trimmed: {target: 'zoo.jd:Aggregated', settings: {method: TrimmedMean, "
+                    "trim_number: 1}, paper: x}\n")
+    rc, err = run_cli(["--task", "circlization", "--registry", str(user), "--weighting", "trimmed", "--data-root",
+                       str(tiny_mnist), "--out", str(tmp_path / "o"), "--epochs", "1"], capsys)
+    assert_clear(rc, err, "weighting 'trimmed' fails on task 'circlization' (2 heads)", "at least 3 rows")
+
+
 # ----------------------------------------------------------------------------- partial labels
 def test_a_head_missing_its_target_learns_from_the_labelled_half_only():
     torch.manual_seed(0)

@@ -3,12 +3,14 @@ metrics, weighting; and a preflight step that checks them together on one small 
 mismatch is a clear error before training starts, never a traceback in epoch 1."""
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
 
 from zoo import distributed as dist
 from zoo.build import build_model, load_registry, task_spec
@@ -153,34 +155,50 @@ def setup(cfg: RunConfig) -> Setup:
     return s
 
 
-@torch.no_grad()
 def preflight(s: Setup, cfg: RunConfig) -> None:
     """Two samples of each stream through the model, every loss and metric: each head's output must fit
     its target and every monitor metric must exist, before the first training step."""
     was_training = s.model.training
     s.model.eval()
     found: set[str] = set()
+    losses: dict[str, torch.Tensor] = {}
     try:
         for stream, plans in streams(s.plans).items():
             ds = s.data.val[stream]
             batch = [ds[i] for i in range(min(2, len(ds)))]
-            batch = to_device({k: torch.stack([b[k] for b in batch]) for k in batch[0]}, s.device, cfg.channels_last)
+            batch = to_device(default_collate(batch), s.device, cfg.channels_last)
             out = s.model(batch["image"], heads=[p.name for p in plans])
             for p in plans:
                 _check_head(s, p, out[p.name], batch)
-            preds = s.model.predict({k: v.float() for k, v in out.items()}, size=tuple(batch["image"].shape[-2:]))
+                losses[p.name] = p.loss(out[p.name].float(), batch[p.target])
+            with torch.no_grad():  # (the forward keeps its graph: the weighting check differentiates it)
+                preds = s.model.predict({k: v.detach().float() for k, v in out.items()},
+                                        size=tuple(batch["image"].shape[-2:]))
             for m in s.metrics:
                 if s.metric_streams[m.name] == stream:
                     m.reset()
                     m.update(preds, batch)
                     found.update(m.compute())
                     m.reset()
+        _check_weighting(s, cfg, losses)
     finally:
         s.model.train(was_training)
+        s.model.zero_grad(set_to_none=True)
     missing = [m for m in s.task.monitor if m not in found]
     if missing:
         raise RegistryError(f"task {s.task.name!r}: monitor metric(s) {missing} are not computed by its metrics; "
                             f"valid: {sorted(found)}")
+
+
+def _check_weighting(s: Setup, cfg: RunConfig, losses: dict[str, torch.Tensor]) -> None:
+    """One backward of (a copy of) the strategy on the preflight losses: a method that cannot
+    work with this task's heads (e.g. one that needs 3 or more) fails here, not at step one."""
+    try:
+        copy.deepcopy(s.weighting).backward(losses, [p for p in s.model.encoder.parameters() if p.requires_grad],
+                                            task_params=[p for p in s.model.heads.parameters() if p.requires_grad])
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise RegistryError(f"weighting {cfg.weighting!r} fails on task {s.task.name!r} ({len(losses)} heads): "
+                            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
 
 
 def _check_head(s: Setup, p: HeadPlan, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
