@@ -12,6 +12,8 @@
 #
 # usage (device machine, repo root; wheels of the packages the image lacks in .whl/):
 #   DEADLINE=470 bash benchmarks/gpu_session.sh
+# The grid's finished rows are skipped when RES already holds them (carry benchmarks/results/zoo
+# and set RES_ZOO to its absolute path there to finish the grid instead of starting it again).
 # on a CPU machine, a smoke test of the script itself:
 #   SMOKE=1 OUT=/tmp/out bash benchmarks/gpu_session.sh
 set -u
@@ -44,13 +46,15 @@ fi
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # ~55 processes on 16 cores: one thread each
 cd /tmp  # run the installed package, not the checkout (whose heads/ is not zoo.heads)
 DATA="$REPO/zoo/data/mnist"
-COMMON=(--data-root "$DATA" --quiet --no-figures --no-speed --job-timeout "$DEADLINE")
+# --workers: on 2026-11-28 each run was bound by its one CPU thread (augmentation in the
+# training process), not by the GPU; loader workers take that work off it
+COMMON=(--data-root "$DATA" --quiet --no-figures --no-speed --job-timeout "$DEADLINE" --workers "${WORKERS:-2}")
 STRATS=fixed,uncertainty,dwa,famo,upgrad,imtl_g,aligned_mtl,mgda
 GRID_TASKS=foreground,circlization,semantic,joint
 [ -n "${SMOKE:-}" ] && GRID_TASKS=foreground,joint
 
 log "start"
-$PY -m zoo.bench --task "$GRID_TASKS" --encoder all --out "$RES/zoo" --jobs 24 "${COMMON[@]}" "${EXTRA[@]}" \
+$PY -m zoo.bench --task "$GRID_TASKS" --encoder all --out "${RES_ZOO:-$RES/zoo}" --jobs 24 "${COMMON[@]}" "${EXTRA[@]}" \
   > "$RES/zoo.log" 2>&1 &
 # the strategy runs at the lowest CPU priority: the grid comes first, they use what it leaves
 nice -n 19 $PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS --seed 0 --no-baselines --out "$RES/mtl" \
