@@ -31,7 +31,7 @@ from zoo.registry import Registry, RegistryError
 from zoo.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
 from zoo.rundir import check_writable, new_run_dir
 from zoo.setup import eval_batch_size
-from zoo.speed import speed_columns
+from zoo.speed import peak_memory_mb, speed_columns
 from zoo.tblog import log_figure
 from zoo.tasks.base import TaskSpec
 from zoo.train import RunResult, fit
@@ -198,6 +198,8 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
     if not args.no_speed and dist.is_main():  # one process measures: ranks timing at once would slow each other
         row.update(speed_columns(result.model, result.setup.data.test, result.setup.plans, result.setup.device,
                                  eval_batch_size(cfg)))
+    else:  # the run's own peak is valid even when runs share a machine (timings are not)
+        row["peak_memory_mb"] = round(peak_memory_mb(result.setup.device), 1)
     if spec.baselines:
         add_gain(row, spec.baselines, load_rows(out))
     if dist.is_main():
