@@ -188,3 +188,25 @@ def test_every_weighting_trains_a_two_head_model(name):
         assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     assert total < first
     assert set(w.weights()) == {"m", "c"}
+
+
+@pytest.mark.parametrize("name", ["dwa", "famo", "uncertainty", "imtl_l"])
+def test_strategy_state_survives_a_checkpoint(name, tmp_path):
+    """TorchJD keeps DWA's epoch averages and FAMO's Adam in plain attributes: a resumed run
+    (checkpoints load with weights_only=True) continues with the same weights."""
+    def make():
+        return build(name)
+
+    w = make()
+    x = torch.zeros(2, requires_grad=True)
+    for i in range(3):
+        w.backward({"a": 1.0 + 0.1 * i + x[0], "b": 2.0 + x[1]}, [x])
+        if w.wants_losses_after_step:
+            w.after_step({"a": torch.tensor(0.9), "b": torch.tensor(2.0)})
+        w.epoch_end({})
+    torch.save({"weighting": w.state_dict()}, tmp_path / "c.pt")
+    w2 = make()
+    w2.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=True)["weighting"])
+    for s in (w, w2):
+        s.backward({"a": 1.5 + x[0], "b": 2.0 + x[1]}, [x])
+    assert w.weights() == pytest.approx(w2.weights())
