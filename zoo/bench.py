@@ -130,6 +130,16 @@ class Job:
     spec: TaskSpec | None = None
     mode: str = ""
 
+    @property
+    def ident(self) -> dict[str, Any]:
+        """The fields that key this job's result row (``zoo.results.KEY``)."""
+        return {"task": self.task, "encoder": self.encoder, "weighting": self.weighting, "budget_mode": self.mode,
+                "seed": self.cfg.seed}
+
+    @property
+    def key(self) -> tuple:
+        return row_key(self.ident)
+
 
 def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path) -> list[Job]:
     """Every run the command asks for, with any missing single-task baselines of a joint task first."""
@@ -219,8 +229,7 @@ def refresh_gains(out: Path, jobs: list[Job]) -> list[dict[str, Any]]:
     specs = {j.task: j.spec for j in jobs if j.spec is not None and j.spec.baselines}
     if not specs:
         return []
-    keys = {row_key({"task": j.task, "encoder": j.encoder, "weighting": j.weighting, "budget_mode": j.mode,
-                     "seed": j.cfg.seed}) for j in jobs}
+    keys = {j.key for j in jobs}
     with locked(out):
         rows = load_rows(out)
         stale = [r for r in rows if r.get("task") in specs and not r.get("status") and "delta_m" not in r]
@@ -251,8 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.job_timeout is not None and args.job_timeout <= 0:
             raise ValueError(f"--job-timeout must be > 0 seconds, got {args.job_timeout}")
         if len(jobs) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-            rows = run_grid(jobs, sys.argv[1:] if argv is None else list(argv), out, mode, args.seed, args.jobs,
-                            args.job_timeout, HEADER, err)
+            rows = run_grid(jobs, sys.argv[1:] if argv is None else list(argv), out, args.jobs, args.job_timeout,
+                            HEADER, err)
             rows = refresh_gains(out, jobs) or rows
             print_table(rows, f"results ({mode} budget) -> {out}", console)
             failed = [r for r in rows if r.get("status")]

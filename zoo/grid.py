@@ -45,7 +45,6 @@ def child_argv(argv: Sequence[str], task: str, encoder: str, weighting: str) -> 
 @dataclass
 class _Running:
     job: Any
-    key: tuple
     proc: subprocess.Popen
     log: Path
     start: float = field(default_factory=time.monotonic)
@@ -69,29 +68,29 @@ def record_failure(out: Path, row: dict[str, Any], header: str) -> None:
             write_rows(out, merge_rows(rows, [row]), header)
 
 
-def run_grid(jobs: list, argv: Sequence[str], out: Path, mode: str, seed: int, n_parallel: int,
-             timeout: float | None, header: str, console: Console) -> list[dict[str, Any]]:
-    """Run ``jobs`` in subprocesses, at most ``n_parallel`` at once; returns the rows of the grid."""
+def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeout: float | None, header: str,
+             console: Console) -> list[dict[str, Any]]:
+    """Run ``jobs`` (``zoo.bench.Job``: its ``key`` and ``ident`` name its row) in subprocesses, at
+    most ``n_parallel`` at once; returns the rows of the grid."""
     done = {row_key(r) for r in load_rows(out) if not r.get("status")}
     todo = []
     for job in jobs:
-        key = (job.task, job.encoder, job.weighting, mode, seed)
-        if key in done:
+        if job.key in done:
             console.print(f"skip {job.task} | {job.encoder} | {job.weighting}: its row is in {out} already")
         else:
-            todo.append((job, key))
+            todo.append(job)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     running: list[_Running] = []
     total, finished = len(todo), 0
     while todo or running:
         while todo and len(running) < n_parallel:
-            job, key = todo.pop(0)
-            log = logs / f"{job.task}-{job.encoder.replace(':', '_')}-{job.weighting}-{mode}-s{seed}.log"
+            job = todo.pop(0)
+            log = logs / f"{job.task}-{job.encoder.replace(':', '_')}-{job.weighting}-{job.mode}-s{job.cfg.seed}.log"
             cmd = [sys.executable, "-m", "zoo.bench", *child_argv(argv, job.task, job.encoder, job.weighting)]
             with open(log, "w") as f:
                 proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            running.append(_Running(job, key, proc, log))
+            running.append(_Running(job, proc, log))
             console.print(f"start {job.task} | {job.encoder} | {job.weighting}  (log {log})")
         time.sleep(0.5)
         for r in list(running):
@@ -118,12 +117,11 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, mode: str, seed: int, n
             else:
                 status = "out of memory" if "OutOfMemoryError" in text or "out of memory" in text else "failed"
                 error = _last_error(r.log)
-            row = {"task": r.job.task, "encoder": r.job.encoder, "weighting": r.job.weighting, "budget_mode": mode,
-                   "seed": seed, "status": status, "error": error, "wall_seconds": round(elapsed, 1),
+            row = {**r.job.ident, "status": status, "error": error, "wall_seconds": round(elapsed, 1),
                    "log": str(r.log), "machine": machine(),
                    "command": "python -m zoo.bench " + " ".join(child_argv(argv, r.job.task, r.job.encoder,
                                                                             r.job.weighting))}
             record_failure(out, row, header)
             console.print(f"[{finished}/{total}] [red]{status}[/] {name}: {error}")
-    keys = {(j.task, j.encoder, j.weighting, mode, seed) for j in jobs}
+    keys = {j.key for j in jobs}
     return [r for r in load_rows(out) if row_key(r) in keys]
