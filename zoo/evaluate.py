@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from zoo import distributed as dist
 from zoo.checkpoint import load_checkpoint
 from zoo.config import RunConfig
+from zoo.data.partial import labelled
 from zoo.metrics import Metric
 from zoo.model import MultiTaskModel
 from zoo.setup import HeadPlan, make_loaders, setup, streams, to_device
@@ -62,13 +63,8 @@ def evaluate(model: MultiTaskModel, loaders: dict[str, DataLoader], plans: list[
 
 def _update(m: Metric, preds: dict[str, torch.Tensor], batch: dict) -> None:
     """Score only the samples that carry every target the metric reads (partial labels)."""
-    valid = batch.get("valid")
-    keep = None
-    if isinstance(valid, dict):
-        for t in m.targets:
-            if t in valid:
-                keep = valid[t].bool() if keep is None else keep & valid[t].bool()
-    if keep is None or bool(keep.all()):
+    keep = labelled(batch, m.targets)
+    if keep is None:
         m.update(preds, batch)
     elif bool(keep.any()):
         n = len(keep)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from zoo import distributed as dist
 from zoo.checkpoint import load_checkpoint, save_checkpoint
 from zoo.config import RunConfig
+from zoo.data.partial import labelled
 from zoo.evaluate import autocast, evaluate, evaluate_checkpoint
 from zoo.model import MultiTaskModel
 from zoo.rundir import check_resumable
@@ -118,7 +119,7 @@ def step_losses(model: MultiTaskModel, batches: dict[str, dict], by_stream: dict
         batch = batches[stream]
         out = model(batch["image"], heads=[h.name for h in heads])
         for h in heads:
-            keep = labelled(batch, h.target)
+            keep = labelled(batch, (h.target,))
             if keep is None:
                 losses[h.name] = h.loss(out[h.name], batch[h.target])
             elif bool(keep.any()):
@@ -126,15 +127,6 @@ def step_losses(model: MultiTaskModel, batches: dict[str, dict], by_stream: dict
             else:
                 losses[h.name] = out[h.name].sum() * 0.0
     return losses
-
-
-def labelled(batch: dict, target: str) -> torch.Tensor | None:
-    """The samples of ``batch`` that carry ``target`` (a bool mask), or None when all do."""
-    valid = batch.get("valid")
-    if not isinstance(valid, dict) or target not in valid:
-        return None
-    keep = valid[target].bool()
-    return None if bool(keep.all()) else keep
 
 
 @torch.no_grad()

@@ -13,6 +13,18 @@ import torch
 from torch.utils.data import Dataset
 
 
+def labelled(batch: dict, targets: tuple[str, ...] | list[str]) -> torch.Tensor | None:
+    """The samples of ``batch`` that carry every one of ``targets`` (a bool mask), or None when all do."""
+    valid = batch.get("valid")
+    if not isinstance(valid, dict):
+        return None
+    keep = None
+    for t in targets:
+        if t in valid:
+            keep = valid[t].bool() if keep is None else keep & valid[t].bool()
+    return None if keep is None or bool(keep.all()) else keep
+
+
 class PartialLabels(Dataset):
     """``dataset`` with the targets ``labelled(index)`` names; the others are marked missing."""
 
