@@ -60,8 +60,9 @@ def fmt(v, digits=2) -> str:
 
 
 def score(r: dict) -> float:
-    return sum(float(r[m]) for m in METRICS[r["task"]][:1 if r["task"] != "joint" else 4]) / (
-        1 if r["task"] != "joint" else 4)
+    """What a task's ranking sorts by: its first metric; joint: the mean of its four."""
+    metrics = METRICS["joint"] if r["task"] == "joint" else METRICS[r["task"]][:1]
+    return sum(float(r[m]) for m in metrics) / len(metrics)
 
 
 def plot(rows: list[dict], out: Path) -> Path:

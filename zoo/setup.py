@@ -4,7 +4,6 @@ mismatch is a clear error before training starts, never a traceback in epoch 1."
 from __future__ import annotations
 
 import copy
-
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,8 +168,7 @@ def preflight(s: Setup, cfg: RunConfig) -> None:
             batch = to_device(default_collate(batch), s.device, cfg.channels_last)
             out = s.model(batch["image"], heads=[p.name for p in plans])
             for p in plans:
-                _check_head(s, p, out[p.name], batch)
-                losses[p.name] = p.loss(out[p.name].float(), batch[p.target])
+                losses[p.name] = _check_head(s, p, out[p.name], batch)
             with torch.no_grad():  # (the forward keeps its graph: the weighting check differentiates it)
                 preds = s.model.predict({k: v.detach().float() for k, v in out.items()},
                                         size=tuple(batch["image"].shape[-2:]))
@@ -201,7 +199,8 @@ def _check_weighting(s: Setup, cfg: RunConfig, losses: dict[str, torch.Tensor]) 
                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
 
 
-def _check_head(s: Setup, p: HeadPlan, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+def _check_head(s: Setup, p: HeadPlan, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The head's loss on the batch, after checking that its output fits its target."""
     head = s.model.heads[p.name]
     where = f"task {s.task.name!r}, head {p.name!r} ({type(head).__name__})"
     if p.target not in batch:
@@ -219,3 +218,4 @@ def _check_head(s: Setup, p: HeadPlan, output: torch.Tensor, batch: dict[str, to
     if problem:
         raise RegistryError(f"{where}: output shape {tuple(output.shape)} does not fit target {p.target!r} of "
                             f"shape {tuple(target.shape)}: {problem}")
+    return loss

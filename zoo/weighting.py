@@ -4,9 +4,8 @@ Every strategy is called once per step as ``backward(losses, shared, scale, task
 writes the gradients (``.grad``) of all parameters and returns the weighted total loss
 (detached) for logging. ``shared`` are the encoder's parameters, where tasks meet; ``scale``
 wraps a loss before ``backward`` (the AMP grad scaler, or identity); ``task_params`` are the
-heads' parameters. ``weights()``
-gives the weights in force, logged each epoch; ``epoch_end`` receives the epoch's mean losses;
-``after_step`` receives the same batch's losses recomputed after the optimizer step, for the
+heads' parameters. ``weights()`` gives the weights in force, logged each epoch; ``epoch_end``
+receives the epoch's mean losses; ``after_step`` receives the same batch's losses recomputed after the optimizer step, for the
 strategies that declare ``wants_losses_after_step`` (FAMO).
 
 This module owns the two strategies TorchJD does not have (``fixed``, ``gradnorm``); every
@@ -50,8 +49,7 @@ class Weighting(nn.Module):
     wants_losses_after_step = False
 
     def backward(self, losses: dict[str, torch.Tensor], shared: list[nn.Parameter], scale: Scale = _identity,
-                 task_params: list[nn.Parameter] | None = None
-                 ) -> torch.Tensor:
+                 task_params: list[nn.Parameter] | None = None) -> torch.Tensor:
         total = self.total(losses)
         scale(total).backward()
         return total.detach()

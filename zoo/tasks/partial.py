@@ -26,7 +26,7 @@ class MixedDigitsTask(_DigitTask):
     def datasets(self, data: DataConfig) -> TaskData:
         s = mnist_splits(data)
         train = DigitDataset(s.train, self.augment, seed=data.seed)
-        cut = int(round(self.mask_share * len(train)))
+        cut = round(self.mask_share * len(train))
         partial = PartialLabels(train, ("mask", "label"), lambda i: {"mask"} if i < cut else {"label"})
         info = s.info()
         info.update({f"train_{t}_labelled": n for t, n in partial.counts().items()})
