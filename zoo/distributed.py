@@ -48,14 +48,24 @@ def all_reduce_grads(params: list[nn.Parameter]) -> None:
     """Average gradients across ranks (one flat buffer)."""
     if not active():
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.flatten() for g in grads])
+    grads = mean_all([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+    for p, g in zip(params, grads):
+        p.grad = g
+
+
+def mean_all(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's mean over ranks, in one flat all-reduce (copies; the tensors themselves when
+    not distributed)."""
+    if not active():
+        return tensors
+    flat = torch.cat([t.detach().flatten() for t in tensors])
     dist.all_reduce(flat)
     flat /= world_size()
-    i = 0
-    for p, g in zip(params, grads):
-        p.grad = flat[i : i + g.numel()].view_as(p).clone()
-        i += g.numel()
+    out, i = [], 0
+    for t in tensors:
+        out.append(flat[i : i + t.numel()].view_as(t).clone())
+        i += t.numel()
+    return out
 
 
 def sync_buffers(module: nn.Module) -> None:

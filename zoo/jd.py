@@ -187,10 +187,10 @@ class Aggregated(_TorchJD):
         # BFloat16 but found Float"; tests/test_mtl_ddp.py)
         jac_backward(scaled, inputs=shared, parallel_chunk_size=1)
         with_jac = [p for p in shared if getattr(p, "jac", None) is not None]
-        finite = True
-        for p in with_jac:
-            p.jac = dist.mean(p.jac) / factor  # the global, unscaled Jacobian on every rank
-            finite = finite and bool(torch.isfinite(p.jac).all())
+        # the global, unscaled Jacobian on every rank (one all-reduce; one device sync for the check)
+        for p, jac in zip(with_jac, dist.mean_all([p.jac for p in with_jac])):
+            p.jac = jac / factor
+        finite = bool(torch.stack([torch.isfinite(p.jac).all() for p in with_jac]).all())
         if not finite:
             # an overflow under the GradScaler: pass it on so the scaler skips this step
             for p in with_jac:
