@@ -9,14 +9,16 @@ import pytest
 import torch
 
 import zoo
-from zoo.bench import main
+from zoo.bench import main, parse_args, plan_jobs
+from zoo.config import budget_mode
 from zoo.evaluate import _update
 from zoo.gain import delta_m
 from zoo.grid import child_argv, record_failure
 from zoo.metrics import Accuracy
 from zoo.results import load_rows, write_results
 from zoo.setup import HeadPlan
-from zoo.train import step_losses
+from zoo.rundir import hold, new_run_dir, unfinished_run
+from zoo.train import fit, step_losses
 
 REG = zoo.load_registry()
 
@@ -167,3 +169,43 @@ def test_grid_records_failures_goes_on_and_skips_finished_rows(tiny_mnist, tmp_p
     assert "skip foreground | scratch | fixed" in err
     again = {r["encoder"]: r for r in load_rows(out)}
     assert again["scratch"] == {r["encoder"]: r for r in first["rows"]}["scratch"]  # not retrained
+
+
+def test_grid_resumes_an_interrupted_run_and_never_a_live_one(tiny_mnist, tmp_path, capsys):
+    """A job killed mid-training (a session's end) is continued from its last.pt by the same grid
+    command; a run another process is training is left alone."""
+    small = tmp_path / "small.yaml"
+    small.write_text("encoders:\n  small: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 8}}\n"
+                     "  tiny: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n")
+    out = tmp_path / "grid"
+    args = ["--task", "foreground", "--encoder", "tiny,small", "--registry", str(small), "--data-root",
+            str(tiny_mnist), "--out", str(out), "--epochs", "2", "--batch-size", "16", "--jobs", "2"]
+    parsed = parse_args(args)
+    mode = budget_mode(parsed)
+    job = next(j for j in plan_jobs(parsed, zoo.load_registry([small]), mode, out) if j.encoder == "small")
+    cut = new_run_dir(out, job.cfg, mode)
+
+    def killed_after_first(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(job.cfg, out_dir=cut, on_epoch_end=killed_after_first, show_progress=False)
+    with hold(cut):  # another process training in it: not a run to continue, by the grid or by hand
+        assert unfinished_run(out, job.cfg, mode) is None
+        one = [a if a != "tiny,small" else "small" for a in args[:-2]]
+        rc, err = run_cli([*one, "--resume", str(cut / "last.pt")], capsys)
+        assert rc == 2 and "is being trained by another process" in err, err
+    assert unfinished_run(out, job.cfg, mode) == cut / "last.pt"
+    other = parse_args([*args[:-4], "--epochs", "3"])  # other settings: never continued
+    assert unfinished_run(out, plan_jobs(other, zoo.load_registry([small]), budget_mode(other), out)[1].cfg,
+                          mode) is None
+
+    rc, err = run_cli(args, capsys)
+    rows = {r["encoder"]: r for r in load_rows(out)}
+    assert rc == 0 and "resume from" in err and "start foreground | tiny" in err, err
+    assert rows["small"]["run_dir"] == str(cut) and rows["small"]["epochs"] == 2
+    assert "resumed from" in rows["small"]["note"] and "note" not in rows["tiny"]
+    assert "resumed from" in (out / "logs" / "foreground-small-fixed-" f"{mode}-s0.log").read_text()
+    log = (cut / "log.txt").read_text()
+    assert log.count("epoch 1/2") == 1 and log.count("epoch 2/2") == 1, log

@@ -29,7 +29,7 @@ from zoo.gain import add_gain
 from zoo.grid import run_grid
 from zoo.registry import Registry, RegistryError
 from zoo.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
-from zoo.rundir import check_writable, new_run_dir
+from zoo.rundir import check_writable, new_run_dir, remove_if_empty
 from zoo.setup import eval_batch_size
 from zoo.speed import peak_memory_mb, speed_columns
 from zoo.tblog import log_figure
@@ -197,10 +197,13 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
             torch.cuda.empty_cache()
             err.print(f"[yellow]CUDA out of memory[/]: retrying with batch size {cfg.batch_size}")
         except BaseException:
-            if dist.is_main() and not args.resume and not any(run_dir.iterdir()):
-                run_dir.rmdir()  # a run that failed before writing anything leaves no empty directory
+            if dist.is_main() and not args.resume:
+                remove_if_empty(run_dir)
             raise
     row = result_row(result, [h.name for h in result.setup.task.heads], command, mode)
+    if args.resume:
+        row["note"] = (f"resumed from {args.resume}: wall_seconds is the resumed process's, train_seconds and "
+                       "train_samples_per_s count every epoch")
     if halved:
         row["note"] = f"batch size {' -> '.join(map(str, halved + [cfg.batch_size]))} after CUDA out of memory"
     row.update({f"val_{m}": round(result.val.get(m, float("nan")), 4) for m in spec.monitor})
@@ -276,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: resume with --resume <out>/runs/<run>/last.pt")
+        err.print("[yellow]interrupted[/]: resume with --resume <out>/<run>/last.pt, or run the same grid command again")
         return 130
 
 

@@ -6,6 +6,9 @@ runner does), so one crash, hang or out-of-memory costs one row, never the grid.
 - A job that fails, runs out of memory or passes ``--job-timeout`` leaves a row saying so
   (``status``, ``error``, its log) and the grid goes on; a later run of the grid retries it.
   Such a row never replaces a finished one.
+- A job whose earlier run was interrupted (a ``last.pt`` in ``--out`` with the same settings, no
+  process training in it) is continued from that checkpoint (``--resume``), so a run longer than
+  a session is finished by running the same command in the next one.
 - ``--jobs N`` runs N jobs at once (one GPU holds many small runs); each job's output goes to
   ``<out>/logs/<task>-<encoder>-<weighting>-<budget>-s<seed>.log``.
 """
@@ -22,6 +25,7 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from zoo.results import load_rows, locked, machine, merge_rows, row_key, write_rows
+from zoo.rundir import unfinished_run
 
 # bench options a child gets from the grid itself, not from the grid's command line
 _GRID_ONLY = {"--task": 1, "--encoder": 1, "--weighting": 1, "--jobs": 1, "--job-timeout": 1, "--resume": 1}
@@ -88,10 +92,14 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
             job = todo.pop(0)
             log = logs / f"{job.task}-{job.encoder.replace(':', '_')}-{job.weighting}-{job.mode}-s{job.cfg.seed}.log"
             cmd = [sys.executable, "-m", "zoo.bench", *child_argv(argv, job.task, job.encoder, job.weighting)]
+            ckpt = unfinished_run(out, job.cfg, job.mode)
+            if ckpt is not None:
+                cmd += ["--resume", str(ckpt)]
             with open(log, "w") as f:
                 proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             running.append(_Running(job, proc, log))
-            console.print(f"start {job.task} | {job.encoder} | {job.weighting}  (log {log})")
+            how = f"resume from {ckpt}" if ckpt is not None else "start"
+            console.print(f"{how} {job.task} | {job.encoder} | {job.weighting}  (log {log})")
         time.sleep(0.5)
         for r in list(running):
             elapsed = time.monotonic() - r.start

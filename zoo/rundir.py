@@ -3,15 +3,26 @@
 ``<out>/<task>-<encoder>-<weighting>-<budget>-s<seed>-<time>-<pid>-<n>/`` is created with an
 exclusive ``mkdir``, so two runs started in the same second (or a rerun) get two directories
 and never overwrite each other's ``best.pt``. ``--resume DIR/last.pt`` continues in ``DIR``.
+
+The process training in a directory holds a lock on it (``hold``), released by the OS when that
+process ends, killed or not; so a grid can tell an interrupted run (resume it) from a running one
+(leave it alone).
 """
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from zoo import distributed as dist
+from zoo.checkpoint import load_checkpoint
 from zoo.config import RESUMABLE, RunConfig
+
+_LOCK = ".run.lock"
 
 
 def run_name(cfg: RunConfig, budget: str) -> str:
@@ -62,3 +73,50 @@ def check_writable(out: str | Path) -> Path:
     except OSError as exc:
         raise ValueError(f"--out {out} is not writable ({exc.strerror or exc}); give a folder you can write to") from None
     return out
+
+
+@contextmanager
+def hold(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for one training process; a second process gets a one-line error."""
+    f = open(Path(run_dir) / _LOCK, "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ValueError(f"{run_dir} is being trained by another process right now; wait for it to end, or start a "
+                         "new run (without --resume)") from None
+    try:
+        yield
+    finally:
+        f.close()  # closing releases the lock
+
+
+def in_use(run_dir: Path) -> bool:
+    try:
+        with hold(run_dir):
+            return False
+    except ValueError:
+        return True
+
+
+def unfinished_run(out: str | Path, cfg: RunConfig, budget: str) -> Path | None:
+    """The ``last.pt`` of the newest interrupted run of ``cfg`` in ``out`` (same settings, no process
+    training in it), or None. A grid continues such a run instead of starting the job over."""
+    dirs = [Path(d) for d in glob.glob(os.path.join(glob.escape(str(out)), glob.escape(run_name(cfg, budget)) + "-*"))]
+    for d in sorted(dirs, key=lambda d: d.stat().st_mtime, reverse=True):
+        ckpt = d / "last.pt"
+        if not ckpt.is_file() or in_use(d):
+            continue
+        try:
+            check_resumable(RunConfig.from_dict(load_checkpoint(ckpt)["config"]), cfg, ckpt)
+        except ValueError:  # another run's settings (or a damaged file): never continued by the grid
+            continue
+        return ckpt
+    return None
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """A run that failed before writing anything leaves no directory behind (its lock file aside)."""
+    if all(p.name == _LOCK for p in run_dir.iterdir()):
+        (run_dir / _LOCK).unlink(missing_ok=True)
+        run_dir.rmdir()

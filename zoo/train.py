@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +27,7 @@ from zoo.config import RunConfig
 from zoo.data.partial import labelled
 from zoo.evaluate import autocast, evaluate, evaluate_checkpoint
 from zoo.model import MultiTaskModel
-from zoo.rundir import check_resumable
+from zoo.rundir import check_resumable, hold
 from zoo.tblog import TensorBoardLog
 from zoo.setup import HeadPlan, Setup, make_loaders, seed_everything, select_device, set_epoch, setup, streams, to_device
 
@@ -279,11 +279,18 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
     run_dir = Path(out_dir) if out_dir is not None else None
     if cfg.tensorboard and run_dir is None:
         raise ValueError("tensorboard logs go into the run's folder: give fit an out_dir")
-    if run_dir is not None and dist.is_main():
-        if resume is None and any((run_dir / f).exists() for f in ("best.pt", "last.pt")):
-            raise ValueError(f"{run_dir} already holds another run's checkpoints; give a new folder, or continue "
-                             f"that run with resume={run_dir / 'last.pt'}")
-        run_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as held:
+        if run_dir is not None and dist.is_main():
+            if resume is None and any((run_dir / f).exists() for f in ("best.pt", "last.pt")):
+                raise ValueError(f"{run_dir} already holds another run's checkpoints; give a new folder, or continue "
+                                 f"that run with resume={run_dir / 'last.pt'}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(hold(run_dir))  # until the run is scored: a grid never resumes a live run
+        return _fit(cfg, run_dir, resume, console, on_epoch_end, show_progress)
+
+
+def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, console: Console,
+         on_epoch_end: Callable[[int, dict[str, Any]], None] | None, show_progress: bool) -> RunResult:
     s = setup(cfg)
     if s.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(s.device)  # the row's peak memory is this run's
@@ -296,7 +303,9 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
     progress = _progress(console, show_progress)
     try:
         with progress or nullcontext():
-            for epoch in range(t.state.epoch + 1, cfg.epochs + 1):
+            # a run resumed after its early stop trains no further
+            stopped = resume is not None and cfg.patience and t.state.stale >= cfg.patience
+            for epoch in range(t.state.epoch + 1, 1 if stopped else cfg.epochs + 1):
                 row, improved = t.epoch(epoch, progress)
                 if dist.is_main():
                     console.print(line := _log_line(cfg, row, improved))
