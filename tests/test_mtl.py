@@ -16,8 +16,8 @@ from zoo.gain import delta_m
 from zoo.grid import child_argv, record_failure
 from zoo.metrics import Accuracy
 from zoo.results import load_rows, write_results
-from zoo.setup import HeadPlan
 from zoo.rundir import hold, new_run_dir, unfinished_run
+from zoo.setup import HeadPlan
 from zoo.train import fit, step_losses
 
 REG = zoo.load_registry()

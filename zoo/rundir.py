@@ -14,9 +14,9 @@ import fcntl
 import glob
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from zoo import distributed as dist
 from zoo.checkpoint import load_checkpoint
