@@ -1,7 +1,10 @@
 """Speed columns for any encoder x task, without training: parameters, GFLOPs per image, inference
-images/s at batch 1 and at the evaluation batch size (mean and std), peak memory.
+images/s at batch 1 and at the evaluation batch size (mean and std), inference peak memory, and
+the tensor memory two training steps at the task's batch size hold at most (train_peak_memory_mb:
+CUDA max allocated; on CPU from the profiler's allocation events, float32).
 
     python benchmarks/speed.py --task all --encoder all --out benchmarks/results/speed
+    python benchmarks/speed.py --task all --encoder all --no-timing   # memory and GFLOPs only (a busy CPU)
 
 Each combination is built exactly as a run of its task's default budget would build it (data-derived
 settings included), with untrained weights: speed does not depend on the weights. Rows go into
@@ -23,7 +26,7 @@ from zoo.build import load_registry, task_spec
 from zoo.config import run_config, add_run_options
 from zoo.results import machine, print_table, write_results
 from zoo.setup import eval_batch_size, setup
-from zoo.speed import speed_columns
+from zoo.speed import speed_columns, train_peak_memory_mb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoder", default="scratch")
     p.add_argument("--out", default="runs/speed")
     p.add_argument("--repeats", type=int, default=10, help="timed forward passes per measurement")
+    p.add_argument("--no-timing", action="store_true",
+                   help="parameters, GFLOPs and training peak memory only (timings on a busy machine mean nothing)")
     p.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
     add_run_options(p)
     args = p.parse_args(argv)
@@ -50,9 +55,13 @@ def main(argv: list[str] | None = None) -> int:
             row = {"task": task, "encoder": encoder, "weighting": "-", "budget_mode": "untrained", "seed": cfg.seed,
                    "heads": "+".join(h.name for h in s.task.heads),
                    "parameters": sum(p.numel() for p in s.model.parameters())}
-            row.update(speed_columns(s.model, s.data.test, s.plans, s.device, eval_batch_size(cfg), args.repeats))
+            row.update(speed_columns(s.model, s.data.test, s.plans, s.device, eval_batch_size(cfg), args.repeats,
+                                     timing=not args.no_timing))
             if s.device.type != "cuda":  # peak RSS is the whole process's, over every combination so far
-                row.pop("peak_memory_mb")
+                row.pop("peak_memory_mb", None)
+            # last: these steps train the model
+            row["train_peak_memory_mb"] = round(train_peak_memory_mb(cfg, s), 1)
+            row["train_batch"] = cfg.batch_size
             row.update({"device": str(s.device), "machine": machine(), "torch": torch.__version__, "command": command})
             write_results(Path(args.out), [row], "Speed of untrained models (benchmarks/speed.py); no metrics.")
             rows.append(row)

@@ -1,11 +1,14 @@
 """The model-zoo README: rankings per task and accuracy-vs-cost plots from a grid's result rows.
 
-    python benchmarks/zoo_table.py --results benchmarks/results/zoo --speed benchmarks/results/zoo/speed
+    python benchmarks/zoo_table.py --results benchmarks/results/zoo --speed benchmarks/results/zoo/speed \
+        --memory benchmarks/results/zoo/memory
 
 Rows come from ``python -m zoo.bench --task all --encoder all --out <results>``; speed columns
-(GFLOPs, inference images/s, inference peak memory) from ``benchmarks/speed.py`` measured on the
-same machine with the GPU otherwise idle, merged by (task, encoder), because the training runs
-shared one GPU and their own timings would measure the sharing. Joint rows get delta_m against
+(GFLOPs, inference images/s) from ``benchmarks/speed.py`` measured on the GPU with nothing else
+running, merged by (task, encoder), because the training runs shared one GPU and their own
+timings would measure the sharing. The training peak memory comes from one ``speed.py
+--no-timing`` pass (``--memory``) for every row alike: the tensors two training steps hold at the
+task's batch size, in float32. Joint rows get delta_m against
 the same encoder's single-task rows (LibMTL's definition, zoo.gain). Rerun after the grid gains
 rows: the README and plots are rebuilt from what the folder holds.
 """
@@ -19,8 +22,8 @@ from zoo.build import load_registry, task_spec
 from zoo.gain import add_gain
 from zoo.results import load_rows, locked, write_rows
 
-# not peak_memory_mb: speed.py did not reset CUDA's peak between combinations before this fix,
-# so the speed rows of the 2026-11-28 session carry the largest peak measured so far
+# not peak_memory_mb: speed.py did not reset CUDA's peak between combinations in the 2026-11-28
+# GPU session, so those rows carry the largest peak measured so far (training memory: --memory)
 SPEED = ("gflops", "infer_img_s_b1", "infer_img_s_b1_std", "infer_img_s_beval", "infer_img_s_beval_std", "eval_batch")
 METRICS = {"foreground": ["iou"], "circlization": ["gated_iou", "accuracy"], "semantic": ["dice"],
            "joint": ["iou", "accuracy", "gated_iou", "dice"]}
@@ -28,10 +31,11 @@ HEADER = ("Model-zoo grid: every registered encoder x reference task at the task
           "(benchmarks/results/zoo/README.md).")
 
 
-def merge(results: Path, speed: Path) -> list[dict]:
-    """Speed columns and joint delta_m into the grid's rows (rewritten under the folder's lock)."""
+def merge(results: Path, speed: Path, memory: Path) -> list[dict]:
+    """Speed and memory columns and joint delta_m into the grid's rows (rewritten under the folder's lock)."""
     registry = load_registry()
     speeds = {(r["task"], r["encoder"]): r for r in load_rows(speed)}
+    memories = {(r["task"], r["encoder"]): r for r in load_rows(memory)}
     with locked(results):
         rows = load_rows(results)
         for r in rows:
@@ -44,6 +48,10 @@ def merge(results: Path, speed: Path) -> list[dict]:
                     r["infer_img_s_b1"], r["infer_img_s_beval"] = s["infer_img_s_b1_composites"], \
                         s["infer_img_s_beval_composites"]
                 r["speed_source"] = "benchmarks/speed.py, idle GPU"
+            m = memories.get((r["task"], r["encoder"]))
+            if m and not r.get("status"):
+                r["train_peak_memory_mb"], r["train_peak_memory_source"] = m["train_peak_memory_mb"], (
+                    f"benchmarks/speed.py --no-timing, batch {m['train_batch']}, {m['device']}")
             spec = task_spec(r["task"], registry)
             if spec.baselines and not r.get("status") and "delta_m" not in r:
                 add_gain(r, spec.baselines, rows)
@@ -96,18 +104,24 @@ def plot(rows: list[dict], out: Path) -> Path:
     return path
 
 
+def trained_on(r: dict) -> str:
+    """The machine a row was trained on, short: the GPU's name, or the CPU."""
+    name = str(r.get("machine", "?"))
+    return name.split(" + ")[0].replace("NVIDIA ", "") if str(r.get("device", "")).startswith("cuda") else name
+
+
 def ranking(rows: list[dict], task: str) -> str:
     done = sorted((r for r in rows if r["task"] == task and not r.get("status")), key=score, reverse=True)
     cols = METRICS[task] + (["delta_m"] if task == "joint" else [])
     head = ["rank", "encoder", *cols, "val " + METRICS[task][0], "params (M)", "GFLOPs", "infer img/s (b1)",
-            "infer img/s (eval batch)", "train s", "train samples/s", "wall s"]
+            "infer img/s (eval batch)", "train peak MB", "train s", "train samples/s", "wall s", "trained on"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(done, 1):
         lines.append("| " + " | ".join([
             str(i), r["encoder"], *[fmt(r.get(c)) for c in cols], fmt(r.get("val_" + METRICS[task][0])),
             fmt(r["parameters"] / 1e6), fmt(r.get("gflops"), 4), fmt(r.get("infer_img_s_b1"), 0),
-            fmt(r.get("infer_img_s_beval"), 0), fmt(r.get("train_seconds"), 0),
-            fmt(r.get("train_samples_per_s"), 0), fmt(r.get("wall_seconds"), 0)]) + " |")
+            fmt(r.get("infer_img_s_beval"), 0), fmt(r.get("train_peak_memory_mb"), 0), fmt(r.get("train_seconds"), 0),
+            fmt(r.get("train_samples_per_s"), 0), fmt(r.get("wall_seconds"), 0), trained_on(r)]) + " |")
     for r in rows:
         if r["task"] == task and r.get("status"):
             lines.append(f"| - | {r['encoder']} | **{r['status']}**: {r.get('error', '')} |" + " |" * (len(head) - 3))
@@ -118,11 +132,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default="benchmarks/results/zoo")
     p.add_argument("--speed", default="benchmarks/results/zoo/speed")
+    p.add_argument("--memory", default="benchmarks/results/zoo/memory")
     p.add_argument("--intro", default=None, help="a Markdown file whose text goes above the tables")
     p.add_argument("--outro", default=None, help="a Markdown file whose text goes below the tables")
     args = p.parse_args()
     results = Path(args.results)
-    rows = merge(results, Path(args.speed))
+    rows = merge(results, Path(args.speed), Path(args.memory))
     png = plot(rows, results)
     parts = [Path(args.intro).read_text()] if args.intro else []
     for task in METRICS:

@@ -2,6 +2,7 @@
 program), predict on image files, speed columns and TensorBoard logs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -13,8 +14,11 @@ import torch
 
 import zoo
 from zoo.bench import main as bench
+from zoo.config import RunConfig
 from zoo.export import export, main as export_main
 from zoo.predict import main as predict_main, predict
+from zoo.setup import setup
+from zoo.speed import train_peak_memory_mb
 
 REG = zoo.load_registry()
 HEAD_CASES = [(h, s) for h in REG.names("heads") for s in ([{"mode": "fit"}, {"mode": "regress"}] if h == "circle" else [{}])]
@@ -163,3 +167,15 @@ def test_speed_script_fills_columns_without_training(tiny_mnist, tmp_path):
     assert [r["task"] for r in rows] == ["foreground", "circlization"]
     for r in rows:
         assert r["budget_mode"] == "untrained" and r["gflops"] > 0 and r["infer_img_s_b1"] > 0 and r["parameters"] > 0
+        # a training step holds at least the weights, their gradients and AdamW's two moments (float32)
+        assert r["train_peak_memory_mb"] > 4 * 4 * r["parameters"] / 2**20, r
+
+
+def test_training_peak_memory_counts_the_batch(tiny_mnist):
+    """Twice the batch, more activation memory; the weights and optimizer state do not change."""
+    cfg = RunConfig(task="foreground", encoder="scratch", data_root=str(tiny_mnist),
+                    encoder_settings={"input_skip": True, "width": 8})
+    small = train_peak_memory_mb(dataclasses.replace(cfg, batch_size=8), setup(dataclasses.replace(cfg, batch_size=8)))
+    big = train_peak_memory_mb(dataclasses.replace(cfg, batch_size=32), setup(dataclasses.replace(cfg, batch_size=32)))
+    params = sum(p.numel() for p in setup(cfg).model.parameters()) * 4 / 2**20
+    assert small > 4 * params and big > small + 0.5, (params, small, big)

@@ -1,9 +1,10 @@
 """Speed columns for every result row, as timm's and MMSegmentation's tables have: GFLOPs per image
 (``torch.utils.flop_counter``), inference images/s at batch 1 and at the evaluation batch size
-(warm-up, synchronize, repeats; mean and std), and peak memory (CUDA max allocated, or the process's
-peak RSS on CPU)."""
+(warm-up, synchronize, repeats; mean and std), peak memory (CUDA max allocated, or the process's
+peak RSS on CPU), and the tensor memory a training step holds at most (``train_peak_memory_mb``)."""
 from __future__ import annotations
 
+import itertools
 import resource
 import statistics
 import sys
@@ -11,6 +12,7 @@ import time
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from zoo.model import MultiTaskModel
@@ -58,9 +60,10 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def speed_columns(model: MultiTaskModel, datasets: dict[str, Any], plans, device: torch.device, eval_batch: int,
-                  repeats: int = 10) -> dict[str, float]:
+                  repeats: int = 10, timing: bool = True) -> dict[str, float]:
     """The speed columns of a row. Each stream's image size is measured with the heads that read it;
-    a task with several streams gets one set of columns per stream (``..._<stream>``)."""
+    a task with several streams gets one set of columns per stream (``..._<stream>``). Without
+    ``timing``, GFLOPs and peak memory only."""
     by_stream: dict[str, list[str]] = {}
     for p in plans:
         by_stream.setdefault(p.stream, []).append(p.name)
@@ -71,9 +74,43 @@ def speed_columns(model: MultiTaskModel, datasets: dict[str, Any], plans, device
         batch = max(1, min(eval_batch, len(ds)))
         sfx = "" if len(by_stream) == 1 else f"_{stream}"
         row[f"gflops{sfx}"] = round(gflops_per_image(model, image.to(device), heads), 4)
+        if not timing:
+            continue
         for b, name in ((1, "b1"), (batch, "beval")):
             mean, std = images_per_second(model, image, heads, b, device, repeats=repeats)
             row[f"infer_img_s_{name}{sfx}"], row[f"infer_img_s_{name}_std{sfx}"] = round(mean, 1), round(std, 1)
         row[f"eval_batch{sfx}"] = batch
     row["peak_memory_mb"] = round(peak_memory_mb(device), 1)
     return row
+
+
+def train_peak_memory_mb(cfg, s, steps: int = 2) -> float:
+    """The most tensor memory ``steps`` training steps at the run's batch size hold at once: model,
+    gradients, optimizer state (created in the first step) and activations, in MB.
+
+    CUDA: max allocated. CPU has no allocator statistics, so the torch profiler's allocation events
+    are summed in time order, on top of what is alive before (weights, buffers, the batches), which
+    is what CUDA's max allocated would count for the same step in float32. The model is trained by
+    these steps: measure its speed first."""
+    from zoo.train import Trainer, train_one_epoch
+
+    t = Trainer(cfg, s, None)
+    batches = {k: list(itertools.islice(loader, steps)) for k, loader in t.train_loaders.items()}
+    args = (s.model, s.weighting, batches, s.plans, t.optimizer, None, t.scaler, s.device, cfg)
+    if s.device.type == "cuda":
+        torch.cuda.synchronize(s.device)
+        torch.cuda.reset_peak_memory_stats(s.device)
+        train_one_epoch(*args)
+        return torch.cuda.max_memory_allocated(s.device) / 2**20
+    alive = itertools.chain(s.model.parameters(), s.model.buffers(), s.weighting.parameters(),
+                            (v for b in batches.values() for batch in b for v in batch.values() if torch.is_tensor(v)))
+    base = sum(x.numel() * x.element_size() for x in alive)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        train_one_epoch(*args)
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return (base + peak) / 2**20

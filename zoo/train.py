@@ -170,7 +170,7 @@ class _State:
     samples: int = 0
 
 
-class _Trainer:
+class Trainer:
     """The objects one run trains with, and its checkpoint files (rank 0 writes them)."""
 
     def __init__(self, cfg: RunConfig, s: Setup, run_dir: Path | None) -> None:
@@ -294,7 +294,7 @@ def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, consol
     s = setup(cfg)
     if s.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(s.device)  # the row's peak memory is this run's
-    t = _Trainer(cfg, s, run_dir)
+    t = Trainer(cfg, s, run_dir)
     if resume is not None:
         t.resume(resume)
         console.print(f"resumed from {resume} at epoch {t.state.epoch}")
