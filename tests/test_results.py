@@ -70,3 +70,48 @@ def test_concurrent_runs_into_one_out_keep_every_row_and_their_own_metrics(tiny_
         assert r["accuracy"] == pytest.approx(round(single["accuracy"], 4), abs=1e-4)
         assert r["gated_iou"] == pytest.approx(round(single["gated_iou"], 4), abs=1e-4)
     assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def _zoo_table():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("zoo_table", Path(__file__).parent.parent / "benchmarks/zoo_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zoo_table_ranks_merges_cost_columns_and_fills_delta_m(tmp_path):
+    """The model-zoo README generator on hand-made rows: ranking by the task's metric, failure rows
+    last, speed and memory columns merged by (task, encoder), delta_m by hand."""
+    table = _zoo_table()
+    gpu = {"device": "cuda:0", "machine": "NVIDIA H200 + 16 CPU cores (x86_64)"}
+    cpu = {"device": "cpu", "machine": "2 CPU cores (x86_64)"}
+    base = {"weighting": "fixed", "budget_mode": "default", "seed": 0, "parameters": 1_000_000, "train_seconds": 10.0}
+    rows = [
+        {**base, **gpu, "task": "foreground", "encoder": "scratch", "iou": 99.0},
+        {**base, **cpu, "task": "foreground", "encoder": "resnet18", "iou": 99.5},
+        {**base, "task": "foreground", "encoder": "resnet34", "status": "timeout", "error": "killed after 9 s"},
+        {**base, **gpu, "task": "circlization", "encoder": "scratch", "accuracy": 98.0, "gated_iou": 97.0},
+        {**base, **gpu, "task": "semantic", "encoder": "scratch", "dice": 96.0},
+        # gated IoU 1 % above its single-task model, the rest equal: circlization +0.5 %, mean of 3 tasks
+        {**base, **gpu, "task": "joint", "encoder": "scratch", "iou": 99.0, "accuracy": 98.0, "gated_iou": 97.97,
+         "dice": 96.0},
+    ]
+    write_results(tmp_path / "zoo", rows, "h")
+    write_results(tmp_path / "speed", [{**base, "task": "foreground", "encoder": "scratch", "weighting": "-",
+                                         "budget_mode": "untrained", "gflops": 0.0357, "infer_img_s_beval": 1000.0}], "h")
+    write_results(tmp_path / "memory", [{**base, **cpu, "task": "foreground", "encoder": "resnet18", "weighting": "-",
+                                          "budget_mode": "untrained", "train_peak_memory_mb": 222.8,
+                                          "train_batch": 64}], "h")
+    merged = {(r["task"], r["encoder"]): r for r in table.merge(tmp_path / "zoo", tmp_path / "speed",
+                                                                  tmp_path / "memory")}
+    assert merged[("joint", "scratch")]["delta_m"] == pytest.approx(0.167)
+    assert merged[("foreground", "scratch")]["gflops"] == 0.0357
+    assert merged[("foreground", "resnet18")]["train_peak_memory_mb"] == 222.8
+    assert "status" not in merged[("foreground", "scratch")] and "gflops" not in merged[("foreground", "resnet34")]
+    lines = table.ranking(list(merged.values()), "foreground").splitlines()
+    assert lines[2].startswith("| 1 | resnet18 | 99.50 |") and lines[2].endswith("| 223 | 10 | - | - | 2 CPU cores (x86_64) |")
+    assert lines[3].startswith("| 2 | scratch | 99.00 |") and lines[3].endswith("| H200 |")
+    assert lines[4].startswith("| - | resnet34 | **timeout**: killed after 9 s |")
+    assert json.loads((tmp_path / "zoo" / "results.json").read_text())["rows"]  # merged columns were written back
