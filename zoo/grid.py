@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from zoo.results import load_rows, locked, machine, merge_rows, row_key, write_rows
-from zoo.rundir import unfinished_run
+from zoo.rundir import run_name, unfinished_run
 
 # bench options a child gets from the grid itself, not from the grid's command line
 _GRID_ONLY = {"--task": 1, "--encoder": 1, "--weighting": 1, "--jobs": 1, "--job-timeout": 1, "--resume": 1}
@@ -90,7 +90,7 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
     while todo or running:
         while todo and len(running) < n_parallel:
             job = todo.pop(0)
-            log = logs / f"{job.task}-{job.encoder.replace(':', '_')}-{job.weighting}-{job.mode}-s{job.cfg.seed}.log"
+            log = logs / f"{run_name(job.cfg, job.mode)}.log"
             cmd = [sys.executable, "-m", "zoo.bench", *child_argv(argv, job.task, job.encoder, job.weighting)]
             ckpt = unfinished_run(out, job.cfg, job.mode)
             if ckpt is not None:
