@@ -165,10 +165,14 @@ def test_grid_records_failures_goes_on_and_skips_finished_rows(tiny_mnist, tmp_p
     assert rc == 1 and rows["broken"]["status"] == "failed" and "iou" in rows["scratch"], err
     assert rows["broken"]["error"] and (out / "logs").is_dir()
     first = json.loads((out / "results.json").read_text())
-    rc, err = run_cli(args, capsys)
-    assert "skip foreground | scratch | fixed" in err
+    rc = main([*args, "--quiet", "--no-figures", "--no-speed"])
+    err = capsys.readouterr().err  # as a log file gets it: one line per message, however long the path
+    assert f"skip foreground | scratch | fixed: its row is in {out} already\n" in err, err
     again = {r["encoder"]: r for r in load_rows(out)}
     assert again["scratch"] == {r["encoder"]: r for r in first["rows"]}["scratch"]  # not retrained
+    log = next((out / "logs").glob("foreground-broken-*.log")).read_text()  # retried: both attempts kept
+    assert log.count("=== ") == 2 and log.count("--encoder broken") == 2, log
+    assert again["broken"]["status"] == "failed" and again["broken"]["error"] == rows["broken"]["error"]
 
 
 def test_grid_resumes_an_interrupted_run_and_never_a_live_one(tiny_mnist, tmp_path, capsys):

@@ -195,7 +195,7 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
             halved.append(cfg.batch_size)
             cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size // 2)
             torch.cuda.empty_cache()
-            err.print(f"[yellow]CUDA out of memory[/]: retrying with batch size {cfg.batch_size}")
+            err.print(f"[yellow]CUDA out of memory[/]: retrying with batch size {cfg.batch_size}", soft_wrap=True)
         except BaseException:
             if dist.is_main() and not args.resume:
                 remove_if_empty(run_dir)
@@ -279,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: resume with --resume <out>/<run>/last.pt, or run the same grid command again")
+        err.print("[yellow]interrupted[/]: resume with --resume <out>/<run>/last.pt, or run the same grid command again",
+                  soft_wrap=True)
         return 130
 
 

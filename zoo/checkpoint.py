@@ -56,13 +56,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load with ``weights_only=True`` (no arbitrary code); errors say what is wrong."""
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Load with ``weights_only=True`` (no arbitrary code); errors say what is wrong. ``mmap`` maps
+    the tensors instead of reading them: reading a run's config costs nothing even at 500 MB."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         raise ValueError(f"checkpoint {path} cannot be loaded (corrupt or not a zoo checkpoint): {exc}") from None
     missing = [k for k in ("model", "optimizer", "epoch", "config") if k not in state]

@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RegistryError, DataError, ValueError, FileNotFoundError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
-    err.print(f"exported {args.model} ({args.format}, dynamic batch) -> {path} (+ {path.name}.json)")
+    err.print(f"exported {args.model} ({args.format}, dynamic batch) -> {path} (+ {path.name}.json)", soft_wrap=True)
     return 0
 
 

@@ -10,11 +10,13 @@ runner does), so one crash, hang or out-of-memory costs one row, never the grid.
   process training in it) is continued from that checkpoint (``--resume``), so a run longer than
   a session is finished by running the same command in the next one.
 - ``--jobs N`` runs N jobs at once (one GPU holds many small runs); each job's output goes to
-  ``<out>/logs/<task>-<encoder>-<weighting>-<budget>-s<seed>.log``.
+  ``<out>/logs/<task>-<encoder>-<weighting>-<budget>-s<seed>.log``, each attempt appended under a
+  ``=== <time> <command>`` line.
 """
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from zoo.results import load_rows, locked, machine, merge_rows, row_key, write_rows
 from zoo.rundir import run_name, unfinished_run
@@ -51,12 +54,18 @@ class _Running:
     job: Any
     proc: subprocess.Popen
     log: Path
+    offset: int  # where this attempt's output starts in ``log`` (earlier attempts stay above it)
     start: float = field(default_factory=time.monotonic)
 
+    def text(self) -> str:
+        with open(self.log, "rb") as f:
+            f.seek(self.offset)
+            return f.read().decode(errors="replace")
 
-def _last_error(log: Path) -> str:
+
+def _last_error(text: str) -> str:
     # the last error line, else the last line that is not a rich rule (a job's banner)
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip() and ln.strip()[0] != "─"]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip()[0] != "─"]
     for ln in reversed(lines):
         if ln.startswith("error:") or "Error" in ln.split(":")[0]:
             return ln[:300]
@@ -80,7 +89,8 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
     todo = []
     for job in jobs:
         if job.key in done:
-            console.print(f"skip {job.task} | {job.encoder} | {job.weighting}: its row is in {out} already")
+            console.print(f"skip {job.task} | {job.encoder} | {job.weighting}: its row is in {out} already",
+                          soft_wrap=True)
         else:
             todo.append(job)
     logs = out / "logs"
@@ -95,11 +105,15 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
             ckpt = unfinished_run(out, job.cfg, job.mode)
             if ckpt is not None:
                 cmd += ["--resume", str(ckpt)]
-            with open(log, "w") as f:
+            # appended, never truncated: an interrupted attempt's output is what explains it
+            with open(log, "a") as f:
+                f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd[1:])}\n")
+                f.flush()
+                offset = f.tell()  # before the child writes: it shares this file offset
                 proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            running.append(_Running(job, proc, log))
+                running.append(_Running(job, proc, log, offset))
             how = f"resume from {ckpt}" if ckpt is not None else "start"
-            console.print(f"{how} {job.task} | {job.encoder} | {job.weighting}  (log {log})")
+            console.print(f"{how} {job.task} | {job.encoder} | {job.weighting}  (log {log})", soft_wrap=True)
         time.sleep(0.5)
         for r in list(running):
             elapsed = time.monotonic() - r.start
@@ -114,9 +128,9 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
             finished += 1
             name = f"{r.job.task} | {r.job.encoder} | {r.job.weighting}"
             if rc == 0:
-                console.print(f"[{finished}/{total}] done {name} ({elapsed:.0f} s)")
+                console.print(f"[{finished}/{total}] done {name} ({elapsed:.0f} s)", soft_wrap=True)
                 continue
-            text = r.log.read_text(errors="replace")
+            text = r.text()
             if rc == "timeout":
                 status, error = "timeout", f"killed after {timeout:.0f} s (--job-timeout)"
             elif rc < 0:  # a signal: SIGKILL with no traceback is most often the OS out-of-memory killer
@@ -124,12 +138,12 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
                 error = f"killed by signal {-rc}" + (" (the OS out-of-memory killer?)" if rc == -9 else "")
             else:
                 status = "out of memory" if "OutOfMemoryError" in text or "out of memory" in text else "failed"
-                error = _last_error(r.log)
+                error = _last_error(text)
             row = {**r.job.ident, "status": status, "error": error, "wall_seconds": round(elapsed, 1),
                    "log": str(r.log), "machine": machine(),
                    "command": "python -m zoo.bench " + " ".join(child_argv(argv, r.job.task, r.job.encoder,
                                                                             r.job.weighting))}
             record_failure(out, row, header)
-            console.print(f"[{finished}/{total}] [red]{status}[/] {name}: {error}")
+            console.print(f"[{finished}/{total}] [red]{status}[/] {name}: {escape(error)}", soft_wrap=True)
     keys = {j.key for j in jobs}
     return [r for r in load_rows(out) if row_key(r) in keys]

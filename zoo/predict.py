@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in records:
         shown = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k != "file"}
         Console().print(f"{r['file']}: {shown}", soft_wrap=True, markup=False)
-    err.print(f"{len(records)} image(s) -> {Path(args.out) / 'predictions.csv'}, predictions.json")
+    err.print(f"{len(records)} image(s) -> {Path(args.out) / 'predictions.csv'}, predictions.json", soft_wrap=True)
     return 0
 
 

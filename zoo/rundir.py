@@ -108,7 +108,7 @@ def unfinished_run(out: str | Path, cfg: RunConfig, budget: str) -> Path | None:
         if not ckpt.is_file() or in_use(d):
             continue
         try:
-            check_resumable(RunConfig.from_dict(load_checkpoint(ckpt)["config"]), cfg, ckpt)
+            check_resumable(RunConfig.from_dict(load_checkpoint(ckpt, mmap=True)["config"]), cfg, ckpt)
         except ValueError:  # another run's settings (or a damaged file): never continued by the grid
             continue
         return ckpt

@@ -297,7 +297,7 @@ def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, consol
     t = Trainer(cfg, s, run_dir)
     if resume is not None:
         t.resume(resume)
-        console.print(f"resumed from {resume} at epoch {t.state.epoch}")
+        console.print(f"resumed from {resume} at epoch {t.state.epoch}", soft_wrap=True)
     log = open(run_dir / "log.txt", "a") if run_dir is not None and dist.is_main() else None
     tb = TensorBoardLog(run_dir) if cfg.tensorboard and run_dir is not None and dist.is_main() else None
     progress = _progress(console, show_progress)
@@ -308,7 +308,7 @@ def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, consol
             for epoch in range(t.state.epoch + 1, 1 if stopped else cfg.epochs + 1):
                 row, improved = t.epoch(epoch, progress)
                 if dist.is_main():
-                    console.print(line := _log_line(cfg, row, improved))
+                    console.print(line := _log_line(cfg, row, improved), soft_wrap=True)  # one line each, as in log.txt
                     if log is not None:
                         log.write(line + "\n")
                         log.flush()

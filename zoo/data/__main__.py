@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from zoo.build import load_registry, task_spec
 from zoo.data.export import export_dataset
@@ -39,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         if "mask" not in ds[0]:
             raise DataError(f"task {args.task!r} samples have no 'mask' to export")
         n = export_dataset(ds, Path(args.out), args.n)
-        console.print(f"wrote {n} images to {Path(args.out) / 'Images'} and masks to {Path(args.out) / 'Masks'}")
+        console.print(f"wrote {n} images to {Path(args.out) / 'Images'} and masks to {Path(args.out) / 'Masks'}",
+                      soft_wrap=True)
         return 0
     except (DataError, RegistryError, ValueError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
 
 
