@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from conftest import make_mnist, write_idx
 from test_datasets_ext import write_coco, write_folder
@@ -116,6 +117,21 @@ def test_resume_with_other_settings_is_refused(tiny_mnist, tmp_path, capsys, cha
     args = [a for a in base if a not in ("--epochs", "1")] + (["--epochs", "1"] if "--epochs" not in change else [])
     rc, err = run_cli([*args, *change, "--resume", str(last)], capsys)
     assert_clear(rc, err, f"checkpoint {last} is from another run", expect)
+
+
+def test_resume_from_best_pt_is_refused_and_best_pt_is_the_model_only(tiny_mnist, tmp_path, capsys):
+    """best.pt is the trained model (no AdamW moments: a third of last.pt's weight bytes); only
+    last.pt continues training, and --resume best.pt says so before any step."""
+    args = ["--task", "foreground", "--data-root", str(tiny_mnist), "--out", str(tmp_path), "--epochs", "1",
+            "--batch-size", "16", "--train-limit", "32", "--test-limit", "16", "--encoder-arg", "width=4"]
+    assert run_cli(args, capsys)[0] == 0
+    run = next(tmp_path.glob("foreground-*"))
+    best, last = (torch.load(run / f, weights_only=True) for f in ("best.pt", "last.pt"))
+    assert "optimizer" not in best and "scheduler" not in best and "optimizer" in last
+    assert (run / "best.pt").stat().st_size < (run / "last.pt").stat().st_size
+    assert all(torch.equal(best["model"][k], v) for k, v in last["model"].items())  # one epoch: best = last
+    rc, err = run_cli([*args, "--resume", str(run / "best.pt")], capsys)
+    assert_clear(rc, err, f"checkpoint {run / 'best.pt'} holds the trained model only", "resume from the run's last.pt")
 
 
 # ----------------------------------------------------------------------------- MNIST files

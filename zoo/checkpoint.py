@@ -66,7 +66,7 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         raise ValueError(f"checkpoint {path} cannot be loaded (corrupt or not a zoo checkpoint): {exc}") from None
-    missing = [k for k in ("model", "optimizer", "epoch", "config") if k not in state]
+    missing = [k for k in ("model", "epoch", "config") if k not in state]  # the optimizer only in last.pt
     if missing:
         raise ValueError(f"checkpoint {path} is missing {missing}; is it a zoo checkpoint?")
     return state

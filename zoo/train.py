@@ -188,6 +188,9 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         saved = load_checkpoint(path)
+        if "optimizer" not in saved:
+            raise ValueError(f"checkpoint {path} holds the trained model only (a best.pt), not the optimizer state "
+                             "training needs; resume from the run's last.pt")
         check_resumable(RunConfig.from_dict(saved["config"]), self.cfg, path)
         self.s.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -197,18 +200,20 @@ class Trainer:
         self.state = _State(saved["epoch"], saved["best"], saved["best_epoch"], saved["stale"], list(saved["history"]),
                             saved["train_seconds"], saved["samples"])
 
-    def save(self, name: str) -> None:
+    def save(self, name: str, resumable: bool = True) -> None:
+        """``last.pt`` is resumable (optimizer and scheduler state); ``best.pt`` is the trained model
+        only, a third of the size with AdamW (its two moments are each as big as the weights)."""
         if self.run_dir is None or not dist.is_main():
             return
         st = self.state
-        save_checkpoint(self.run_dir / name, {
-            "model": self.s.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "weighting": self.s.weighting.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None, "epoch": st.epoch,
-            "best": st.best, "best_epoch": st.best_epoch, "stale": st.stale, "history": st.history,
-            "train_seconds": st.train_seconds, "samples": st.samples, "config": self.cfg.to_dict(),
-            "info": self.s.data.info,
-        })
+        state = {"model": self.s.model.state_dict(), "weighting": self.s.weighting.state_dict(), "epoch": st.epoch,
+                 "best": st.best, "best_epoch": st.best_epoch, "stale": st.stale, "history": st.history,
+                 "train_seconds": st.train_seconds, "samples": st.samples, "config": self.cfg.to_dict(),
+                 "info": self.s.data.info}
+        if resumable:
+            state["optimizer"] = self.optimizer.state_dict()
+            state["scheduler"] = self.scheduler.state_dict() if self.scheduler is not None else None
+        save_checkpoint(self.run_dir / name, state)
 
     def epoch(self, epoch: int, progress: Progress | None) -> tuple[dict[str, Any], bool]:
         """Train one epoch, validate, keep the best checkpoint; returns the history row and whether it improved."""
@@ -241,7 +246,7 @@ class Trainer:
                "seconds": st.train_seconds}
         st.history.append(row)
         if improved:
-            self.save("best.pt")
+            self.save("best.pt", resumable=False)
             if self.run_dir is None:
                 self.best_weights = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
         self.save("last.pt")
