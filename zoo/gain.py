@@ -39,7 +39,7 @@ def baseline_key(row: dict[str, Any], task: str) -> tuple:
 
 def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str, Any]]) -> list[str]:
     """Fill delta_m and the parameter / time accounting into ``row``; returns missing baseline tasks."""
-    index = {row_key(r): r for r in rows}
+    index = {row_key(r): r for r in rows if not r.get("status")}  # a failed or timed-out row has no metrics
     single, used, missing = {}, {}, []
     for metric, ref in baselines.items():
         task, _, base_metric = ref.partition(".")
