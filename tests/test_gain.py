@@ -29,6 +29,17 @@ def test_add_gain_accounting():
     assert add_gain(other, {"iou": "fg.iou"}, rows) == ["fg"]
 
 
+def test_a_timed_out_single_task_row_is_no_baseline():
+    """A joint run that finishes while its single-task row is still a timeout (no metrics) gets no
+    delta_m, and is not crashed by the missing metric; the finished row, once there, is used."""
+    base = {"encoder": "resnet50", "weighting": "fixed", "seed": 0, "budget_mode": "default", "data_source": "d"}
+    timeout = {**base, "task": "fg", "status": "timeout", "error": "killed after 430 s (--job-timeout)"}
+    joint = {**base, "task": "joint", "iou": 99.0}
+    assert add_gain(joint, {"iou": "fg.iou"}, [timeout]) == ["fg"] and "delta_m" not in joint
+    done = {**base, "task": "fg", "iou": 90.0, "parameters": 10, "train_seconds": 5.0}
+    assert add_gain(joint, {"iou": "fg.iou"}, [timeout, done]) == [] and joint["delta_m"] == pytest.approx(10.0)
+
+
 def test_joint_cli_trains_baselines_and_reports_gain(tiny_mnist, tmp_path):
     out = tmp_path / "j"
     rc = main(["--task", "joint", "--encoder", "scratch", "--weighting", "fixed,uncertainty", "--data-root", str(tiny_mnist),
