@@ -195,7 +195,7 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
             halved.append(cfg.batch_size)
             cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size // 2)
             torch.cuda.empty_cache()
-            err.print(f"[yellow]CUDA out of memory[/]: retrying with batch size {cfg.batch_size}", soft_wrap=True)
+            err.print(f"[yellow]CUDA out of memory[/]: retrying with batch size {cfg.batch_size}")
         except BaseException:
             if dist.is_main() and not args.resume:
                 remove_if_empty(run_dir)
@@ -244,7 +244,8 @@ def refresh_gains(out: Path, jobs: list[Job]) -> list[dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    console, err = Console(), Console(stderr=True)
+    # soft_wrap: a message stays one line when stderr is a file (rich wraps at 80 columns off a terminal)
+    console, err = Console(), Console(stderr=True, soft_wrap=True)
     command = "python -m zoo.bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
         registry = load_registry(args.registry)
@@ -276,11 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         dist.shutdown()
         return 0
     except (RegistryError, DataError, ValueError, FileNotFoundError, FloatingPointError) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: resume with --resume <out>/<run>/last.pt, or run the same grid command again",
-                  soft_wrap=True)
+        err.print("[yellow]interrupted[/]: resume with --resume <out>/<run>/last.pt, or run the same grid command again")
         return 130
 
 

@@ -88,13 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="the exported file (e.g. model.onnx)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the task's)")
     args = p.parse_args(argv)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         path = export(load_model(args.model), args.format, args.out, tuple(args.size) if args.size else None)
     except (RegistryError, DataError, ValueError, FileNotFoundError) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
-    err.print(f"exported {args.model} ({args.format}, dynamic batch) -> {path} (+ {path.name}.json)", soft_wrap=True)
+    err.print(f"exported {args.model} ({args.format}, dynamic batch) -> {path} (+ {path.name}.json)")
     return 0
 
 

@@ -89,8 +89,7 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
     todo = []
     for job in jobs:
         if job.key in done:
-            console.print(f"skip {job.task} | {job.encoder} | {job.weighting}: its row is in {out} already",
-                          soft_wrap=True)
+            console.print(f"skip {job.task} | {job.encoder} | {job.weighting}: its row is in {out} already")
         else:
             todo.append(job)
     logs = out / "logs"
@@ -113,7 +112,7 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
                 proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
                 running.append(_Running(job, proc, log, offset))
             how = f"resume from {ckpt}" if ckpt is not None else "start"
-            console.print(f"{how} {job.task} | {job.encoder} | {job.weighting}  (log {log})", soft_wrap=True)
+            console.print(f"{how} {job.task} | {job.encoder} | {job.weighting}  (log {log})")
         time.sleep(0.5)
         for r in list(running):
             elapsed = time.monotonic() - r.start
@@ -128,7 +127,7 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
             finished += 1
             name = f"{r.job.task} | {r.job.encoder} | {r.job.weighting}"
             if rc == 0:
-                console.print(f"[{finished}/{total}] done {name} ({elapsed:.0f} s)", soft_wrap=True)
+                console.print(f"[{finished}/{total}] done {name} ({elapsed:.0f} s)")
                 continue
             text = r.text()
             if rc == "timeout":
@@ -144,6 +143,6 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
                    "command": "python -m zoo.bench " + " ".join(child_argv(argv, r.job.task, r.job.encoder,
                                                                             r.job.weighting))}
             record_failure(out, row, header)
-            console.print(f"[{finished}/{total}] [red]{status}[/] {name}: {escape(error)}", soft_wrap=True)
+            console.print(f"[{finished}/{total}] [red]{status}[/] {name}: {escape(error)}")
     keys = {j.key for j in jobs}
     return [r for r in load_rows(out) if row_key(r) in keys]

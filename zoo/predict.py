@@ -141,16 +141,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument("--out", default="predictions", help="output folder (default predictions/)")
     args = p.parse_args(argv)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         records = predict(args.model, args.inputs, args.out, progress=True)
     except (RegistryError, DataError, ValueError, FileNotFoundError) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
     for r in records:
         shown = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k != "file"}
         Console().print(f"{r['file']}: {shown}", soft_wrap=True, markup=False)
-    err.print(f"{len(records)} image(s) -> {Path(args.out) / 'predictions.csv'}, predictions.json", soft_wrap=True)
+    err.print(f"{len(records)} image(s) -> {Path(args.out) / 'predictions.csv'}, predictions.json")
     return 0
 
 

@@ -280,7 +280,7 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
         show_progress: bool = True) -> RunResult:
     """Train ``cfg``. With ``out_dir`` (a run directory of its own) ``last.pt``, ``best.pt`` and
     ``log.txt`` go there; ``resume`` continues from a ``last.pt`` of the same run."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     run_dir = Path(out_dir) if out_dir is not None else None
     if cfg.tensorboard and run_dir is None:
         raise ValueError("tensorboard logs go into the run's folder: give fit an out_dir")
@@ -302,7 +302,7 @@ def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, consol
     t = Trainer(cfg, s, run_dir)
     if resume is not None:
         t.resume(resume)
-        console.print(f"resumed from {resume} at epoch {t.state.epoch}", soft_wrap=True)
+        console.print(f"resumed from {resume} at epoch {t.state.epoch}")
     log = open(run_dir / "log.txt", "a") if run_dir is not None and dist.is_main() else None
     tb = TensorBoardLog(run_dir) if cfg.tensorboard and run_dir is not None and dist.is_main() else None
     progress = _progress(console, show_progress)
@@ -313,7 +313,7 @@ def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, consol
             for epoch in range(t.state.epoch + 1, 1 if stopped else cfg.epochs + 1):
                 row, improved = t.epoch(epoch, progress)
                 if dist.is_main():
-                    console.print(line := _log_line(cfg, row, improved), soft_wrap=True)  # one line each, as in log.txt
+                    console.print(line := _log_line(cfg, row, improved))
                     if log is not None:
                         log.write(line + "\n")
                         log.flush()

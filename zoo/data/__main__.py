@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--registry", action="append", default=[])
     e.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     try:
         spec = task_spec(args.task, load_registry(args.registry))
         data = spec.task.datasets(DataConfig(root=args.data_root, seed=args.seed))
@@ -40,11 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         if "mask" not in ds[0]:
             raise DataError(f"task {args.task!r} samples have no 'mask' to export")
         n = export_dataset(ds, Path(args.out), args.n)
-        console.print(f"wrote {n} images to {Path(args.out) / 'Images'} and masks to {Path(args.out) / 'Masks'}",
-                      soft_wrap=True)
+        console.print(f"wrote {n} images to {Path(args.out) / 'Images'} and masks to {Path(args.out) / 'Masks'}")
         return 0
     except (DataError, RegistryError, ValueError) as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
 
 
