@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for task in tasks:
         for encoder in encoders:
-            cfg = run_config(args, task, encoder, "fixed", budget_of(task_spec(task, registry), quick=False))
+            cfg = run_config(args, task, encoder, "fixed", budget_of(task_spec(task, registry), quick=False, encoder=encoder))
             s = setup(cfg)
             if s.device.type == "cuda":  # each combination's own peak, not the largest one measured so far
                 torch.cuda.reset_peak_memory_stats(s.device)

@@ -104,6 +104,48 @@ def test_quick_budget_inherits_the_default_budget():
     assert quick["encoder_settings"] == spec.budget["encoder_settings"]
 
 
+ENC_BUDGET_TASK = ("tasks:\n  fg_enc:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
+                   "      mask: {head: binary_mask, loss: bce, target: mask}\n"
+                   "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n"
+                   "    budget: {epochs: 1, batch_size: 32, train_limit: 64, test_limit: 64}\n"
+                   "    quick: {epochs: 1, train_limit: 32}\n"
+                   "    encoder_budgets: %s\n")
+
+
+@pytest.mark.parametrize("budgets,expect", [
+    ("{scrach: {epochs: 2}}", ["encoder_budgets", "'scrach'"]),
+    ("{scratch: {epoch: 2}}", ["unknown budget setting(s) ['epoch']", "valid:"]),
+    ("{scratch: 2}", ["encoder_budgets.scratch: must be a non-empty mapping of budget settings", "got 2"]),
+    ("[scratch]", ["field 'encoder_budgets' must be a mapping"]),
+])
+def test_bad_encoder_budgets(tiny_mnist, tmp_path, capsys, budgets, expect):
+    reg = tmp_path / "r.yaml"
+    reg.write_text(ENC_BUDGET_TASK % budgets)
+    rc, err = run_cli(["--registry", str(reg), "--task", "fg_enc", "--encoder", "scratch", "--data-root", str(tiny_mnist),
+                       "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, *expect)
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_an_encoder_budget_applies_to_that_encoder_only(tiny_mnist, tmp_path, capsys):
+    """scratch's own entry trains it 2 epochs; the task's budget (1 epoch) stays for every other encoder,
+    and --quick still lays the quick budget over the encoder's."""
+    from zoo.bench import budget_of
+    from zoo.build import load_registry, task_spec
+
+    reg = tmp_path / "r.yaml"
+    reg.write_text(ENC_BUDGET_TASK % "{scratch: {epochs: 2, lr: 0.01}}")
+    spec = task_spec("fg_enc", load_registry([reg]))
+    assert budget_of(spec, False, "scratch") == {**spec.budget, "epochs": 2, "lr": 0.01}
+    assert budget_of(spec, False, "resnet18") == budget_of(spec, False) == spec.budget
+    assert budget_of(spec, True, "scratch") == {**spec.budget, "lr": 0.01, "epochs": 1, "train_limit": 32}
+    rc, err = run_cli(["--registry", str(reg), "--task", "fg_enc", "--encoder", "scratch", "--encoder-arg", "width=4",
+                       "--data-root", str(tiny_mnist), "--out", str(tmp_path / "o")], capsys)
+    assert rc == 0, err
+    (row,) = json.loads((tmp_path / "o" / "results.json").read_text())["rows"]
+    assert row["epochs"] == 2 and "epoch 2/2" in err
+
+
 @pytest.mark.parametrize("change,expect", [
     (["--encoder-arg", "width=8"], "encoder_settings: {'width': 4} in the checkpoint, {'width': 8} now"),
     (["--encoder-arg", "width=4", "--weighting", "uncertainty"], "weighting: 'fixed' in the checkpoint, 'uncertainty'"),

@@ -52,3 +52,28 @@ def test_joint_cli_trains_baselines_and_reports_gain(tiny_mnist, tmp_path):
             assert 0.0 <= r[m] <= 100.0
         assert "delta_m" in r and (math.isnan(r["delta_m"]) or -100 <= r["delta_m"] <= 1e6)
         assert r["single_parameters_sum"] > r["parameters"], "three single-task models hold more than one joint model"
+
+
+def test_a_replaced_baseline_row_refreshes_the_joint_rows_delta_m(tmp_path):
+    """A single-task row rerun (say under an encoder's own budget) replaces its row; the joint row of
+    that encoder is then compared with the new row, by hand: Dice 98 -> 99 against a joint 98.01."""
+    from zoo.bench import HEADER, refresh_gains
+    from zoo.build import load_registry
+    from zoo.results import load_rows, write_rows
+
+    ident = {"encoder": "e", "budget_mode": "default", "seed": 0, "parameters": 10, "train_seconds": 1.0}
+    singles = [{**ident, "task": "foreground", "weighting": "fixed", "iou": 99.0},
+               {**ident, "task": "circlization", "weighting": "fixed", "accuracy": 99.0, "gated_iou": 98.0},
+               {**ident, "task": "semantic", "weighting": "fixed", "dice": 98.0}]
+    joint = {**ident, "task": "joint", "weighting": "fixed", "iou": 99.0, "accuracy": 99.0, "gated_iou": 98.0,
+             "dice": 98.01}
+    write_rows(tmp_path, [*singles, joint], HEADER)
+    registry = load_registry()
+    refresh_gains(tmp_path, registry)
+    row = next(r for r in load_rows(tmp_path) if r["task"] == "joint")
+    assert row["delta_m"] == pytest.approx(round(100 * (0.01 / 98) / 3, 3)) and row["single_dice"] == 98.0
+    singles[2] = {**singles[2], "dice": 99.0}  # the rerun's row, same key
+    write_rows(tmp_path, [*singles, row], HEADER)
+    refresh_gains(tmp_path, registry)
+    row = next(r for r in load_rows(tmp_path) if r["task"] == "joint")
+    assert row["delta_m"] == pytest.approx(round(100 * (-0.99 / 99) / 3, 3)) and row["single_dice"] == 99.0

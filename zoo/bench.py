@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import os
 import shlex
@@ -75,14 +76,16 @@ def expand(kind: str, value: str, registry: Registry) -> list[str]:
     return names
 
 
-def budget_of(spec: TaskSpec, quick: bool) -> dict[str, Any]:
-    """The task's default budget, or its quick budget laid over it (same architecture, less training)."""
+def budget_of(spec: TaskSpec, quick: bool, encoder: str | None = None) -> dict[str, Any]:
+    """The task's default budget with ``encoder``'s own settings over it (``encoder_budgets``), then the quick
+    budget over that when ``quick`` (same architecture, less training)."""
+    budget = spec.budget_for(encoder)
     if not quick:
-        return dict(spec.budget)
+        return budget
     if not spec.quick:
         raise RegistryError(f"task {spec.name!r} has no quick budget in its registry entry; run it without --quick "
                             "or give --epochs/--train-limit yourself")
-    return {**spec.budget, **spec.quick}
+    return {**budget, **spec.quick}
 
 
 def result_row(r: RunResult, heads: list[str], command: str, mode: str) -> dict[str, Any]:
@@ -169,7 +172,7 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
         jobs += [Job(t, e, w) for e in encoders for w in weightings]
     for job in jobs:  # every setting of every run is checked before the first one trains
         job.spec = specs.get(job.task) or task_spec(job.task, registry)
-        job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(job.spec, args.quick))
+        job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(job.spec, args.quick, job.encoder))
         job.mode = mode
         task_spec(job.task, registry, job.cfg.task_settings)  # the command's --task-arg values, checked
     return jobs
@@ -227,19 +230,28 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
     return row
 
 
-def refresh_gains(out: Path, jobs: list[Job]) -> list[dict[str, Any]]:
-    """Fill delta_m into joint rows that finished before their single-task baselines (parallel grids)."""
-    specs = {j.task: j.spec for j in jobs if j.spec is not None and j.spec.baselines}
-    if not specs:
-        return []
-    keys = {j.key for j in jobs}
+def refresh_gains(out: Path, registry: Registry) -> None:
+    """Recompute delta_m of every multi-task row in ``out`` from the single-task rows there now: a joint
+    row that finished before its baselines (parallel grids) gets one, and one whose baseline row was
+    replaced since (a rerun, an encoder's own budget) is compared with the new row, not the old."""
     with locked(out):
         rows = load_rows(out)
-        stale = [r for r in rows if r.get("task") in specs and not r.get("status") and "delta_m" not in r]
-        filled = [not add_gain(r, specs[r["task"]].baselines, rows) for r in stale]  # every row, no short cut
-        if any(filled):
+        specs: dict[str, TaskSpec | None] = {}
+        changed = False
+        for r in rows:
+            task = r.get("task")
+            if r.get("status") or task is None:
+                continue
+            if task not in specs:
+                specs[task] = task_spec(task, registry) if task in registry.names("tasks") else None
+            spec = specs[task]
+            if spec is None or not spec.baselines:
+                continue
+            old = json.dumps(r, sort_keys=True, default=str)
+            add_gain(r, spec.baselines, rows)
+            changed |= json.dumps(r, sort_keys=True, default=str) != old
+        if changed:
             write_rows(out, rows, HEADER)
-    return [r for r in rows if row_key(r) in keys]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -266,13 +278,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(jobs) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             rows = run_grid(jobs, sys.argv[1:] if argv is None else list(argv), out, args.jobs, args.job_timeout,
                             HEADER, err)
-            rows = refresh_gains(out, jobs) or rows
+            refresh_gains(out, registry)
+            keys = {j.key for j in jobs}
+            rows = [r for r in load_rows(out) if row_key(r) in keys] or rows
             print_table(rows, f"results ({mode} budget) -> {out}", console)
             failed = [r for r in rows if r.get("status")]
             return 1 if failed else 0
         dist.init()
         rows = [run_job(job, args, registry, mode, out, command, err) for job in jobs]
         if dist.is_main():
+            refresh_gains(out, registry)
             print_table(rows, f"results ({mode} budget) -> {out}", console)
         dist.shutdown()
         return 0

@@ -66,4 +66,9 @@ def task_spec(name: str, registry: Registry, settings: Mapping[str, Any] | None 
             registry.entry("losses", h.loss)
     for m in spec.metrics:
         registry.entry("metrics", m.metric)
+    for enc in spec.encoder_budgets:  # a misspelt encoder would silently get the task's budget
+        try:
+            registry.entry("encoders", enc)
+        except RegistryError as e:
+            raise RegistryError(f"{where}.encoder_budgets: {e}") from None
     return spec

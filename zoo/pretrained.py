@@ -88,7 +88,7 @@ def _build(task: str, encoder: str, state: dict[str, torch.Tensor] | None, meta:
     registry = load_registry(registry_files)
     cfg = meta.get("config") or {}
     spec = task_spec(task, registry, cfg.get("task_settings"))
-    encoder_settings = cfg.get("encoder_settings", spec.budget.get("encoder_settings", {}))
+    encoder_settings = cfg.get("encoder_settings", spec.budget_for(encoder).get("encoder_settings", {}))
     info = meta.get("info", {})
     in_channels = int(meta.get("in_channels") or (_in_channels(state) if state is not None else 1))
     data = TaskData({}, {}, {}, info, in_channels=in_channels, num_classes=info.get("num_classes"))

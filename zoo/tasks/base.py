@@ -6,7 +6,9 @@ A task entry names its class (``target``), class settings, and:
 * ``metrics``: ``name -> {metric, head, target, settings...}``;
 * ``monitor``: the validation metric that picks the best checkpoint (higher is better);
 * ``budget`` and ``quick``: training settings for the real benchmark and for smoke runs
-  (``quick`` overrides only what it lists; the rest comes from ``budget``).
+  (``quick`` overrides only what it lists; the rest comes from ``budget``);
+* ``encoder_budgets``: ``encoder name -> settings`` laid over ``budget`` for that encoder only,
+  where the task's budget is clearly wrong for it (chosen on validation; say why in a comment).
 
 The YAML entry is unpacked once, into a :class:`TaskSpec`; :meth:`Task.resolve` joins it
 with what only the data can tell (class counts, class weights) into the
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
 HEAD_FIELDS = {"head", "settings", "loss", "loss_settings", "weight", "target", "stream"}
 TASK_FIELDS = {"target", "settings", "heads", "metrics", "monitor", "budget", "quick", "override", "description",
-               "baselines"}
+               "baselines", "encoder_budgets"}
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,12 @@ class TaskSpec:
     quick: dict[str, Any] = field(default_factory=dict)
     # metric -> "task.metric" of the single-task model it is compared with (multi-task gain)
     baselines: dict[str, str] = field(default_factory=dict)
+    # encoder -> budget settings laid over ``budget`` for that encoder
+    encoder_budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def budget_for(self, encoder: str | None) -> dict[str, Any]:
+        """The default budget of this task with ``encoder``: ``budget``, then its ``encoder_budgets`` entry."""
+        return {**self.budget, **self.encoder_budgets.get(encoder or "", {})}
 
     @classmethod
     def from_entry(cls, name: str, spec: dict[str, Any], task: Task, where: str) -> "TaskSpec":
@@ -227,15 +235,21 @@ class TaskSpec:
             metrics.append(MetricSpec(str(mname), m["metric"], {k: v for k, v in m.items() if k != "metric"}))
         monitor = spec.get("monitor", metrics[0].name)
         monitor = [str(m) for m in monitor] if isinstance(monitor, list) else [str(monitor)]
-        for key in ("budget", "quick", "baselines"):
+        for key in ("budget", "quick", "baselines", "encoder_budgets"):
             if not isinstance(spec.get(key, {}) or {}, dict):
                 raise RegistryError(f"{where}: field {key!r} must be a mapping")
+        encoder_budgets = {}
+        for enc, b in (spec.get("encoder_budgets") or {}).items():
+            if not isinstance(b, dict) or not b:
+                raise RegistryError(f"{where}.encoder_budgets.{enc}: must be a non-empty mapping of budget settings, "
+                                    f"got {b!r}")
+            encoder_budgets[str(enc)] = dict(b)
         baselines = {str(k): str(v) for k, v in (spec.get("baselines") or {}).items()}
         for k, v in baselines.items():
             if "." not in v:
                 raise RegistryError(f"{where}.baselines.{k}: expected 'task.metric', got {v!r}")
         return cls(name, task, heads, metrics, monitor, dict(spec.get("budget") or {}), dict(spec.get("quick") or {}),
-                   baselines)
+                   baselines, encoder_budgets)
 
 
 @dataclass
