@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import dataclasses
+import json
 import os
 import shlex
 import sys
