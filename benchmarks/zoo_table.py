@@ -113,13 +113,13 @@ def trained_on(r: dict) -> str:
 def ranking(rows: list[dict], task: str) -> str:
     done = sorted((r for r in rows if r["task"] == task and not r.get("status")), key=score, reverse=True)
     cols = METRICS[task] + (["delta_m"] if task == "joint" else [])
-    head = ["rank", "encoder", *cols, "val " + METRICS[task][0], "params (M)", "GFLOPs", "infer img/s (b1)",
+    head = ["rank", "encoder", *cols, "val " + METRICS[task][0], "epochs", "params (M)", "GFLOPs", "infer img/s (b1)",
             "infer img/s (eval batch)", "train peak MB", "train s", "train samples/s", "wall s", "trained on"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(done, 1):
         lines.append("| " + " | ".join([
             str(i), r["encoder"], *[fmt(r.get(c)) for c in cols], fmt(r.get("val_" + METRICS[task][0])),
-            fmt(r["parameters"] / 1e6), fmt(r.get("gflops"), 4), fmt(r.get("infer_img_s_b1"), 0),
+            str(r.get("epochs", "-")), fmt(r["parameters"] / 1e6), fmt(r.get("gflops"), 4), fmt(r.get("infer_img_s_b1"), 0),
             fmt(r.get("infer_img_s_beval"), 0), fmt(r.get("train_peak_memory_mb"), 0), fmt(r.get("train_seconds"), 0),
             fmt(r.get("train_samples_per_s"), 0), fmt(r.get("wall_seconds"), 0), trained_on(r)]) + " |")
     for r in rows:

@@ -90,7 +90,7 @@ def test_zoo_table_ranks_merges_cost_columns_and_fills_delta_m(tmp_path):
     base = {"weighting": "fixed", "budget_mode": "default", "seed": 0, "parameters": 1_000_000, "train_seconds": 10.0}
     rows = [
         {**base, **gpu, "task": "foreground", "encoder": "scratch", "iou": 99.0},
-        {**base, **cpu, "task": "foreground", "encoder": "resnet18", "iou": 99.5},
+        {**base, **cpu, "task": "foreground", "encoder": "resnet18", "iou": 99.5, "epochs": 20},
         {**base, "task": "foreground", "encoder": "resnet34", "status": "timeout", "error": "killed after 9 s"},
         {**base, **gpu, "task": "circlization", "encoder": "scratch", "accuracy": 98.0, "gated_iou": 97.0},
         {**base, **gpu, "task": "semantic", "encoder": "scratch", "dice": 96.0},
@@ -111,7 +111,7 @@ def test_zoo_table_ranks_merges_cost_columns_and_fills_delta_m(tmp_path):
     assert merged[("foreground", "resnet18")]["train_peak_memory_mb"] == 222.8
     assert "status" not in merged[("foreground", "scratch")] and "gflops" not in merged[("foreground", "resnet34")]
     lines = table.ranking(list(merged.values()), "foreground").splitlines()
-    assert lines[2].startswith("| 1 | resnet18 | 99.50 |") and lines[2].endswith("| 223 | 10 | - | - | 2 CPU cores (x86_64) |")
+    assert lines[2].startswith("| 1 | resnet18 | 99.50 | - | 20 |") and lines[2].endswith("| 223 | 10 | - | - | 2 CPU cores (x86_64) |")
     assert lines[3].startswith("| 2 | scratch | 99.00 |") and lines[3].endswith("| H200 |")
     assert lines[4].startswith("| - | resnet34 | **timeout**: killed after 9 s |")
     assert json.loads((tmp_path / "zoo" / "results.json").read_text())["rows"]  # merged columns were written back
