@@ -89,10 +89,17 @@ def plot(rows: list[dict], out: Path) -> Path:
         for i, (x, xlabel) in enumerate((("gflops", "GFLOPs per image"),
                                           ("infer_img_s_beval", "inference images/s (eval batch, H200)"))):
             ax = axes[i][j]
-            for r in done:
-                ax.scatter(float(r[x]), score(r), s=30, color=colors[r["encoder"]])
-                ax.annotate(r["encoder"].replace("mobilenetv3_", "mnv3_"), (float(r[x]), score(r)), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
+            pts = [(float(r[x]), score(r)) for r in done]
+            span_x = (max(p[0] for p in pts) - min(p[0] for p in pts)) or 1.0
+            span_y = (max(p[1] for p in pts) - min(p[1] for p in pts)) or 1.0
+            placed: list[tuple[float, float]] = []
+            for r, (px, py) in zip(done, pts):
+                ax.scatter(px, py, s=30, color=colors[r["encoder"]])
+                # a label near one already placed (two encoders at about the same cost and score) goes below
+                near = any(abs(px - qx) < 0.12 * span_x and abs(py - qy) < 0.06 * span_y for qx, qy in placed)
+                ax.annotate(r["encoder"].replace("mobilenetv3_", "mnv3_"), (px, py), fontsize=7,
+                            xytext=(3, -9 if near else 3), textcoords="offset points")
+                placed.append((px, py))
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"test {label} (%)")
             ax.set_title(task)
