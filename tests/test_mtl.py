@@ -175,6 +175,38 @@ def test_grid_records_failures_goes_on_and_skips_finished_rows(tiny_mnist, tmp_p
     assert again["broken"]["status"] == "failed" and again["broken"]["error"] == rows["broken"]["error"]
 
 
+def test_grid_retrains_a_row_whose_budget_changed(tiny_mnist, tmp_path, capsys):
+    """A finished row is skipped while its training settings are the registry's; after the task's
+    budget changes (here: epochs 1 -> 2, with tiny_b keeping 1 through encoder_budgets) only the row
+    trained under the old budget is trained again, and a row from before budget_hash is kept."""
+    reg = tmp_path / "r.yaml"
+    entry = ("encoders:\n  tiny_a: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n"
+             "  tiny_b: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n"
+             "tasks:\n  fg_b:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
+             "      mask: {head: binary_mask, loss: bce, target: mask}\n"
+             "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n"
+             "    budget: {epochs: %d, batch_size: 16, train_limit: 64, test_limit: 64}\n")
+    reg.write_text(entry % 1)
+    out = tmp_path / "grid"
+    args = ["--task", "fg_b", "--encoder", "tiny_a,tiny_b", "--registry", str(reg), "--data-root", str(tiny_mnist),
+            "--out", str(out), "--jobs", "2"]
+    rc, err = run_cli(args, capsys)
+    first = {r["encoder"]: r for r in load_rows(out)}
+    assert rc == 0 and all(r["epochs"] == 1 and len(r["budget_hash"]) == 8 for r in first.values()), err
+    reg.write_text(entry % 2 + "    encoder_budgets: {tiny_b: {epochs: 1}}\n")
+    rc, err = run_cli(args, capsys)
+    rows = {r["encoder"]: r for r in load_rows(out)}
+    assert rc == 0 and "retrain fg_b | tiny_a | fixed" in err and "skip fg_b | tiny_b | fixed" in err, err
+    assert rows["tiny_a"]["epochs"] == 2 and rows["tiny_a"]["budget_hash"] != first["tiny_a"]["budget_hash"]
+    assert rows["tiny_b"] == first["tiny_b"]
+    old = {**rows["tiny_a"]}
+    del old["budget_hash"]  # a row written before rows had budget_hash: skipped, as before
+    write_results(out, [old], "h")
+    reg.write_text(entry % 3)
+    rc, err = run_cli(args, capsys)
+    assert "skip fg_b | tiny_a" in err and "retrain fg_b | tiny_b" in err, err
+
+
 def test_grid_resumes_an_interrupted_run_and_never_a_live_one(tiny_mnist, tmp_path, capsys):
     """A job killed mid-training (a session's end) is continued from its last.pt by the same grid
     command; a run another process is training is left alone."""

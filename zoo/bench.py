@@ -24,7 +24,7 @@ from rich.table import Table
 
 from zoo import distributed as dist
 from zoo.build import load_registry, task_spec
-from zoo.config import RunConfig, add_run_options, budget_mode, run_config
+from zoo.config import RunConfig, add_run_options, budget_fingerprint, budget_mode, run_config
 from zoo.data.idx import DataError
 from zoo.gain import add_gain
 from zoo.grid import run_grid
@@ -204,6 +204,7 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
                 remove_if_empty(run_dir)
             raise
     row = result_row(result, [h.name for h in result.setup.task.heads], command, mode)
+    row["budget_hash"] = budget_fingerprint(job.cfg)  # the job's, before any out-of-memory halving
     if args.resume:
         row["note"] = (f"resumed from {args.resume}: wall_seconds is the resumed process's, train_seconds and "
                        "train_samples_per_s count every epoch")

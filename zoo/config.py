@@ -187,6 +187,13 @@ def budget_mode(args: argparse.Namespace) -> str:
     return f"custom-{base}-{digest}"
 
 
+def budget_fingerprint(cfg: RunConfig) -> str:
+    """A short hash of ``cfg``'s training settings (its budget fields): a finished row whose fingerprint
+    differs from a job's was trained under another budget (``registry.yaml`` changed since)."""
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig) if f.metadata.get("budget")}
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def run_config(args: argparse.Namespace, task: str, encoder: str, weighting: str, budget: dict[str, Any]) -> RunConfig:
     """The task's budget, then the command line's overrides, then the run fields."""
     unknown = set(budget) - BUDGET_KEYS

@@ -2,7 +2,9 @@
 runner does), so one crash, hang or out-of-memory costs one row, never the grid.
 
 - A job whose row is already in ``--out`` (same task, encoder, weighting, budget and seed) is
-  skipped, so a grid interrupted by a session's end is finished by running the same command.
+  skipped, so a grid interrupted by a session's end is finished by running the same command;
+  unless the row's ``budget_hash`` says it was trained under other settings (the budget in
+  ``registry.yaml`` changed since): then it is trained again and its new row replaces the old.
 - A job that fails, runs out of memory or passes ``--job-timeout`` leaves a row saying so
   (``status``, ``error``, its log) and the grid goes on; a later run of the grid retries it.
   Such a row never replaces a finished one.
@@ -27,6 +29,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.markup import escape
 
+from zoo.config import budget_fingerprint
 from zoo.results import load_rows, locked, machine, merge_rows, row_key, write_rows
 from zoo.rundir import run_name, unfinished_run
 
@@ -85,12 +88,17 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
              console: Console) -> list[dict[str, Any]]:
     """Run ``jobs`` (``zoo.bench.Job``: its ``key`` and ``ident`` name its row) in subprocesses, at
     most ``n_parallel`` at once; returns the rows of the grid."""
-    done = {row_key(r) for r in load_rows(out) if not r.get("status")}
+    done = {row_key(r): r for r in load_rows(out) if not r.get("status")}
     todo = []
     for job in jobs:
-        if job.key in done:
+        row, now = done.get(job.key), budget_fingerprint(job.cfg)
+        if row is not None and row.get("budget_hash", now) == now:  # rows from before the hash: kept
             console.print(f"skip {job.task} | {job.encoder} | {job.weighting}: its row is in {out} already")
         else:
+            if row is not None:
+                console.print(f"retrain {job.task} | {job.encoder} | {job.weighting}: its row in {out} was trained "
+                              f"under other settings (budget_hash {row['budget_hash']}, now {now}); the new row "
+                              "replaces it")
             todo.append(job)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)

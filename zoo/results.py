@@ -28,7 +28,7 @@ KEY = ("task", "encoder", "weighting", "budget_mode", "seed")
 LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_epoch", "train_seconds",
         "train_samples_per_s"]
 COUNTS = ["train_digits", "val_digits", "test_digits", "train_samples", "val_samples", "test_samples"]
-TAIL = ["status", "error", "note", "budget_mode", "data_source", *COUNTS, "device", "machine", "torch", "seed", "run_dir", "log", "command"]
+TAIL = ["status", "error", "note", "budget_mode", "budget_hash", "data_source", *COUNTS, "device", "machine", "torch", "seed", "run_dir", "log", "command"]
 
 
 def machine() -> str:
