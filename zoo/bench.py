@@ -231,10 +231,11 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
     return row
 
 
-def refresh_gains(out: Path, registry: Registry) -> None:
+def refresh_gains(out: Path, registry: Registry) -> list[dict[str, Any]]:
     """Recompute delta_m of every multi-task row in ``out`` from the single-task rows there now: a joint
     row that finished before its baselines (parallel grids) gets one, and one whose baseline row was
-    replaced since (a rerun, an encoder's own budget) is compared with the new row, not the old."""
+    replaced since (a rerun, an encoder's own budget) is compared with the new row, not the old.
+    Returns the folder's rows."""
     with locked(out):
         rows = load_rows(out)
         specs: dict[str, TaskSpec | None] = {}
@@ -253,6 +254,7 @@ def refresh_gains(out: Path, registry: Registry) -> None:
             changed |= json.dumps(r, sort_keys=True, default=str) != old
         if changed:
             write_rows(out, rows, HEADER)
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -277,11 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.job_timeout is not None and args.job_timeout <= 0:
             raise ValueError(f"--job-timeout must be > 0 seconds, got {args.job_timeout}")
         if len(jobs) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-            rows = run_grid(jobs, sys.argv[1:] if argv is None else list(argv), out, args.jobs, args.job_timeout,
-                            HEADER, err)
-            refresh_gains(out, registry)
+            run_grid(jobs, sys.argv[1:] if argv is None else list(argv), out, args.jobs, args.job_timeout, HEADER, err)
             keys = {j.key for j in jobs}
-            rows = [r for r in load_rows(out) if row_key(r) in keys] or rows
+            rows = [r for r in refresh_gains(out, registry) if row_key(r) in keys]
             print_table(rows, f"results ({mode} budget) -> {out}", console)
             failed = [r for r in rows if r.get("status")]
             return 1 if failed else 0

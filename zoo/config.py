@@ -183,14 +183,17 @@ def budget_mode(args: argparse.Namespace) -> str:
     if not over:
         return "quick" if args.quick else "default"
     base = "quick" if args.quick else "default"
-    digest = hashlib.sha1(json.dumps(over, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"custom-{base}-{digest}"
+    return f"custom-{base}-{_digest(over)}"
 
 
 def budget_fingerprint(cfg: RunConfig) -> str:
     """A short hash of ``cfg``'s training settings (its budget fields): a finished row whose fingerprint
     differs from a job's was trained under another budget (``registry.yaml`` changed since)."""
-    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig) if f.metadata.get("budget")}
+    return _digest({f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig) if f.metadata.get("budget")})
+
+
+def _digest(values: dict[str, Any]) -> str:
+    """8 hex digits of settings, the same for the same settings in any order."""
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

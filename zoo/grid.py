@@ -85,9 +85,9 @@ def record_failure(out: Path, row: dict[str, Any], header: str) -> None:
 
 
 def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeout: float | None, header: str,
-             console: Console) -> list[dict[str, Any]]:
+             console: Console) -> None:
     """Run ``jobs`` (``zoo.bench.Job``: its ``key`` and ``ident`` name its row) in subprocesses, at
-    most ``n_parallel`` at once; returns the rows of the grid."""
+    most ``n_parallel`` at once; each writes its row (or its failure's) into ``out``."""
     done = {row_key(r): r for r in load_rows(out) if not r.get("status")}
     todo = []
     for job in jobs:
@@ -152,5 +152,3 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
                                                                             r.job.weighting))}
             record_failure(out, row, header)
             console.print(f"[{finished}/{total}] [red]{status}[/] {name}: {escape(error)}")
-    keys = {j.key for j in jobs}
-    return [r for r in load_rows(out) if row_key(r) in keys]
