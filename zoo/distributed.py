@@ -94,6 +94,9 @@ def barrier() -> None:
 
 def shutdown() -> None:
     if active():
+        # every rank waits for rank 0's writing (rows, delta_m) first: a rank that tore its gloo group
+        # down while rank 0 still worked aborted now and then ("terminate called without an active exception")
+        dist.barrier()
         dist.destroy_process_group()
 
 
