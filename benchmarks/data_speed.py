@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from zoo.build import load_registry, task_spec
-from zoo.checkpoint import atomic_write_text
-from zoo.results import machine
+from zoo.engine.build import load_registry, task_spec
+from zoo.core.files import atomic_write_text
+from zoo.runs.results import machine
 from zoo.tasks.base import DataConfig
 
 

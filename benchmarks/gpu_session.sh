@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# One GPU session's benchmark work, run at once on one GPU (the device tool's machine):
-#   1. the model-zoo grid: every encoder x reference task at its default budget, seed 0
-#      (benchmarks/results/zoo);
-#   2. the multi-task strategy table: the joint task under 8 strategies x 3 seeds, with the
+# One GPU session's benchmark work, in one call on one GPU (the device tool's machine):
+#   1. the engine's throughput table on the idle GPU: old (per-sample loader) and new
+#      (device-resident) data paths, with and without torch.compile (benchmarks/results/throughput);
+#   2. scratch circlization at its default budget, alone on the GPU: the engine's <= 30 s target
+#      (benchmarks/results/gpu_reference);
+#   3. the model-zoo grid: every encoder x reference task at its default budget, seed 0, all 24
+#      rows at once (benchmarks/results/zoo; target: <= 5 minutes);
+#   4. the multi-task strategy table: the joint task under 8 strategies x 3 seeds, with the
 #      single-task scratch baselines of seeds 1 and 2 (seed 0's are the grid's)
-#      (benchmarks/results/mtl);
-#   3. the speed columns of every combination on the then idle GPU (benchmarks/results/speed_gpu):
+#      (benchmarks/results/mtl), at the lowest priority beside 3;
+#   5. the speed columns of every combination on the then idle GPU (benchmarks/results/speed_gpu):
 #      the training runs share the GPU, so their own inference timings would measure the sharing.
 # Every job runs in its own process (zoo.bench's grid runner); a job past DEADLINE seconds is
 # killed and recorded as a timeout row. Results are packed into $OUT/results.tgz.
@@ -46,14 +50,23 @@ fi
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # ~55 processes on 16 cores: one thread each
 cd /tmp  # run the installed package, not the checkout (whose heads/ is not zoo.heads)
 DATA="$REPO/zoo/data/mnist"
-# --workers: on 2026-11-28 each run was bound by its one CPU thread (augmentation in the
-# training process), not by the GPU; loader workers take that work off it
-COMMON=(--data-root "$DATA" --quiet --no-figures --no-speed --job-timeout "$DEADLINE" --workers "${WORKERS:-2}")
+# the MNIST tasks' data lives on the GPU (batched augmentation there): no loader workers needed
+COMMON=(--data-root "$DATA" --quiet --no-figures --no-speed --job-timeout "$DEADLINE")
 STRATS=fixed,uncertainty,dwa,famo,upgrad,imtl_g,aligned_mtl,mgda
 GRID_TASKS=foreground,circlization,semantic,joint
 [ -n "${SMOKE:-}" ] && GRID_TASKS=foreground,joint
 
 log "start"
+DEV=cuda; [ -n "${SMOKE:-}" ] && DEV=cpu
+STEPS=40; [ -n "${SMOKE:-}" ] && STEPS=3
+timeout 150 $PY "$REPO/benchmarks/throughput.py" --device $DEV --steps $STEPS --compile --data-root "$DATA" \
+  --out "$RES/throughput" > "$RES/throughput.log" 2>&1
+log "throughput done ($?)"
+tail -5 "$RES/throughput.log"
+timeout 120 $PY -m zoo.bench --task circlization --encoder scratch --out "$RES/gpu_reference" --data-root "$DATA" \
+  --quiet --no-figures "${EXTRA[@]}" > "$RES/gpu_reference.log" 2>&1
+log "circlization reference done ($?)"
+grep -h "train_seconds\|accuracy\|gated_iou" "$RES/gpu_reference.log" | head -4
 $PY -m zoo.bench --task "$GRID_TASKS" --encoder all --out "${RES_ZOO:-$RES/zoo}" --jobs 24 "${COMMON[@]}" "${EXTRA[@]}" \
   > "$RES/zoo.log" 2>&1 &
 # the strategy runs at the lowest CPU priority: the grid comes first, they use what it leaves

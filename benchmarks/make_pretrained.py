@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
-from zoo.checkpoint import atomic_write_bytes, atomic_write_text
-from zoo.pretrained import create_model
-from zoo.results import load_rows
-from zoo.speed import gflops_per_image
+from zoo.core.files import atomic_write_bytes, atomic_write_text
+from zoo.use.pretrained import create_model
+from zoo.runs.results import load_rows
+from zoo.use.speed import gflops_per_image
 
 TEST_DATA = {"digits": "MNIST test set: the genuine 10,000 test digits",
              "composites": "10,000 2x2 composites of the 10,000 MNIST test digits (seeded)"}

@@ -8,9 +8,9 @@ import argparse
 import json
 from pathlib import Path
 
-from zoo.build import load_registry, task_spec
-from zoo.gain import add_gain
-from zoo.results import load_rows, merge_rows, write_results
+from zoo.engine.build import load_registry, task_spec
+from zoo.runs.gain import add_gain
+from zoo.runs.results import load_rows, merge_rows, write_results
 
 
 def main() -> None:

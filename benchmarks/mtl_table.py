@@ -2,7 +2,7 @@
 
     python benchmarks/mtl_table.py --results benchmarks/results/mtl [--intro F] [--outro F]
 
-delta_m (LibMTL's definition, zoo.gain) is computed per seed against the single-task scratch
+delta_m (LibMTL's definition, zoo.runs.gain) is computed per seed against the single-task scratch
 rows of the same seed and budget in the same folder, then averaged. Step time is each run's
 training seconds over the ``fixed`` run's of the same seed (the runs of a seed ran side by side
 on the same machine), then averaged. Peak memory is each run's process peak (CPU: peak RSS).
@@ -14,9 +14,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from zoo.build import load_registry, task_spec
-from zoo.gain import delta_m
-from zoo.results import load_rows
+from zoo.engine.build import load_registry, task_spec
+from zoo.runs.gain import delta_m
+from zoo.runs.results import load_rows
 
 METRICS = ["iou", "accuracy", "gated_iou", "dice"]
 

@@ -14,10 +14,10 @@ import dataclasses
 
 import torch
 
-from zoo.checkpoint import load_checkpoint
+from zoo.engine.checkpoint import load_checkpoint
 from zoo.data.datasets import BACKGROUND
-from zoo.config import RunConfig
-from zoo.setup import make_loaders, setup
+from zoo.engine.config import RunConfig
+from zoo.engine.build_run import setup
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     head = s.task.heads[0].name
     right = total = inter = union = 0
     with torch.no_grad():
-        for batch in make_loaders(getattr(s.data, a.split), cfg, train=False)["main"]:
+        for batch in s.loaders(a.split)["main"]:
             prob = s.model(batch["image"])[head].float().softmax(1)  # log-probabilities or logits alike
             digits = torch.cat([prob[:, :BACKGROUND], prob[:, BACKGROUND + 1:]], 1)
             for q in range(4):

@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 
 from zoo.bench import budget_of, expand
-from zoo.build import load_registry, task_spec
-from zoo.config import run_config, add_run_options
-from zoo.results import machine, print_table, write_results
-from zoo.setup import eval_batch_size, setup
-from zoo.speed import speed_columns, train_peak_memory_mb
+from zoo.engine.build import load_registry, task_spec
+from zoo.engine.config import run_config, add_run_options
+from zoo.runs.results import machine, print_table, write_results
+from zoo.engine.build_run import setup
+from zoo.engine.loaders import eval_batch_size
+from zoo.use.speed import speed_columns, train_peak_memory_mb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {"task": task, "encoder": encoder, "weighting": "-", "budget_mode": "untrained", "seed": cfg.seed,
                    "heads": "+".join(h.name for h in s.task.heads),
                    "parameters": sum(p.numel() for p in s.model.parameters())}
-            row.update(speed_columns(s.model, s.data.test, s.plans, s.device, eval_batch_size(cfg), args.repeats,
+            row.update(speed_columns(s.model, s.data.test, s.plans, s.device, eval_batch_size(cfg.batch_size), args.repeats,
                                      timing=not args.no_timing))
             if s.device.type != "cuda":  # peak RSS is the whole process's, over every combination so far
                 row.pop("peak_memory_mb", None)

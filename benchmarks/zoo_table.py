@@ -9,7 +9,7 @@ running, merged by (task, encoder), because the training runs shared one GPU and
 timings would measure the sharing. The training peak memory comes from one ``speed.py
 --no-timing`` pass (``--memory``) for every row alike: the tensors two training steps hold at the
 task's batch size, in float32. Joint rows get delta_m against
-the same encoder's single-task rows (LibMTL's definition, zoo.gain). Rerun after the grid gains
+the same encoder's single-task rows (LibMTL's definition, zoo.runs.gain). Rerun after the grid gains
 rows: the README and plots are rebuilt from what the folder holds.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ import argparse
 import math
 from pathlib import Path
 
-from zoo.build import load_registry, task_spec
-from zoo.gain import add_gain
-from zoo.results import load_rows, locked, write_rows
+from zoo.engine.build import load_registry, task_spec
+from zoo.runs.gain import add_gain
+from zoo.runs.results import load_rows, locked, write_rows
 
 # not peak_memory_mb: speed.py did not reset CUDA's peak between combinations in the 2026-11-28
 # GPU session, so those rows carry the largest peak measured so far (training memory: --memory)

@@ -21,7 +21,7 @@ from torch import nn
 
 from zoo.heads.base import Head, global_pool
 from zoo.heads.decoder import SkipDecoder
-from zoo.geometry import enclosing_circle, rasterize_circles
+from zoo.core.geometry import enclosing_circle, rasterize_circles
 
 MODES = ("fit", "regress")
 

@@ -96,7 +96,7 @@ def test_quick_without_quick_budget_is_an_error(tiny_mnist, tmp_path, capsys):
 
 def test_quick_budget_inherits_the_default_budget():
     from zoo.bench import budget_of
-    from zoo.build import load_registry, task_spec
+    from zoo.engine.build import load_registry, task_spec
 
     spec = task_spec("foreground", load_registry())
     quick = budget_of(spec, quick=True)
@@ -131,7 +131,7 @@ def test_an_encoder_budget_applies_to_that_encoder_only(tiny_mnist, tmp_path, ca
     """scratch's own entry trains it 2 epochs; the task's budget (1 epoch) stays for every other encoder,
     and --quick still lays the quick budget over the encoder's."""
     from zoo.bench import budget_of
-    from zoo.build import load_registry, task_spec
+    from zoo.engine.build import load_registry, task_spec
 
     reg = tmp_path / "r.yaml"
     reg.write_text(ENC_BUDGET_TASK % "{scratch: {epochs: 2, lr: 0.01}}")
@@ -272,8 +272,8 @@ def test_renamed_folder_head_gets_the_data_classes(tmp_path, capsys):
                    "      parts: {head: segmentation, loss: ce_dice, target: mask}\n"
                    "    metrics:\n      m: {metric: confusion, head: parts, target: mask, per_class: true}\n"
                    "    monitor: miou_all\n    budget: {epochs: 1, batch_size: 2}\n")
-    from zoo.setup import setup
-    from zoo.train import RunConfig
+    from zoo.engine.build_run import setup
+    from zoo.engine.train import RunConfig
 
     s = setup(RunConfig(task="parts", encoder="scratch", data_root=str(r), registry=(str(reg),), epochs=1,
                         encoder_settings={"width": 4}))

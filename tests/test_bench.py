@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from zoo.bench import main
-from zoo.train import RunConfig, evaluate, fit, make_loaders, setup
+from zoo.engine.train import RunConfig, evaluate, fit, setup
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--epochs", "2", "--batch-size", "16", "--quiet"]
@@ -50,16 +50,17 @@ def test_cli_two_encoders_write_three_result_files(tiny_mnist, tmp_path, capsys)
 FG_ENCODER = {"input_skip": True, "width": 8}  # the foreground threshold head reads the raw input
 
 
-def test_training_moves_metrics(tiny_mnist):
+@pytest.mark.parametrize("device_data", [True, False], ids=["device-resident", "dataloader"])
+def test_training_moves_metrics(tiny_mnist, device_data):
     """A few epochs on the rectangle digits: the foreground IoU of the U-Net head must rise well above
-    the untrained model's. (The default threshold head gets these two-level images right untrained;
-    tests/test_threshold_heads.py checks that it learns.)"""
+    the untrained model's, with the data on the device (batched augmentation) and through a
+    DataLoader (per-sample). (The default threshold head gets these two-level images right
+    untrained; tests/test_threshold_heads.py checks that it learns.)"""
     cfg = RunConfig(task="foreground", encoder="scratch", epochs=4, batch_size=16, lr=5e-3, schedule="none",
-                    data_root=str(tiny_mnist), encoder_settings=FG_ENCODER,
+                    data_root=str(tiny_mnist), encoder_settings=FG_ENCODER, device_data=device_data,
                     registry=(str(ROOT / "benchmarks/ablation/fg_unet.yaml"),))
     s = setup(cfg)
-    before = evaluate(s.model, make_loaders(s.data.val, cfg, train=False), s.plans, s.metrics, s.metric_streams,
-                      s.device, cfg)["iou"]
+    before = evaluate(s, "val")["iou"]
     r = fit(cfg, show_progress=False)
     assert r.val["iou"] > before + 10 and r.test["iou"] > 60.0, (before, r.val, r.test)
 
@@ -143,7 +144,7 @@ def test_distributed_two_processes_equal_single_process_evaluation(tiny_mnist, t
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads((out / "results.json").read_text())["rows"][0]
-    from zoo.train import evaluate_checkpoint
+    from zoo.engine.train import evaluate_checkpoint
 
     single = evaluate_checkpoint(Path(row["run_dir"]) / "best.pt", split="test")
     assert row["iou"] == pytest.approx(round(single["iou"], 4), abs=1e-4)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from zoo.bench import main
-from zoo.gain import add_gain, delta_m
+from zoo.runs.gain import add_gain, delta_m
 
 
 def test_delta_m_hand():
@@ -58,8 +58,8 @@ def test_a_replaced_baseline_row_refreshes_the_joint_rows_delta_m(tmp_path):
     """A single-task row rerun (say under an encoder's own budget) replaces its row; the joint row of
     that encoder is then compared with the new row, by hand: Dice 98 -> 99 against a joint 98.01."""
     from zoo.bench import HEADER, refresh_gains
-    from zoo.build import load_registry
-    from zoo.results import load_rows, write_rows
+    from zoo.engine.build import load_registry
+    from zoo.runs.results import load_rows, write_rows
 
     ident = {"encoder": "e", "budget_mode": "default", "seed": 0, "parameters": 10, "train_seconds": 1.0}
     singles = [{**ident, "task": "foreground", "weighting": "fixed", "iou": 99.0},

@@ -7,7 +7,7 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from zoo.metrics import Accuracy, BinaryIoU, Confusion, GatedIoU
+from zoo.core.metrics import Accuracy, BinaryIoU, Confusion, GatedIoU
 
 
 def test_accuracy_hand():

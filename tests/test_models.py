@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.registry import RegistryError
+from zoo.core.registry import RegistryError
 
 REG = zoo.load_registry()
 ENCODERS = REG.names("encoders") + ["timm:efficientnet_b0", "scratch+input_skip", "resnet18+input_skip"]

@@ -10,15 +10,15 @@ import torch
 
 import zoo
 from zoo.bench import main, parse_args, plan_jobs
-from zoo.config import budget_mode
-from zoo.evaluate import _update
-from zoo.gain import delta_m
-from zoo.grid import child_argv, record_failure
-from zoo.metrics import Accuracy
-from zoo.results import load_rows, write_results
-from zoo.rundir import hold, new_run_dir, unfinished_run
-from zoo.setup import HeadPlan
-from zoo.train import fit, step_losses
+from zoo.engine.config import budget_mode
+from zoo.engine.evaluate import _update
+from zoo.runs.gain import delta_m
+from zoo.runs.grid import child_argv, record_failure
+from zoo.core.metrics import Accuracy
+from zoo.runs.results import load_rows, write_results
+from zoo.runs.rundir import hold, new_run_dir, unfinished_run
+from zoo.engine.build_run import HeadPlan
+from zoo.engine.train import fit, step_losses
 
 REG = zoo.load_registry()
 
@@ -63,7 +63,7 @@ def test_bad_strategy_input(tiny_mnist, tmp_path, capsys, args, expect):
 
 def test_strategy_that_needs_a_setting_it_was_not_given(tiny_mnist, tmp_path, capsys):
     user = tmp_path / "mine.yaml"
-    user.write_text("weightings:\n  my_stch: {target: 'zoo.jd:Scalarized', settings: {method: STCH}, paper: x}\n")
+    user.write_text("weightings:\n  my_stch: {target: 'zoo.core.torchjd:Scalarized', settings: {method: STCH}, paper: x}\n")
     rc, err = run_cli(["--task", "circlization", "--registry", str(user), "--weighting", "my_stch", "--data-root",
                        str(tiny_mnist), "--out", str(tmp_path / "o"), "--epochs", "1"], capsys)
     assert_clear(rc, err, "STCH needs setting(s) 'mu'", "--weighting-arg mu=VALUE")
@@ -71,7 +71,7 @@ def test_strategy_that_needs_a_setting_it_was_not_given(tiny_mnist, tmp_path, ca
 
 def test_unknown_torchjd_method_in_a_user_registry(tiny_mnist, tmp_path, capsys):
     user = tmp_path / "mine.yaml"
-    user.write_text("weightings:\n  nope: {target: 'zoo.jd:Aggregated', settings: {method: UPGard}, paper: x}\n")
+    user.write_text("weightings:\n  nope: {target: 'zoo.core.torchjd:Aggregated', settings: {method: UPGard}, paper: x}\n")
     rc, err = run_cli(["--task", "circlization", "--registry", str(user), "--weighting", "nope", "--data-root",
                        str(tiny_mnist), "--out", str(tmp_path / "o"), "--epochs", "1"], capsys)
     assert_clear(rc, err, "TorchJD has no aggregator 'UPGard'")
@@ -79,7 +79,7 @@ def test_unknown_torchjd_method_in_a_user_registry(tiny_mnist, tmp_path, capsys)
 
 def test_strategy_that_cannot_work_with_the_tasks_heads_fails_in_preflight(tiny_mnist, tmp_path, capsys):
     user = tmp_path / "mine.yaml"  # trimmed mean drops the largest and smallest row: it needs 3+ heads
-    user.write_text("weightings:\n  trimmed: {target: 'zoo.jd:Aggregated', settings: {method: TrimmedMean, "
+    user.write_text("weightings:\n  trimmed: {target: 'zoo.core.torchjd:Aggregated', settings: {method: TrimmedMean, "
                     "trim_number: 1}, paper: x}\n")
     rc, err = run_cli(["--task", "circlization", "--registry", str(user), "--weighting", "trimmed", "--data-root",
                        str(tiny_mnist), "--out", str(tmp_path / "o"), "--epochs", "1"], capsys)

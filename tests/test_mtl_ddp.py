@@ -40,7 +40,7 @@ def _problem():
 
 def _train(name: str, x: torch.Tensor, y: torch.Tensor, steps: int = 3) -> dict:
     """A linear 'encoder' and one linear head per task; ``steps`` SGD steps under strategy ``name``."""
-    from zoo import distributed as dist
+    from zoo.core import distributed as dist
 
     torch.manual_seed(1)
     enc = torch.nn.Linear(5, 4)
@@ -107,9 +107,9 @@ def test_torchrun_fit_keeps_weighting_state_identical_on_both_ranks(tiny_mnist, 
     script = tmp_path / "ranks.py"
     script.write_text(f"""
 import hashlib, json, os, sys, torch
-from zoo import distributed as dist
-from zoo.config import RunConfig
-from zoo.train import fit
+from zoo.core import distributed as dist
+from zoo.engine.config import RunConfig
+from zoo.engine.train import fit
 dist.init()
 out = {{}}
 for name in {["uncertainty", "dwa", "famo", "rlw", "upgrad", "nash_mtl", "imtl_l", "gradnorm"]!r}:

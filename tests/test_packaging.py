@@ -43,7 +43,7 @@ def test_wheel_installs_and_runs_from_another_folder(tmp_path):
     # a new user's offline machine: no $ZOO_DATA, an empty cache, no download
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ZOO_DATA", "ZOO_NO_BUNDLED")}
     env.update({"XDG_CACHE_HOME": str(tmp_path / "cache"), "ZOO_OFFLINE": "1"})
-    where = run([str(py), "-c", "import zoo, zoo.heads, zoo.registry as r; print(zoo.__file__); "
+    where = run([str(py), "-c", "import zoo, zoo.heads, zoo.core.registry as r; print(zoo.__file__); "
                  "print(r.builtin_registry_path()); import importlib.util as u; print(u.find_spec('heads'))"],
                 cwd=elsewhere, env=env).stdout.split()
     assert where[0].startswith(str(purelib)) and where[1] == str(purelib / "zoo" / "registry.yaml")

@@ -6,7 +6,7 @@ import hashlib
 import pytest
 
 import zoo
-from zoo.pretrained import PRETRAINED_DIR, score_pretrained
+from zoo.use.pretrained import PRETRAINED_DIR, score_pretrained
 
 SHIPPED = zoo.list_pretrained()
 

@@ -14,11 +14,11 @@ import torch
 
 import zoo
 from zoo.bench import main as bench
-from zoo.config import RunConfig
+from zoo.engine.config import RunConfig
 from zoo.export import export, main as export_main
 from zoo.predict import main as predict_main, predict
-from zoo.setup import setup
-from zoo.speed import train_peak_memory_mb
+from zoo.engine.build_run import setup
+from zoo.use.speed import train_peak_memory_mb
 
 REG = zoo.load_registry()
 HEAD_CASES = [(h, s) for h in REG.names("heads") for s in ([{"mode": "fit"}, {"mode": "regress"}] if h == "circle" else [{}])]

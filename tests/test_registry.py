@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 import zoo
-from zoo.registry import Registry, RegistryError
+from zoo.core.registry import Registry, RegistryError
 
 ROOT = __import__('pathlib').Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ def test_registry_imports_no_component():
     --list import no component, so neither pays for timm (and the registry has no import cycle)."""
     code = ("import sys, zoo; r = zoo.load_registry(); from zoo.bench import main; main(['--list']); "
             "print(sorted(m for m in sys.modules if m == 'timm' or m.startswith(('zoo.encoders', 'zoo.tasks.', "
-            "'heads.', 'zoo.weighting', 'zoo.losses')) and not m.endswith('.base')))")
+            "'heads.', 'zoo.core.weighting', 'zoo.core.losses')) and not m.endswith('.base')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
     reg = zoo.load_registry()
@@ -194,7 +194,7 @@ def test_user_head_from_yaml_trains(tmp_path, tiny_mnist, monkeypatch):
 
     assert "toy_count" in zoo.list_heads([reg_file])
     assert "toy_task" in zoo.list_tasks([reg_file])
-    from zoo.train import RunConfig, fit
+    from zoo.engine.train import RunConfig, fit
 
     cfg = RunConfig(task="toy_task", encoder="scratch", epochs=2, batch_size=16, lr=3e-3, schedule="none",
                     data_root=str(tiny_mnist), registry=(str(reg_file),), encoder_settings={"width": 8})

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo.results import load_rows, row_key, write_results
-from zoo.train import evaluate_checkpoint
+from zoo.runs.results import load_rows, row_key, write_results
+from zoo.engine.train import evaluate_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

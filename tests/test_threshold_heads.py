@@ -10,8 +10,8 @@ import zoo
 from zoo.heads.grid_segmentation import GridSegmentationHead
 from zoo.heads.levels import soft_histogram
 from zoo.heads.threshold_mask import ThresholdMaskHead
-from zoo.metrics import BinaryIoU
-from zoo.registry import RegistryError
+from zoo.core.metrics import BinaryIoU
+from zoo.core.registry import RegistryError
 
 
 def test_soft_histogram_with_one_bin_per_level_is_the_exact_histogram():

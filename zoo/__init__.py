@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Iterable
 
 from zoo.heads.base import Head
-from zoo.build import build_model, load_registry, task_spec
-from zoo.model import MultiTaskModel
-from zoo.pretrained import create_model, list_pretrained, load_model, pretrained_meta
-from zoo.registry import Registry, RegistryError
+from zoo.engine.build import build_model, load_registry, task_spec
+from zoo.core.model import MultiTaskModel
+from zoo.use.pretrained import create_model, list_pretrained, load_model, pretrained_meta
+from zoo.core.registry import Registry, RegistryError
 
 __version__ = "0.1.0"
 

@@ -22,20 +22,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from zoo import distributed as dist
-from zoo.build import load_registry, task_spec
-from zoo.config import RunConfig, add_run_options, budget_fingerprint, budget_mode, run_config
+from zoo.core import distributed as dist
+from zoo.engine.build import load_registry, task_spec
+from zoo.engine.config import RunConfig, add_run_options, budget_fingerprint, budget_mode, run_config
 from zoo.data.idx import DataError
-from zoo.gain import add_gain
-from zoo.grid import run_grid
-from zoo.registry import Registry, RegistryError
-from zoo.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
-from zoo.rundir import check_writable, new_run_dir, remove_if_empty
-from zoo.setup import eval_batch_size
-from zoo.speed import peak_memory_mb, speed_columns
-from zoo.tblog import log_figure
+from zoo.runs.gain import add_gain
+from zoo.runs.grid import run_grid
+from zoo.core.registry import Registry, RegistryError
+from zoo.runs.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
+from zoo.runs.rundir import check_writable, new_run_dir, remove_if_empty
+from zoo.engine.loaders import eval_batch_size
+from zoo.use.speed import peak_memory_mb, speed_columns
+from zoo.engine.tblog import log_figure
 from zoo.tasks.base import TaskSpec
-from zoo.train import RunResult, fit
+from zoo.engine.train import RunResult, fit
 
 DEFAULT_OUT = Path("runs")
 HEADER = ("zoo benchmark results. Metrics are percentages on the test split; the best checkpoint on validation is "
@@ -135,7 +135,7 @@ class Job:
 
     @property
     def ident(self) -> dict[str, Any]:
-        """The fields that key this job's result row (``zoo.results.KEY``)."""
+        """The fields that key this job's result row (``zoo.runs.results.KEY``)."""
         return {"task": self.task, "encoder": self.encoder, "weighting": self.weighting, "budget_mode": self.mode,
                 "seed": self.cfg.seed}
 
@@ -214,14 +214,14 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
     if not args.no_speed and dist.is_main():  # one process measures: ranks timing at once would slow each other
         row.update(speed_columns(result.model, result.setup.data.test, result.setup.plans, result.setup.device,
-                                 eval_batch_size(cfg)))
+                                 eval_batch_size(cfg.batch_size)))
     else:  # the run's own peak is valid even when runs share a machine (timings are not)
         row["peak_memory_mb"] = round(peak_memory_mb(result.setup.device), 1)
     if spec.baselines:
         add_gain(row, spec.baselines, load_rows(out))
     if dist.is_main():
         if not args.no_figures:
-            from zoo.figures import prediction_figure
+            from zoo.use.figures import prediction_figure
 
             prediction_figure(result.model, result.setup.data.test, result.setup.plans, run_dir / "figure.png",
                               result.setup.device)

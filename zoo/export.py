@@ -21,11 +21,11 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from zoo.checkpoint import atomic_write_text
+from zoo.core.files import atomic_write_text
 from zoo.data.idx import DataError
-from zoo.model import MultiTaskModel
-from zoo.pretrained import load_model
-from zoo.registry import RegistryError
+from zoo.core.model import MultiTaskModel
+from zoo.use.pretrained import load_model
+from zoo.core.registry import RegistryError
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 

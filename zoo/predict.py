@@ -23,13 +23,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import track
 
-from zoo.checkpoint import atomic_write_bytes, atomic_write_text
+from zoo.engine.step import predictions, run_heads
+from zoo.core.files import atomic_write_bytes, atomic_write_text
 from zoo.data.folder import IMAGE_EXT
 from zoo.data.idx import DataError
 from zoo.data.inputs import prepare, read_any
-from zoo.model import MultiTaskModel
-from zoo.pretrained import load_model
-from zoo.registry import RegistryError
+from zoo.core.model import MultiTaskModel
+from zoo.use.pretrained import load_model
+from zoo.core.registry import RegistryError
 
 
 def find_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -55,8 +56,8 @@ def predict_image(model: MultiTaskModel, image: np.ndarray) -> tuple[dict[str, A
     x, frame = prepare(image, mode, model.meta["in_channels"], size)
     t = torch.from_numpy(x.astype(np.float32) / 255.0)
     t = (t[None] if t.dim() == 2 else t.permute(2, 0, 1))[None]
-    out = model(t)
-    preds = model.predict({k: v.float() for k, v in out.items()}, size=tuple(t.shape[-2:]))
+    out = run_heads(model, t, list(model.heads))
+    preds = predictions(model, out, t)
     record: dict[str, Any] = {}
     masks: dict[str, np.ndarray] = {}
     for name, head in model.heads.items():  # each head says what it reports (Head.describe)

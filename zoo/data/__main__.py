@@ -8,10 +8,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from zoo.build import load_registry, task_spec
+from zoo.engine.build import load_registry, task_spec
 from zoo.data.export import export_dataset
 from zoo.data.idx import DataError
-from zoo.registry import RegistryError
+from zoo.core.registry import RegistryError
 from zoo.tasks.base import DataConfig
 
 SPLITS = ("train", "val", "test")

@@ -21,6 +21,8 @@ def class_weights(masks: np.ndarray, num_classes: int) -> list[float]:
 
 
 class ArrayDataset(Dataset):
+    epoch_invariant = True  # no augmentation: the engine may cache the split on the device (zoo.data.device)
+
     def __init__(self, images: np.ndarray, masks: np.ndarray, index: np.ndarray, size: tuple[int, int] | None) -> None:
         self.images, self.masks, self.index, self.size = images, masks, index, size
 

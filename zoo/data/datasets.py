@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from zoo.data.augment import Augment
 from zoo.data.digits import Digits, otsu
-from zoo.geometry import enclosing_circle, rasterize_circle_np
+from zoo.core.geometry import enclosing_circle, rasterize_circle_np
 
 BACKGROUND = 10  # the semantic task's background class; digits keep their value 0-9
 LABELLINGS = ("pixel", "region")
@@ -56,6 +56,11 @@ class DigitDataset(_Seeded):
     def __len__(self) -> int:
         return len(self.digits)
 
+    def device_view(self, device: torch.device, fields: set[str] | None = None):
+        """The split on ``device``, batches gathered and augmented there (``zoo.data.device``)."""
+        from zoo.data.device import DigitView
+        return DigitView(self.digits, self.augment, device, fields)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         image, mask, circle = _digit_fields(self.digits, i, self.augment, self.rng(i) if self.augment else None)
         h, w = image.shape
@@ -74,12 +79,22 @@ def composite_tuple(index: int, n_digits: int, seed: int) -> tuple[int, int, int
     ``t = (a * index + b) mod N^4`` with ``gcd(a, N) = 1`` is one-to-one, so distinct indices
     give distinct 4-tuples: the set has no duplicates, and nothing needs storing.
     """
+    a, b = _affine(n_digits, seed)
+    return _decode((a * index + b) % n_digits**4, n_digits)
+
+
+def composite_tuples(size: int, n_digits: int, seed: int) -> list[tuple[int, int, int, int]]:
+    """``composite_tuple(i, ...)`` for every ``i < size`` (the bijection's constants drawn once)."""
     m = n_digits**4
     a, b = _affine(n_digits, seed)
-    t = (a * index + b) % m
+    return [_decode((a * index + b) % m, n_digits) for index in range(size)]
+
+
+def _decode(t: int, n: int) -> tuple[int, int, int, int]:
+    """``t`` in base ``n``, lowest digit first: the composite's 4 digit indices."""
     out = []
     for _ in range(4):
-        t, d = divmod(t, n_digits)
+        t, d = divmod(t, n)
         out.append(d)
     return tuple(out)  # type: ignore[return-value]
 
@@ -113,6 +128,12 @@ class CompositeDataset(_Seeded):
 
     def __len__(self) -> int:
         return self.size
+
+    def device_view(self, device: torch.device, fields: set[str] | None = None):
+        """The composites on ``device``: their digits and 4-tuples, assembled per batch (``zoo.data.device``)."""
+        from zoo.data.device import CompositeView, DigitView
+        ids = torch.tensor(composite_tuples(self.size, len(self.digits), self.seed))
+        return CompositeView(DigitView(self.digits, self.augment, device, set()), ids, self.labelling, BACKGROUND)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < self.size:

@@ -9,7 +9,7 @@ import numpy as np
 
 from zoo.data.idx import Mnist
 from zoo.data.split import split_indices
-from zoo.geometry import enclosing_circle
+from zoo.core.geometry import enclosing_circle
 
 
 def otsu(image: np.ndarray) -> tuple[int, np.ndarray]:

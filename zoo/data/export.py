@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from zoo.checkpoint import atomic_write_bytes
+from zoo.core.files import atomic_write_bytes
 from zoo.data.idx import DataError
 
 

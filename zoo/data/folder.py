@@ -144,6 +144,8 @@ def find_pairs(root: Path) -> list[Pair]:
 class FolderDataset(Dataset):
     """Image + index-mask pairs, resized to ``size``, masks checked against ``num_classes``."""
 
+    epoch_invariant = True  # no augmentation: the engine may cache the split on the device (zoo.data.device)
+
     def __init__(self, pairs: list[Pair], num_classes: int, channels: int = 1,
                  size: tuple[int, int] | None = None, binary: bool = False) -> None:
         self.pairs, self.num_classes, self.channels, self.binary = pairs, num_classes, channels, binary

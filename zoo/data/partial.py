@@ -2,7 +2,7 @@
 
 Each sample gets ``valid``: target name -> bool. The trainer leaves a sample out of the loss of
 every head whose target it lacks, and metrics score only the samples that carry their targets
-(``zoo.train.step_losses``, ``zoo.evaluate``), so one model trains on a mix of datasets labelled
+(``zoo.engine.train.step_losses``, ``zoo.engine.evaluate``), so one model trains on a mix of datasets labelled
 for different tasks. A missing target keeps a placeholder of its usual shape so batches stack.
 """
 from __future__ import annotations
@@ -39,6 +39,15 @@ class PartialLabels(Dataset):
         have = self.labelled(i)
         sample["valid"] = {t: torch.tensor(t in have) for t in self.targets}
         return sample
+
+    def device_view(self, device: torch.device, fields: set[str] | None = None):
+        """The wrapped dataset's device view, with the per-sample ``valid`` flags on the device too."""
+        from zoo.data.device import PartialView, device_view
+        inner = device_view(self.dataset, device, fields)
+        if inner is None:
+            return None
+        have = [self.labelled(i) for i in range(len(self))]
+        return PartialView(inner, {t: torch.tensor([t in h for h in have], device=device) for t in self.targets})
 
     def counts(self) -> dict[str, int]:
         """How many samples carry each target."""

@@ -7,7 +7,7 @@ import timm
 import torch
 
 from zoo.encoders.base import Encoder, check_in_channels, load_local_weights
-from zoo.registry import RegistryError
+from zoo.core.registry import RegistryError
 
 
 def check_timm_name(model_name: str) -> str:

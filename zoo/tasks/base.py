@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 from torch.utils.data import Dataset
 
 from zoo.heads.base import Head
-from zoo.registry import RegistryError
+from zoo.core.registry import RegistryError
 
 if TYPE_CHECKING:
-    from zoo.registry import Registry
+    from zoo.core.registry import Registry
 
 HEAD_FIELDS = {"head", "settings", "loss", "loss_settings", "weight", "target", "stream"}
 TASK_FIELDS = {"target", "settings", "heads", "metrics", "monitor", "budget", "quick", "override", "description",

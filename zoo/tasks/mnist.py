@@ -8,7 +8,7 @@ from zoo.data.augment import Augment
 from zoo.data.datasets import LABELLINGS, CompositeDataset, DigitDataset
 from zoo.data.digits import Splits, split_mnist
 from zoo.data.idx import load_mnist
-from zoo.registry import check_settings
+from zoo.core.registry import check_settings
 from zoo.tasks.base import DataConfig, Task, TaskData
 
 

@@ -11,7 +11,7 @@ The maths stays in TorchJD; these adapters only add what a trainer needs around 
   the method needs and was not given, or does not know, are errors listing the valid ones;
   ``shape``/``n_tasks`` are filled in from the number of heads, list settings become tensors;
 - under torchrun every rank reads the same numbers: Jacobians are averaged over ranks before
-  aggregation, loss values before scalarization (``zoo.distributed.global_value``), so weights
+  aggregation, loss values before scalarization (``zoo.core.distributed.global_value``), so weights
   and state are identical on every rank and equal those of one process on the global batch;
 - under a GradScaler the Jacobian is unscaled before aggregation (aggregators are not scale
   invariant) and the update scaled back, so the scaler still finds overflows and skips steps;
@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo import distributed as dist
-from zoo.weighting import Scale, Weighting, _identity
+from zoo.core import distributed as dist
+from zoo.core.weighting import Scale, Weighting, _identity
 
 # Settings the adapter fills in itself (from the number of heads).
 _FILLED = ("shape", "n_tasks")
@@ -48,7 +48,7 @@ class _TorchJD(Weighting):
             raise ValueError(f"TorchJD has no {self.kind} {method!r} (module {self.module})")
         self.method_name = method
         self.method = self._build(cls, settings, len(names))
-        self._weights: dict[str, float] | None = None
+        self._weights: torch.Tensor | None = None  # on the device: read only when weights() is asked
 
     def _build(self, cls: type, settings: dict[str, Any], n: int) -> nn.Module:
         params = {k: p for k, p in inspect.signature(cls).parameters.items()
@@ -78,10 +78,12 @@ class _TorchJD(Weighting):
         return method
 
     def weights(self) -> dict[str, float]:
-        return dict(self._weights) if self._weights is not None else dict(self.base)
+        if self._weights is None:
+            return dict(self.base)
+        return {n: self.base[n] * float(v) for n, v in zip(self.names, self._weights.float().cpu())}
 
     def _record(self, w: torch.Tensor) -> None:
-        self._weights = {n: self.base[n] * float(v) for n, v in zip(self.names, w.detach().float().cpu())}
+        self._weights = w.detach()  # no host read per step (weights() reads it once per epoch)
 
 
 class Scalarized(_TorchJD):
@@ -170,7 +172,8 @@ class Aggregated(_TorchJD):
         # float32 rows: under bf16 autocast some losses are bf16 and TorchJD's Jacobian backward
         # seeds every row with one dtype (on CUDA: "Expected grad_output to have type BFloat16")
         weighted = [self.base[n] * losses[n].float() for n in self.names]
-        factor = float(scale(torch.ones((), device=weighted[0].device)))
+        # the GradScaler's factor (a host read, only under a scaler: fp16 without bf16)
+        factor = 1.0 if scale is _identity else float(scale(torch.ones((), device=weighted[0].device)))
         scaled = [scale(w) for w in weighted]
         # Heads get their own loss's plain gradient. The encoder gets one Jacobian row per head.
         # Not mtl_backward: it differentiates through `features` as if they were independent,

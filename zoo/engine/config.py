@@ -16,8 +16,10 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from zoo.tasks.base import DataConfig
@@ -58,8 +60,14 @@ class RunConfig:
     seed: int = _opt(0, "random seed (>= 0): data split, initialisation, shuffling, augmentation")
     device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps", resumable=True)
     amp: bool = _opt(True, "disable mixed precision on CUDA", flag="--no-amp")
-    channels_last: bool = _opt(False, "channels_last memory format (fast on CUDA)")
-    num_workers: int = _opt(0, "data loader worker processes", flag="--workers", resumable=True)
+    channels_last: bool | None = _opt(None, "channels_last memory format (default: on CUDA, where it is faster; off "
+                                            "elsewhere: slower on a CPU, measured)", resumable=True)
+    compile: bool = _opt(False, "torch.compile the model (benchmarks/README.md measures when it pays)", resumable=True)
+    device_data: bool = _opt(True, "use a DataLoader instead of keeping array-sized datasets (MNIST, npz, small "
+                                   "folders) on the training device with batched augmentation there",
+                             flag="--no-device-data", resumable=True)
+    num_workers: int = _opt(0, "data loader worker processes (datasets that are not kept on the device)",
+                            flag="--workers", resumable=True)
     data_root: str | None = _opt(None, "dataset folder (default: $ZOO_DATA, the cache, the bundled subset)",
                                  resumable=True)
     registry: tuple[str, ...] = _opt((), "a registry file merged onto the built-in one (repeatable)", metavar="YAML",
@@ -92,6 +100,10 @@ class RunConfig:
                 raise ValueError(msg)
         self.data_config()  # limits and val_fraction are checked where they are used
 
+    def uses_channels_last(self, device: torch.device) -> bool:
+        """``channels_last`` as asked, else on for CUDA only."""
+        return self.channels_last if self.channels_last is not None else device.type == "cuda"
+
     def data_config(self) -> DataConfig:
         return DataConfig(self.data_root, self.val_fraction, self.seed, self.train_limit, self.test_limit)
 
@@ -113,6 +125,17 @@ class RunConfig:
 BUDGET_KEYS = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("budget"))
 # Fields that may differ between a run and its resumption (where and how it runs, not what it learns).
 RESUMABLE = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("resumable"))
+
+
+def check_resumable(saved: RunConfig, cfg: RunConfig, path: str | Path) -> None:
+    """A checkpoint continues only the run it came from: every setting that changes what is learned
+    must be the same (device, workers, data folder and registry files may differ)."""
+    now = cfg.to_dict()
+    diff = [f"{k}: {v!r} in the checkpoint, {now[k]!r} now" for k, v in saved.to_dict().items()
+            if k not in RESUMABLE and now[k] != v]
+    if diff:
+        raise ValueError(f"checkpoint {path} is from another run and cannot be resumed with these settings; "
+                         f"differences: {'; '.join(diff)}. Rerun without --resume, or with the checkpoint's settings")
 
 
 def _flag(f: dataclasses.Field) -> str:
@@ -139,6 +162,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         if kind in (dict, tuple):
             p.add_argument(flag, dest=f.name, action="append", default=[],
                            metavar=f.metadata.get("metavar", "KEY=VALUE" if kind is dict else "VALUE"), help=help_)
+        elif kind is bool and f.default is None:  # unset = decided per device; --x / --no-x decide
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif kind is bool:
             p.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true",
                            default=default, help=help_)

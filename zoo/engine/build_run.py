@@ -4,20 +4,24 @@ mismatch is a clear error before training starts, never a traceback in epoch 1."
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
+from torch.utils.data import default_collate
 
-from zoo import distributed as dist
-from zoo.build import build_model, load_registry, task_spec
-from zoo.config import RunConfig
-from zoo.metrics import Metric, build_metric
-from zoo.model import MultiTaskModel
-from zoo.registry import Registry, RegistryError
+from zoo.engine.build import build_model, load_registry, task_spec
+from zoo.engine.config import RunConfig
+from zoo.core.metrics import Metric, build_metric
+from zoo.core.model import MultiTaskModel
+from zoo.core.registry import Registry, RegistryError
+from zoo.engine.loaders import make_loaders, to_device
+from zoo.engine.step import HeadPlan, predictions, run_heads, streams
 from zoo.tasks.base import ResolvedTask, TaskData
+
+__all__ = ["HeadPlan", "Setup", "make_loaders", "preflight", "seed_everything", "select_device", "setup", "streams",
+           "to_device"]
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -44,75 +48,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-# ----------------------------------------------------------------------------- data
-def _shard(ds: Dataset) -> Dataset:
-    """This rank's contiguous-stride shard, without padding (exact distributed metrics)."""
-    if dist.world_size() == 1:
-        return ds
-    return Subset(ds, list(range(dist.rank(), len(ds), dist.world_size())))
-
-
-def eval_batch_size(cfg: RunConfig) -> int:
-    """Evaluation batches are larger than training ones (no gradients): at least 256."""
-    return max(cfg.batch_size, 256)
-
-
-def make_loaders(datasets: dict[str, Dataset], cfg: RunConfig, train: bool) -> dict[str, DataLoader]:
-    """Training: shuffled (globally across ranks, equal shards, via DistributedSampler when
-    distributed). Evaluation: in order, each rank a shard without padding."""
-    loaders = {}
-    for name, ds in datasets.items():
-        sampler, gen = None, torch.Generator().manual_seed(cfg.seed)
-        if train and dist.world_size() > 1:
-            sampler = DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=True)
-        elif not train:
-            ds = _shard(ds)
-        loaders[name] = DataLoader(ds, batch_size=cfg.batch_size if train else eval_batch_size(cfg),
-                                   shuffle=train and sampler is None, sampler=sampler,
-                                   drop_last=train and len(ds) // dist.world_size() > cfg.batch_size,
-                                   num_workers=cfg.num_workers, generator=gen, persistent_workers=False,
-                                   pin_memory=torch.cuda.is_available())
-    return loaders
-
-
-def set_epoch(loaders: dict[str, DataLoader], epoch: int, seed: int) -> None:
-    """Reseed shuffling and augmentation per epoch, so a resumed run repeats the same batches."""
-    for loader in loaders.values():
-        loader.generator.manual_seed(seed * 1000 + epoch)
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch)
-        ds = loader.dataset.dataset if isinstance(loader.dataset, Subset) else loader.dataset
-        if hasattr(ds, "set_epoch"):
-            ds.set_epoch(epoch)
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
-    # nested dicts (``valid``: which targets each sample carries) move field by field
-    out = {k: ({kk: vv.to(device, non_blocking=True) for kk, vv in v.items()} if isinstance(v, dict)
-               else v.to(device, non_blocking=True)) for k, v in batch.items()}
-    if channels_last and out["image"].dim() == 4:
-        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
-    return out
-
-
-# ----------------------------------------------------------------------------- heads
-@dataclass
-class HeadPlan:
-    """How one head learns: which stream and batch field, which loss."""
-
-    name: str
-    stream: str
-    target: str
-    loss: torch.nn.Module
-
-
-def streams(plans: list[HeadPlan]) -> dict[str, list[HeadPlan]]:
-    by: dict[str, list[HeadPlan]] = {}
-    for p in plans:
-        by.setdefault(p.stream, []).append(p)
-    return by
-
-
 @dataclass
 class Setup:
     """Everything ``fit`` builds before the first step."""
@@ -126,6 +61,25 @@ class Setup:
     metric_streams: dict[str, str]
     weighting: Any
     device: torch.device
+    cfg: RunConfig
+    _eval_loaders: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    def train_fields(self, stream: str) -> set[str]:
+        """What training reads of a stream's samples: the image and its heads' targets (so costly
+        fields no head trains on, like an augmented digit's circle, are never computed)."""
+        return {"image", "valid"} | {p.target for p in self.plans if p.stream == stream}
+
+    def loaders(self, split: str) -> dict[str, Any]:
+        """The split's loaders, one per stream: training shuffled and augmented, evaluation in order
+        (built once and kept: a device-resident evaluation split is uploaded once per run)."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be train, val or test, got {split!r}")
+        datasets = getattr(self.data, split)
+        if split == "train":
+            return make_loaders(datasets, self.cfg, True, self.device, {k: self.train_fields(k) for k in datasets})
+        if split not in self._eval_loaders:
+            self._eval_loaders[split] = make_loaders(datasets, self.cfg, False, self.device)
+        return self._eval_loaders[split]
 
 
 def setup(cfg: RunConfig) -> Setup:
@@ -136,11 +90,13 @@ def setup(cfg: RunConfig) -> Setup:
     registry.entry("encoders", cfg.encoder)  # unknown encoder: fail before loading data
     registry.entry("weightings", cfg.weighting)
     device = select_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     data = spec.task.datasets(cfg.data_config())
     seed_everything(cfg.seed)
     task = spec.task.resolve(spec, data, registry)
     model = build_model(cfg.encoder, task.heads, data.in_channels, cfg.encoder_settings, registry).to(device)
-    if cfg.channels_last:
+    if cfg.uses_channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     plans = [HeadPlan(h.name, h.stream, h.target, registry.build("losses", h.loss, **h.loss_settings))
              for h in task.heads]
@@ -149,8 +105,10 @@ def setup(cfg: RunConfig) -> Setup:
     weights = {h.name: h.weight for h in task.heads}
     weighting = registry.build("weightings", cfg.weighting, names=list(weights), weights=weights,
                                **cfg.weighting_settings).to(device)
-    s = Setup(registry, task, data, model, plans, metrics, metric_streams, weighting, device)
+    s = Setup(registry, task, data, model, plans, metrics, metric_streams, weighting, device, cfg)
     preflight(s, cfg)
+    if cfg.compile:  # after preflight, whose two-sample batches would be compiled for nothing
+        s.model.compile()
     return s
 
 
@@ -165,13 +123,12 @@ def preflight(s: Setup, cfg: RunConfig) -> None:
         for stream, plans in streams(s.plans).items():
             ds = s.data.val[stream]
             batch = [ds[i] for i in range(min(2, len(ds)))]
-            batch = to_device(default_collate(batch), s.device, cfg.channels_last)
-            out = s.model(batch["image"], heads=[p.name for p in plans])
+            batch = to_device(default_collate(batch), s.device, cfg.uses_channels_last(s.device))
+            out = run_heads(s.model, batch["image"], plans)
             for p in plans:
                 losses[p.name] = _check_head(s, p, out[p.name], batch)
             with torch.no_grad():  # (the forward keeps its graph: the weighting check differentiates it)
-                preds = s.model.predict({k: v.detach().float() for k, v in out.items()},
-                                        size=tuple(batch["image"].shape[-2:]))
+                preds = predictions(s.model, out, batch["image"])
             for m in s.metrics:
                 if s.metric_streams[m.name] == stream:
                     m.reset()

@@ -1,45 +1,18 @@
-"""Atomic writes and safe loading of checkpoints and result files."""
+"""Checkpoints written atomically and loaded safely, and the lock a training process holds on its run
+directory."""
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-
-def _umask() -> int:
-    """The process umask (read by setting it and back: there is no getter)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """Give the temp file the mode a plain ``open`` would (mkstemp makes it 0600), then rename it over."""
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename over ``path``: never a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+from zoo.core.files import publish
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -50,7 +23,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     os.close(fd)
     try:
         torch.save(state, tmp)
-        _publish(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -70,3 +43,32 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     if missing:
         raise ValueError(f"checkpoint {path} is missing {missing}; is it a zoo checkpoint?")
     return state
+
+
+# The process training in a run directory holds a lock on it, released by the OS when that process
+# ends, killed or not; so a grid can tell an interrupted run (resume it) from a running one.
+LOCK = ".run.lock"
+
+
+@contextmanager
+def hold(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for one training process; a second process gets a one-line error."""
+    f = open(Path(run_dir) / LOCK, "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ValueError(f"{run_dir} is being trained by another process right now; wait for it to end, or start a "
+                         "new run (without --resume)") from None
+    try:
+        yield
+    finally:
+        f.close()  # closing releases the lock
+
+
+def in_use(run_dir: Path) -> bool:
+    try:
+        with hold(run_dir):
+            return False
+    except ValueError:
+        return True

@@ -9,7 +9,7 @@ receives the epoch's mean losses; ``after_step`` receives the same batch's losse
 strategies that declare ``wants_losses_after_step`` (FAMO).
 
 This module owns the two strategies TorchJD does not have (``fixed``, ``gradnorm``); every
-other strategy is a TorchJD method behind one of the two adapters in ``zoo.jd``.
+other strategy is a TorchJD method behind one of the two adapters in ``zoo.core.torchjd``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from zoo import distributed as dist
+from zoo.core import distributed as dist
 
 
 Scale = Callable[[torch.Tensor], torch.Tensor]
@@ -86,8 +86,10 @@ class GradNorm(Weighting):
         idx = [self.names.index(n) for n in names]
         last = [p for p in shared if p.requires_grad][-1]
         L = torch.stack([self.base[n] * losses[n].float() for n in names])
-        if bool((self.initial[idx] == 0).any()):
-            self.initial[idx] = dist.mean(L.detach())  # the global batch's losses, the same on every rank
+        # L_i(0): the global batch's losses at a head's first step, the same on every rank (kept on
+        # the device: no host read per step)
+        now = dist.mean(L.detach())
+        self.initial[idx] = torch.where(self.initial[idx] == 0, now, self.initial[idx])
         w = self.w[idx]
         # sqrt(|g|^2 + eps): the plain norm's gradient is NaN where a head's gradient on that
         # layer is zero (a threshold head reading the input skip)
@@ -95,7 +97,7 @@ class GradNorm(Weighting):
                  for k in range(len(names))]
         norms = torch.stack([(g.pow(2).sum() + 1e-20).sqrt() if g is not None else w[k] * 0.0
                              for k, g in enumerate(grads)])
-        ratio = dist.mean(L.detach()) / self.initial[idx].clamp(min=1e-12)
+        ratio = now / self.initial[idx].clamp(min=1e-12)
         target = (norms.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
         gn_loss = (norms - target).abs().sum()
         (gw,) = torch.autograd.grad(gn_loss, self.w, retain_graph=True)

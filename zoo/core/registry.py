@@ -35,9 +35,9 @@ class RegistryError(ValueError):
 def builtin_registry_path() -> Path:
     """The built-in ``registry.yaml``: inside the installed package (a wheel), else at the root of the
     repository this package lives in (a source checkout or an editable install)."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "registry.yaml"
-    return packaged if packaged.is_file() else here.parent / "registry.yaml"
+    package = Path(__file__).resolve().parent.parent  # zoo/
+    packaged = package / "registry.yaml"
+    return packaged if packaged.is_file() else package.parent / "registry.yaml"
 
 
 def _check_kind(kind: str, where: str) -> None:

@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from zoo.checkpoint import atomic_write_text
+from zoo.core.files import atomic_write_text
 
 KEY = ("task", "encoder", "weighting", "budget_mode", "seed")
 LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_epoch", "train_seconds",

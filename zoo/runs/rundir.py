@@ -10,19 +10,17 @@ process ends, killed or not; so a grid can tell an interrupted run (resume it) f
 """
 from __future__ import annotations
 
-import fcntl
 import glob
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from zoo import distributed as dist
-from zoo.checkpoint import load_checkpoint
-from zoo.config import RESUMABLE, RunConfig
+from zoo.core import distributed as dist
+from zoo.engine.checkpoint import LOCK as _LOCK, hold, in_use, load_checkpoint
+from zoo.engine.config import RunConfig, check_resumable
 
-_LOCK = ".run.lock"
+__all__ = ["check_resumable", "check_writable", "hold", "in_use", "new_run_dir", "remove_if_empty", "run_name",
+           "unfinished_run"]
 
 
 def run_name(cfg: RunConfig, budget: str) -> str:
@@ -49,17 +47,6 @@ def new_run_dir(out: str | Path, cfg: RunConfig, budget: str) -> Path:
     return Path(dist.broadcast_object(path))
 
 
-def check_resumable(saved: RunConfig, cfg: RunConfig, path: str | Path) -> None:
-    """A checkpoint continues only the run it came from: every setting that changes what is learned
-    must be the same (device, workers, data folder and registry files may differ)."""
-    now = cfg.to_dict()
-    diff = [f"{k}: {v!r} in the checkpoint, {now[k]!r} now" for k, v in saved.to_dict().items()
-            if k not in RESUMABLE and now[k] != v]
-    if diff:
-        raise ValueError(f"checkpoint {path} is from another run and cannot be resumed with these settings; "
-                         f"differences: {'; '.join(diff)}. Rerun without --resume, or with the checkpoint's settings")
-
-
 def check_writable(out: str | Path) -> Path:
     """``--out`` must be a folder this user can write, checked before any training."""
     out = Path(out)
@@ -73,30 +60,6 @@ def check_writable(out: str | Path) -> Path:
     except OSError as exc:
         raise ValueError(f"--out {out} is not writable ({exc.strerror or exc}); give a folder you can write to") from None
     return out
-
-
-@contextmanager
-def hold(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir`` for one training process; a second process gets a one-line error."""
-    f = open(Path(run_dir) / _LOCK, "a")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise ValueError(f"{run_dir} is being trained by another process right now; wait for it to end, or start a "
-                         "new run (without --resume)") from None
-    try:
-        yield
-    finally:
-        f.close()  # closing releases the lock
-
-
-def in_use(run_dir: Path) -> bool:
-    try:
-        with hold(run_dir):
-            return False
-    except ValueError:
-        return True
 
 
 def unfinished_run(out: str | Path, cfg: RunConfig, budget: str) -> Path | None:

@@ -5,8 +5,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from zoo.heads.base import Head
-from zoo.model import MultiTaskModel
-from zoo.registry import Registry, RegistryError
+from zoo.core.model import MultiTaskModel
+from zoo.core.registry import Registry, RegistryError
 from zoo.tasks.base import ResolvedHead, Task, TaskSpec
 
 

@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from zoo.checkpoint import atomic_write_bytes  # noqa: E402
+from zoo.core.files import atomic_write_bytes  # noqa: E402
+from zoo.engine.step import predictions, run_heads  # noqa: E402
 
 
 @torch.no_grad()
@@ -25,8 +26,7 @@ def prediction_figure(model, datasets: dict, plans, path: str | Path, device: to
         k = min(n, len(ds))
         batch = [ds[i] for i in range(k)]
         x = torch.stack([b["image"] for b in batch]).to(device)
-        out = model(x, heads=[h.name for h in heads])
-        preds = model.predict({a: b.float() for a, b in out.items()}, size=tuple(x.shape[-2:]))
+        preds = predictions(model, run_heads(model, x, heads), x)
         for i in range(k):
             rows.append((batch[i], {a: b[i].cpu() for a, b in preds.items()}, heads))
     # Each head says what it draws (Head.figure_panels): class heads a title, dense heads panels.

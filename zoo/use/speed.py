@@ -15,7 +15,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from zoo.model import MultiTaskModel
+from zoo.core.model import MultiTaskModel
+from zoo.engine.step import run_heads, streams
 
 
 def _sync(device: torch.device) -> None:
@@ -24,28 +25,28 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def gflops_per_image(model: MultiTaskModel, image: torch.Tensor, heads: list[str]) -> float:
+def gflops_per_image(model: MultiTaskModel, image: torch.Tensor, heads: list) -> float:
     """Forward FLOPs of one image through the encoder and ``heads`` (a multiply-add counts 2), in GFLOPs."""
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter:
-        model(image[None], heads=heads)
+        run_heads(model, image[None], heads)
     return counter.get_total_flops() / 1e9
 
 
 @torch.no_grad()
-def images_per_second(model: MultiTaskModel, image: torch.Tensor, heads: list[str], batch: int,
+def images_per_second(model: MultiTaskModel, image: torch.Tensor, heads: list, batch: int,
                       device: torch.device, warmup: int = 3, repeats: int = 10) -> tuple[float, float]:
     """Mean and std of images/s over ``repeats`` timed forward passes of ``batch`` copies of ``image``."""
     model.eval()
     x = image[None].expand(batch, *image.shape).contiguous().to(device)
     for _ in range(warmup):
-        model(x, heads=heads)
+        run_heads(model, x, heads)
     rates = []
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
-        model(x, heads=heads)
+        run_heads(model, x, heads)
         _sync(device)
         rates.append(batch / (time.perf_counter() - t0))
     return statistics.fmean(rates), statistics.stdev(rates) if len(rates) > 1 else 0.0
@@ -64,9 +65,7 @@ def speed_columns(model: MultiTaskModel, datasets: dict[str, Any], plans, device
     """The speed columns of a row. Each stream's image size is measured with the heads that read it;
     a task with several streams gets one set of columns per stream (``..._<stream>``). Without
     ``timing``, GFLOPs and peak memory only."""
-    by_stream: dict[str, list[str]] = {}
-    for p in plans:
-        by_stream.setdefault(p.stream, []).append(p.name)
+    by_stream = streams(plans)
     row: dict[str, float] = {}
     for stream, heads in by_stream.items():
         ds = datasets[stream]
@@ -92,21 +91,21 @@ def train_peak_memory_mb(cfg, s, steps: int = 2) -> float:
     are summed in time order, on top of what is alive before (weights, buffers, the batches), which
     is what CUDA's max allocated would count for the same step in float32. The model is trained by
     these steps: measure its speed first."""
-    from zoo.train import Trainer, train_one_epoch
+    from zoo.engine.train import Trainer, train_one_epoch
 
     t = Trainer(cfg, s, None)
     batches = {k: list(itertools.islice(loader, steps)) for k, loader in t.train_loaders.items()}
-    args = (s.model, s.weighting, batches, s.plans, t.optimizer, None, t.scaler, s.device, cfg)
+    t.scheduler = None  # a measurement: leave the learning-rate schedule where it is
     if s.device.type == "cuda":
         torch.cuda.synchronize(s.device)
         torch.cuda.reset_peak_memory_stats(s.device)
-        train_one_epoch(*args)
+        train_one_epoch(t, batches)
         return torch.cuda.max_memory_allocated(s.device) / 2**20
     alive = itertools.chain(s.model.parameters(), s.model.buffers(), s.weighting.parameters(),
                             (v for b in batches.values() for batch in b for v in batch.values() if torch.is_tensor(v)))
     base = sum(x.numel() * x.element_size() for x in alive)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        train_one_epoch(*args)
+        train_one_epoch(t, batches)
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                     key=lambda e: e.start_ns())
     live = peak = 0

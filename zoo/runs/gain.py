@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zoo.results import row_key
+from zoo.runs.results import row_key
 
 LOWER_IS_BETTER: set[str] = set()
 

@@ -29,9 +29,9 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from zoo.config import budget_fingerprint
-from zoo.results import load_rows, locked, machine, merge_rows, row_key, write_rows
-from zoo.rundir import run_name, unfinished_run
+from zoo.engine.config import budget_fingerprint
+from zoo.runs.results import load_rows, locked, machine, merge_rows, row_key, write_rows
+from zoo.runs.rundir import run_name, unfinished_run
 
 # bench options a child gets from the grid itself, not from the grid's command line
 _GRID_ONLY = {"--task": 1, "--encoder": 1, "--weighting": 1, "--jobs": 1, "--job-timeout": 1, "--resume": 1}

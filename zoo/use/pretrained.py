@@ -13,13 +13,13 @@ from typing import Any, Iterable
 
 import torch
 
-from zoo.build import build_model, load_registry, task_spec
-from zoo.checkpoint import load_checkpoint
-from zoo.model import MultiTaskModel
-from zoo.registry import RegistryError, unknown_name_error
+from zoo.engine.build import build_model, load_registry, task_spec
+from zoo.engine.checkpoint import load_checkpoint
+from zoo.core.model import MultiTaskModel
+from zoo.core.registry import RegistryError, unknown_name_error
 from zoo.tasks.base import TaskData
 
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
 def _index() -> dict[str, dict[str, Any]]:
@@ -119,15 +119,14 @@ def score_pretrained(name: str, split: str = "test", data_root: str | Path | Non
     (``data_root`` defaults to the MNIST copy bundled with zoo, from which its metrics were measured)."""
     import dataclasses
 
-    from zoo.config import RunConfig
+    from zoo.engine.config import RunConfig
     from zoo.data.idx import BUNDLED
-    from zoo.evaluate import evaluate
-    from zoo.setup import make_loaders, setup
+    from zoo.engine.evaluate import evaluate
+    from zoo.engine.build_run import setup
 
     meta = pretrained_meta(name)
     cfg = dataclasses.replace(RunConfig.from_dict(meta["config"]), data_root=str(data_root or BUNDLED), device="cpu")
     s = setup(cfg)
     state, _ = read_weights(PRETRAINED_DIR / meta["file"])
     s.model.load_state_dict(state)
-    return evaluate(s.model, make_loaders(getattr(s.data, split), cfg, train=False), s.plans, s.metrics,
-                    s.metric_streams, s.device, cfg)
+    return evaluate(s, split)

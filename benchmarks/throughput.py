@@ -1,0 +1,170 @@
+"""Training throughput of each reference task, the old data path and the new one side by side.
+
+    python benchmarks/throughput.py --device cpu [--steps 40] [--compile] [--out benchmarks/results/throughput]
+
+For each reference task (foreground, circlization, semantic, joint; scratch encoder, the task's
+default budget: batch size, augmentation, encoder settings) on the run's device, and each engine:
+
+- ``loader``: the per-sample path (OpenCV augmentation sample by sample in a ``DataLoader``,
+  then collation and a copy to the device), what every run used before device-resident data;
+- ``device``: the split on the device, batches gathered and augmented there in batched ops;
+- ``device+compile`` (with ``--compile``): the same, the model under ``torch.compile``;
+
+it measures, in samples per second (a joint step counts its digits and its composites):
+
+- ``data``: the loaders alone, as the training loop draws them (every stream each step);
+- ``model``: training steps on batches built beforehand and already on the device;
+- ``end_to_end``: training steps drawing their batches as a run does;
+- ``ratio`` = end_to_end / model: 1 means the model never waits for its data.
+
+The same number of steps of each, after a warm-up; model and end-to-end are timed alternately,
+``--repeats`` times, and the fastest of each kept (a shared machine only ever slows a run down).
+Ends with one line per task for the new engine:
+``TASK data=<samples/s> model=<samples/s> end_to_end=<samples/s> ratio=<end_to_end/model>``, and
+writes ``<out>/<device>.md`` and ``.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.engine.build import load_registry, task_spec
+from zoo.engine.build_run import setup
+from zoo.core.files import atomic_write_text
+from zoo.engine.config import RunConfig
+from zoo.engine.train import Trainer, train_one_epoch
+from zoo.runs.results import machine
+
+TASKS = ("foreground", "circlization", "semantic", "joint")
+
+
+class Take:
+    """The first ``n`` batches of a loader, as a loader (``len`` and a fresh iteration each pass)."""
+
+    def __init__(self, loader: Any, n: int) -> None:
+        self.loader, self.n = loader, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return itertools.islice(itertools.chain.from_iterable(itertools.repeat(self.loader)), self.n)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def samples_per_step(batches: dict[str, list[dict]]) -> float:
+    """Samples a training step sees: one batch of every stream."""
+    return sum(len(b[0]["image"]) for b in batches.values())
+
+
+def measure(task: str, engine: str, steps: int, repeats: int, device: str, data_root: str | None) -> dict[str, Any]:
+    reg = load_registry()
+    spec = task_spec(task, reg)
+    budget = {k: v for k, v in spec.budget_for("scratch").items() if k != "epochs"}
+    cfg = RunConfig(task=task, encoder="scratch", device=device, data_root=data_root, epochs=1,
+                    device_data=engine != "loader", compile=engine.endswith("compile"), **budget)
+    torch.manual_seed(0)
+    s = setup(cfg)
+    t = Trainer(cfg, s, None)
+    t.scheduler = None  # a measurement: the learning rate stays where it starts
+    loaders = {k: Take(v, steps) for k, v in t.train_loaders.items()}
+    dev = s.device
+
+    def draw() -> None:
+        iters = {k: iter(v) for k, v in loaders.items()}
+        for _ in range(steps):
+            last = [next(it)["image"].to(dev, non_blocking=True) for it in iters.values()]
+        if last:
+            last[0].sum()  # the copies are done when this is
+
+    prebuilt = {k: [{f: (x.to(dev) if torch.is_tensor(x) else x) for f, x in b.items()} for b in v]
+                for k, v in loaders.items()}
+    per_step = samples_per_step(prebuilt)
+    warm = {k: Take(v, min(5, steps)) for k, v in prebuilt.items()}
+    train_one_epoch(t, warm)  # first-call costs (allocations, compilation) stay out of the clock
+    train_one_epoch(t, {k: Take(v, min(5, steps)) for k, v in t.train_loaders.items()})
+    data_s = _timed(draw, dev)
+    model_s = e2e_s = float("inf")
+    for _ in range(repeats):
+        model_s = min(model_s, _timed(lambda: train_one_epoch(t, prebuilt), dev))
+        e2e_s = min(e2e_s, _timed(lambda: train_one_epoch(t, loaders), dev))
+    n = per_step * steps
+    return {"task": task, "engine": engine, "steps": steps, "batch": per_step, "data": n / data_s,
+            "model": n / model_s, "end_to_end": n / e2e_s, "ratio": model_s / e2e_s}
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| task | engine | samples/step | data samples/s | model samples/s | end-to-end samples/s | "
+           "ratio (end-to-end / model) | end-to-end vs loader |", "|---|---|---|---|---|---|---|---|"]
+    base = {r["task"]: r["end_to_end"] for r in rows if r["engine"] == "loader"}
+    for r in rows:
+        vs = f"{r['end_to_end'] / base[r['task']]:.2f}x" if r["task"] in base else ""
+        out.append(f"| {r['task']} | {r['engine']} | {r['batch']:.0f} | {r['data']:,.0f} | {r['model']:,.0f} | "
+                   f"{r['end_to_end']:,.0f} | {r['ratio']:.3f} | {vs} |")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--task", default=",".join(TASKS), help="comma-separated reference tasks")
+    p.add_argument("--steps", type=int, default=40, help="timed training steps of each kind")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--compile", action="store_true", help="also measure the device engine under torch.compile")
+    p.add_argument("--engines", default=None, help="comma-separated: loader, device, device+compile")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", default=None, help="folder for <device>.md and <device>.json")
+    a = p.parse_args(argv)
+    engines = a.engines.split(",") if a.engines else ["loader", "device"] + (["device+compile"] if a.compile else [])
+    rows = []
+    t0 = time.perf_counter()
+    for task in a.task.split(","):
+        for engine in engines:
+            r = measure(task, engine, a.steps, a.repeats, a.device, a.data_root)
+            rows.append(r)
+            print(f"  {task} {engine}: data {r['data']:,.0f} model {r['model']:,.0f} end-to-end "
+                  f"{r['end_to_end']:,.0f} samples/s, ratio {r['ratio']:.3f}", file=sys.stderr, flush=True)
+    wall = time.perf_counter() - t0
+    command = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if a.out:
+        out = Path(a.out)
+        name = a.device.replace(":", "")
+        info = {"command": command, "machine": machine(), "torch": torch.__version__, "python": platform.python_version(),
+                "threads": torch.get_num_threads(), "wall_seconds": round(wall, 1), "rows": rows}
+        atomic_write_text(out / f"{name}.json", json.dumps(info, indent=1) + "\n")
+        md = [f"# Training throughput on {a.device}", "", f"Command: `{command}`", "",
+              f"Machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+              f"{a.steps} timed steps of each kind, fastest of {a.repeats}; whole run {wall:.0f} s.", ""] + table(rows)
+        atomic_write_text(out / f"{name}.md", "\n".join(md) + "\n")
+    print("\n".join(table(rows)))
+    new = "device+compile" if "device+compile" in engines and "device" not in engines else "device"
+    for r in rows:
+        if r["engine"] == new:
+            print(f"{r['task']} data={r['data']:.0f} model={r['model']:.0f} end_to_end={r['end_to_end']:.0f} "
+                  f"ratio={r['ratio']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

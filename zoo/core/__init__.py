@@ -1,0 +1,1 @@
+"""The core: names -> constructors (registry), the model, what is optimised and measured."""

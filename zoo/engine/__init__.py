@@ -1,0 +1,1 @@
+"""The engine: one run built, trained and evaluated."""

@@ -1,0 +1,67 @@
+"""Evaluation: every metric accumulated over a whole split (all ranks), optionally with test-time
+augmentation, and scoring a saved checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.core.metrics import Metric
+from zoo.data.partial import labelled
+from zoo.core import distributed as dist
+from zoo.engine.checkpoint import load_checkpoint
+from zoo.engine.config import RunConfig
+from zoo.engine.loaders import to_device
+from zoo.engine.step import autocast, predictions, run_heads, streams
+
+
+@torch.no_grad()
+def evaluate(s, split: str = "val", loaders: dict[str, Any] | None = None) -> dict[str, float]:
+    """Every metric of setup ``s`` (``zoo.engine.build_run.Setup``) accumulated over the whole ``split``
+    (all ranks), then computed. ``loaders`` replaces the split's own (e.g. pre-built batches)."""
+    cfg, device = s.cfg, s.device
+    loaders = loaders if loaders is not None else s.loaders(split)
+    s.model.eval()
+    for m in s.metrics:
+        m.reset()
+    channels_last = cfg.uses_channels_last(device)
+    for stream, heads in streams(s.plans).items():
+        for batch in loaders[stream]:
+            batch = to_device(batch, device, channels_last)
+            with autocast(device, cfg.amp):
+                out = run_heads(s.model, batch["image"], heads, tta=cfg.tta)
+            preds = predictions(s.model, out, batch["image"])
+            for m in s.metrics:
+                if s.metric_streams[m.name] == stream:
+                    _update(m, preds, batch)
+    results: dict[str, float] = {}
+    for m in s.metrics:
+        m.state = dist.sum_tensor(m.state, device)
+        results.update(m.compute())
+    return results
+
+
+def _update(m: Metric, preds: dict[str, torch.Tensor], batch: dict) -> None:
+    """Score only the samples that carry every target the metric reads (partial labels)."""
+    keep = labelled(batch, m.targets)
+    if keep is None:
+        m.update(preds, batch)
+    elif bool(keep.any()):
+        n = len(keep)
+        m.update({k: v[keep] for k, v in preds.items()},
+                 {k: v[keep] for k, v in batch.items() if torch.is_tensor(v) and len(v) == n})
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test", **overrides: Any) -> dict[str, float]:
+    """Score a checkpoint on a split with the config stored in it (``overrides`` replace fields)."""
+    from zoo.engine.build_run import setup
+
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, got {split!r}")
+    state = load_checkpoint(path)
+    cfg = dataclasses.replace(RunConfig.from_dict(state["config"]), **overrides)
+    s = setup(cfg)
+    s.model.load_state_dict(state["model"])
+    return evaluate(s, split)

@@ -1,0 +1,347 @@
+"""The training loop: plain functions read top to bottom (torchvision reference style).
+
+``fit`` builds everything from a :class:`RunConfig` (``zoo.engine.build_run``), then alternates
+``train_one_epoch`` and ``evaluate``, keeps the best checkpoint on the validation ``monitor``
+metric, stops early when it stalls, and finally scores the best weights on the test split.
+It returns the trained model and its setup with the numbers, so callers (figures, tables)
+never rebuild them.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from zoo.core import distributed as dist
+from zoo.engine.checkpoint import hold, load_checkpoint, save_checkpoint
+from zoo.engine.config import RunConfig, check_resumable
+from zoo.engine.evaluate import evaluate, evaluate_checkpoint
+from zoo.engine.loaders import make_loaders, set_epoch, to_device  # noqa: F401 (make_loaders: public API)
+from zoo.engine.step import HeadPlan, autocast, step_losses, streams
+from zoo.core.model import MultiTaskModel
+from zoo.engine.tblog import TensorBoardLog
+from zoo.engine.build_run import Setup, seed_everything, select_device, setup
+
+__all__ = ["HeadPlan", "RunConfig", "RunResult", "Trainer", "evaluate", "evaluate_checkpoint", "fit", "make_loaders",
+           "select_device", "setup", "step_losses", "train_one_epoch"]
+
+
+@dataclass
+class RunResult:
+    """What one run produced, with the trained model (best weights on validation) and its setup."""
+
+    config: RunConfig
+    test: dict[str, float]
+    val: dict[str, float]
+    info: dict[str, Any]
+    epochs: int
+    best_epoch: int
+    train_seconds: float
+    train_samples: int
+    parameters: int
+    device: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)
+    run_dir: Path | None = None
+    setup: Setup | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> MultiTaskModel | None:
+        return self.setup.model if self.setup is not None else None
+
+
+# ----------------------------------------------------------------------------- loops
+#: steps between the progress bar's reads of the loss, and between checks of the non-finite flag:
+#: each read waits for the device, so the step loop itself never does
+PROGRESS_EVERY = 25
+CHECK_EVERY = 200
+
+
+def _cycle(loader) -> Iterator:
+    """A shorter stream starts a new pass (a new order and new augmentation) when it runs out."""
+    while True:
+        yield from loader
+
+
+def train_one_epoch(t: "Trainer", loaders: dict[str, Any] | None = None, progress: Progress | None = None,
+                    epoch: int = 0) -> tuple[dict[str, float], int]:
+    """One pass over the longest stream of ``t``'s training loaders (or ``loaders``; shorter streams
+    start again). Returns mean losses and samples seen.
+
+    Nothing in the step reads a value back to the host: losses are summed on the device and read
+    once at the end, a non-finite loss sets a device flag holding its step (read every
+    ``CHECK_EVERY`` steps and at the end), and the progress bar reads the loss every
+    ``PROGRESS_EVERY`` steps.
+    """
+    s, cfg = t.s, t.cfg
+    model, weighting, device = s.model, s.weighting, s.device
+    loaders = loaders if loaders is not None else t.train_loaders
+    model.train()
+    by_stream = streams(s.plans)
+    steps = max(len(loaders[k]) for k in by_stream)
+    iters = {k: iter(loaders[k]) if len(loaders[k]) == steps else _cycle(loaders[k]) for k in by_stream}
+    shared = [p for p in model.encoder.parameters() if p.requires_grad]
+    task_params = [p for p in model.heads.parameters() if p.requires_grad]
+    # the weighting's own learnable parameters (uncertainty, IMTL-L) are averaged over ranks too
+    params = [p for p in list(model.parameters()) + list(weighting.parameters()) if p.requires_grad]
+    names = [p.name for p in s.plans]
+    sums = torch.zeros(len(names) + 1, device=device)
+    bad = torch.full((), -1, dtype=torch.long, device=device)  # the first step whose loss was not finite
+    seen = 0
+    bar = progress.add_task("train", total=steps, loss=float("nan")) if progress else None
+    from zoo.core.weighting import _identity  # (here: --list never imports the strategies)
+
+    scale = t.scaler.scale if t.scaler is not None else _identity
+    channels_last = cfg.uses_channels_last(device)
+    for step in range(steps):
+        batches = {k: to_device(next(iters[k]), device, channels_last) for k in by_stream}
+        with autocast(device, cfg.amp):
+            losses = step_losses(model, batches, by_stream)
+        seen += sum(len(b["image"]) for b in batches.values())
+        t.optimizer.zero_grad(set_to_none=True)
+        total = weighting.backward(losses, shared, scale, task_params=task_params)
+        dist.all_reduce_grads(params)
+        values = torch.stack([losses[n].detach().float() for n in names] + [total.detach().float()])
+        bad = torch.where((bad < 0) & ~torch.isfinite(values).all(), step, bad)
+        sums += values
+        if t.scaler is not None:
+            t.scaler.step(t.optimizer)
+            t.scaler.update()
+        else:
+            t.optimizer.step()
+        if weighting.wants_losses_after_step:
+            weighting.after_step(_losses_after_step(model, batches, by_stream, device, cfg))
+        if t.scheduler is not None and cfg.schedule in ("onecycle", "cosine"):
+            t.scheduler.step()
+        if (step + 1) % CHECK_EVERY == 0:
+            _check_finite(bad, names, epoch, cfg)
+        if progress is not None and ((step + 1) % PROGRESS_EVERY == 0 or step + 1 == steps):
+            progress.update(bar, completed=step + 1, loss=float(total))
+    _check_finite(bad, names, epoch, cfg)
+    if progress is not None:
+        progress.remove_task(bar)
+    mean = (sums / steps).tolist()
+    return {**dict(zip(names, mean[:-1])), "total": mean[-1]}, seen * dist.world_size()
+
+
+def _check_finite(bad: torch.Tensor, names: list[str], epoch: int, cfg: RunConfig) -> None:
+    step = int(bad)
+    if step >= 0:
+        raise FloatingPointError(f"a loss ({', '.join(names)} or their total) became NaN or inf at step {step + 1} of "
+                                 f"epoch {epoch}; try a lower --lr (now {cfg.lr})")
+
+
+@torch.no_grad()
+def _losses_after_step(model, batches, by_stream, device, cfg) -> dict[str, torch.Tensor]:
+    """The step's losses on the same batches after the update (FAMO), leaving BatchNorm's running
+    statistics as they were (this forward is a measurement, not a training step)."""
+    saved = [b.clone() for b in model.buffers()]
+    with autocast(device, cfg.amp):
+        losses = step_losses(model, batches, by_stream)
+    for b, s in zip(model.buffers(), saved):
+        b.copy_(s)
+    return {k: v.float() for k, v in losses.items()}
+
+
+# ----------------------------------------------------------------------------- fit
+def _scheduler(optimizer, cfg: RunConfig, steps_per_epoch: int):
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                   pct_start=0.15)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.3, patience=2)
+    return None
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class _State:
+    """What a checkpoint carries between epochs (and across a resume)."""
+
+    epoch: int = 0
+    best: float = -math.inf
+    best_epoch: int = 0
+    stale: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    samples: int = 0
+
+
+class Trainer:
+    """The objects one run trains with, and its checkpoint files (rank 0 writes them)."""
+
+    def __init__(self, cfg: RunConfig, s: Setup, run_dir: Path | None) -> None:
+        self.cfg, self.s, self.run_dir = cfg, s, run_dir
+        self.train_loaders = s.loaders("train")
+        steps = max(len(self.train_loaders[h.stream]) for h in s.plans)
+        # fused on CUDA: one kernel for the whole update instead of a few per parameter
+        fused = {"fused": True} if s.device.type == "cuda" else {}
+        self.optimizer = torch.optim.AdamW(list(s.model.parameters()) + list(s.weighting.parameters()), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay, **fused)
+        self.scheduler = _scheduler(self.optimizer, cfg, steps)
+        use_scaler = cfg.amp and s.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.state = _State()
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    def resume(self, path: str | Path) -> None:
+        saved = load_checkpoint(path)
+        if "optimizer" not in saved:
+            raise ValueError(f"checkpoint {path} holds the trained model only (a best.pt), not the optimizer state "
+                             "training needs; resume from the run's last.pt")
+        check_resumable(RunConfig.from_dict(saved["config"]), self.cfg, path)
+        self.s.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.s.weighting.load_state_dict(saved["weighting"])
+        if self.scheduler is not None and saved.get("scheduler"):
+            self.scheduler.load_state_dict(saved["scheduler"])
+        self.state = _State(saved["epoch"], saved["best"], saved["best_epoch"], saved["stale"], list(saved["history"]),
+                            saved["train_seconds"], saved["samples"])
+
+    def save(self, name: str, resumable: bool = True) -> None:
+        """``last.pt`` is resumable (optimizer and scheduler state); ``best.pt`` is the trained model
+        only, a third of the size with AdamW (its two moments are each as big as the weights)."""
+        if self.run_dir is None or not dist.is_main():
+            return
+        st = self.state
+        state = {"model": self.s.model.state_dict(), "weighting": self.s.weighting.state_dict(), "epoch": st.epoch,
+                 "best": st.best, "best_epoch": st.best_epoch, "stale": st.stale, "history": st.history,
+                 "train_seconds": st.train_seconds, "samples": st.samples, "config": self.cfg.to_dict(),
+                 "info": self.s.data.info}
+        if resumable:
+            state["optimizer"] = self.optimizer.state_dict()
+            state["scheduler"] = self.scheduler.state_dict() if self.scheduler is not None else None
+        save_checkpoint(self.run_dir / name, state)
+
+    def epoch(self, epoch: int, progress: Progress | None) -> tuple[dict[str, Any], bool]:
+        """Train one epoch, validate, keep the best checkpoint; returns the history row and whether it improved."""
+        s, st, cfg = self.s, self.state, self.cfg
+        seed_everything(cfg.seed * 1000 + epoch)
+        set_epoch(self.train_loaders, epoch, cfg.seed)
+        t0 = time.perf_counter()
+        losses, n = train_one_epoch(self, progress=progress, epoch=epoch)
+        if s.device.type == "cuda":
+            torch.cuda.synchronize()
+        st.train_seconds += time.perf_counter() - t0
+        st.samples += n
+        s.weighting.epoch_end({k: v for k, v in losses.items() if k != "total"})
+        dist.sync_buffers(s.model)
+        val = evaluate(s, "val")
+        score = sum(val[m] for m in s.task.monitor) / len(s.task.monitor)
+        if self.scheduler is not None and cfg.schedule == "plateau":
+            self.scheduler.step(score)
+        # NaN (e.g. no foreground class in a tiny validation split) never beats a number, but
+        # the first epoch always gives a best checkpoint.
+        improved = st.best_epoch == 0 or score > st.best or (math.isnan(st.best) and not math.isnan(score))
+        st.epoch = epoch
+        if improved:
+            st.best, st.best_epoch, st.stale = score, epoch, 0
+        else:
+            st.stale += 1
+        row = {"epoch": epoch, "train_loss": losses["total"], "losses": losses, "val": val,
+               "weights": s.weighting.weights(), "lr": self.optimizer.param_groups[0]["lr"],
+               "seconds": st.train_seconds}
+        st.history.append(row)
+        if improved:
+            self.save("best.pt", resumable=False)
+            if self.run_dir is None:
+                self.best_weights = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
+        self.save("last.pt")
+        return row, improved
+
+    def load_best(self) -> None:
+        """The best weights on validation (never the test set) are the ones scored on test."""
+        dist.barrier()
+        if self.run_dir is not None and (self.run_dir / "best.pt").is_file():
+            self.s.model.load_state_dict(load_checkpoint(self.run_dir / "best.pt")["model"])
+        elif self.best_weights is not None:
+            self.s.model.load_state_dict(self.best_weights)
+
+
+def _progress(console: Console, show: bool) -> Progress | None:
+    if not (show and dist.is_main()):
+        return None
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=console, transient=True)
+
+
+def _log_line(cfg: RunConfig, row: dict[str, Any], improved: bool) -> str:
+    vals = " ".join(f"{k}={v:.2f}" for k, v in row["val"].items())
+    ws = " ".join(f"{k}={v:.3g}" for k, v in row["weights"].items())
+    return (f"epoch {row['epoch']}/{cfg.epochs}  train_loss={row['train_loss']:.4f}  val: {vals}  weights: {ws}  "
+            f"lr={row['lr']:.2e}  {'*' if improved else ''}")
+
+
+def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | None = None,
+        console: Console | None = None, on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+        show_progress: bool = True) -> RunResult:
+    """Train ``cfg``. With ``out_dir`` (a run directory of its own) ``last.pt``, ``best.pt`` and
+    ``log.txt`` go there; ``resume`` continues from a ``last.pt`` of the same run."""
+    console = console or Console(stderr=True, soft_wrap=True)
+    run_dir = Path(out_dir) if out_dir is not None else None
+    if cfg.tensorboard and run_dir is None:
+        raise ValueError("tensorboard logs go into the run's folder: give fit an out_dir")
+    with ExitStack() as held:
+        if run_dir is not None and dist.is_main():
+            if resume is None and any((run_dir / f).exists() for f in ("best.pt", "last.pt")):
+                raise ValueError(f"{run_dir} already holds another run's checkpoints; give a new folder, or continue "
+                                 f"that run with resume={run_dir / 'last.pt'}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(hold(run_dir))  # until the run is scored: a grid never resumes a live run
+        return _fit(cfg, run_dir, resume, console, on_epoch_end, show_progress)
+
+
+def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, console: Console,
+         on_epoch_end: Callable[[int, dict[str, Any]], None] | None, show_progress: bool) -> RunResult:
+    s = setup(cfg)
+    if s.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(s.device)  # the row's peak memory is this run's
+    t = Trainer(cfg, s, run_dir)
+    if resume is not None:
+        t.resume(resume)
+        console.print(f"resumed from {resume} at epoch {t.state.epoch}")
+    log = open(run_dir / "log.txt", "a") if run_dir is not None and dist.is_main() else None
+    tb = TensorBoardLog(run_dir) if cfg.tensorboard and run_dir is not None and dist.is_main() else None
+    progress = _progress(console, show_progress)
+    try:
+        with progress or nullcontext():
+            # a run resumed after its early stop trains no further
+            stopped = resume is not None and cfg.patience and t.state.stale >= cfg.patience
+            for epoch in range(t.state.epoch + 1, 1 if stopped else cfg.epochs + 1):
+                row, improved = t.epoch(epoch, progress)
+                if dist.is_main():
+                    console.print(line := _log_line(cfg, row, improved))
+                    if log is not None:
+                        log.write(line + "\n")
+                        log.flush()
+                    if tb is not None:
+                        tb.epoch(row)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, row)
+                if cfg.patience and t.state.stale >= cfg.patience:
+                    if dist.is_main():
+                        console.print(f"early stop: {'+'.join(s.task.monitor)} did not improve for {cfg.patience} epochs")
+                    break
+    finally:
+        if log is not None:
+            log.close()
+        if tb is not None:
+            tb.close()
+    t.load_best()
+    test = evaluate(s, "test")
+    st = t.state
+    val_best = st.history[st.best_epoch - 1]["val"] if st.best_epoch and st.best_epoch <= len(st.history) else {}
+    return RunResult(cfg, test, val_best, dict(s.data.info), st.epoch, st.best_epoch, st.train_seconds, st.samples,
+                     count_parameters(s.model), str(s.device), st.history, s.weighting.weights(), run_dir, s)

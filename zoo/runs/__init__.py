@@ -1,0 +1,1 @@
+"""Many runs: run folders, result rows and tables, multi-task gain."""

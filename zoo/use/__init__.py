@@ -1,0 +1,1 @@
+"""Using a trained model: pretrained models, speed columns, prediction figures."""
