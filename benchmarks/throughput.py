@@ -17,8 +17,9 @@ it measures, in samples per second (a joint step counts its digits and its compo
 - ``end_to_end``: training steps drawing their batches as a run does;
 - ``ratio`` = end_to_end / model: 1 means the model never waits for its data.
 
-The same number of steps of each, after a warm-up; model and end-to-end are timed alternately,
-``--repeats`` times, and the fastest of each kept (a shared machine only ever slows a run down).
+The same number of steps of each, after a warm-up; model-only and end-to-end steps alternate in
+chunks of ``--chunk`` steps and each kind keeps its median chunk, so a burst of other work on a
+shared machine slows one chunk rather than one kind.
 Ends with one line per task for the new engine:
 ``TASK data=<samples/s> model=<samples/s> end_to_end=<samples/s> ratio=<end_to_end/model>``, and
 writes ``<out>/<device>.md`` and ``.json``.
@@ -30,6 +31,7 @@ import dataclasses
 import itertools
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -78,7 +80,7 @@ def samples_per_step(batches: dict[str, list[dict]]) -> float:
     return sum(len(b[0]["image"]) for b in batches.values())
 
 
-def measure(task: str, engine: str, steps: int, repeats: int, device: str, data_root: str | None) -> dict[str, Any]:
+def measure(task: str, engine: str, steps: int, chunk: int, device: str, data_root: str | None) -> dict[str, Any]:
     reg = load_registry()
     spec = task_spec(task, reg)
     budget = {k: v for k, v in spec.budget_for("scratch").items() if k != "epochs"}
@@ -88,30 +90,30 @@ def measure(task: str, engine: str, steps: int, repeats: int, device: str, data_
     s = setup(cfg)
     t = Trainer(cfg, s, None)
     t.scheduler = None  # a measurement: the learning rate stays where it starts
-    loaders = {k: Take(v, steps) for k, v in t.train_loaders.items()}
     dev = s.device
 
     def draw() -> None:
-        iters = {k: iter(v) for k, v in loaders.items()}
+        iters = {k: iter(Take(v, steps)) for k, v in t.train_loaders.items()}
         for _ in range(steps):
             last = [next(it)["image"].to(dev, non_blocking=True) for it in iters.values()]
-        if last:
-            last[0].sum()  # the copies are done when this is
+        last[0].sum()  # the copies are done when this is
 
-    prebuilt = {k: [{f: (x.to(dev) if torch.is_tensor(x) else x) for f, x in b.items()} for b in v]
-                for k, v in loaders.items()}
+    prebuilt = {k: [{f: (x.to(dev) if torch.is_tensor(x) else x) for f, x in b.items()} for b in Take(v, chunk)]
+                for k, v in t.train_loaders.items()}
     per_step = samples_per_step(prebuilt)
-    warm = {k: Take(v, min(5, steps)) for k, v in prebuilt.items()}
-    train_one_epoch(t, warm)  # first-call costs (allocations, compilation) stay out of the clock
-    train_one_epoch(t, {k: Take(v, min(5, steps)) for k, v in t.train_loaders.items()})
+    # first-call costs (allocations, compilation) stay out of the clock
+    train_one_epoch(t, {k: Take(v, 3) for k, v in prebuilt.items()})
+    train_one_epoch(t, {k: Take(v, 3) for k, v in t.train_loaders.items()})
     data_s = _timed(draw, dev)
-    model_s = e2e_s = float("inf")
-    for _ in range(repeats):
-        model_s = min(model_s, _timed(lambda: train_one_epoch(t, prebuilt), dev))
-        e2e_s = min(e2e_s, _timed(lambda: train_one_epoch(t, loaders), dev))
-    n = per_step * steps
-    return {"task": task, "engine": engine, "steps": steps, "batch": per_step, "data": n / data_s,
-            "model": n / model_s, "end_to_end": n / e2e_s, "ratio": model_s / e2e_s}
+    # model-only and end-to-end alternate in chunks of steps, and each keeps its median chunk: a
+    # burst of other work on a shared machine slows one chunk, not one of the two kinds
+    model, e2e = [], []
+    for _ in range(max(1, steps // chunk)):
+        model.append(_timed(lambda: train_one_epoch(t, prebuilt), dev))
+        e2e.append(_timed(lambda: train_one_epoch(t, {k: Take(v, chunk) for k, v in t.train_loaders.items()}), dev))
+    model_s, e2e_s = statistics.median(model), statistics.median(e2e)
+    return {"task": task, "engine": engine, "steps": steps, "batch": per_step, "data": per_step * steps / data_s,
+            "model": per_step * chunk / model_s, "end_to_end": per_step * chunk / e2e_s, "ratio": model_s / e2e_s}
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
@@ -129,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--task", default=",".join(TASKS), help="comma-separated reference tasks")
-    p.add_argument("--steps", type=int, default=40, help="timed training steps of each kind")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--steps", type=int, default=20, help="timed training steps of each kind")
+    p.add_argument("--chunk", type=int, default=5, help="steps per timed chunk (model-only and end-to-end alternate)")
     p.add_argument("--compile", action="store_true", help="also measure the device engine under torch.compile")
     p.add_argument("--engines", default=None, help="comma-separated: loader, device, device+compile")
     p.add_argument("--data-root", default=None)
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for task in a.task.split(","):
         for engine in engines:
-            r = measure(task, engine, a.steps, a.repeats, a.device, a.data_root)
+            r = measure(task, engine, a.steps, a.chunk, a.device, a.data_root)
             rows.append(r)
             print(f"  {task} {engine}: data {r['data']:,.0f} model {r['model']:,.0f} end-to-end "
                   f"{r['end_to_end']:,.0f} samples/s, ratio {r['ratio']:.3f}", file=sys.stderr, flush=True)
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(out / f"{name}.json", json.dumps(info, indent=1) + "\n")
         md = [f"# Training throughput on {a.device}", "", f"Command: `{command}`", "",
               f"Machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-              f"{a.steps} timed steps of each kind, fastest of {a.repeats}; whole run {wall:.0f} s.", ""] + table(rows)
+              f"{a.steps} timed steps of each kind, in chunks of {a.chunk} alternating model-only and end-to-end "
+              f"(median chunk of each); whole run {wall:.0f} s.", ""] + table(rows)
         atomic_write_text(out / f"{name}.md", "\n".join(md) + "\n")
     print("\n".join(table(rows)))
     new = "device+compile" if "device+compile" in engines and "device" not in engines else "device"
