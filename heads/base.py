@@ -27,6 +27,13 @@ class Head(nn.Module):
     #: what an exported graph's output is, and the post-processing ``predict`` does outside it
     export_note: str = "raw output; see the head's predict"
 
+    @classmethod
+    def defaults(cls, settings: dict) -> tuple[str | None, str | None]:
+        """The loss and the batch field that train a head built with ``settings`` when its task entry
+        names neither: read from the class, before any head exists (a head whose defaults depend on
+        its settings overrides this)."""
+        return cls.default_loss, cls.default_target
+
     def __init__(self, channels: list[int], reductions: list[int]) -> None:
         super().__init__()
         if len(channels) != len(reductions) or not channels:

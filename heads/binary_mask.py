@@ -11,6 +11,8 @@ from zoo.heads.decoder import SkipDecoder
 class BinaryMaskHead(Head):
     """Foreground logits ``[B, 1, H, W]``; ``predict`` thresholds at probability 0.5."""
 
+    default_loss, default_target = "bce_dice", "mask"  # when the task entry names neither
+
     export_note = "foreground logits [B, 1, H, W]; mask = logit > 0"
 
     def __init__(self, channels: list[int], reductions: list[int], decoder_channels: list[int] | None = None,

@@ -29,15 +29,21 @@ MODES = ("fit", "regress")
 class CircleHead(Head):
     """``fit``: ``[B, 1, H, W]`` foreground logits; ``regress``: ``[B, 3]`` (cx, cy, r) in pixels."""
 
+    figure_truth = "circle_mask"  # predictions are circle masks, whatever the head trains on
+    # the registry's default mode (``settings: {mode: fit}``) and the class's agree
+    default_loss, default_target = "bce_dice", "mask"
+
+    @classmethod
+    def defaults(cls, settings: dict) -> tuple[str | None, str | None]:
+        """``fit`` learns the foreground mask (BCE + Dice); ``regress`` the circle itself (smooth L1)."""
+        return ("circle_l1", "circle") if settings.get("mode", "fit") == "regress" else ("bce_dice", "mask")
+
     def __init__(self, channels: list[int], reductions: list[int], mode: str = "fit",
                  decoder_channels: list[int] | None = None, hidden: int = 256) -> None:
         super().__init__(channels, reductions)
         if mode not in MODES:
             raise ValueError(f"circle head mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
-        # Which batch field and loss train this head when the task does not say.
-        self.default_target, self.default_loss = ("mask", "bce_dice") if mode == "fit" else ("circle", "circle_l1")
-        self.figure_truth = "circle_mask"  # predictions are circle masks, whatever the head trains on
         self.export_note = ("foreground logits [B, 1, H, W]; outside the graph: mask = logit > 0, then OpenCV's "
                             "minimum enclosing circle of the mask (cv2.minEnclosingCircle) gives (cx, cy, r) in pixels"
                             if mode == "fit" else "circle (cx, cy, r) in pixels [B, 3], in the graph; rasterize "

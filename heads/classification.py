@@ -10,6 +10,8 @@ from zoo.heads.base import Head, global_pool, positive_int
 class ClassificationHead(Head):
     """Logits ``[B, N]`` from global average (and max) pooling of the deepest feature map."""
 
+    default_loss, default_target = "ce", "label"  # when the task entry names neither
+
     export_note = "class logits [B, N]; class = argmax, probability = softmax"
 
     def __init__(self, channels: list[int], reductions: list[int], num_classes: int = 10,

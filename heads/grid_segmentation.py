@@ -55,6 +55,8 @@ def grid_pool(f: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, tor
 class GridSegmentationHead(Head):
     """Log-probabilities ``[B, num_classes, H, W]`` (use with ``ce``/``ce_dice`` like logits)."""
 
+    default_loss, default_target = "ce_dice", "mask"  # when the task entry names neither
+
     export_note = "class log-probabilities [B, N, H, W] (tile classes and thresholds in the graph); class = argmax over dim 1"
 
     dense_classes = True  # the task gives it the data's class count

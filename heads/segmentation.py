@@ -11,6 +11,8 @@ from zoo.heads.decoder import SkipDecoder
 class SegmentationHead(Head):
     """Class logits ``[B, N, H, W]``; ``predict`` takes the arg-max class per pixel."""
 
+    default_loss, default_target = "ce_dice", "mask"  # when the task entry names neither
+
     export_note = "class logits [B, N, H, W]; class = argmax over dim 1"
 
     dense_classes = True  # the task gives it the data's class count

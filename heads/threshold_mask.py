@@ -20,6 +20,8 @@ from zoo.heads.levels import GlobalThreshold
 class ThresholdMaskHead(Head):
     """Foreground logits ``[B, 1, H, W]`` from a learned per-image threshold of the mean input intensity."""
 
+    default_loss, default_target = "bce", "mask"  # when the task entry names neither
+
     export_note = "foreground logits [B, 1, H, W] (the learned threshold is in the graph); mask = logit > 0"
 
     needs_input_skip = True  # reads the raw input (features[0] at stride 1)

@@ -129,6 +129,20 @@ def test_predict_bad_inputs(circ_run, tmp_path, capsys, make, expect):
     assert expect in err and "Traceback" not in err and str(path.name) in err
 
 
+def test_predict_with_nan_weights_is_an_error_not_a_nan_answer(circ_run, tmp_path, capsys):
+    """A model whose weights are NaN gives one clear line, never ``digit_prob: nan`` in the tables."""
+    from zoo.use.pretrained import load_model
+
+    model = load_model(next(circ_run.glob("*/best.pt")))
+    with torch.no_grad():
+        next(model.heads["digit"].parameters()).fill_(float("nan"))
+    img = tmp_path / "seven.png"
+    cv2.imwrite(str(img), np.full((28, 28), 255, np.uint8))
+    with pytest.raises(ValueError, match=r"output for head\(s\) digit is NaN or inf"):
+        predict(model, [img], out=tmp_path / "o")
+    assert not (tmp_path / "o" / "predictions.csv").exists()
+
+
 def test_predict_unknown_model_name(tmp_path, capsys):
     assert predict_main(["circlisation/scratch", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.replace("\n", " ")

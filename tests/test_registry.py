@@ -127,7 +127,7 @@ def test_missing_registry_file(tmp_path):
 
 def test_bad_settings_are_reported():
     reg = zoo.load_registry()
-    with pytest.raises(RegistryError, match="encoder 'scratch': unknown setting\(s\) 'nonsense'; valid: in_channels, width"):
+    with pytest.raises(RegistryError, match=r"encoder 'scratch': unknown setting\(s\) 'nonsense'; valid: in_channels, width"):
         reg.build("encoders", "scratch", nonsense=1)
     with pytest.raises(ValueError, match="in_channels must be 1"):
         reg.build("encoders", "scratch", in_channels=2)
@@ -202,3 +202,34 @@ def test_user_head_from_yaml_trains(tmp_path, tiny_mnist, monkeypatch):
     result = fit(cfg, on_epoch_end=lambda e, row: seen.append(row["losses"]["count"]), show_progress=False)
     assert len(seen) == 2 and seen[1] < seen[0]  # the user's head learns
     assert 0.0 <= result.test["iou"] <= 100.0
+
+
+@pytest.mark.parametrize("head", zoo.list_heads())
+def test_every_head_resolves_from_an_entry_that_names_only_the_head(head, tmp_path):
+    """A task entry ``{head: NAME}`` with no loss or target gets the head class's declared defaults
+    (read before any head exists); the circle head's depend on its mode."""
+    from zoo.engine.build import task_spec
+    from zoo.heads.base import Head
+    from zoo.tasks.base import TaskData
+
+    reg_file = tmp_path / "r.yaml"
+    reg_file.write_text(f"""
+tasks:
+  only_head:
+    target: zoo.tasks.mnist:ForegroundTask
+    heads:
+      out: {{head: {head}}}
+      circle_regress: {{head: circle, settings: {{mode: regress}}}}
+    metrics:
+      iou: {{metric: iou, head: out, target: mask}}
+""")
+    reg = zoo.load_registry([reg_file])
+    spec = task_spec("only_head", reg)
+    resolved = spec.task.resolve(spec, TaskData({}, {}, {}, {}), reg)
+    by = {h.name: h for h in resolved.heads}
+    cls = reg.entry("heads", head).obj
+    assert issubclass(cls, Head)
+    want = cls.defaults(reg.entry("heads", head).settings)
+    assert None not in want and (by["out"].loss, by["out"].target) == want
+    assert (by["circle_regress"].loss, by["circle_regress"].target) == ("circle_l1", "circle")
+    reg.entry("losses", by["out"].loss)  # a registered loss

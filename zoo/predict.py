@@ -57,6 +57,10 @@ def predict_image(model: MultiTaskModel, image: np.ndarray) -> tuple[dict[str, A
     t = torch.from_numpy(x.astype(np.float32) / 255.0)
     t = (t[None] if t.dim() == 2 else t.permute(2, 0, 1))[None]
     out = run_heads(model, t, list(model.heads))
+    bad = [name for name, v in out.items() if not bool(torch.isfinite(v).all())]
+    if bad:  # a NaN probability or circle would be written as if it were an answer
+        raise ValueError(f"the model's output for head(s) {', '.join(bad)} is NaN or inf (are its weights damaged? "
+                         "check the model file); nothing was predicted")
     preds = predictions(model, out, t)
     record: dict[str, Any] = {}
     masks: dict[str, np.ndarray] = {}

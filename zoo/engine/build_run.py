@@ -103,6 +103,10 @@ def setup(cfg: RunConfig) -> Setup:
     metrics = [build_metric(registry, m.name, m.metric, m.settings) for m in task.metrics]
     metric_streams = {m.name: task.stream_of(m.settings.get("head")) for m in task.metrics}
     weights = {h.name: h.weight for h in task.heads}
+    reserved = sorted({"names", "weights"} & set(cfg.weighting_settings))
+    if reserved:  # the task's heads and YAML weights fill these in
+        raise RegistryError(f"--weighting-arg {reserved[0]}=...: {', '.join(reserved)} come from the task's heads and "
+                            f"their YAML weights, not from the command line; set a head's weight in the task entry")
     weighting = registry.build("weightings", cfg.weighting, names=list(weights), weights=weights,
                                **cfg.weighting_settings).to(device)
     s = Setup(registry, task, data, model, plans, metrics, metric_streams, weighting, device, cfg)

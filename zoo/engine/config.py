@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import math
 import json
 import types
 import typing
@@ -82,14 +83,15 @@ class RunConfig:
         checks = [
             (is_int(self.epochs, 1), f"epochs must be an integer >= 1, got {self.epochs!r}"),
             (is_int(self.batch_size, 1), f"batch size must be an integer >= 1, got {self.batch_size!r}"),
-            (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and self.lr > 0,
-             f"learning rate must be > 0, got {self.lr!r}"),
-            (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0,
-             f"weight decay must be >= 0, got {self.weight_decay!r}"),
+            (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and 0 < self.lr < math.inf,
+             f"learning rate must be a finite number > 0, got {self.lr!r}"),
+            (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < math.inf,
+             f"weight decay must be a finite number >= 0, got {self.weight_decay!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (is_int(self.patience, 0), f"patience must be an integer >= 0, got {self.patience!r}"),
             (is_int(self.num_workers, 0), f"workers must be an integer >= 0, got {self.num_workers!r}"),
-            (is_int(self.seed, 0), f"seed must be an integer >= 0, got {self.seed!r}"),
+            (is_int(self.seed, 0) and self.seed < 2**32,  # what numpy and every generator here take
+             f"seed must be an integer from 0 to {2**32 - 1}, got {self.seed!r}"),
             (isinstance(self.encoder_settings, dict), f"encoder_settings must be a mapping, got {self.encoder_settings!r}"),
             (isinstance(self.task_settings, dict), f"task_settings must be a mapping, got {self.task_settings!r}"),
             (isinstance(self.weighting_settings, dict),

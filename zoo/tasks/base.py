@@ -114,7 +114,8 @@ class Task:
                 class_heads.append(h.name)
                 if data.class_weights is not None:
                     loss_settings.setdefault("class_weights", list(data.class_weights))
-            loss, target = h.loss or cls.default_loss, h.target or cls.default_target
+            default_loss, default_target = cls.defaults({**registry.entry("heads", h.head).settings, **settings})
+            loss, target = h.loss or default_loss, h.target or default_target
             if loss is None or target is None:
                 raise RegistryError(f"{where}: give 'loss' and 'target' in its task entry (the head has no defaults)")
             heads.append(ResolvedHead(h.name, h.head, settings, loss, loss_settings, h.weight, target, h.stream))
