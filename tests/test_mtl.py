@@ -137,8 +137,11 @@ def test_delta_m_is_the_mean_over_tasks_of_the_mean_over_their_metrics():
 
 # ----------------------------------------------------------------------------- grid runner
 def test_child_command_drops_the_grid_options():
+    """The flags the grid sets itself come from the parser (so a new grid option is one edit there)."""
+    from zoo.bench import grid_only_options
+
     argv = ["--task", "all", "--encoder=all", "--jobs", "4", "--job-timeout=60", "--epochs", "2", "--out", "x"]
-    assert child_argv(argv, "foreground", "resnet18", "fixed") == [
+    assert child_argv(argv, "foreground", "resnet18", "fixed", grid_only_options()) == [
         "--task", "foreground", "--encoder", "resnet18", "--weighting", "fixed", "--no-baselines", "--epochs", "2",
         "--out", "x"]
 

@@ -115,3 +115,20 @@ def test_zoo_table_ranks_merges_cost_columns_and_fills_delta_m(tmp_path):
     assert lines[3].startswith("| 2 | scratch | 99.00 |") and lines[3].endswith("| H200 |")
     assert lines[4].startswith("| - | resnet34 | **timeout**: killed after 9 s |")
     assert json.loads((tmp_path / "zoo" / "results.json").read_text())["rows"]  # merged columns were written back
+
+
+def test_a_torchrun_row_never_replaces_the_one_process_row(monkeypatch):
+    """Rows of a torchrun run carry its world size in their key and their command says torchrun."""
+    from zoo.bench import command_line, launched_world
+    from zoo.runs.results import merge_rows
+
+    one = {"task": "foreground", "encoder": "scratch", "weighting": "fixed", "budget_mode": "default", "seed": 0,
+           "iou": 99.1}
+    assert launched_world() is None and command_line(["--task", "foreground"]) == "python -m zoo.bench --task foreground"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    two = {**one, "world_size": launched_world(), "iou": 99.3}
+    assert command_line(["--task", "foreground"]) == "torchrun --nproc_per_node 2 -m zoo.bench --task foreground"
+    merged = merge_rows([one], [two])
+    assert sorted(r["iou"] for r in merged) == [99.1, 99.3]
+    assert merge_rows(merged, [{**two, "iou": 99.4}]) == [one, {**two, "iou": 99.4}]  # a rerun replaces its own row

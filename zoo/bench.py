@@ -42,7 +42,21 @@ HEADER = ("zoo benchmark results. Metrics are percentages on the test split; the
           "the one scored.")
 
 
+# what a grid gives each of its children itself (one combination, run now), not from its own command line
+GRID_ONLY = ("task", "encoder", "weighting", "jobs", "job_timeout", "resume")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def grid_only_options() -> dict[str, int]:
+    """The flags of :data:`GRID_ONLY` and how many values each takes, read off the parser."""
+    return {opt: 0 if a.nargs == 0 else 1 for a in build_parser()._actions if a.dest in GRID_ONLY
+            for opt in a.option_strings}
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list", action="store_true", help="print the registered encoders, heads, tasks and more, then exit")
@@ -63,7 +77,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="grids: run N combinations at once (each in its own subprocess; one GPU holds several)")
     p.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
                    help="grids: stop a combination after this long and record it as a timeout row")
-    return p.parse_args(argv)
+    return p
 
 
 def expand(kind: str, value: str, registry: Registry) -> list[str]:
@@ -100,7 +114,25 @@ def result_row(r: RunResult, heads: list[str], command: str, mode: str) -> dict[
     row.update(r.info)
     row.update({"budget_mode": mode, "device": r.device, "machine": machine(), "torch": torch.__version__,
                 "seed": cfg.seed, "run_dir": str(r.run_dir) if r.run_dir else "", "command": command})
+    if launched_world():
+        row.update(world_size=launched_world(), global_batch_size=cfg.batch_size * launched_world())
     return row
+
+
+def launched_world() -> int | None:
+    """The number of processes torchrun started (None for a plain one-process run): part of a row's key."""
+    n = int(os.environ.get("WORLD_SIZE", "1"))
+    return n if n > 1 else None
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The command that reproduces this run, torchrun's launch included."""
+    args = " ".join(shlex.quote(a) for a in argv)
+    if not launched_world():
+        return f"python -m zoo.bench {args}"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", launched_world()))
+    nodes = f" --nnodes {launched_world() // local}" if launched_world() > local else ""
+    return f"torchrun{nodes} --nproc_per_node {local} -m zoo.bench {args}"
 
 
 def list_registry(registry: Registry, console: Console) -> None:
@@ -137,7 +169,7 @@ class Job:
     def ident(self) -> dict[str, Any]:
         """The fields that key this job's result row (``zoo.runs.results.KEY``)."""
         return {"task": self.task, "encoder": self.encoder, "weighting": self.weighting, "budget_mode": self.mode,
-                "seed": self.cfg.seed}
+                "seed": self.cfg.seed, "world_size": launched_world()}
 
     @property
     def key(self) -> tuple:
@@ -164,7 +196,7 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
             for base in dict.fromkeys(ref.partition(".")[0] for ref in spec.baselines.values()):
                 for e in encoders:
                     key = row_key({"task": base, "encoder": e, "weighting": "fixed", "budget_mode": mode,
-                                   "seed": args.seed})
+                                   "seed": args.seed, "world_size": launched_world()})
                     if base not in tasks and key not in have and Job(base, e, "fixed") not in jobs:
                         jobs.append(Job(base, e, "fixed"))
     # tasks compared with baselines run after them, so one invocation can fill delta_m
@@ -261,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # soft_wrap: a message stays one line when stderr is a file (rich wraps at 80 columns off a terminal)
     console, err = Console(), Console(stderr=True, soft_wrap=True)
-    command = "python -m zoo.bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    command = command_line(sys.argv[1:] if argv is None else argv)
     try:
         registry = load_registry(args.registry)
         if args.list:
@@ -278,8 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--jobs must be an integer >= 1, got {args.jobs}")
         if args.job_timeout is not None and args.job_timeout <= 0:
             raise ValueError(f"--job-timeout must be > 0 seconds, got {args.job_timeout}")
-        if len(jobs) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-            run_grid(jobs, sys.argv[1:] if argv is None else list(argv), out, args.jobs, args.job_timeout, HEADER, err)
+        if len(jobs) > 1 and not launched_world():
+            run_grid(jobs, sys.argv[1:] if argv is None else list(argv), out, args.jobs, args.job_timeout, HEADER, err,
+                     grid_only_options())
             keys = {j.key for j in jobs}
             rows = [r for r in refresh_gains(out, registry) if row_key(r) in keys]
             print_table(rows, f"results ({mode} budget) -> {out}", console)

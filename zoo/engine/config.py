@@ -18,14 +18,34 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
 
 from zoo.tasks.base import DataConfig
 
-SCHEDULES = ("onecycle", "cosine", "plateau", "none")
+
+@dataclass(frozen=True)
+class Schedule:
+    """A learning-rate schedule: how to build it, and when it steps (after every step, or once per
+    epoch on the validation score)."""
+
+    build: Callable[[torch.optim.Optimizer, "RunConfig", int], Any]
+    per_step: bool
+
+
+# the one table of schedules: RunConfig's choices are its keys
+SCHEDULE_KINDS: dict[str, Schedule | None] = {
+    "onecycle": Schedule(lambda opt, cfg, n: torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * n, pct_start=0.15), per_step=True),
+    "cosine": Schedule(lambda opt, cfg, n: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * n),
+                       per_step=True),
+    "plateau": Schedule(lambda opt, cfg, n: torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="max", factor=0.3, patience=2), per_step=False),
+    "none": None,
+}
+SCHEDULES = tuple(SCHEDULE_KINDS)
 
 
 def _opt(default: Any, help: str, budget: bool = False, flag: str | None = None, **extra: Any) -> Any:

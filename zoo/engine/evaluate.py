@@ -54,14 +54,19 @@ def _update(m: Metric, preds: dict[str, torch.Tensor], batch: dict) -> None:
                  {k: v[keep] for k, v in batch.items() if torch.is_tensor(v) and len(v) == n})
 
 
-def evaluate_checkpoint(path: str | Path, split: str = "test", **overrides: Any) -> dict[str, float]:
-    """Score a checkpoint on a split with the config stored in it (``overrides`` replace fields)."""
+def score_weights(cfg: RunConfig, weights: dict[str, Any], split: str = "test") -> dict[str, float]:
+    """Build the run ``cfg`` describes, load ``weights`` into its model and score them on ``split``: the one
+    way a saved model is scored (a checkpoint here, a shipped model in ``zoo.use.pretrained``)."""
     from zoo.engine.build_run import setup
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
-    state = load_checkpoint(path)
-    cfg = dataclasses.replace(RunConfig.from_dict(state["config"]), **overrides)
     s = setup(cfg)
-    s.model.load_state_dict(state["model"])
+    s.model.load_state_dict(weights)
     return evaluate(s, split)
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test", **overrides: Any) -> dict[str, float]:
+    """Score a checkpoint on a split with the config stored in it (``overrides`` replace fields)."""
+    state = load_checkpoint(path)
+    return score_weights(dataclasses.replace(RunConfig.from_dict(state["config"]), **overrides), state["model"], split)

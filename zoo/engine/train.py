@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from zoo.core import distributed as dist
 from zoo.engine.checkpoint import hold, load_checkpoint, save_checkpoint
-from zoo.engine.config import RunConfig, check_resumable
+from zoo.engine.config import SCHEDULE_KINDS, RunConfig, check_resumable
 from zoo.engine.evaluate import evaluate, evaluate_checkpoint
 from zoo.engine.loaders import make_loaders, set_epoch, to_device  # noqa: F401 (make_loaders: public API)
 from zoo.engine.step import HeadPlan, autocast, step_losses, streams
@@ -118,7 +118,7 @@ def train_one_epoch(t: "Trainer", loaders: dict[str, Any] | None = None, progres
             t.optimizer.step()
         if weighting.wants_losses_after_step:
             weighting.after_step(_losses_after_step(model, batches, by_stream, device, cfg))
-        if t.scheduler is not None and cfg.schedule in ("onecycle", "cosine"):
+        if t.scheduler is not None and SCHEDULE_KINDS[cfg.schedule].per_step:
             t.scheduler.step()
         if (step + 1) % CHECK_EVERY == 0:
             _check_finite(bad, names, epoch, cfg)
@@ -151,17 +151,6 @@ def _losses_after_step(model, batches, by_stream, device, cfg) -> dict[str, torc
 
 
 # ----------------------------------------------------------------------------- fit
-def _scheduler(optimizer, cfg: RunConfig, steps_per_epoch: int):
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
-                                                   pct_start=0.15)
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps_per_epoch)
-    if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.3, patience=2)
-    return None
-
-
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -190,7 +179,8 @@ class Trainer:
         fused = {"fused": True} if s.device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(list(s.model.parameters()) + list(s.weighting.parameters()), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay, **fused)
-        self.scheduler = _scheduler(self.optimizer, cfg, steps)
+        kind = SCHEDULE_KINDS[cfg.schedule]
+        self.scheduler = kind.build(self.optimizer, cfg, steps) if kind is not None else None
         use_scaler = cfg.amp and s.device.type == "cuda" and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.state = _State()
@@ -240,7 +230,7 @@ class Trainer:
         dist.sync_buffers(s.model)
         val = evaluate(s, "val")
         score = sum(val[m] for m in s.task.monitor) / len(s.task.monitor)
-        if self.scheduler is not None and cfg.schedule == "plateau":
+        if self.scheduler is not None and not SCHEDULE_KINDS[cfg.schedule].per_step:
             self.scheduler.step(score)
         # NaN (e.g. no foreground class in a tiny validation split) never beats a number, but
         # the first epoch always gives a best checkpoint.

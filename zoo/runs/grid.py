@@ -33,20 +33,18 @@ from zoo.engine.config import budget_fingerprint
 from zoo.runs.results import load_rows, locked, machine, merge_rows, row_key, write_rows
 from zoo.runs.rundir import run_name, unfinished_run
 
-# bench options a child gets from the grid itself, not from the grid's command line
-_GRID_ONLY = {"--task": 1, "--encoder": 1, "--weighting": 1, "--jobs": 1, "--job-timeout": 1, "--resume": 1}
-
-
-def child_argv(argv: Sequence[str], task: str, encoder: str, weighting: str) -> list[str]:
-    """The grid's command line for one combination (its own options kept, the grid's dropped)."""
+def child_argv(argv: Sequence[str], task: str, encoder: str, weighting: str, grid_only: dict[str, int]) -> list[str]:
+    """The grid's command line for one combination (its own options kept, the grid's dropped):
+    ``grid_only`` maps each flag the grid sets itself to the number of values it takes (from
+    ``zoo.bench``'s parser, ``zoo.bench.grid_only_options``)."""
     out, skip = [], 0
     for a in argv:
         if skip:
             skip -= 1
             continue
         name = a.split("=", 1)[0]
-        if name in _GRID_ONLY:
-            skip = 0 if "=" in a else _GRID_ONLY[name]
+        if name in grid_only:
+            skip = 0 if "=" in a else grid_only[name]
             continue
         out.append(a)
     return ["--task", task, "--encoder", encoder, "--weighting", weighting, "--no-baselines", *out]
@@ -85,7 +83,7 @@ def record_failure(out: Path, row: dict[str, Any], header: str) -> None:
 
 
 def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeout: float | None, header: str,
-             console: Console) -> None:
+             console: Console, grid_only: dict[str, int]) -> None:
     """Run ``jobs`` (``zoo.bench.Job``: its ``key`` and ``ident`` name its row) in subprocesses, at
     most ``n_parallel`` at once; each writes its row (or its failure's) into ``out``."""
     done = {row_key(r): r for r in load_rows(out) if not r.get("status")}
@@ -108,7 +106,7 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
         while todo and len(running) < n_parallel:
             job = todo.pop(0)
             log = logs / f"{run_name(job.cfg, job.mode)}.log"
-            cmd = [sys.executable, "-m", "zoo.bench", *child_argv(argv, job.task, job.encoder, job.weighting)]
+            cmd = [sys.executable, "-m", "zoo.bench", *child_argv(argv, job.task, job.encoder, job.weighting, grid_only)]
             ckpt = unfinished_run(out, job.cfg, job.mode)
             if ckpt is not None:
                 cmd += ["--resume", str(ckpt)]
@@ -149,6 +147,6 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
             row = {**r.job.ident, "status": status, "error": error, "wall_seconds": round(elapsed, 1),
                    "log": str(r.log), "machine": machine(),
                    "command": "python -m zoo.bench " + " ".join(child_argv(argv, r.job.task, r.job.encoder,
-                                                                            r.job.weighting))}
+                                                                            r.job.weighting, grid_only))}
             record_failure(out, row, header)
             console.print(f"[{finished}/{total}] [red]{status}[/] {name}: {escape(error)}")

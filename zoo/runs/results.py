@@ -1,6 +1,7 @@
 """Result rows and tables: terminal (rich), Markdown, CSV and JSON, written atomically.
 
-Rows are keyed by :data:`KEY` (task, encoder, weighting, budget, seed): running the grid in
+Rows are keyed by :data:`KEY` (task, encoder, weighting, budget, seed, and the world size of a
+torchrun run): running the grid in
 pieces into one folder accumulates rows, a ``--quick`` run or another seed adds its own row,
 and re-running the same combination replaces its row. Merges hold an exclusive lock on the
 folder, so concurrent runs into one ``--out`` never lose each other's rows.
@@ -24,11 +25,14 @@ from rich.table import Table
 
 from zoo.core.files import atomic_write_text
 
-KEY = ("task", "encoder", "weighting", "budget_mode", "seed")
+# world_size: set on rows of runs under torchrun (absent = one process), so a distributed run never
+# replaces the one-process row of the same combination
+KEY = ("task", "encoder", "weighting", "budget_mode", "seed", "world_size")
 LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_epoch", "train_seconds",
         "train_samples_per_s"]
 COUNTS = ["train_digits", "val_digits", "test_digits", "train_samples", "val_samples", "test_samples"]
-TAIL = ["status", "error", "note", "budget_mode", "budget_hash", "data_source", *COUNTS, "device", "machine", "torch", "seed", "run_dir", "log", "command"]
+TAIL = ["status", "error", "note", "budget_mode", "budget_hash", "data_source", *COUNTS, "device", "machine", "torch",
+        "seed", "world_size", "global_batch_size", "run_dir", "log", "command"]
 
 
 def machine() -> str:

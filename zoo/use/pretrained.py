@@ -119,14 +119,11 @@ def score_pretrained(name: str, split: str = "test", data_root: str | Path | Non
     (``data_root`` defaults to the MNIST copy bundled with zoo, from which its metrics were measured)."""
     import dataclasses
 
-    from zoo.engine.config import RunConfig
     from zoo.data.idx import BUNDLED
-    from zoo.engine.evaluate import evaluate
-    from zoo.engine.build_run import setup
+    from zoo.engine.config import RunConfig
+    from zoo.engine.evaluate import score_weights
 
     meta = pretrained_meta(name)
     cfg = dataclasses.replace(RunConfig.from_dict(meta["config"]), data_root=str(data_root or BUNDLED), device="cpu")
-    s = setup(cfg)
     state, _ = read_weights(PRETRAINED_DIR / meta["file"])
-    s.model.load_state_dict(state)
-    return evaluate(s, split)
+    return score_weights(cfg, state, split)
