@@ -52,6 +52,8 @@ def assert_clear(rc: int, err: str, *expect: str) -> None:
     (["--task-arg", "augment={spin: 3}"], ["augment: unknown setting(s) 'spin'", "valid: shift, rotate"]),
     (["--encoder-arg", "widht=8"], ["unknown setting(s) 'widht'", "valid: in_channels, width"]),
     (["--task-arg", "nokey"], ["--task-arg: expected KEY=VALUE", "'nokey'"]),
+    (["--encoder-arg", "width=100000"], ["encoder 'scratch' with settings", "parameters: training needs at least",
+                                         "use smaller settings"]),
 ])
 def test_bad_run_options(tiny_mnist, tmp_path, capsys, args, expect):
     rc, err = run_cli(["--task", "foreground", "--data-root", str(tiny_mnist), "--out", str(tmp_path), *args], capsys)
@@ -188,6 +190,17 @@ def test_mnist_train_and_test_of_different_sizes(tmp_path, capsys):
     write_idx(root / "train-images-idx3-ubyte", np.zeros((200, 20, 20), np.uint8))
     rc, err = run_cli(["--task", "foreground", "--data-root", str(root), "--out", str(tmp_path / "o")], capsys)
     assert_clear(rc, err, "holds 20x20 images", "holds 28x28", "must have one size")
+
+
+@pytest.mark.parametrize("split,file", [("train", "train-images-idx3-ubyte"), ("test", "t10k-images-idx3-ubyte")])
+def test_mnist_with_no_foreground_at_all(tmp_path, capsys, split, file):
+    """All-black digits used to train with a NaN validation IoU at every epoch (a checkpoint picked on
+    NaN) and exit 0; now one line names the split and the files."""
+    root = make_mnist(tmp_path / "m")
+    n = 200 if split == "train" else 60
+    write_idx(root / file, np.zeros((n, 28, 28), np.uint8))
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(root), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, f"MNIST {split} digits", "has a foreground pixel", "the digit tasks need images with strokes")
 
 
 # ----------------------------------------------------------------------------- npz

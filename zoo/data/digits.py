@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from zoo.data.idx import Mnist
+from zoo.data.idx import DataError, Mnist
 from zoo.data.split import split_indices
 from zoo.core.geometry import enclosing_circle
 
@@ -68,9 +68,15 @@ def split_mnist(mnist: Mnist, val_fraction: float = 0.1, seed: int = 0, train_li
         train_idx = train_idx[:train_limit]
         val_idx = val_idx[: max(1, int(round(train_limit * val_fraction)))]
     te = slice(0, test_limit) if test_limit else slice(None)
-    return Splits(
+    splits = Splits(
         train=Digits.from_arrays(mnist.train_images[train_idx], mnist.train_labels[train_idx]),
         val=Digits.from_arrays(mnist.train_images[val_idx], mnist.train_labels[val_idx]),
         test=Digits.from_arrays(mnist.test_images[te], mnist.test_labels[te]),
         source=mnist.source,
     )
+    for name in ("train", "val", "test"):
+        d = getattr(splits, name)
+        if len(d) and not d.masks.any():  # every IoU would be 0/0 and every checkpoint pick a guess
+            raise DataError(f"MNIST {name} digits from {mnist.source}: none of the {len(d)} images has a foreground "
+                            "pixel (all are blank or one flat value); the digit tasks need images with strokes")
+    return splits

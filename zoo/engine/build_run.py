@@ -4,6 +4,7 @@ mismatch is a clear error before training starts, never a traceback in epoch 1."
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,33 @@ class Setup:
         return self._eval_loaders[split]
 
 
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory on ``device``: the GPU's own, else the machine's RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_model_fits(cfg: RunConfig, task: ResolvedTask, in_channels: int, registry: Registry,
+                     device: torch.device) -> None:
+    """The model is built first on the ``meta`` device (shapes, no memory) and refused when its weights,
+    gradients and AdamW moments alone (16 bytes a float32 parameter) exceed the device's memory: e.g.
+    ``--encoder-arg width=100000`` is a one-line error, not a 360 GB allocation."""
+    try:
+        with torch.device("meta"):
+            probe = build_model(cfg.encoder, task.heads, in_channels, cfg.encoder_settings, registry)
+    except RegistryError:
+        raise
+    except Exception:  # a component that cannot be built without memory: the real build reports it
+        return
+    n = sum(p.numel() for p in probe.parameters())
+    need, have = 16 * n, device_memory(device)
+    if need > have:
+        raise RegistryError(f"encoder {cfg.encoder!r} with settings {cfg.encoder_settings or '{}'} and these heads has "
+                            f"{n:,} parameters: training needs at least {need / 2**30:,.1f} GiB (weights, gradients, "
+                            f"AdamW state), more than the {have / 2**30:,.1f} GiB of {device}; use smaller settings")
+
+
 def setup(cfg: RunConfig) -> Setup:
     """Build a run from its config. Names are checked before any data is read; the model, losses and
     metrics are checked together on one small batch before the caller trains."""
@@ -95,6 +123,7 @@ def setup(cfg: RunConfig) -> Setup:
     data = spec.task.datasets(cfg.data_config())
     seed_everything(cfg.seed)
     task = spec.task.resolve(spec, data, registry)
+    check_model_fits(cfg, task, data.in_channels, registry, device)
     model = build_model(cfg.encoder, task.heads, data.in_channels, cfg.encoder_settings, registry).to(device)
     if cfg.uses_channels_last(device):
         model = model.to(memory_format=torch.channels_last)

@@ -311,6 +311,10 @@ def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, consol
             stopped = resume is not None and cfg.patience and t.state.stale >= cfg.patience
             for epoch in range(t.state.epoch + 1, 1 if stopped else cfg.epochs + 1):
                 row, improved = t.epoch(epoch, progress)
+                nan = [m for m in s.task.monitor if math.isnan(row["val"][m])]
+                if nan and dist.is_main():  # never a silent pick: NaN is not used to choose the checkpoint
+                    console.print(f"[yellow]warning:[/] validation {', '.join(nan)} is NaN at epoch {epoch} (no sample "
+                                  "the metric can score?); a NaN epoch is never chosen over one with a number")
                 if dist.is_main():
                     console.print(line := _log_line(cfg, row, improved))
                     if log is not None:
