@@ -193,3 +193,27 @@ def test_training_peak_memory_counts_the_batch(tiny_mnist):
     big = train_peak_memory_mb(dataclasses.replace(cfg, batch_size=32), setup(dataclasses.replace(cfg, batch_size=32)))
     params = sum(p.numel() for p in setup(cfg).model.parameters()) * 4 / 2**20
     assert small > 4 * params and big > small + 0.5, (params, small, big)
+
+
+@pytest.mark.parametrize("ink", [0, 255], ids=["black-ink", "white-ink"])
+def test_transparent_png_keeps_its_strokes(tmp_path, ink):
+    """Strokes on a transparent canvas (RGBA and LA) read as the same digit as strokes on an opaque
+    background of the contrasting colour: the alpha is composited, not dropped."""
+    from PIL import Image
+
+    from zoo.data.inputs import prepare, read_any
+
+    strokes = np.zeros((40, 30), bool)
+    strokes[8:32, 12:18] = True
+    rgba = np.zeros((40, 30, 4), np.uint8)
+    rgba[..., :3] = ink
+    rgba[..., 3] = strokes * 255
+    opaque = np.where(strokes, ink, 255 - ink).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
+    Image.fromarray(np.stack([rgba[..., 0], rgba[..., 3]], -1), "LA").save(tmp_path / "la.png")
+    Image.fromarray(opaque, "L").save(tmp_path / "o.png")
+    want, _ = prepare(read_any(tmp_path / "o.png"), "digit", 1)
+    assert want.max() > 100  # the opaque digit has its stroke
+    for name in ("t.png", "la.png"):
+        got, _ = prepare(read_any(tmp_path / name), "digit", 1)
+        assert np.array_equal(got, want), name

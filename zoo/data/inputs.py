@@ -47,12 +47,30 @@ class Frame:
 
 
 GRAY_MODES = ("L", "1", "I", "I;16", "I;16B", "I;16L", "F")
-COLOUR_MODES = {"RGB": "RGB", "RGBA": "RGB", "P": "RGB", "PA": "RGB", "LA": "L"}  # alpha is dropped
+COLOUR_MODES = {"RGB": "RGB", "RGBA": "RGB", "P": "RGB", "PA": "RGB", "LA": "L"}
+ALPHA_MODES = ("RGBA", "LA", "PA")
+
+
+def flatten_alpha(im):
+    """An image with transparency, composited onto a background that contrasts with its visible ink:
+    white under dark ink, black under light ink (the alpha-weighted mean level of the opaque pixels
+    decides). Dropping the alpha instead turned black strokes on a transparent canvas into an
+    all-black image."""
+    from PIL import Image
+
+    rgba = im.convert("RGBA")
+    a = np.asarray(rgba, dtype=np.float64)
+    alpha = a[..., 3] / 255.0
+    if alpha.min() >= 1.0:
+        return rgba.convert("RGB")
+    level = float((a[..., :3].mean(-1) * alpha).sum() / max(alpha.sum(), 1e-9))
+    bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255) if level < 128 else (0, 0, 0, 255))
+    return Image.alpha_composite(bg, rgba).convert("RGB")
 
 
 def read_any(path: str | Path) -> np.ndarray:
     """An image file as uint8 ``[H, W]`` (grayscale) or ``[H, W, 3]`` (RGB). Grayscale, RGB and their
-    alpha or palette forms are accepted; other channel layouts (CMYK, YCbCr, LAB, ...) and unreadable
+    alpha or palette forms are accepted (transparency composited by :func:`flatten_alpha`); other channel layouts (CMYK, YCbCr, LAB, ...) and unreadable
     files are a DataError naming the file."""
     from PIL import Image, UnidentifiedImageError
 
@@ -63,7 +81,10 @@ def read_any(path: str | Path) -> np.ndarray:
             if mode in GRAY_MODES:
                 img = np.asarray(im, dtype=np.float64 if mode in ("I", "F") or mode.startswith("I;16") else np.uint8)
             elif mode in COLOUR_MODES:
-                img = np.asarray(im.convert(COLOUR_MODES[mode]))
+                if mode in ALPHA_MODES or (mode == "P" and "transparency" in im.info):
+                    img = np.asarray(flatten_alpha(im).convert(COLOUR_MODES[mode]))
+                else:
+                    img = np.asarray(im.convert(COLOUR_MODES[mode]))
             else:
                 raise DataError(f"{path}: a {mode} image ({len(im.getbands())} channels: {', '.join(im.getbands())}); "
                                 "give a grayscale (1 channel), RGB (3) or RGBA (4) image")
