@@ -132,3 +132,18 @@ def test_a_torchrun_row_never_replaces_the_one_process_row(monkeypatch):
     merged = merge_rows([one], [two])
     assert sorted(r["iou"] for r in merged) == [99.1, 99.3]
     assert merge_rows(merged, [{**two, "iou": 99.4}]) == [one, {**two, "iou": 99.4}]  # a rerun replaces its own row
+
+
+@pytest.mark.parametrize("rows", [[{"name": "someone else's"}], [["a", "list"]], [{"task": "foreground"}]],
+                         ids=["foreign-dict", "not-a-dict", "no-key-fields"])
+def test_a_results_file_with_a_foreign_row_is_refused(tmp_path, rows, capsys):
+    """A results.json whose rows are not zoo rows is a one-line error naming the file and the row, not an
+    empty table line (and no run trains into that folder)."""
+    from zoo.bench import main
+
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+    with pytest.raises(ValueError, match=r"results.json: row 1 is not a zoo result row \(no "):
+        load_rows(tmp_path)
+    assert main(["--task", "foreground", "--quick", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "row 1 is not a zoo result row" in err and "Traceback" not in err and "epoch 1/" not in err

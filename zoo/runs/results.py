@@ -101,9 +101,15 @@ def load_rows(out: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     try:
-        return list(json.loads(path.read_text())["rows"])
+        rows = list(json.loads(path.read_text())["rows"])
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"{path} exists but is not a zoo results file; move it away or pick another --out") from None
+    for i, r in enumerate(rows):  # a foreign row would be rendered as an empty line and merged as a key of Nones
+        missing = [k for k in KEY[:-1] if not isinstance(r, dict) or k not in r]
+        if missing:
+            raise ValueError(f"{path}: row {i + 1} is not a zoo result row (no {', '.join(missing)}); remove it, or "
+                             "move the file away and pick another --out")
+    return rows
 
 
 def _fmt(v: Any, column: str = "") -> str:
