@@ -113,11 +113,17 @@ class BatchAugment:
         return out[:, 0].round().clamp(0, 255).to(torch.uint8)
 
 
+def exact_float(device: torch.device) -> torch.dtype:
+    """float64 where the device has it (counts and circle rasters exact), else float32."""
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
 def histograms(images: torch.Tensor) -> torch.Tensor:
     """``[B, 256]`` pixel counts of uint8 images ``[B, ...]`` (one scatter-add, no host sync)."""
     flat = images.flatten(1).long()
-    return torch.zeros(len(images), 256, device=images.device, dtype=torch.float64).scatter_add_(
-        1, flat, torch.ones_like(flat, dtype=torch.float64))
+    dtype = exact_float(images.device)
+    return torch.zeros(len(images), 256, device=images.device, dtype=dtype).scatter_add_(
+        1, flat, torch.ones_like(flat, dtype=dtype))
 
 
 def otsu_thresholds(images: torch.Tensor) -> torch.Tensor:
@@ -131,7 +137,7 @@ def otsu_thresholds(images: torch.Tensor) -> torch.Tensor:
     """
     hist = histograms(images)
     p = hist / hist.sum(1, keepdim=True)
-    levels = torch.arange(256, device=images.device, dtype=torch.float64)
+    levels = torch.arange(256, device=images.device, dtype=p.dtype)
     q1 = p.cumsum(1)
     m1 = (p * levels).cumsum(1)
     mu = m1[:, -1:]

@@ -28,15 +28,11 @@ from torch.utils.data import Dataset, default_collate
 
 from zoo.core.geometry import enclosing_circle, rasterize_circles
 from zoo.data.augment import Augment
-from zoo.data.batched import BatchAugment, otsu_thresholds
+from zoo.data.batched import BatchAugment, exact_float, otsu_thresholds
 
 #: the largest split (all fields, as stacked tensors) kept on the device; bigger ones use a DataLoader
 MAX_BYTES = 1 << 30
 CIRCLE_FIELDS = ("circle", "circle_mask")
-
-
-def _float(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
 def circle_fields(masks: torch.Tensor, fields: set[str] | None) -> dict[str, torch.Tensor]:
@@ -46,10 +42,12 @@ def circle_fields(masks: torch.Tensor, fields: set[str] | None) -> dict[str, tor
         return {}
     host = masks.to("cpu", torch.uint8).numpy()
     circles = torch.tensor(np.array([enclosing_circle(m) for m in host], dtype=np.float32).reshape(-1, 3))
-    circles = circles.to(masks.device)
-    h, w = masks.shape[-2:]
-    return {"circle": circles,
-            "circle_mask": rasterize_circles(circles.to(_float(masks.device)), h, w).long()}
+    return with_rasters(circles.to(masks.device), *masks.shape[-2:])
+
+
+def with_rasters(circles: torch.Tensor, h: int, w: int) -> dict[str, torch.Tensor]:
+    """The ``circle`` and ``circle_mask`` fields of circles ``[B, 3]`` (rasterized as the per-sample path does)."""
+    return {"circle": circles, "circle_mask": rasterize_circles(circles.to(exact_float(circles.device)), h, w).long()}
 
 
 class DigitView:
@@ -82,9 +80,7 @@ class DigitView:
         out = {"image": images[:, None].float() / 255.0, "label": self.labels[index], "mask": masks.long()}
         if self.augment is None:
             if self.fields is None or self.fields & set(CIRCLE_FIELDS):
-                circles = self.circles[index]
-                h, w = images.shape[-2:]
-                out.update(circle=circles, circle_mask=rasterize_circles(circles.to(_float(self.device)), h, w).long())
+                out.update(with_rasters(self.circles[index], *images.shape[-2:]))
         else:
             out.update(circle_fields(masks, self.fields))
         return out
