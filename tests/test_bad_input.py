@@ -347,3 +347,97 @@ def test_coco_bad_annotations(tmp_path, capsys, edit, expect):
     rc, err = run_cli(["--task", "coco", "--data-root", str(root), "--out", str(tmp_path / "o"), "--task-arg",
                        "size=[32, 48]"], capsys)
     assert_clear(rc, err, "instances_train.json", expect)
+
+
+# ----------------------------------------------------------------------------- untrusted files
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.parametrize("content,expect", [
+    ("a: " + "[" * 50000 + "]" * 50000 + "\n", "nested deeper than 64 levels"),
+    (BOMB, "expands to more than 100,000 values"),
+    (b"\x89PNG\r\n\x1a\n\xff\xfe", "is not UTF-8 text (byte 0 is 0x89)"),
+], ids=["deep", "alias-bomb", "binary"])
+def test_hostile_registry_files(tiny_mnist, tmp_path, capsys, content, expect):
+    f = tmp_path / "r.yaml"
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(tiny_mnist), "--out", str(tmp_path / "o"),
+                       "--registry", str(f)], capsys)
+    assert_clear(rc, err, f"registry file {f}", expect)
+
+
+def test_idx_header_and_gzip_cannot_make_zoo_allocate(tmp_path, capsys):
+    """A header whose dimensions multiply past any real file, and a gzip that would inflate to gigabytes,
+    are refused from the header: nothing is decompressed beyond the size it declares."""
+    import gzip
+    import struct
+
+    root = make_mnist(tmp_path / "m")
+    header = struct.pack(">IIII", 0x803, 2**32 - 1, 2**32 - 1, 2**32 - 1)
+    (root / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + b"\0" * 100))
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(root), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "train-images-idx3-ubyte.gz: the header declares", "more than zoo reads")
+    # 6 GB of zeros after a header that says 200 images: only the declared 156,800 bytes are inflated
+    with gzip.open(root / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, 200, 28, 28))
+        f.write(np.asarray([__import__("conftest").rect_digit(i % 10)[0] for i in range(200)]).tobytes())
+        block = b"\0" * (1 << 20)
+        for _ in range(64):  # 64 MB here stands for the 6 GB: read() stops at the declared size either way
+            f.write(block)
+    from zoo.data.idx import read_idx
+    assert read_idx(root / "train-images-idx3-ubyte.gz", 3).shape == (200, 28, 28)
+
+
+@pytest.mark.parametrize("make,expect", [
+    (lambda p: p.write_bytes(b""), "is not a readable .safetensors file"),
+    (lambda p: p.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":1}"), "is not a readable .safetensors file"),
+    (lambda p: p.write_bytes((2**40).to_bytes(8, "little") + b"{}"), "is not a readable .safetensors file"),
+    (lambda p: p.write_bytes(b"not a model at all"), "is not a readable .safetensors file"),
+], ids=["empty", "corrupt-header", "oversized-header", "garbage"])
+def test_bad_safetensors_files(tmp_path, capsys, make, expect):
+    from zoo.predict import main as predict_main
+
+    model = tmp_path / "m.safetensors"
+    make(model)
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((28, 28), np.uint8))
+    assert predict_main([str(model), str(img), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert expect in err and str(model) in err and "Traceback" not in err
+
+
+def test_truncated_safetensors_file(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from zoo.predict import main as predict_main
+
+    model = tmp_path / "m.safetensors"
+    save_file({"w": torch.zeros(1000)}, str(model), metadata={"zoo": "{}"})
+    model.write_bytes(model.read_bytes()[:-100])
+    assert predict_main([str(model), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "is not a readable .safetensors file" in err and "Traceback" not in err
+
+
+def test_decompression_bomb_png_in_predict(tmp_path, capsys, monkeypatch):
+    """PIL's pixel cap (a decompression bomb) is one line naming the file, not PIL's traceback."""
+    from PIL import Image
+
+    from zoo.predict import main as predict_main
+
+    big = tmp_path / "big.png"
+    Image.new("L", (400, 400)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100 // 2)  # 400x400 is then over twice the cap
+    assert predict_main(["circlization/scratch", str(big), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert f"{big}: too large to read safely" in err and "Traceback" not in err
+
+
+def test_python_api_wrong_channel_count():
+    import zoo
+
+    model = zoo.build_model("scratch", {"mask": "binary_mask"}, in_channels=1).eval()
+    with pytest.raises(ValueError, match=r"input has 3 channel\(s\) \(shape \(2, 3, 28, 28\)\), but this model's "
+                                         r"encoder takes 1: give \[B, 1, H, W\]"):
+        model(torch.zeros(2, 3, 28, 28))

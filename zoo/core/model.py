@@ -30,6 +30,10 @@ class MultiTaskModel(nn.Module):
     def forward(self, x: torch.Tensor, heads: list[str] | tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
         if x.dim() != 4:
             raise ValueError(f"input must be a [B, C, H, W] tensor, got shape {tuple(x.shape)}")
+        want = getattr(self.encoder, "in_channels", None)
+        if want is not None and x.shape[1] != want:
+            raise ValueError(f"input has {x.shape[1]} channel(s) (shape {tuple(x.shape)}), but this model's encoder "
+                             f"takes {want}: give [B, {want}, H, W]")
         names = list(self.heads) if heads is None else list(heads)
         unknown = [n for n in names if n not in self.heads]
         if unknown:

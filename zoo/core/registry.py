@@ -99,7 +99,50 @@ def check_settings(what: str, obj: Any, settings: dict[str, Any], fixed: Iterabl
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that raises on duplicate mapping keys (PyYAML keeps the last silently)."""
+    """A YAML loader that raises on duplicate mapping keys (PyYAML keeps the last silently) and refuses
+    documents nested deeper than ``MAX_DEPTH`` or expanding (aliases counted at every use) to more than
+    ``MAX_NODES`` nodes: a registry file is untrusted input, and a 50,000-deep file (RecursionError)
+    or an alias bomb (gigabytes once copied) must be a clear error, not a crash."""
+
+    MAX_DEPTH = 64
+    MAX_NODES = 100_000
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > self.MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"nested deeper than {self.MAX_DEPTH} levels (line {mark.line + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node, {}) > self.MAX_NODES:
+            raise yaml.YAMLError(f"expands to more than {self.MAX_NODES:,} values once its aliases (*name) are "
+                                 "resolved; a registry file never needs that many")
+        return node
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """Nodes in ``node`` with every alias expanded (a shared node counts each time it is used)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
@@ -153,9 +196,14 @@ class Registry:
         if not path.is_file():
             raise RegistryError(f"registry file {path} does not exist")
         try:
-            data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RegistryError(f"registry file {path} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
+                                "a registry file is YAML") from None
+        try:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as exc:
-            raise RegistryError(f"registry file {path}: YAML error: {exc}") from None
+            raise RegistryError(f"registry file {path}: YAML error: {' '.join(str(exc).split())}") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):

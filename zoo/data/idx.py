@@ -31,26 +31,39 @@ def default_cache() -> Path:
     return Path(base) / "zoo" / "mnist"
 
 
+#: the largest IDX body zoo reads (MNIST's training images are 47 MB): a header that claims more, or a
+#: gzip that would inflate past it, is refused before it is decompressed
+MAX_IDX_BYTES = 1 << 31
+
+
 def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """Read one IDX file (raw or .gz) of unsigned bytes with ``ndim`` dimensions."""
+    """Read one IDX file (raw or .gz) of unsigned bytes with ``ndim`` dimensions. The header is read
+    first and the body only up to the size it declares (never a whole gzip stream into memory)."""
     path = Path(path)
+    head = 4 + 4 * ndim
     try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            raw = f.read(head)
+            if len(raw) < head:
+                raise DataError(f"{path}: truncated: {len(raw)} bytes is shorter than the IDX header")
+            magic = struct.unpack(">I", raw[:4])[0]
+            if magic != MAGIC[ndim]:
+                raise DataError(
+                    f"{path}: wrong magic number 0x{magic:08x}, expected 0x{MAGIC[ndim]:08x} "
+                    f"(an IDX file of unsigned bytes with {ndim} dimension(s))"
+                )
+            dims = struct.unpack(">" + "I" * ndim, raw[4:head])
+            expected = 1
+            for d in dims:  # Python integers: a header of huge dimensions cannot overflow
+                expected *= d
+            if expected > MAX_IDX_BYTES:
+                raise DataError(f"{path}: the header declares {dims} ({expected:,} bytes), more than zoo reads "
+                                f"({MAX_IDX_BYTES:,}); is it an MNIST file?")
+            body = f.read(expected)
+    except DataError:
+        raise
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: cannot read or decompress: {exc}") from None
-    if len(raw) < 4 + 4 * ndim:
-        raise DataError(f"{path}: truncated: {len(raw)} bytes is shorter than the IDX header")
-    magic = struct.unpack(">I", raw[:4])[0]
-    if magic != MAGIC[ndim]:
-        raise DataError(
-            f"{path}: wrong magic number 0x{magic:08x}, expected 0x{MAGIC[ndim]:08x} "
-            f"(an IDX file of unsigned bytes with {ndim} dimension(s))"
-        )
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    expected = int(np.prod(dims))
-    body = raw[4 + 4 * ndim :]
     if len(body) < expected:
         raise DataError(f"{path}: truncated: header says {dims} ({expected} bytes), file has {len(body)}")
     return np.frombuffer(body, dtype=np.uint8, count=expected).reshape(dims)

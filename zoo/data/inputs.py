@@ -92,6 +92,9 @@ def read_any(path: str | Path) -> np.ndarray:
         raise
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as exc:  # PIL's cap on pixels: a decompression bomb, or just too large
+        raise DataError(f"{path}: too large to read safely ({exc}); give an image of at most "
+                        f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the image (corrupt or not an image): {exc}") from None
     if img.dtype != np.uint8:  # 16-bit or float grayscale: stretched to 0-255

@@ -19,6 +19,7 @@ class Encoder(nn.Module):
     def _declare(self, channels: list[int], reductions: list[int], in_channels: int) -> None:
         """Set ``out_channels``/``reductions``; with ``input_skip`` the raw input leads the list
         as a stride-1 map, so decoders get full-resolution intensities as their last skip."""
+        self.in_channels = int(in_channels)
         if self.input_skip:
             channels, reductions = [in_channels] + list(channels), [1] + list(reductions)
         self.out_channels, self.reductions = list(channels), list(reductions)
