@@ -217,3 +217,49 @@ def test_transparent_png_keeps_its_strokes(tmp_path, ink):
     for name in ("t.png", "la.png"):
         got, _ = prepare(read_any(tmp_path / name), "digit", 1)
         assert np.array_equal(got, want), name
+
+
+def test_predict_and_export_check_their_outputs_first(circ_run, tmp_path, capsys):
+    """--out that is a file (predict) or a folder (export) is one line before any work."""
+    ckpt = next(circ_run.glob("*/best.pt"))
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((28, 28), np.uint8))
+    f = tmp_path / "afile"
+    f.write_text("keep me")
+    assert predict_main([str(ckpt), str(img), "--out", str(f)]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert f"--out {f} is a file, not a folder" in err and "Traceback" not in err
+    assert export_main([str(ckpt), "--format", "onnx", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert f"--out {tmp_path} is a folder; give a file path" in err and "Traceback" not in err
+    assert export_main([str(ckpt), "--format", "onnx", "--out", str(f / "m.onnx")]) == 2
+    assert "its folder" in capsys.readouterr().err and f.read_text() == "keep me"
+
+
+def test_a_full_disk_leaves_earlier_files_whole(circ_run, tmp_path, capsys, monkeypatch):
+    """ENOSPC while exporting or writing predictions: one line, and the file that was there is unchanged."""
+    import errno
+
+    import zoo.export as export_mod
+    import zoo.predict as predict_mod
+
+    ckpt = next(circ_run.glob("*/best.pt"))
+    out = tmp_path / "m.pt"
+    assert export_main([str(ckpt), "--format", "torchscript", "--out", str(out)]) == 0
+    before = out.read_bytes()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(a[1] if len(a) > 1 else out))
+
+    monkeypatch.setattr(export_mod.torch.jit, "save", full)
+    capsys.readouterr()
+    assert export_main([str(ckpt), "--format", "torchscript", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "No space left on device" in err and "nothing was replaced" in err and "Traceback" not in err
+    assert out.read_bytes() == before and not list(tmp_path.glob(".m.pt.*"))
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((28, 28), np.uint8))
+    monkeypatch.setattr(predict_mod, "atomic_write_bytes", lambda path, data: full(None, path))
+    assert predict_main([str(ckpt), str(img), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "No space left on device" in err and "Traceback" not in err

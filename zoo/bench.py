@@ -30,7 +30,8 @@ from zoo.runs.gain import add_gain
 from zoo.runs.grid import run_grid
 from zoo.core.registry import Registry, RegistryError
 from zoo.runs.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
-from zoo.runs.rundir import check_writable, new_run_dir, remove_if_empty
+from zoo.core.files import check_writable
+from zoo.runs.rundir import new_run_dir, remove_if_empty
 from zoo.engine.loaders import eval_batch_size
 from zoo.use.speed import peak_memory_mb, speed_columns
 from zoo.engine.tblog import log_figure

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from zoo.core.files import atomic_write_text
+from zoo.core.files import atomic_write_text, check_writable_file
 from zoo.data.idx import DataError
 from zoo.core.model import MultiTaskModel
 from zoo.use.pretrained import load_model
@@ -56,21 +57,26 @@ def export(model: MultiTaskModel, fmt: str, out: str | Path, size: tuple[int, in
     """Export ``model`` to ``out`` with a dynamic batch size; writes ``out`` and ``out.json``."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_writable_file(out)
     graph = Graph(model.eval()).eval()
     x = example_input(model, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with torch.no_grad():
-        if fmt == "onnx":
-            with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its steps on stdout
-                torch.onnx.export(graph, (x,), str(out), input_names=["image"], output_names=graph.names,
-                                  dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False)
-        elif fmt == "torchscript":
-            torch.jit.save(torch.jit.trace(graph, x, check_trace=False), str(out))
-        else:
-            torch.export.save(torch.export.export(graph, (x,), dynamic_shapes={"image": {0: batch}}), str(out))
-        outputs = graph(x)
+    # written beside ``out`` and renamed over it: a failed export (or a full disk) leaves what was there
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with torch.no_grad():
+            if fmt == "onnx":
+                with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its steps on stdout
+                    torch.onnx.export(graph, (x,), str(tmp), input_names=["image"], output_names=graph.names,
+                                      dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False)
+            elif fmt == "torchscript":
+                torch.jit.save(torch.jit.trace(graph, x, check_trace=False), str(tmp))
+            else:
+                torch.export.save(torch.export.export(graph, (x,), dynamic_shapes={"image": {0: batch}}), str(tmp))
+            outputs = graph(x)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     info = {"format": fmt, "input": {"name": "image", "shape": ["batch", *x.shape[1:]], "dtype": "float32",
                                      "range": [0.0, 1.0], "preprocessing": model.meta.get("input")},
             "outputs": [{"name": n, "shape": ["batch", *o.shape[1:]], "postprocessing": model.heads[n].export_note}
@@ -93,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = export(load_model(args.model), args.format, args.out, tuple(args.size) if args.size else None)
     except (RegistryError, DataError, ValueError, FileNotFoundError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    except OSError as exc:  # a full or vanished disk while writing
+        err.print(f"[bold red]error:[/] cannot write {escape(str(exc.filename or args.out))}: "
+                  f"{escape(exc.strerror or str(exc))}; nothing was replaced")
         return 2
     err.print(f"exported {args.model} ({args.format}, dynamic batch) -> {path} (+ {path.name}.json)")
     return 0

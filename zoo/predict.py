@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import track
 
 from zoo.engine.step import predictions, run_heads
-from zoo.core.files import atomic_write_bytes, atomic_write_text
+from zoo.core.files import atomic_write_bytes, atomic_write_text, check_writable
 from zoo.data.folder import IMAGE_EXT
 from zoo.data.idx import DataError
 from zoo.data.inputs import prepare, read_any
@@ -105,6 +105,8 @@ def predict(model: MultiTaskModel | str | Path, inputs: Iterable[str | Path], ou
     """Predict every image of ``inputs`` (files or folders). With ``out``, write overlays, masks,
     ``predictions.csv`` and ``predictions.json`` there. Returns one record per image."""
     model = load_model(model) if not isinstance(model, MultiTaskModel) else model
+    if out is not None:
+        check_writable(out)  # a file, or a folder that cannot be written: before any image is read
     files = find_images(inputs)
     for f in files:  # every file is checked before any is predicted
         read_any(f)
@@ -151,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         records = predict(args.model, args.inputs, args.out, progress=True)
     except (RegistryError, DataError, ValueError, FileNotFoundError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    except OSError as exc:  # a full or vanished disk while writing (files already written stay whole)
+        err.print(f"[bold red]error:[/] cannot write {escape(str(exc.filename or args.out))}: "
+                  f"{escape(exc.strerror or str(exc))}")
         return 2
     for r in records:
         shown = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k != "file"}

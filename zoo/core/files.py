@@ -38,3 +38,27 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_writable(out: str | Path, flag: str = "--out") -> Path:
+    """``out`` must be a folder this user can write (created if missing), checked before any work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {out} is a file, not a folder; give a folder for the results")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"{flag} {out} is not writable ({exc.strerror or exc}); give a folder you can write to") from None
+    return out
+
+
+def check_writable_file(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` must be a file this user can write: not a folder, in a folder that is writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file path, e.g. {path / 'model.onnx'}")
+    check_writable(path.parent, f"{flag} {path}: its folder")
+    return path

@@ -19,7 +19,7 @@ from zoo.core import distributed as dist
 from zoo.engine.checkpoint import LOCK as _LOCK, hold, in_use, load_checkpoint
 from zoo.engine.config import RunConfig, check_resumable
 
-__all__ = ["check_resumable", "check_writable", "hold", "in_use", "new_run_dir", "remove_if_empty", "run_name",
+__all__ = ["check_resumable", "hold", "in_use", "new_run_dir", "remove_if_empty", "run_name",
            "unfinished_run"]
 
 
@@ -45,21 +45,6 @@ def new_run_dir(out: str | Path, cfg: RunConfig, budget: str) -> Path:
         else:  # pragma: no cover - a thousand runs of one combination in one second and process
             raise FileExistsError(f"cannot create a new run directory in {parent}")
     return Path(dist.broadcast_object(path))
-
-
-def check_writable(out: str | Path) -> Path:
-    """``--out`` must be a folder this user can write, checked before any training."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder; give a folder for the results")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"--out {out} is not writable ({exc.strerror or exc}); give a folder you can write to") from None
-    return out
 
 
 def unfinished_run(out: str | Path, cfg: RunConfig, budget: str) -> Path | None:
