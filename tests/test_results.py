@@ -147,3 +147,35 @@ def test_a_results_file_with_a_foreign_row_is_refused(tmp_path, rows, capsys):
     assert main(["--task", "foreground", "--quick", "--out", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err.replace("\n", " ")
     assert "row 1 is not a zoo result row" in err and "Traceback" not in err and "epoch 1/" not in err
+
+
+@pytest.mark.parametrize("dies_at", ["results.json", "results.csv", "results.md"])
+def test_a_kill_between_the_three_writes_never_leaves_json_ahead(tmp_path, monkeypatch, dies_at):
+    """results.json (what merges read) is written last: a write that dies at any of the three files
+    never leaves the JSON holding a row the CSV or Markdown lack, and the next write makes all three
+    agree again."""
+    import zoo.runs.results as res
+
+    base = {"task": "foreground", "encoder": "scratch", "weighting": "fixed", "budget_mode": "default"}
+    write_results(tmp_path, [{**base, "seed": 0, "iou": 99.0}], "h")
+    real = res.atomic_write_text
+
+    def killed(path, text):
+        if Path(path).name == dies_at:
+            raise KeyboardInterrupt  # the process dies here
+        real(path, text)
+
+    def views_hold_every_json_row():
+        csv_lines = (tmp_path / "results.csv").read_text().strip().splitlines()
+        md = (tmp_path / "results.md").read_text()
+        for r in load_rows(tmp_path):
+            assert f"{r['iou']:.2f}" in md and any(f",{r['iou']}," in f",{line}," for line in csv_lines)
+
+    monkeypatch.setattr(res, "atomic_write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_results(tmp_path, [{**base, "seed": 1, "iou": 98.0}], "h")
+    views_hold_every_json_row()
+    monkeypatch.setattr(res, "atomic_write_text", real)
+    write_results(tmp_path, [{**base, "seed": 2, "iou": 97.0}], "h")
+    views_hold_every_json_row()
+    assert len((tmp_path / "results.csv").read_text().strip().splitlines()) == 1 + len(load_rows(tmp_path))

@@ -127,15 +127,21 @@ def write_results(out: str | Path, rows: list[dict[str, Any]], header: str) -> l
 
 
 def write_rows(out: Path, rows: list[dict[str, Any]], header: str) -> list[Path]:
-    """Write exactly ``rows`` (the caller holds the folder's lock and merged them)."""
+    """Write exactly ``rows`` (the caller holds the folder's lock and merged them).
+
+    ``results.json`` is the source of truth (every merge reads it) and is written last: all three are
+    rendered first, then the CSV and Markdown views, then the JSON. A kill between the writes leaves
+    the views a row ahead of the JSON, never behind it, and the next write rebuilds both views from the
+    JSON's rows."""
     cols = columns(rows)
-    atomic_write_text(out / "results.json", json.dumps({"header": header, "columns": cols, "rows": rows}, indent=2))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
-    atomic_write_text(out / "results.csv", buf.getvalue())
-    atomic_write_text(out / "results.md", markdown(rows, header))
+    views = {"results.csv": buf.getvalue(), "results.md": markdown(rows, header),
+             "results.json": json.dumps({"header": header, "columns": cols, "rows": rows}, indent=2)}
+    for name, text in views.items():
+        atomic_write_text(out / name, text)
     return [out / "results.json", out / "results.csv", out / "results.md"]
 
 
