@@ -153,3 +153,43 @@ def test_jacobian_strategies_run_under_bf16_autocast(name):
     losses["m"] = losses["m"].to(torch.bfloat16)  # as the dice losses came out on CUDA
     w.backward(losses, list(model.encoder.parameters()), task_params=list(model.heads.parameters()))
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_a_stalled_rank_is_a_clear_error_not_a_hang(tmp_path):
+    """Rank 1 stops (SIGSTOP) mid-epoch: rank 0 gives up after ZOO_DIST_TIMEOUT seconds with one line
+    naming itself and where it waited, instead of waiting forever."""
+    import signal
+    import time
+
+    script = tmp_path / "stall.py"
+    script.write_text("""
+import os, signal, sys, torch
+from zoo.core import distributed as dist
+dist.init()
+dist.at("epoch 2, step 7 of 40")
+if dist.rank() == 1:
+    os.kill(os.getpid(), signal.SIGSTOP)
+try:
+    dist.mean(torch.ones(1))
+except dist.StalledRanks as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(3)
+""")
+    port = str(_free_port())
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": port, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+               "ZOO_DIST_TIMEOUT": "5"}
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE, text=True))
+    try:
+        t0 = time.monotonic()
+        _, err = procs[0].communicate(timeout=120)
+        assert procs[0].returncode == 3, err[-2000:]
+        assert time.monotonic() - t0 < 90
+        assert "rank 0 of 2 waited more than 5 s for the other ranks at epoch 2, step 7 of 40" in err, err[-2000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait()

@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_table(rows, f"results ({mode} budget) -> {out}", console)
         dist.shutdown()
         return 0
-    except (RegistryError, DataError, ValueError, FileNotFoundError, FloatingPointError) as exc:
+    except (RegistryError, DataError, ValueError, FileNotFoundError, FloatingPointError, dist.StalledRanks) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
     except KeyboardInterrupt:

@@ -10,21 +10,65 @@ single-process evaluation.
 """
 from __future__ import annotations
 
+import functools
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+#: seconds a rank waits for the others in one collective before the run stops with a clear error
+#: (a rank that stalls or dies would otherwise leave the rest waiting forever); ZOO_DIST_TIMEOUT sets it
+DEFAULT_TIMEOUT = 600.0
+_where = "start-up"
+
+
+class StalledRanks(RuntimeError):
+    """A collective did not complete within the timeout: another rank stalled, died or diverged."""
+
+
+def timeout_seconds() -> float:
+    value = os.environ.get("ZOO_DIST_TIMEOUT", str(DEFAULT_TIMEOUT))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"ZOO_DIST_TIMEOUT must be a number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def at(where: str) -> None:
+    """Where this rank is (e.g. ``epoch 3, step 120``): named by the error if a collective times out."""
+    global _where
+    _where = where
+
+
+def _collective(fn):
+    """A collective whose timeout is one line naming this rank and where it waited."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as exc:  # (torch's DistError and gloo/nccl timeouts are RuntimeErrors)
+            if not active() or isinstance(exc, StalledRanks):
+                raise
+            raise StalledRanks(f"rank {rank()} of {world_size()} waited more than {timeout_seconds():g} s for the other "
+                               f"ranks at {_where}: one of them stalled, died or diverged "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); ZOO_DIST_TIMEOUT sets the "
+                               "limit") from None
+    return wrapped
+
 
 def init() -> tuple[int, int]:
-    """Join the process group when launched by torchrun; returns (rank, world size)."""
+    """Join the process group when launched by torchrun, with a finite timeout; returns (rank, world size)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
     return rank(), world_size()
 
 
@@ -44,6 +88,7 @@ def is_main() -> bool:
     return rank() == 0
 
 
+@_collective
 def all_reduce_grads(params: list[nn.Parameter]) -> None:
     """Average gradients across ranks (one flat buffer)."""
     if not active():
@@ -53,6 +98,7 @@ def all_reduce_grads(params: list[nn.Parameter]) -> None:
         p.grad = g
 
 
+@_collective
 def mean_all(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     """Each tensor's mean over ranks, in one flat all-reduce (copies; the tensors themselves when
     not distributed)."""
@@ -68,6 +114,7 @@ def mean_all(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
+@_collective
 def sync_buffers(module: nn.Module) -> None:
     """Average floating buffers (BatchNorm running stats) across ranks."""
     if not active():
@@ -78,6 +125,7 @@ def sync_buffers(module: nn.Module) -> None:
             b /= world_size()
 
 
+@_collective
 def sum_tensor(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Sum a (metric-state) tensor across ranks."""
     if not active():
@@ -87,6 +135,7 @@ def sum_tensor(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return out.cpu()
 
 
+@_collective
 def barrier() -> None:
     if active():
         dist.barrier()
@@ -100,6 +149,7 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+@_collective
 def broadcast_object(obj):
     """Rank 0's ``obj`` on every rank (e.g. the run directory rank 0 created)."""
     if not active():
@@ -109,6 +159,7 @@ def broadcast_object(obj):
     return box[0]
 
 
+@_collective
 def mean(t: torch.Tensor) -> torch.Tensor:
     """The mean of ``t`` over ranks (a copy; ``t`` itself when not distributed)."""
     if not active():

@@ -22,6 +22,7 @@ def evaluate(s, split: str = "val", loaders: dict[str, Any] | None = None) -> di
     """Every metric of setup ``s`` (``zoo.engine.build_run.Setup``) accumulated over the whole ``split``
     (all ranks), then computed. ``loaders`` replaces the split's own (e.g. pre-built batches)."""
     cfg, device = s.cfg, s.device
+    dist.at(f"the {split} evaluation")
     loaders = loaders if loaders is not None else s.loaders(split)
     s.model.eval()
     for m in s.metrics:

@@ -101,6 +101,7 @@ def train_one_epoch(t: "Trainer", loaders: dict[str, Any] | None = None, progres
     scale = t.scaler.scale if t.scaler is not None else _identity
     channels_last = cfg.uses_channels_last(device)
     for step in range(steps):
+        dist.at(f"epoch {epoch}, step {step + 1} of {steps}")  # named if a collective times out
         batches = {k: to_device(next(iters[k]), device, channels_last) for k in by_stream}
         with autocast(device, cfg.amp):
             losses = step_losses(model, batches, by_stream)
