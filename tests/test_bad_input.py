@@ -441,3 +441,35 @@ def test_python_api_wrong_channel_count():
     with pytest.raises(ValueError, match=r"input has 3 channel\(s\) \(shape \(2, 3, 28, 28\)\), but this model's "
                                          r"encoder takes 1: give \[B, 1, H, W\]"):
         model(torch.zeros(2, 3, 28, 28))
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "results"])
+def test_a_full_disk_mid_run_leaves_earlier_files_byte_identical(tiny_mnist, tmp_path, capsys, monkeypatch, where):
+    """torch.save's 'unexpected pos' on a full disk, or ENOSPC while rewriting results.json: one line,
+    exit 2, and the results of the run before are byte for byte what they were."""
+    import errno
+
+    import zoo.core.files as files
+    import zoo.engine.checkpoint as ckpt
+
+    args = ["--task", "foreground", "--data-root", str(tiny_mnist), "--out", str(tmp_path), "--epochs", "1",
+            "--encoder-arg", "width=4", "--no-speed"]
+    assert run_cli(args, capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("results.*")}
+    if where == "checkpoint":
+        monkeypatch.setattr(ckpt.torch, "save", lambda *a, **k: (_ for _ in ()).throw(
+            RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                         "data/3: file write failed; unexpected pos 1408 vs 1296")))
+    else:
+        real = files.atomic_write_bytes
+
+        def full(path, data):
+            if Path(path).name.startswith("results."):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            real(path, data)
+
+        monkeypatch.setattr(files, "atomic_write_bytes", full)
+    rc, err = run_cli([*args, "--seed", "1"], capsys)
+    assert rc == 2 and "Traceback" not in err and "error: cannot write" in err, err
+    assert ("the disk may be full" if where == "checkpoint" else "No space left on device") in err
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("results.*")} == before

@@ -329,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RegistryError, DataError, ValueError, FileNotFoundError, FloatingPointError, dist.StalledRanks) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
+    except OSError as exc:  # a full or vanished disk: every file is written atomically, so earlier ones are whole
+        err.print(f"[bold red]error:[/] cannot write {escape(str(exc.filename or args.out))}: "
+                  f"{escape(exc.strerror or str(exc))}; files written before are unchanged")
+        return 2
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: resume with --resume <out>/<run>/last.pt, or run the same grid command again")
         return 130

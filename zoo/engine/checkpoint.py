@@ -2,8 +2,10 @@
 directory."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +26,11 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     try:
         torch.save(state, tmp)
         publish(tmp, path)
+    except RuntimeError as exc:  # torch's stream writer on a full disk: "unexpected pos ...", "file write failed"
+        Path(tmp).unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        raise OSError(errno.EIO, f"{str(exc).splitlines()[0][:160]} ({free / 2**20:,.0f} MB free there; the disk may be "
+                                 f"full)", str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
