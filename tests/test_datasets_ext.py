@@ -257,3 +257,24 @@ def test_cli_trains_each_format(tmp_path, task, writer, extra):
     assert 0.0 <= row[metric] <= 100.0 or np.isnan(row[metric])
     assert (Path(row["run_dir"]) / "figure.png").stat().st_size > 1000
     assert row["train_samples"] >= 1 and "train_digits" not in row, "non-MNIST rows count samples"
+
+
+@pytest.mark.parametrize("trimap_mode", ["L", "P"])
+def test_pets_in_torchvisions_layout_with_palette_trimaps(tmp_path, trimap_mode):
+    """torchvision's root (the folder holding oxford-iiit-pet/) and the inner folder both load, with
+    grayscale or palette trimaps, to the same masks."""
+    from PIL import Image
+
+    from zoo.tasks.pets import PetsTask
+
+    inner = write_pets(tmp_path / "tv" / "oxford-iiit-pet")
+    if trimap_mode == "P":
+        for f in (inner / "annotations" / "trimaps").glob("*.png"):
+            im = Image.fromarray(cv2.imread(str(f), cv2.IMREAD_UNCHANGED), "L").convert("P")
+            im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * (256 * 3 - 12))
+            im.save(f)
+        assert Image.open(next((inner / "annotations" / "trimaps").glob("*.png"))).mode == "P"
+    for root in (tmp_path / "tv", inner):
+        data = PetsTask(size=None).datasets(DataConfig(root=str(root), val_fraction=0.25))
+        m = data.test["main"][0]["mask"].numpy()
+        assert m[15, 20] == 1 and m[6, 11] == 1 and m[0, 0] == 0 and m.sum() == 20 * 20

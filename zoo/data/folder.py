@@ -36,8 +36,22 @@ def read_mask(path: Path) -> np.ndarray:
     if m is None:
         raise DataError(f"{path}: cannot read the mask (missing, corrupt or not an image)")
     if m.ndim == 3:
+        indices = _palette_indices(path)  # OpenCV expands a palette PNG to colours; its indices are the classes
+        if indices is not None:
+            return indices
         raise DataError(f"{path}: masks must be single-channel PNGs of class indices, got {m.shape[2]} channels")
     return m
+
+
+def _palette_indices(path: Path) -> np.ndarray | None:
+    """The palette indices of a palette-mode (``P``) image, or None for any other mode."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im).copy() if im.mode == "P" else None
+    except (OSError, ValueError):
+        return None
 
 
 def check_size(size: Any, what: str = "size") -> tuple[int, int] | None:

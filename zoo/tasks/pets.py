@@ -1,5 +1,7 @@
 """Oxford-IIIT Pet: ``images/*.jpg`` + ``annotations/trimaps/*.png`` (1 = pet, 2 = background,
-3 = boundary) -> binary pet mask, pet + boundary = foreground.
+3 = boundary) -> binary pet mask, pet + boundary = foreground. ``--data-root`` is that folder, or
+torchvision's root (the folder holding ``oxford-iiit-pet/``, as ``OxfordIIITPet(root)`` downloads
+it); trimaps may be grayscale or palette PNGs.
 
 Splits: ``annotations/trainval.txt`` / ``annotations/test.txt`` when present (the official
 lists: the first column is the image name), else a seeded split. Images are resized
@@ -31,10 +33,13 @@ class PetsTask(Task):
         if not data.root:
             raise DataError("the pets task needs --data-root DIR (with images/ and annotations/trimaps/)")
         root = Path(data.root)
+        if not (root / "images").is_dir() and (root / "oxford-iiit-pet").is_dir():
+            root = root / "oxford-iiit-pet"  # torchvision's OxfordIIITPet(root) layout: the folder that holds it
         for d in (root / "images", root / "annotations" / "trimaps"):
             if not d.is_dir():
                 raise DataError(f"{root}: missing folder {d.relative_to(root)}/ (Oxford-IIIT Pet layout: images/*.jpg, "
-                                f"annotations/trimaps/*.png)")
+                                f"annotations/trimaps/*.png; give that folder, or the folder holding oxford-iiit-pet/ "
+                                "as torchvision lays it out)")
         images = {p.stem for p in (root / "images").glob("*.jpg")}
         trimaps = {p.stem for p in (root / "annotations" / "trimaps").glob("*.png") if not p.name.startswith("._")}
         if images - trimaps:
