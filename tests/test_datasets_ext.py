@@ -278,3 +278,109 @@ def test_pets_in_torchvisions_layout_with_palette_trimaps(tmp_path, trimap_mode)
         data = PetsTask(size=None).datasets(DataConfig(root=str(root), val_fraction=0.25))
         m = data.test["main"][0]["mask"].numpy()
         assert m[15, 20] == 1 and m[6, 11] == 1 and m[0, 0] == 0 and m.sum() == 20 * 20
+
+
+# ----------------------------------------------------------------------------- COCO as it ships
+def _coco(root: Path, images: list[dict], anns: list[dict]) -> Path:
+    """``images`` (and an unannotated second one, so train splits into train/val) in both splits."""
+    images = images + [{"id": 999, "file_name": "pad.jpg", "height": images[0]["height"], "width": images[0]["width"]}]
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        (root / split).mkdir(exist_ok=True)
+        for img in images:
+            if not (root / split / img["file_name"]).exists() and "/" not in img["file_name"]:
+                cv2.imwrite(str(root / split / img["file_name"]), rgb(img["height"], img["width"], img["id"]))
+        data = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    return root
+
+
+def _test_masks(root: Path, **kw):
+    from zoo.tasks.coco import CocoSemanticTask
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = CocoSemanticTask(size=None).datasets(DataConfig(root=str(root), val_fraction=0.5))
+    return data.test["main"], [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("name", ["../../outside.jpg", "/etc/passwd", "sub/../../outside.jpg"])
+def test_coco_file_name_outside_the_root_is_refused_unread(tmp_path, monkeypatch, name):
+    """A file_name that leaves the image folder is refused before any image is opened."""
+    import PIL.Image
+
+    cv2.imwrite(str(tmp_path / "outside.jpg"), rgb(8, 8, 0))
+    root = _coco(tmp_path / "c", [{"id": 1, "file_name": "a.jpg", "height": 8, "width": 8},
+                                  {"id": 2, "file_name": name, "height": 8, "width": 8}], [])
+    opened = []
+    real_open, real_imread = PIL.Image.open, cv2.imread
+    monkeypatch.setattr(PIL.Image, "open", lambda p, *a, **k: (opened.append(str(p)), real_open(p, *a, **k))[1])
+    monkeypatch.setattr(cv2, "imread", lambda p, *a: (opened.append(str(p)), real_imread(p, *a))[1])
+    with pytest.raises(DataError, match=r"file_name .* points outside the image folder"):
+        _test_masks(root)
+    assert not any("outside" in p or "passwd" in p for p in opened), opened
+
+
+def test_coco_duplicate_image_ids_are_refused(tmp_path):
+    root = _coco(tmp_path / "c", [{"id": 1, "file_name": "a.jpg", "height": 8, "width": 8},
+                                  {"id": 1, "file_name": "b.jpg", "height": 8, "width": 8}], [])
+    with pytest.raises(DataError, match=r"image id 1 is given to more than one image entry \(e.g. 'b.jpg'\)"):
+        _test_masks(root)
+
+
+def test_coco_overlaps_follow_decoded_areas_and_ties_the_lower_id(tmp_path):
+    """The JSON's area is not trusted (missing, or wrong): the smaller decoded object wins an overlap;
+    of two equal areas the lower annotation id wins, as documented."""
+    from pycocotools import mask as mask_utils
+
+    img = {"id": 1, "file_name": "a.jpg", "height": 40, "width": 40}
+    anns = [{"id": 10, "image_id": 1, "category_id": 1, "segmentation": [square(2, 2, 30, 30)], "area": 5},  # wrong
+            {"id": 11, "image_id": 1, "category_id": 2, "segmentation": [square(10, 10, 20, 20)]},  # no area
+            {"id": 21, "image_id": 1, "category_id": 2, "segmentation": [square(25, 25, 35, 35)], "area": 100},
+            {"id": 20, "image_id": 1, "category_id": 1, "segmentation": [square(25, 25, 35, 35)], "area": 100}]
+    m = _test_masks(_coco(tmp_path / "c", [img], anns))[0][0]["mask"].numpy()
+    assert m[15, 15] == 2 and m[5, 5] == 1, "the small dog (no area field) is in front of the big cat (area 5)"
+    assert m[30, 30] == 1, "equal areas: annotation 20 (cat) beats 21 (dog)"
+    cat = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([square(2, 2, 30, 30)], 40, 40))).astype(bool)
+    assert ((m > 0) == (cat | (m == 2) | (m == 1))).all() and (m[cat] > 0).all()
+
+
+def test_coco_keeps_the_valid_polygons_and_counts_the_others(tmp_path):
+    """One valid polygon and a 2-point one: the valid part is drawn (as pycocotools draws it); a NaN
+    polygon is dropped and counted in the warning."""
+    from pycocotools import mask as mask_utils
+
+    img = {"id": 1, "file_name": "a.jpg", "height": 30, "width": 30}
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [square(3, 3, 12, 12), [1.0, 1.0, 2.0, 2.0]]},
+            {"id": 2, "image_id": 1, "category_id": 2, "segmentation": [square(15, 15, 25, 25),
+                                                                         [float("nan")] * 8]}]
+    root = _coco(tmp_path / "c", [img], [])
+    for split in ("train", "val"):  # NaN needs a JSON writer that allows it, as Python's does
+        f = root / "annotations" / f"instances_{split}.json"
+        data = json.loads(f.read_text())
+        data["annotations"] = anns
+        f.write_text(json.dumps(data))
+    test, warned = _test_masks(root)
+    m = test[0]["mask"].numpy()
+    want = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([square(3, 3, 12, 12)], 30, 30))).astype(bool)
+    assert np.array_equal(m == 1, want) and (m == 2).sum() > 0
+    assert any("dropped 2 invalid polygon(s)" in w for w in warned), warned
+
+
+def test_coco_reads_exif_rotated_jpegs_as_stored(tmp_path):
+    """A non-square JPEG tagged 'rotate 90' is read as its stored pixels, which the annotations use
+    (OpenCV's default rotated it: a silent misalignment when square, a crash otherwise)."""
+    from PIL import Image
+
+    root = _coco(tmp_path / "c", [{"id": 1, "file_name": "a.jpg", "height": 20, "width": 40}],
+                 [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [square(0, 0, 9, 19)]}])
+    for split in ("train", "val"):
+        exif = Image.Exif()
+        exif[0x0112] = 6  # orientation: rotate 90 CW to display
+        stored = np.zeros((20, 40, 3), np.uint8)
+        stored[:, :10] = 255  # the annotated object, bright, in the stored pixels' left quarter
+        Image.fromarray(stored).save(root / split / "a.jpg", exif=exif.tobytes(), quality=95)
+    sample = _test_masks(root)[0][0]
+    assert sample["image"].shape == (3, 20, 40)
+    bright = sample["image"].mean(0) > 0.5
+    assert (bright == (sample["mask"] == 1)).float().mean() > 0.95

@@ -5,15 +5,20 @@ image folders for the splits ``train`` and ``val`` (the COCO names ``train2017``
 work too); the test split is COCO's val split and the validation split a seeded slice of
 train. Each pixel of a multi-class mask gets its category's contiguous index: categories
 sorted by COCO id get 1, 2, ... (0 is background), the mapping is ``category_index``.
-Overlaps: objects are painted in order of decreasing area, so where objects overlap the
-smaller one (usually in front) wins; ties go to the lower annotation id. Crowd
-annotations (RLE) are painted like the others. Annotations with an unknown category or an
-invalid polygon are skipped and counted in one warning; images with no annotations are
-all background.
+Overlaps: objects are painted in order of decreasing area, the area of each object's own
+decoded mask (the JSON's ``area`` field is not trusted), so where objects overlap the smaller
+one (usually in front) wins; where two have the same area the lower annotation id wins. Crowd
+annotations (RLE) are painted like the others. An annotation with an unknown category or no
+usable segmentation is skipped; invalid polygons (fewer than 3 points, NaN or inf coordinates)
+are dropped from an annotation that keeps its valid ones, as pycocotools would draw them; both
+are counted in one warning (without decoding any mask). Images are read as their pixels are
+stored (no EXIF rotation). Images with no annotations are all background.
 """
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +52,30 @@ def load_coco(ann_file: Path, category_filter: list[str | int] | None = None) ->
     return data, index, ["background"] + [c["name"] for c in cats]
 
 
+_NUMBERS = {int, float}
+
+
 def _valid_polygon(poly: Any) -> bool:
-    return isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0 and all(
-        isinstance(v, (int, float)) for v in poly)
+    """At least 3 points of finite numbers (C-level checks: train2017 has 860k polygons). A NaN or inf
+    coordinate makes the sum non-finite; so would coordinates near 1e308, which are no image's."""
+    return (isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0 and set(map(type, poly)) <= _NUMBERS
+            and math.isfinite(sum(poly)))
+
+
+def _valid_rle(seg: Any) -> bool:
+    return isinstance(seg, dict) and "counts" in seg and isinstance(seg.get("size"), list) and len(seg["size"]) == 2
+
+
+def usable(a: dict, index: dict[int, int]) -> tuple[bool, int]:
+    """Whether annotation ``a`` can be painted (a known category and a polygon or RLE segmentation), and
+    how many of its polygons are dropped as invalid: a structural check, no mask decoded."""
+    seg = a.get("segmentation")
+    if index.get(a.get("category_id")) is None or seg is None:
+        return False, 0
+    if isinstance(seg, list):
+        valid = sum(_valid_polygon(p) for p in seg)
+        return valid > 0, len(seg) - valid
+    return _valid_rle(seg), 0
 
 
 def coco_mask(anns: list[dict], index: dict[int, int], h: int, w: int, binary: bool) -> tuple[np.ndarray, int]:
@@ -58,25 +84,18 @@ def coco_mask(anns: list[dict], index: dict[int, int], h: int, w: int, binary: b
 
     out = np.zeros((h, w), dtype=np.uint8)
     skipped = 0
-    order = sorted(anns, key=lambda a: (-float(a.get("area", 0)), a.get("id", 0)))
-    for a in order:
-        cls = index.get(a.get("category_id"))
-        seg = a.get("segmentation")
-        if cls is None or seg is None:
+    decoded = []
+    for a in anns:
+        ok, _ = usable(a, index)
+        if not ok:
             skipped += 1
             continue
+        seg = a["segmentation"]
         try:
             if isinstance(seg, list):
-                polys = [p for p in seg if _valid_polygon(p)]
-                if not polys or len(polys) != len(seg):
-                    skipped += 1
-                    continue
-                rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
-            elif isinstance(seg, dict) and "counts" in seg:
-                rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
+                rle = mask_utils.merge(mask_utils.frPyObjects([p for p in seg if _valid_polygon(p)], h, w))
             else:
-                skipped += 1
-                continue
+                rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
             m = mask_utils.decode(rle).astype(bool)
         except Exception:  # pycocotools raises assorted errors on malformed input: count it, go on
             skipped += 1
@@ -84,8 +103,27 @@ def coco_mask(anns: list[dict], index: dict[int, int], h: int, w: int, binary: b
         if m.shape != (h, w):
             skipped += 1
             continue
+        decoded.append((int(m.sum()), a.get("id", 0), index[a["category_id"]], m))
+    # largest first, and of equal areas the higher id first: what is painted last wins
+    for _, _, cls, m in sorted(decoded, key=lambda d: (-d[0], -d[1])):
         out[m] = 1 if binary else cls
     return out, skipped
+
+
+def inside(root: Path, name: Any, links: bool = True) -> Path:
+    """``root / name``, refused when it would leave ``root``: ``../``, an absolute path, and with ``links``
+    a symbolic link out (that check touches the file system; start-up checks every name without it,
+    and every read checks with it)."""
+    if not isinstance(name, str) or not name:
+        raise DataError(f"{root}: file_name {name!r} is not a file name")
+    path = root / name
+    base = os.path.abspath(root)
+    target = os.path.realpath(path) if links else os.path.normpath(os.path.join(base, name))
+    if os.path.commonpath([target, os.path.realpath(root) if links else base]) != (
+            os.path.realpath(root) if links else base):
+        raise DataError(f"{root}: file_name {name!r} points outside the image folder ({target}); COCO "
+                        "file names are relative to it")
+    return path
 
 
 class CocoDataset(Dataset):
@@ -101,7 +139,7 @@ class CocoDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         info = self.images[i]
-        image = read_image(self.image_dir / info["file_name"], self.channels)
+        image = read_image(inside(self.image_dir, info["file_name"]), self.channels)
         h, w = image.shape[:2]
         if (info.get("height"), info.get("width")) not in ((h, w), (None, None)):
             raise DataError(f"{self.image_dir / info['file_name']} is {w}x{h} but the annotations say "

@@ -23,7 +23,9 @@ IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 def read_image(path: Path, channels: int) -> np.ndarray:
     """``[H, W]`` (grayscale) or ``[H, W, 3]`` RGB uint8; an unreadable file is a DataError naming it."""
-    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+    # the pixels as stored: OpenCV would rotate a JPEG by its EXIF orientation tag, while masks and
+    # annotations (COCO's, pycocotools', torchvision's) are drawn on the stored pixels
+    flag = (cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
     img = cv2.imread(str(path), flag)
     if img is None:
         raise DataError(f"{path}: cannot read the image (missing, corrupt or not an image)")

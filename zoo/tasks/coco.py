@@ -11,7 +11,7 @@ import json
 import warnings
 from pathlib import Path
 
-from zoo.data.coco import CocoDataset, coco_mask, load_coco
+from zoo.data.coco import CocoDataset, inside, load_coco, usable
 from zoo.data.folder import check_readable, check_size
 from zoo.data.idx import DataError
 from zoo.data.split import limit, split_items
@@ -49,25 +49,31 @@ class CocoTask(Task):
             if not isinstance(img, dict) or "file_name" not in img or "id" not in img:
                 raise DataError(f"{ann_file}: image entry {img!r:.80} has no 'file_name' or 'id'; every COCO image "
                                 "needs both")
-        ids = {img["id"] for img in data["images"]}
+        ids: set = set()
+        for img in data["images"]:
+            if img["id"] in ids:  # two entries of one id would silently share annotations
+                raise DataError(f"{ann_file}: image id {img['id']!r} is given to more than one image entry "
+                                f"(e.g. {img['file_name']!r}); every image needs its own id")
+            ids.add(img["id"])
+            inside(image_dir, img["file_name"], links=False)  # never a file outside the image folder
         by_image: dict[int, list[dict]] = {}
         for a in data["annotations"]:
             if a.get("image_id") not in ids:
                 raise DataError(f"{ann_file}: annotation {a.get('id')!r} refers to image_id {a.get('image_id')!r}, "
                                 f"which is not among the file's {len(ids)} images")
             by_image.setdefault(a["image_id"], []).append(a)
-        skipped = 0
-        for img in data["images"]:
-            h, w = img.get("height"), img.get("width")
-            if h and w:
-                skipped += coco_mask(by_image.get(img["id"], []), index, h, w, self.binary)[1]
+        # counted from the annotations' structure, without decoding a mask (train2017 would take minutes)
+        checks = [usable(a, index) for a in data["annotations"]]
+        skipped = sum(not ok for ok, _ in checks)
+        dropped = sum(n for ok, n in checks if ok)
         if data["annotations"] and skipped == len(data["annotations"]):
             raise DataError(f"{ann_file}: all {skipped} annotation(s) were skipped (unknown or filtered category, "
                             "polygon with fewer than 3 points, or no segmentation such as bbox-only); "
                             "training on empty masks would mean nothing")
-        if skipped:
-            warnings.warn(f"{ann_file}: skipped {skipped} annotation(s) with an unknown/filtered category or an "
-                          f"invalid polygon/RLE", stacklevel=2)
+        if skipped or dropped:
+            warnings.warn(f"{ann_file}: skipped {skipped} annotation(s) with an unknown/filtered category or no "
+                          f"usable polygon/RLE, and dropped {dropped} invalid polygon(s) (fewer than 3 points, NaN or "
+                          "inf) of annotations that keep their valid ones", stacklevel=2)
         return image_dir, data["images"], by_image, index, names, skipped
 
     def datasets(self, data: DataConfig) -> TaskData:
@@ -79,7 +85,7 @@ class CocoTask(Task):
         train, val, _ = split_items(tr_imgs, data.val_fraction, 0.0, data.seed, "COCO train images")
         train, te_imgs = limit(train, data.train_limit), limit(te_imgs, data.test_limit)
         for split, d, imgs in (("train", tr_dir, train), ("val", tr_dir, val), ("test", te_dir, te_imgs)):
-            check_readable(f"{root} {split}", [d / i["file_name"] for i in imgs], self.size)
+            check_readable(f"{root} {split}", [inside(d, i["file_name"]) for i in imgs], self.size)
         make = lambda d, imgs, anns: {"main": CocoDataset(d, imgs, anns, index, self.binary, self.channels, self.size)}  # noqa: E731
         n = 2 if self.binary else len(names)
         return TaskData(train=make(tr_dir, train, tr_anns), val=make(tr_dir, val, tr_anns), test=make(te_dir, te_imgs, te_anns),
