@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -33,10 +35,32 @@ from zoo.use.pretrained import load_model
 from zoo.core.registry import RegistryError
 
 
-def find_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders expanded to their images (sorted). A path that is neither is an error."""
-    found: list[Path] = []
-    for item in map(Path, inputs):
+@dataclass(frozen=True)
+class ArrayImage:
+    """Image ``index`` of array ``key`` in an ``.npz`` file (``FILE.npz:KEY`` on the command line)."""
+
+    file: Path
+    key: str
+    index: int
+
+    @property
+    def stem(self) -> str:
+        return f"{self.file.stem}_{self.key}_{self.index:05d}"
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.key}[{self.index}]"
+
+
+def find_images(inputs: Iterable[str | Path]) -> list[Path | ArrayImage]:
+    """Files as given; folders expanded to their images (sorted); ``FILE.npz:KEY`` to every image of
+    that array (e.g. the Mars file's unlabelled ``test_set``). A path that is none of these is an error."""
+    found: list[Path | ArrayImage] = []
+    for raw in inputs:
+        name, sep, key = str(raw).rpartition(":")
+        if sep and name.endswith(".npz") and key:
+            found += [ArrayImage(Path(name), key, i) for i in range(len(_npz_images(Path(name), key)))]
+            continue
+        item = Path(raw)
         if item.is_dir():
             found += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXT)
         elif item.is_file():
@@ -44,8 +68,37 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path]:
         else:
             raise DataError(f"{item}: no such file or folder")
     if not found:
-        raise DataError(f"no images found in {', '.join(map(str, inputs))} ({', '.join(IMAGE_EXT)})")
+        raise DataError(f"no images found in {', '.join(map(str, inputs))} ({', '.join(IMAGE_EXT)}, or FILE.npz:KEY)")
     return found
+
+
+@functools.lru_cache(maxsize=4)
+def _npz_images(file: Path, key: str) -> np.ndarray:
+    """Array ``key`` of ``file`` as uint8 images ``[N, H, W]`` or ``[N, H, W, 3]``, scaled once for the
+    whole array as the npz task scales it (``zoo.data.arrays.to_uint8``)."""
+    from zoo.data.arrays import to_uint8
+
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            if key not in z.files:
+                raise DataError(f"{file}: no array {key!r}; arrays in the file: {', '.join(z.files)}")
+            a = z[key]
+    except FileNotFoundError:
+        raise DataError(f"{file}: no such file") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{file}: not a readable .npz: {str(exc) or type(exc).__name__}") from None
+    if a.ndim == 4 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (3, 4) or (a.ndim == 4 and a.shape[-1] != 3) or not len(a):
+        raise DataError(f"{file}: array {key!r} must hold images (N, H, W), (N, H, W, 1) or (N, H, W, 3), got {a.shape}")
+    return to_uint8(a, f"{file}:{key}")[0]
+
+
+def read_input(item: Path | ArrayImage) -> np.ndarray:
+    """One input image as uint8, from a file or an array."""
+    if isinstance(item, ArrayImage):
+        return np.ascontiguousarray(_npz_images(item.file, item.key)[item.index])
+    return read_any(item)
 
 
 @torch.no_grad()
@@ -109,11 +162,11 @@ def predict(model: MultiTaskModel | str | Path, inputs: Iterable[str | Path], ou
         check_writable(out)  # a file, or a folder that cannot be written: before any image is read
     files = find_images(inputs)
     for f in files:  # every file is checked before any is predicted
-        read_any(f)
+        read_input(f)
     out = Path(out) if out is not None else None
     records = []
     for i, path in enumerate(track(files, description="predict", console=Console(stderr=True)) if progress else files):
-        image = read_any(path)
+        image = read_input(path)
         record, masks = predict_image(model, image)
         stem = f"{i:04d}_{path.stem}"
         record = {"file": str(path), **record}
@@ -145,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a shipped model (e.g. circlization/scratch) or a zoo model file / checkpoint")
-    p.add_argument("inputs", nargs="+", help="image files or folders of images")
+    p.add_argument("inputs", nargs="+", help="image files, folders of images, or FILE.npz:KEY (every image of that array)")
     p.add_argument("--out", default="predictions", help="output folder (default predictions/)")
     args = p.parse_args(argv)
     err = Console(stderr=True, soft_wrap=True)

@@ -31,12 +31,34 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         j = int(self.index[i])
-        image, mask = self.images[j], self.masks[j]
-        if image.dtype != np.uint8:  # float images in [0, 1] or [0, 255]
-            scale = 255.0 if float(image.max()) <= 1.0 else 1.0
-            image = np.clip(image * scale, 0, 255).astype(np.uint8)
+        image, mask = self.images[j], self.masks[j]  # uint8 images (to_uint8 converted the whole array)
         image, mask = resize_pair(image, mask, self.size)
         return to_sample(image, mask)
+
+
+def to_uint8(images: np.ndarray, what: str) -> tuple[np.ndarray, str]:
+    """An image array as uint8, scaled once for the whole array (never image by image, which would
+    brighten a dark image), and how: uint8 as is; booleans x255; floats in [0, 1] x255; numbers in
+    0..255 as they are; any other range (e.g. int16 -1000..920) mapped linearly from its min..max
+    onto 0..255. NaN or inf is an error naming where."""
+    if images.dtype == np.uint8:
+        return images, "uint8, as stored"
+    if images.dtype.kind == "b":
+        return images.astype(np.uint8) * 255, "booleans x 255"
+    if images.dtype.kind not in "uif":
+        raise DataError(f"{what}: images must be numbers, got dtype {images.dtype}")
+    if images.dtype.kind == "f":
+        bad = ~np.isfinite(images)
+        if bad.any():
+            raise DataError(f"{what}: images hold {int(bad.sum())} NaN/inf value(s) (first at index "
+                            f"{tuple(int(i) for i in np.argwhere(bad)[0])}); fix or drop those images")
+    lo, hi = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+    if images.dtype.kind == "f" and lo >= 0 and hi <= 1:
+        return np.round(images * 255.0).astype(np.uint8), f"{images.dtype} in [0, 1], x 255"
+    if lo >= 0 and hi <= 255:
+        return np.round(images).astype(np.uint8), f"{images.dtype} in 0..255, as they are"
+    scaled = np.round((images.astype(np.float64) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    return scaled, f"{images.dtype} {lo:g}..{hi:g} mapped linearly onto 0..255"
 
 
 def check_masks(masks: np.ndarray, what: str) -> np.ndarray:
