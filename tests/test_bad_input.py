@@ -473,3 +473,21 @@ def test_a_full_disk_mid_run_leaves_earlier_files_byte_identical(tiny_mnist, tmp
     assert rc == 2 and "Traceback" not in err and "error: cannot write" in err, err
     assert ("the disk may be full" if where == "checkpoint" else "No space left on device") in err
     assert {p.name: p.read_bytes() for p in tmp_path.glob("results.*")} == before
+
+
+class _Boom:  # a pickle that would run code when loaded
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+@pytest.mark.parametrize("make,expect", [
+    (lambda p: torch.save({"w": _Boom()}, p), "cannot be loaded: refused or unreadable"),
+    (lambda p: p.write_bytes(b"\x80\x04garbage"), "cannot be loaded: refused or unreadable"),
+    (lambda p: torch.save([1, 2, 3], p), "holds a list, not a state dict of tensors"),
+], ids=["malicious-pickle", "corrupt", "not-a-state-dict"])
+def test_bad_pretrained_encoder_files(tiny_mnist, tmp_path, capsys, make, expect):
+    f = tmp_path / "w.pth"
+    make(f)
+    rc, err = run_cli(["--task", "foreground", "--encoder", "resnet18", "--data-root", str(tiny_mnist),
+                       "--out", str(tmp_path / "o"), "--encoder-arg", f"pretrained={f}"], capsys)
+    assert_clear(rc, err, f"pretrained weights file {f}", expect)

@@ -120,6 +120,8 @@ def test_predict_maps_the_input_frame_back(tmp_path):
     (lambda d: __import__("PIL.Image").Image.new("CMYK", (20, 20)).save(d / "c.jpg") or d / "c.jpg",
      "a CMYK image (4 channels"),
     (lambda d: d / "missing.png", "no such file or folder"),
+    (lambda d: cv2.imwrite(str(d / "dot.png"), np.full((1, 1), 255, np.uint8)) and d / "dot.png",
+     "the image is 1x1 pixels; zoo predicts on images of at least 8x8"),
 ])
 def test_predict_bad_inputs(circ_run, tmp_path, capsys, make, expect):
     ckpt = next(circ_run.glob("*/best.pt"))

@@ -35,6 +35,9 @@ from zoo.use.pretrained import load_model
 from zoo.core.registry import RegistryError
 
 
+MIN_SIDE = 8  # pixels: the smallest image side predict reads
+
+
 @dataclass(frozen=True)
 class ArrayImage:
     """Image ``index`` of array ``key`` in an ``.npz`` file (``FILE.npz:KEY`` on the command line)."""
@@ -162,7 +165,10 @@ def predict(model: MultiTaskModel | str | Path, inputs: Iterable[str | Path], ou
         check_writable(out)  # a file, or a folder that cannot be written: before any image is read
     files = find_images(inputs)
     for f in files:  # every file is checked before any is predicted
-        read_input(f)
+        h, w = read_input(f).shape[:2]
+        if min(h, w) < MIN_SIDE:  # a circle or mask from a few pixels would be a number with no meaning
+            raise DataError(f"{f}: the image is {w}x{h} pixels; zoo predicts on images of at least "
+                            f"{MIN_SIDE}x{MIN_SIDE}")
     out = Path(out) if out is not None else None
     records = []
     for i, path in enumerate(track(files, description="predict", console=Console(stderr=True)) if progress else files):

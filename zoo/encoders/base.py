@@ -51,14 +51,22 @@ def load_local_weights(module: nn.Module, path: str | Path) -> None:
             f"pretrained weights file {path} does not exist; 'pretrained' takes a local file path "
             "(.pth, .pt or .safetensors); zoo never downloads weights"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+            state = load_file(str(path))
+        else:
+            # weights_only: a pickle that would run code (or build anything but tensors) is refused
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ValueError(f"pretrained weights file {path} cannot be loaded: refused or unreadable (a plain state "
+                         f"dict of tensors is needed; torch.load runs with weights_only=True): {detail}") from None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"pretrained weights file {path} holds a {type(state).__name__}, not a state dict of tensors")
     missing, unexpected = module.load_state_dict(state, strict=False)
     loaded = len(state) - len(unexpected)
     if loaded == 0:
