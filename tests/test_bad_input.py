@@ -192,6 +192,16 @@ def test_mnist_train_and_test_of_different_sizes(tmp_path, capsys):
     assert_clear(rc, err, "holds 20x20 images", "holds 28x28", "must have one size")
 
 
+def test_mnist_images_too_small_for_the_tasks(tmp_path, capsys):
+    """1x1-pixel digits gave a NaN test IoU and exit 0."""
+    root = make_mnist(tmp_path / "m")
+    rng = np.random.default_rng(0)
+    write_idx(root / "train-images-idx3-ubyte", rng.integers(0, 255, (200, 1, 1)).astype(np.uint8))
+    write_idx(root / "t10k-images-idx3-ubyte", rng.integers(0, 255, (60, 1, 1)).astype(np.uint8))
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(root), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "are 1x1 pixels; the digit tasks need at least 8x8")
+
+
 @pytest.mark.parametrize("split,file", [("train", "train-images-idx3-ubyte"), ("test", "t10k-images-idx3-ubyte")])
 def test_mnist_with_no_foreground_at_all(tmp_path, capsys, split, file):
     """All-black digits used to train with a NaN validation IoU at every epoch (a checkpoint picked on

@@ -12,6 +12,9 @@ from zoo.data.split import split_indices
 from zoo.core.geometry import enclosing_circle
 
 
+MIN_SIDE = 8  # pixels: the smallest digit images the tasks train on
+
+
 def otsu(image: np.ndarray) -> tuple[int, np.ndarray]:
     """Otsu threshold of one uint8 image (OpenCV) and its foreground mask (pixel > threshold)."""
     t, mask = cv2.threshold(image, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
@@ -63,6 +66,10 @@ def split_mnist(mnist: Mnist, val_fraction: float = 0.1, seed: int = 0, train_li
     ``train_limit``/``test_limit`` take the first digits of the (shuffled) train pool and of the
     test set, for quick runs. No digit is ever in two splits.
     """
+    h, w = mnist.train_images.shape[1:]
+    if min(h, w) < MIN_SIDE:  # a mask of a pixel or two: metrics of 0/0, a NaN test IoU with exit 0
+        raise DataError(f"MNIST images from {mnist.source} are {w}x{h} pixels; the digit tasks need at least "
+                        f"{MIN_SIDE}x{MIN_SIDE} (MNIST's are 28x28)")
     train_idx, val_idx, _ = split_indices(len(mnist.train_images), val_fraction, 0.0, seed, "MNIST training digits")
     if train_limit:
         train_idx = train_idx[:train_limit]
