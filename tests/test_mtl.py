@@ -2,6 +2,7 @@
 partial labels mask a head's loss and metrics; the grid runner keeps rows across failures."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -248,3 +249,60 @@ def test_grid_resumes_an_interrupted_run_and_never_a_live_one(tiny_mnist, tmp_pa
     assert "resumed from" in (out / "logs" / "foreground-small-fixed-" f"{mode}-s0.log").read_text()
     log = (cut / "log.txt").read_text()
     assert log.count("epoch 1/2") == 1 and log.count("epoch 2/2") == 1, log
+
+
+# ----------------------------------------------------------------------------- fine-tuning options
+@pytest.mark.parametrize("weighting", ["fixed", "gradnorm", "upgrad", "uncertainty"])
+def test_freeze_encoder_epochs_train_the_heads_only(tiny_mnist, weighting):
+    """--freeze-encoder-epochs 1: after the first epoch the encoder's weights and BatchNorm statistics
+    are what they were, the heads' are not; in the second the encoder trains too."""
+    from zoo.engine.build_run import setup
+    from zoo.engine.config import RunConfig
+    from zoo.engine.train import Trainer
+
+    cfg = RunConfig(task="circlization", encoder="scratch", weighting=weighting, epochs=2, batch_size=16,
+                    freeze_encoder_epochs=1, train_limit=64, test_limit=16, data_root=str(tiny_mnist),
+                    encoder_settings={"width": 4})
+    t = Trainer(cfg, setup(cfg), None)
+    enc = {k: v.clone() for k, v in t.s.model.encoder.state_dict().items()}
+    head = {k: v.clone() for k, v in t.s.model.heads.state_dict().items()}
+    t.epoch(1, None)
+    assert all(torch.equal(v, t.s.model.encoder.state_dict()[k]) for k, v in enc.items())
+    assert any(not torch.equal(v, t.s.model.heads.state_dict()[k]) for k, v in head.items())
+    t.epoch(2, None)
+    assert any(not torch.equal(v, t.s.model.encoder.state_dict()[k]) for k, v in enc.items())
+
+
+def test_encoder_lr_scale_gives_the_encoder_its_own_rate(tiny_mnist):
+    """--encoder-lr-scale 0 leaves the encoder where it started while the heads learn; 0.1 gives its
+    parameter group a tenth of the heads' rate at every step of the schedule."""
+    from zoo.engine.build_run import setup
+    from zoo.engine.config import RunConfig
+    from zoo.engine.train import Trainer
+
+    base = dict(task="foreground", encoder="scratch", epochs=1, batch_size=16, train_limit=64, test_limit=16,
+                data_root=str(tiny_mnist), encoder_settings={"width": 4, "input_skip": True})
+    t = Trainer(RunConfig(encoder_lr_scale=0.0, **base), setup(RunConfig(encoder_lr_scale=0.0, **base)), None)
+    enc = {k: v.clone() for k, v in t.s.model.encoder.state_dict().items() if v.dtype.is_floating_point}
+    t.epoch(1, None)
+    assert all(torch.equal(v, t.s.model.encoder.state_dict()[k]) for k, v in enc.items() if "running" not in k
+               and "num_batches" not in k)
+    t = Trainer(RunConfig(encoder_lr_scale=0.1, **base), setup(RunConfig(encoder_lr_scale=0.1, **base)), None)
+    enc_group, head_group = t.optimizer.param_groups
+    for _ in range(3):
+        t.scheduler.step()
+        assert enc_group["lr"] == pytest.approx(0.1 * head_group["lr"])
+
+
+@pytest.mark.parametrize("change", [{"encoder_lr_scale": 0.5}, {"freeze_encoder_epochs": 2}])
+def test_fine_tuning_options_are_checked_on_resume(tiny_mnist, tmp_path, change):
+    from zoo.engine.config import RunConfig
+    from zoo.engine.train import fit
+
+    base = RunConfig(task="foreground", encoder="scratch", epochs=2, batch_size=16, train_limit=32, test_limit=16,
+                     data_root=str(tiny_mnist), encoder_settings={"width": 4, "input_skip": True})
+    fit(dataclasses.replace(base, epochs=1), out_dir=tmp_path / "r", show_progress=False)
+    key = next(iter(change))
+    with pytest.raises(ValueError, match=f"{key}: "):
+        fit(dataclasses.replace(base, **change), out_dir=tmp_path / "r", resume=tmp_path / "r" / "last.pt",
+            show_progress=False)

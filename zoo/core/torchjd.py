@@ -184,7 +184,9 @@ class Aggregated(_TorchJD):
         heads = [p for p in (task_params if task_params is not None else _leaves(scaled))
                  if p.requires_grad and id(p) not in ids]
         if heads:
-            torch.autograd.backward(sum(scaled), inputs=heads, retain_graph=True)
+            torch.autograd.backward(sum(scaled), inputs=heads, retain_graph=bool(shared))
+        if not shared:  # a frozen encoder (--freeze-encoder-epochs): no Jacobian to aggregate
+            return sum(w.detach() for w in weighted)
         # one backward per row (parallel_chunk_size=1): the vmapped backward fails on graphs
         # recorded under autocast, where bf16 and float32 ops mix ("expected scalar type
         # BFloat16 but found Float"; tests/test_mtl_ddp.py)

@@ -84,7 +84,12 @@ class GradNorm(Weighting):
     def backward(self, losses, shared, scale=_identity, task_params=None):
         names = [n for n in self.names if n in losses]
         idx = [self.names.index(n) for n in names]
-        last = [p for p in shared if p.requires_grad][-1]
+        trainable = [p for p in shared if p.requires_grad]
+        if not trainable:  # a frozen encoder (--freeze-encoder-epochs): nothing to balance, the weights hold
+            total = sum(self.base[n] * self.w[i].detach() * losses[n].float() for n, i in zip(names, idx))
+            scale(total).backward()
+            return total.detach()
+        last = trainable[-1]
         L = torch.stack([self.base[n] * losses[n].float() for n in names])
         # L_i(0): the global batch's losses at a head's first step, the same on every rank (kept on
         # the device: no host read per step)

@@ -37,8 +37,9 @@ class Schedule:
 
 # the one table of schedules: RunConfig's choices are its keys
 SCHEDULE_KINDS: dict[str, Schedule | None] = {
+    # every parameter group peaks at its own rate (the encoder's is --lr x --encoder-lr-scale)
     "onecycle": Schedule(lambda opt, cfg, n: torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * n, pct_start=0.15), per_step=True),
+        opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=cfg.epochs * n, pct_start=0.15), per_step=True),
     "cosine": Schedule(lambda opt, cfg, n: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * n),
                        per_step=True),
     "plateau": Schedule(lambda opt, cfg, n: torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -68,6 +69,10 @@ class RunConfig:
     weight_decay: float = _opt(1e-4, "AdamW weight decay", budget=True)
     schedule: str = _opt("onecycle", "learning-rate schedule", budget=True, choices=SCHEDULES)
     patience: int = _opt(0, "early stopping: epochs without validation improvement (0 = off)", budget=True)
+    encoder_lr_scale: float = _opt(1.0, "the encoder's learning rate as a share of --lr (e.g. 0.1 for a pretrained "
+                                        "encoder; the heads keep --lr)", budget=True)
+    freeze_encoder_epochs: int = _opt(0, "train only the heads for the first N epochs (the encoder's weights and "
+                                         "BatchNorm statistics stay as they are)", budget=True)
     train_limit: int | None = _opt(None, "use only this many training digits/images (>= 1)", budget=True)
     test_limit: int | None = _opt(None, "use only this many test digits/images (>= 1)", budget=True)
     val_fraction: float = _opt(0.1, "share of the training data held out for validation", budget=True)
@@ -109,6 +114,11 @@ class RunConfig:
              f"weight decay must be a finite number >= 0, got {self.weight_decay!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (is_int(self.patience, 0), f"patience must be an integer >= 0, got {self.patience!r}"),
+            (isinstance(self.encoder_lr_scale, (int, float)) and not isinstance(self.encoder_lr_scale, bool)
+             and 0 <= self.encoder_lr_scale < math.inf,
+             f"encoder lr scale must be a finite number >= 0, got {self.encoder_lr_scale!r}"),
+            (is_int(self.freeze_encoder_epochs, 0),
+             f"freeze encoder epochs must be an integer >= 0, got {self.freeze_encoder_epochs!r}"),
             (is_int(self.num_workers, 0), f"workers must be an integer >= 0, got {self.num_workers!r}"),
             (is_int(self.seed, 0) and self.seed < 2**32,  # what numpy and every generator here take
              f"seed must be an integer from 0 to {2**32 - 1}, got {self.seed!r}"),

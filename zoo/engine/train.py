@@ -84,6 +84,8 @@ def train_one_epoch(t: "Trainer", loaders: dict[str, Any] | None = None, progres
     model, weighting, device = s.model, s.weighting, s.device
     loaders = loaders if loaders is not None else t.train_loaders
     model.train()
+    if t.encoder_frozen:
+        model.encoder.eval()  # (--freeze-encoder-epochs) its BatchNorm statistics stay as they are
     by_stream = streams(s.plans)
     steps = max(len(loaders[k]) for k in by_stream)
     iters = {k: iter(loaders[k]) if len(loaders[k]) == steps else _cycle(loaders[k]) for k in by_stream}
@@ -178,8 +180,12 @@ class Trainer:
         steps = max(len(self.train_loaders[h.stream]) for h in s.plans)
         # fused on CUDA: one kernel for the whole update instead of a few per parameter
         fused = {"fused": True} if s.device.type == "cuda" else {}
-        self.optimizer = torch.optim.AdamW(list(s.model.parameters()) + list(s.weighting.parameters()), lr=cfg.lr,
+        # the encoder its own group (--encoder-lr-scale); heads and the weighting's parameters the other
+        groups = [{"params": list(s.model.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale},
+                  {"params": list(s.model.heads.parameters()) + list(s.weighting.parameters()), "lr": cfg.lr}]
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
                                            weight_decay=cfg.weight_decay, **fused)
+        self.encoder_frozen = False
         kind = SCHEDULE_KINDS[cfg.schedule]
         self.scheduler = kind.build(self.optimizer, cfg, steps) if kind is not None else None
         use_scaler = cfg.amp and s.device.type == "cuda" and not torch.cuda.is_bf16_supported()
@@ -219,6 +225,7 @@ class Trainer:
     def epoch(self, epoch: int, progress: Progress | None) -> tuple[dict[str, Any], bool]:
         """Train one epoch, validate, keep the best checkpoint; returns the history row and whether it improved."""
         s, st, cfg = self.s, self.state, self.cfg
+        self.freeze_encoder(epoch <= cfg.freeze_encoder_epochs)
         seed_everything(cfg.seed * 1000 + epoch)
         set_epoch(self.train_loaders, epoch, cfg.seed)
         t0 = time.perf_counter()
@@ -242,7 +249,7 @@ class Trainer:
         else:
             st.stale += 1
         row = {"epoch": epoch, "train_loss": losses["total"], "losses": losses, "val": val,
-               "weights": s.weighting.weights(), "lr": self.optimizer.param_groups[0]["lr"],
+               "weights": s.weighting.weights(), "lr": self.optimizer.param_groups[-1]["lr"],
                "seconds": st.train_seconds}
         st.history.append(row)
         if improved:
@@ -251,6 +258,13 @@ class Trainer:
                 self.best_weights = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
         self.save("last.pt")
         return row, improved
+
+    def freeze_encoder(self, frozen: bool) -> None:
+        """Frozen: the encoder gets no gradient and keeps its BatchNorm statistics (it runs in eval mode
+        inside training steps); the heads train as usual, every strategy over the heads alone."""
+        self.encoder_frozen = frozen
+        for p in self.s.model.encoder.parameters():
+            p.requires_grad_(not frozen)
 
     def load_best(self) -> None:
         """The best weights on validation (never the test set) are the ones scored on test."""
