@@ -483,6 +483,8 @@ def test_a_full_disk_mid_run_leaves_earlier_files_byte_identical(tiny_mnist, tmp
     assert rc == 2 and "Traceback" not in err and "error: cannot write" in err, err
     assert ("the disk may be full" if where == "checkpoint" else "No space left on device") in err
     assert {p.name: p.read_bytes() for p in tmp_path.glob("results.*")} == before
+    runs = [d for d in tmp_path.iterdir() if d.is_dir() and d.name.startswith("foreground-")]
+    assert all(any(f.name != ".run.lock" for f in d.iterdir()) for d in runs), "no empty run folder is left behind"
 
 
 class _Boom:  # a pickle that would run code when loaded

@@ -169,6 +169,7 @@ dist.init()
 dist.at("epoch 2, step 7 of 40")
 if dist.rank() == 1:
     os.kill(os.getpid(), signal.SIGSTOP)
+dist.at("epoch 2, step 8 of 40")
 try:
     dist.mean(torch.ones(1))
 except dist.StalledRanks as exc:
@@ -187,7 +188,8 @@ except dist.StalledRanks as exc:
         _, err = procs[0].communicate(timeout=120)
         assert procs[0].returncode == 3, err[-2000:]
         assert time.monotonic() - t0 < 90
-        assert "rank 0 of 2 waited more than 5 s for the other ranks at epoch 2, step 7 of 40" in err, err[-2000:]
+        assert "rank 0 of 2 waited more than 5 s for the other ranks at epoch 2, step 8 of 40" in err, err[-2000:]
+        assert "rank 1 was last at epoch 2, step 7 of 40" in err, err[-2000:]
     finally:
         for p in procs:
             if p.poll() is None:

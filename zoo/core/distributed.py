@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from datetime import timedelta
 
 import torch
@@ -39,10 +40,41 @@ def timeout_seconds() -> float:
     return seconds
 
 
+_published = 0.0  # when this rank last told the others where it is
+
+
 def at(where: str) -> None:
-    """Where this rank is (e.g. ``epoch 3, step 120``): named by the error if a collective times out."""
-    global _where
+    """Where this rank is (e.g. ``epoch 3, step 120``): named by the error if a collective times out.
+    Ranks also leave it in the process group's key-value store, at most once a second (a host write,
+    no device sync), so the rank that times out can say where each of the others was last."""
+    global _where, _published
     _where = where
+    if active() and time.monotonic() - _published >= 1.0:
+        _published = time.monotonic()
+        try:
+            _store().set(f"zoo/where/{rank()}", where)
+        except Exception:  # the store is a convenience for the message, never a reason to stop
+            pass
+
+
+def _store():
+    from torch.distributed import distributed_c10d
+
+    return distributed_c10d._get_default_store()
+
+
+def _others_last_seen() -> str:
+    """``rank 1 was last at epoch 2, step 7 of 40; ...`` from the store (what each rank published)."""
+    seen = []
+    try:
+        store = _store()
+        for r in range(world_size()):
+            key = f"zoo/where/{r}"
+            if r != rank() and store.check([key]):
+                seen.append(f"rank {r} was last at {store.get(key).decode()}")
+    except Exception:
+        return ""
+    return "; ".join(seen)
 
 
 def _collective(fn):
@@ -54,8 +86,10 @@ def _collective(fn):
         except RuntimeError as exc:  # (torch's DistError and gloo/nccl timeouts are RuntimeErrors)
             if not active() or isinstance(exc, StalledRanks):
                 raise
+            others = _others_last_seen()
             raise StalledRanks(f"rank {rank()} of {world_size()} waited more than {timeout_seconds():g} s for the other "
-                               f"ranks at {_where}: one of them stalled, died or diverged "
+                               f"ranks at {_where}{' (' + others + ')' if others else ''}: one of them stalled, died "
+                               "or diverged "
                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); ZOO_DIST_TIMEOUT sets the "
                                "limit") from None
     return wrapped
