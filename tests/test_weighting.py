@@ -210,3 +210,29 @@ def test_strategy_state_survives_a_checkpoint(name, tmp_path):
     for s in (w, w2):
         s.backward({"a": 1.5 + x[0], "b": 2.0 + x[1]}, [x])
     assert w.weights() == pytest.approx(w2.weights())
+
+
+def test_leave_out_keeps_a_head_out_of_the_aggregation():
+    """MGDA with ``leave_out: [c]``: the shared update is MGDA's min-norm point of the other heads'
+    gradients (c's gradient is not in the hull, so a near-zero c can no longer take all the weight),
+    and c's loss still trains c's own parameter."""
+    near_zero = torch.tensor([[1.0, 0.0, 0.0], [-2.0, 0.3, 0.0], [1e-6, 0.0, 0.0]])
+    plain = toy_step(build("mgda", names="abc", epsilon=1e-6, max_iters=10000), near_zero)
+    assert plain.norm() < 1e-4  # MGDA's collapse: the near-zero head is the min-norm point
+    w = build("mgda", names="abc", epsilon=1e-6, max_iters=10000, leave_out=["c"])
+    x = torch.zeros(3, requires_grad=True)
+    own = torch.zeros(1, requires_grad=True)  # c's own parameter
+    losses = {n: near_zero[i] @ x + 1.0 for i, n in enumerate("ab")}
+    losses["c"] = near_zero[2] @ x + 3.0 * own.sum() + 1.0
+    w.backward(losses, [x], task_params=[own])
+    ab = near_zero[:2]
+    two = toy_step(build("mgda", names="ab", epsilon=1e-6, max_iters=10000), ab)
+    assert torch.allclose(x.grad, two, atol=1e-4) and x.grad.norm() > 0.05
+    assert own.grad is not None and float(own.grad) == pytest.approx(3.0)
+    assert w.weights()["c"] == 0.0 and w.weights()["a"] > 0
+
+
+@pytest.mark.parametrize("bad", [["nope"], ["a", "b"]])
+def test_leave_out_names_some_heads(bad):
+    with pytest.raises(ValueError, match="leave_out must name some, not all, of the heads"):
+        build("upgrad", names="ab", leave_out=bad)

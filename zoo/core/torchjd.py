@@ -41,13 +41,14 @@ class _TorchJD(Weighting):
     kind = ""
     module = ""
 
-    def __init__(self, names: list[str], weights: dict[str, float], method: str, **settings: Any) -> None:
+    def __init__(self, names: list[str], weights: dict[str, float], method: str, rows: int | None = None,
+                 **settings: Any) -> None:
         super().__init__(names, weights)
         cls = getattr(importlib.import_module(self.module), method, None)
         if not inspect.isclass(cls):
             raise ValueError(f"TorchJD has no {self.kind} {method!r} (module {self.module})")
         self.method_name = method
-        self.method = self._build(cls, settings, len(names))
+        self.method = self._build(cls, settings, len(names) if rows is None else rows)
         self._weights: torch.Tensor | None = None  # on the device: read only when weights() is asked
 
     def _build(self, cls: type, settings: dict[str, Any], n: int) -> nn.Module:
@@ -153,17 +154,31 @@ class Aggregated(_TorchJD):
         return method if isinstance(method, Aggregator) else GramianWeightedAggregator(method)
 
     def __init__(self, names: list[str], weights: dict[str, float], method: str, gramian: bool | None = None,
-                 **settings: Any) -> None:
+                 leave_out: list[str] | None = None, **settings: Any) -> None:
         if method == "NashMTL":
             # cvxpy warns on every solve that the problem is not DPP: harmless, and it floods the log
             warnings.filterwarnings("ignore", message=".*(DPP|Solution may be inaccurate).*")
-        super().__init__(names, weights, method, **settings)
+        leave_out = list(leave_out or [])
+        unknown = [n for n in leave_out if n not in names]
+        if unknown or len(set(leave_out)) >= len(names):
+            raise ValueError(f"leave_out must name some, not all, of the heads {names}; got {leave_out}")
+        # the heads whose encoder gradient is aggregated (a left-out head still trains its own parameters)
+        self.aggregated = [n for n in names if n not in leave_out]
+        super().__init__(names, weights, method, rows=len(self.aggregated), **settings)
         from torchjd.aggregation import GramianWeightedAggregator
         supports = isinstance(self.method, GramianWeightedAggregator)
         if gramian and not supports:
             raise ValueError(f"{method} does not weight by the Gramian, so gramian=true cannot apply; "
                              "leave gramian unset (or false)")
         self.gramian = supports if gramian is None else bool(gramian)
+
+    def weights(self) -> dict[str, float]:
+        """Each head's weight in the encoder's last update; a left-out head's is 0 (its loss reaches only
+        its own parameters)."""
+        if self._weights is None:
+            return {n: (self.base[n] if n in self.aggregated else 0.0) for n in self.names}
+        got = dict(zip(self.aggregated, self._weights.float().cpu().tolist()))
+        return {n: self.base[n] * got[n] if n in got else 0.0 for n in self.names}
 
     def backward(self, losses, shared, scale: Scale = _identity, task_params=None):
         from torchjd.autojac import backward as jac_backward, jac_to_grad
@@ -187,10 +202,11 @@ class Aggregated(_TorchJD):
             torch.autograd.backward(sum(scaled), inputs=heads, retain_graph=bool(shared))
         if not shared:  # a frozen encoder (--freeze-encoder-epochs): no Jacobian to aggregate
             return sum(w.detach() for w in weighted)
+        rows = [scaled[self.names.index(n)] for n in self.aggregated]
         # one backward per row (parallel_chunk_size=1): the vmapped backward fails on graphs
         # recorded under autocast, where bf16 and float32 ops mix ("expected scalar type
         # BFloat16 but found Float"; tests/test_mtl_ddp.py)
-        jac_backward(scaled, inputs=shared, parallel_chunk_size=1)
+        jac_backward(rows, inputs=shared, parallel_chunk_size=1)
         with_jac = [p for p in shared if getattr(p, "jac", None) is not None]
         # the global, unscaled Jacobian on every rank (one all-reduce; one device sync for the check)
         for p, jac in zip(with_jac, dist.mean_all([p.jac for p in with_jac])):
