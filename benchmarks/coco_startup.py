@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 import warnings
@@ -65,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{seconds:.1f} s ({skipped} annotations skipped; {len(caught)} warning)")
     print(line)
     if a.out:
+        shown = sys.argv[1:] if argv is None else argv
         atomic_write_text(a.out, f"# COCO start-up\n\nCommand: `python benchmarks/coco_startup.py"
-                                 f"{' ' + ' '.join(argv) if argv else ''}`\n\nMachine: {machine()}\n\n{line}; "
+                                 f"{' ' + ' '.join(shown) if shown else ''}`\n\nMachine: {machine()}\n\n{line}; "
                                  f"writing the file took {made:.0f} s.\n\n"
                                  f"Warning: {caught[0].message if caught else '(none)'}\n")
     return 0
