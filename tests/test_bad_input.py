@@ -503,3 +503,33 @@ def test_bad_pretrained_encoder_files(tiny_mnist, tmp_path, capsys, make, expect
     rc, err = run_cli(["--task", "foreground", "--encoder", "resnet18", "--data-root", str(tiny_mnist),
                        "--out", str(tmp_path / "o"), "--encoder-arg", f"pretrained={f}"], capsys)
     assert_clear(rc, err, f"pretrained weights file {f}", expect)
+
+
+def test_a_nan_validation_monitor_is_never_a_silent_pick(tiny_mnist, tmp_path, monkeypatch):
+    """An epoch whose validation monitor is NaN is named in a warning, and a later epoch with a number
+    is kept over it."""
+    import io
+
+    from rich.console import Console
+
+    import zoo.engine.train as train_mod
+    from zoo.engine.config import RunConfig
+
+    real, calls = train_mod.evaluate, [0]
+
+    def nan_first(s, split="val", loaders=None):
+        out = real(s, split, loaders)
+        if split == "val":
+            calls[0] += 1
+            if calls[0] == 1:
+                out = {k: float("nan") for k in out}
+        return out
+
+    monkeypatch.setattr(train_mod, "evaluate", nan_first)
+    buf = io.StringIO()
+    cfg = RunConfig(task="foreground", encoder="scratch", epochs=2, batch_size=16, train_limit=64, test_limit=16,
+                    data_root=str(tiny_mnist), encoder_settings={"width": 4, "input_skip": True})
+    r = train_mod.fit(cfg, console=Console(file=buf, soft_wrap=True), show_progress=False)
+    text = buf.getvalue()
+    assert "warning: validation iou is NaN at epoch 1" in text and "never chosen over one with a number" in text
+    assert r.best_epoch == 2
