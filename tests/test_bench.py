@@ -93,7 +93,7 @@ def test_same_seed_same_numbers(tiny_mnist):
     (["--task", "foreground", "--encoder", "resnet19"], "Did you mean 'resnet18'"),
     (["--task", "foreground", "--weighting", "uncertain"], "Did you mean 'uncertainty'"),
     (["--task", "foreground", "--epochs", "0"], "epochs must be an integer >= 1"),
-    (["--task", "foreground", "--lr", "-1"], "learning rate must be > 0"),
+    (["--task", "foreground", "--lr", "-1"], "learning rate must be a finite number > 0"),
     (["--task", "foreground", "--device", "cuda:7"], "CUDA is not available"),
     (["--task", "foreground", "--resume", "/no/such/last.pt"], "checkpoint /no/such/last.pt does not exist"),
     ([], "--task is required"),
