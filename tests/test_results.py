@@ -22,8 +22,10 @@ def test_rows_are_keyed_by_task_encoder_weighting_budget_and_seed(tmp_path):
     write_results(tmp_path, [{**base, "seed": 1, "iou": 3.0}], "h")  # another seed adds a row
     write_results(tmp_path, [{**base, "iou": 4.0}], "h")  # the same combination replaces its row
     rows = {row_key(r): r["iou"] for r in load_rows(tmp_path)}
-    assert rows == {("fg", "scratch", "fixed", "default", 0): 4.0, ("fg", "scratch", "fixed", "quick", 0): 2.0,
-                    ("fg", "scratch", "fixed", "default", 1): 3.0}
+    # (the last field is the world size of a torchrun run: None for one process)
+    assert rows == {("fg", "scratch", "fixed", "default", 0, None): 4.0,
+                    ("fg", "scratch", "fixed", "quick", 0, None): 2.0,
+                    ("fg", "scratch", "fixed", "default", 1, None): 3.0}
 
 
 def test_files_follow_the_umask(tmp_path):
