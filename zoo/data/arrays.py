@@ -36,6 +36,14 @@ class ArrayDataset(Dataset):
         return to_sample(image, mask)
 
 
+def refuse_non_finite(a: np.ndarray, what: str, fix: str) -> None:
+    """A DataError naming how many NaN/inf values ``a`` holds and where the first is."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise DataError(f"{what} hold {int(bad.sum())} NaN/inf value(s) (first at index "
+                        f"{tuple(int(i) for i in np.argwhere(bad)[0])}); {fix}")
+
+
 def to_uint8(images: np.ndarray, what: str) -> tuple[np.ndarray, str]:
     """An image array as uint8, scaled once for the whole array (never image by image, which would
     brighten a dark image), and how: uint8 as is; booleans x255; floats in [0, 1] x255; numbers in
@@ -48,10 +56,7 @@ def to_uint8(images: np.ndarray, what: str) -> tuple[np.ndarray, str]:
     if images.dtype.kind not in "uif":
         raise DataError(f"{what}: images must be numbers, got dtype {images.dtype}")
     if images.dtype.kind == "f":
-        bad = ~np.isfinite(images)
-        if bad.any():
-            raise DataError(f"{what}: images hold {int(bad.sum())} NaN/inf value(s) (first at index "
-                            f"{tuple(int(i) for i in np.argwhere(bad)[0])}); fix or drop those images")
+        refuse_non_finite(images, f"{what}: images", "fix or drop those images")
     lo, hi = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
     if images.dtype.kind == "f" and lo >= 0 and hi <= 1:
         return np.round(images * 255.0).astype(np.uint8), f"{images.dtype} in [0, 1], x 255"
@@ -69,10 +74,7 @@ def check_masks(masks: np.ndarray, what: str) -> np.ndarray:
     if masks.dtype.kind not in "uif":
         raise DataError(f"{what}: masks must hold integer class indices, got dtype {masks.dtype}")
     if masks.dtype.kind == "f":
-        bad = ~np.isfinite(masks)
-        if bad.any():
-            raise DataError(f"{what}: masks hold {int(bad.sum())} NaN/inf value(s) (first at index "
-                            f"{tuple(int(i) for i in np.argwhere(bad)[0])}); masks must be integer class indices")
+        refuse_non_finite(masks, f"{what}: masks", "masks must be integer class indices")
         frac = masks != np.round(masks)
         if frac.any():
             at = tuple(int(i) for i in np.argwhere(frac)[0])
