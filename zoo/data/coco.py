@@ -117,10 +117,9 @@ def inside(root: Path, name: Any, links: bool = True) -> Path:
     if not isinstance(name, str) or not name:
         raise DataError(f"{root}: file_name {name!r} is not a file name")
     path = root / name
-    base = os.path.abspath(root)
+    base = os.path.realpath(root) if links else os.path.abspath(root)
     target = os.path.realpath(path) if links else os.path.normpath(os.path.join(base, name))
-    if os.path.commonpath([target, os.path.realpath(root) if links else base]) != (
-            os.path.realpath(root) if links else base):
+    if os.path.commonpath([target, base]) != base:
         raise DataError(f"{root}: file_name {name!r} points outside the image folder ({target}); COCO "
                         "file names are relative to it")
     return path
