@@ -27,7 +27,6 @@ writes ``<out>/<device>.md`` and ``.json``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import platform
