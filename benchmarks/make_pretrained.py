@@ -14,39 +14,11 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import save
 
 from zoo.core.files import atomic_write_bytes, atomic_write_text
-from zoo.use.pretrained import create_model
+from zoo.use.pretrained import create_model, record
 from zoo.runs.results import load_rows
-from zoo.use.speed import gflops_per_image
-
-TEST_DATA = {"digits": "MNIST test set: the genuine 10,000 test digits",
-             "composites": "10,000 2x2 composites of the 10,000 MNIST test digits (seeded)"}
-
-
-def record(row: dict, model, file: str) -> dict:
-    cfg = model.meta["config"]
-    mode, size = model.meta["input"]
-    x = torch.rand(model.meta["in_channels"], *size)
-    metrics = {k: row[k] for k in row if k.startswith(("iou", "accuracy", "gated_iou", "dice", "miou", "pixel_acc"))}
-    return {
-        "name": f"{row['task']}/{row['encoder']}", "file": file, "task": row["task"], "encoder": row["encoder"],
-        "heads": {n: type(h).__name__ for n, h in model.heads.items()},
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "gflops": round(gflops_per_image(model, x, list(model.heads)), 4),
-        "input": {"mode": mode, "size": list(size), "channels": model.meta["in_channels"]},
-        "in_channels": model.meta["in_channels"],
-        "metrics": metrics,
-        "metrics_data": TEST_DATA["composites" if row["task"] == "semantic" else "digits"],
-        "train_data": f"train: {row['train_digits'] + row['val_digits']:,} digits (offline MNIST subset; "
-                      f"{row['train_digits']:,} train + {row['val_digits']:,} validation)",
-        "val_metrics": {k: row[k] for k in row if k.startswith("val_") and k not in ("val_digits", "val_samples")},
-        "best_epoch": row["best_epoch"], "epochs": row["epochs"], "train_seconds": row["train_seconds"],
-        "machine": row["machine"], "torch": row["torch"], "recipe": row["command"],
-        "config": cfg, "info": model.meta.get("info", {}),
-    }
 
 
 def main() -> None:
@@ -64,7 +36,7 @@ def main() -> None:
         ckpt = Path(row["run_dir"]) / "best.pt"
         model = create_model(row["task"], row["encoder"], pretrained=ckpt)
         file = f"{row['task']}-{row['encoder']}.safetensors"
-        meta = record(row, model, file)
+        meta = {**record(row, model), "file": file}
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         data = save(state, metadata={"zoo": json.dumps(meta)})
         atomic_write_bytes(out / file, data)

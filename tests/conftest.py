@@ -4,12 +4,18 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REAL_MNIST = os.environ.get("ZOO_DATA")
+
+# Tests never download, and never read the user's own Hugging Face cache: huggingface_hub reads these
+# when first imported (by timm), which is after this file. Tests that need a cache fill one (hf_cache).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="zoo-tests-hf-")
 
 
 def rect_digit(label: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -65,3 +71,28 @@ def _no_download(monkeypatch, tmp_path):
     import zoo.data.idx as idx
 
     monkeypatch.setattr(idx, "_download", lambda folder: None)
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache of this test's own (huggingface_hub reads the folder at each call)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def fill_hub_repo(cache: Path, repo_id: str, files: dict[str, bytes], revision: str = "a" * 40) -> Path:
+    """A Hub repo as huggingface_hub caches it: ``models--ORG--NAME/snapshots/<rev>/<file>`` plus
+    ``refs/main`` naming the revision. Returns the snapshot folder."""
+    folder = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = folder / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (snapshot / name).write_bytes(data)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(revision)
+    return snapshot

@@ -100,7 +100,7 @@ def test_local_pretrained_weights(tmp_path):
     enc = reg.build("encoders", "resnet18", pretrained=str(path))
     k = next(iter(src.model.state_dict()))
     assert torch.equal(enc.model.state_dict()[k], src.model.state_dict()[k])
-    with pytest.raises(FileNotFoundError, match="never downloads"):
+    with pytest.raises(FileNotFoundError, match="does not exist; .pretrained. takes a local file path"):
         reg.build("encoders", "resnet18", pretrained=str(tmp_path / "missing.pth"))
 
 

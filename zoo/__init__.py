@@ -7,6 +7,7 @@ Python API (mirrors ``python -m zoo.bench``)::
     model = zoo.build_model("scratch", {"mask": "binary_mask"})
     registry = zoo.load_registry(["my_registry.yaml"])   # user entries merged on
     zoo.list_pretrained(); model = zoo.create_model("circlization", "scratch", pretrained=True)
+    zoo.save_pretrained(model, "my-model"); model = zoo.from_pretrained("my-model")  # or "hf-hub:ORG/NAME"
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Iterable
 from zoo.heads.base import Head
 from zoo.engine.build import build_model, load_registry, task_spec
 from zoo.core.model import MultiTaskModel
+from zoo.use.hub import from_pretrained, push_to_hub, save_pretrained
 from zoo.use.pretrained import create_model, list_pretrained, load_model, pretrained_meta
 from zoo.core.registry import Registry, RegistryError
 
@@ -46,6 +48,6 @@ def list_weightings(registry_files: Iterable[str | Path] | None = None) -> list[
     return _names("weightings", registry_files)
 
 
-__all__ = ["Head", "MultiTaskModel", "Registry", "RegistryError", "build_model", "create_model", "list_encoders",
-           "list_heads", "list_pretrained", "list_tasks", "list_weightings", "load_model", "load_registry",
-           "pretrained_meta", "task_spec"]
+__all__ = ["Head", "MultiTaskModel", "Registry", "RegistryError", "build_model", "create_model", "from_pretrained",
+           "list_encoders", "list_heads", "list_pretrained", "list_tasks", "list_weightings", "load_model",
+           "load_registry", "pretrained_meta", "push_to_hub", "save_pretrained", "task_spec"]

@@ -5,6 +5,9 @@ batch size) and returns one raw output per head, named after the head, as ``forw
 hard predictions are post-processing done outside the graph, as ``model.predict`` does it; each
 head says which (``Head.export_note``), and a ``FILE.json`` beside the export lists the outputs,
 their shapes and that post-processing.
+
+``--format hub --out DIR`` writes the model as a Hugging Face-layout folder instead (config.json,
+model.safetensors and a README.md model card; ``zoo.save_pretrained``), and ``--push ORG/NAME`` uploads it.
 """
 from __future__ import annotations
 
@@ -25,10 +28,11 @@ from torch import nn
 from zoo.core.files import atomic_write_text, check_writable_file
 from zoo.data.idx import DataError
 from zoo.core.model import MultiTaskModel
+from zoo.use.hub import push_to_hub, save_pretrained
 from zoo.use.pretrained import load_model
 from zoo.core.registry import RegistryError
 
-FORMATS = ("onnx", "torchscript", "exported-program")
+FORMATS = ("onnx", "torchscript", "exported-program", "hub")  # hub: a Hugging Face-layout folder (zoo.save_pretrained)
 
 
 class Graph(nn.Module):
@@ -57,6 +61,8 @@ def export(model: MultiTaskModel, fmt: str, out: str | Path, size: tuple[int, in
     """Export ``model`` to ``out`` with a dynamic batch size; writes ``out`` and ``out.json``."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "hub":
+        return save_pretrained(model, out)
     out = check_writable_file(out)
     graph = Graph(model.eval()).eval()
     x = example_input(model, size)
@@ -89,14 +95,21 @@ def export(model: MultiTaskModel, fmt: str, out: str | Path, size: tuple[int, in
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="a shipped model (e.g. circlization/scratch) or a zoo model file / checkpoint")
+    p.add_argument("model", help="a shipped model (e.g. circlization/scratch), a zoo model file / checkpoint, a model "
+                                 "folder or hf-hub:ORG/NAME")
     p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, help="the exported file (e.g. model.onnx)")
+    p.add_argument("--out", required=True, help="the exported file (e.g. model.onnx); for --format hub, a folder")
+    p.add_argument("--push", metavar="ORG/NAME", help="with --format hub: upload the folder to this Hub repo (online)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the task's)")
     args = p.parse_args(argv)
     err = Console(stderr=True, soft_wrap=True)
+    if args.push and args.format != "hub":
+        err.print("[bold red]error:[/] --push uploads a model folder: use it with --format hub")
+        return 2
     try:
         path = export(load_model(args.model), args.format, args.out, tuple(args.size) if args.size else None)
+        if args.push:
+            err.print(f"pushed {path} to {args.push}: {escape(push_to_hub(path, args.push))}")
     except (RegistryError, DataError, ValueError, FileNotFoundError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
@@ -104,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[bold red]error:[/] cannot write {escape(str(exc.filename or args.out))}: "
                   f"{escape(exc.strerror or str(exc))}; nothing was replaced")
         return 2
-    err.print(f"exported {args.model} ({args.format}, dynamic batch) -> {path} (+ {path.name}.json)")
+    if args.format == "hub":
+        err.print(f"saved {args.model} -> {path} ({', '.join(sorted(p.name for p in path.iterdir()))})")
+    else:
+        err.print(f"exported {args.model} ({args.format}, dynamic batch) -> {path} (+ {path.name}.json)")
     return 0
 
 

@@ -1,7 +1,7 @@
 """``python -m zoo.predict MODEL IMAGE_OR_FOLDER... --out DIR``: run a model on your own images.
 
-MODEL is a shipped model (``circlization/scratch``, see ``zoo.list_pretrained()``) or a zoo model
-file / training checkpoint. Each image (any size, grayscale, RGB or RGBA) is brought to the model's
+MODEL is a shipped model (``circlization/scratch``, see ``zoo.list_pretrained()``), a zoo model
+file / training checkpoint, a model folder (``zoo.save_pretrained``) or ``hf-hub:ORG/NAME``. Each image (any size, grayscale, RGB or RGBA) is brought to the model's
 input the way its task defines (``zoo.data.inputs``); predictions are mapped back onto the image.
 Writes ``<name>_overlay.png`` per image (masks, circles and classes drawn on it), a
 ``<name>_<head>.png`` mask per dense head, and ``predictions.csv`` + ``predictions.json``.
@@ -203,7 +203,8 @@ def write_predictions(out: Path, records: list[dict[str, Any]], meta: dict[str, 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="a shipped model (e.g. circlization/scratch) or a zoo model file / checkpoint")
+    p.add_argument("model", help="a shipped model (e.g. circlization/scratch), a zoo model file / checkpoint, a model "
+                                 "folder or hf-hub:ORG/NAME")
     p.add_argument("inputs", nargs="+", help="image files, folders of images, or FILE.npz:KEY (every image of that array)")
     p.add_argument("--out", default="predictions", help="output folder (default predictions/)")
     args = p.parse_args(argv)

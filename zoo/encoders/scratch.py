@@ -31,10 +31,19 @@ class ScratchEncoder(Encoder):
     """U-Net encoder: ``depth`` levels, the first at full resolution, channels doubling from ``width``.
 
     Features come out at strides 1, 2, 4, ... 2**(depth-1) (after the raw input with ``input_skip``).
+    ``mean``/``std`` normalise the input inside ``forward`` (off by default: the reference models see [0, 1]).
     """
 
+    @classmethod
+    def prepare(cls, settings: dict) -> None:
+        pretrained = settings.get("pretrained")
+        if pretrained is True or (isinstance(pretrained, str) and pretrained.strip().lower() == "true"):
+            raise ValueError("the scratch encoder has no published weights: pretrained takes a local weights file "
+                             "(.pth, .pt or .safetensors) for it; pretrained=true is for timm encoders")
+
     def __init__(self, in_channels: int = 1, width: int = 16, depth: int = 4, norm: str = "batch",
-                 pretrained: str | None = None, input_skip: bool = False) -> None:
+                 pretrained: str | None = None, input_skip: bool = False,
+                 mean: list[float] | float | None = None, std: list[float] | float | None = None) -> None:
         super().__init__()
         self.input_skip = bool(input_skip)
         check_in_channels(in_channels)
@@ -47,11 +56,13 @@ class ScratchEncoder(Encoder):
         chans = [in_channels] + widths
         self.blocks = nn.ModuleList(DoubleConv(chans[i], chans[i + 1], norm) for i in range(depth))
         self.pool = nn.MaxPool2d(2)
+        self._set_normalization(mean, std)
+        self.prepare({"pretrained": pretrained})
         if pretrained:
             load_local_weights(self, pretrained)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features, h = [], x
+        features, h = [], self.normalize(x)
         for i, block in enumerate(self.blocks):
             h = block(h if i == 0 else self.pool(h))
             features.append(h)

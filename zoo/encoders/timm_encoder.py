@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 import timm
 import torch
+from timm.models import adapt_input_conv
 
-from zoo.encoders.base import Encoder, check_in_channels, load_local_weights
 from zoo.core.registry import RegistryError
+from zoo.encoders.base import Encoder, check_in_channels, load_state, read_local_weights
+from zoo.encoders.timm_weights import fetch, quiet, weights_source
 
 
 def check_timm_name(model_name: str) -> str:
@@ -20,9 +23,13 @@ def check_timm_name(model_name: str) -> str:
 
 
 class TimmEncoder(Encoder):
-    """A timm backbone created with ``features_only=True`` and no hub download.
+    """A timm backbone created with ``features_only=True``.
 
-    ``pretrained`` is a local weights file for the full timm model (or its features), or None.
+    ``pretrained`` is ``true`` (timm's default weights), a timm tag (``resnet18.a1_in1k``) or a local
+    weights file of the full timm model (or its features); see ``zoo.encoders.timm_weights``. timm's own
+    weights come through the Hugging Face cache; zoo never downloads anything else. Pretrained weights on
+    1-channel data get timm's input-conv adaptation (local files too), and the mean/std they were trained
+    with (timm's ``pretrained_cfg``, or ``mean``/``std`` given here) are applied inside ``forward``.
     """
 
     @staticmethod
@@ -30,20 +37,50 @@ class TimmEncoder(Encoder):
         """The registry's hook for ``timm:<name>``: the name must be a timm model."""
         return check_timm_name(model_name)
 
-    def __init__(self, model_name: str, in_channels: int = 1, pretrained: str | None = None,
+    @classmethod
+    def prepare(cls, settings: dict[str, Any]) -> None:
+        """Fetch pretrained weights into the Hugging Face cache (or find them there) before any data is read."""
+        source = weights_source(check_timm_name(settings["model_name"]), settings.get("pretrained"))
+        if source is not None and source.kind == "timm":
+            fetch(source.where)
+
+    def __init__(self, model_name: str, in_channels: int = 1, pretrained: Any = None,
+                 mean: list[float] | float | None = None, std: list[float] | float | None = None,
                  out_indices: tuple[int, ...] | None = None, input_skip: bool = False, **kwargs) -> None:
         super().__init__()
         self.input_skip = bool(input_skip)
         check_in_channels(in_channels)
         check_timm_name(model_name)
+        source = weights_source(model_name, pretrained)
         extra = {"out_indices": tuple(out_indices)} if out_indices is not None else {}
-        # pretrained=False: never reach for the hub; local weights are loaded below.
-        self.model = timm.create_model(model_name, pretrained=False, features_only=True,
-                                       in_chans=in_channels, **extra, **kwargs)
+        args = dict(features_only=True, in_chans=in_channels, **extra, **kwargs)
+        if source is not None and source.kind == "timm":
+            fetch(source.where)
+            try:  # timm reads the cached file and adapts the input conv to in_chans itself
+                with quiet("timm", "huggingface_hub"):
+                    self.model = timm.create_model(source.where, pretrained=True, **args)
+            except Exception as exc:
+                detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+                raise RegistryError(f"pretrained weights {source.where} cannot be loaded: {detail}") from None
+        else:
+            self.model = timm.create_model(model_name, pretrained=False, **args)
+            if source is not None:
+                self._load_file(source.where, in_channels)
         self._declare(self.model.feature_info.channels(), self.model.feature_info.reduction(), in_channels)
         self.model_name = model_name
-        if pretrained:
-            load_local_weights(self.model, pretrained)
+        cfg = self.model.pretrained_cfg if source is not None and mean is None and std is None else {}
+        self._set_normalization(mean if mean is not None else cfg.get("mean"),
+                                std if std is not None else cfg.get("std"))
+
+    def _load_file(self, path: str, in_channels: int) -> None:
+        """A local weights file, with the input conv adapted to ``in_channels`` as timm adapts its own."""
+        state = read_local_weights(path)
+        first = self.model.pretrained_cfg.get("first_conv")
+        for conv in ([first] if isinstance(first, str) else list(first or [])):
+            key = f"{conv}.weight"
+            if key in state and state[key].dim() == 4 and state[key].shape[1] != in_channels:
+                state[key] = adapt_input_conv(in_channels, state[key])
+        load_state(self.model, state, path)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self._output(x, self.model(x))
+        return self._output(x, self.model(self.normalize(x)))

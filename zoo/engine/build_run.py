@@ -97,7 +97,8 @@ def check_model_fits(cfg: RunConfig, task: ResolvedTask, in_channels: int, regis
     ``--encoder-arg width=100000`` is a one-line error, not a 360 GB allocation."""
     try:
         with torch.device("meta"):
-            probe = build_model(cfg.encoder, task.heads, in_channels, cfg.encoder_settings, registry)
+            shapes_only = {k: v for k, v in cfg.encoder_settings.items() if k != "pretrained"}  # no weights read
+            probe = build_model(cfg.encoder, task.heads, in_channels, shapes_only, registry)
     except RegistryError:
         raise
     except Exception:  # a component that cannot be built without memory: the real build reports it
@@ -115,7 +116,9 @@ def setup(cfg: RunConfig) -> Setup:
     metrics are checked together on one small batch before the caller trains."""
     registry = load_registry(cfg.registry)
     spec = task_spec(cfg.task, registry, cfg.task_settings)
-    registry.entry("encoders", cfg.encoder)  # unknown encoder: fail before loading data
+    encoder = registry.entry("encoders", cfg.encoder)  # unknown encoder: fail before loading data
+    if hasattr(encoder.obj, "prepare"):  # e.g. pretrained weights fetched (or found missing) before any data
+        encoder.obj.prepare({**encoder.settings, **cfg.encoder_settings})
     registry.entry("weightings", cfg.weighting)
     device = select_device(cfg.device)
     if device.type == "cuda":

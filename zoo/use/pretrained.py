@@ -72,16 +72,68 @@ def _in_channels(state: dict[str, torch.Tensor]) -> int:
     return int(first.shape[1]) if first is not None else 1
 
 
+TEST_DATA = {"digits": "MNIST test set: the genuine 10,000 test digits",
+             "composites": "10,000 2x2 composites of the 10,000 MNIST test digits (seeded)"}
+METRIC_PREFIXES = ("iou", "accuracy", "gated_iou", "dice", "miou", "pixel_acc")
+
+
+def record(row: dict[str, Any], model: MultiTaskModel) -> dict[str, Any]:
+    """A trained model's record (torchvision's ``Weights.meta`` style) from its results row: what it is,
+    its test metrics and the data they were measured on, its training data, machine and recipe command."""
+    from zoo.use.speed import gflops_per_image
+
+    mode, size = model.meta["input"]
+    rec = {"name": f"{row['task']}/{row['encoder']}", "task": row["task"], "encoder": row["encoder"],
+           "heads": {n: type(h).__name__ for n, h in model.heads.items()},
+           "num_params": sum(p.numel() for p in model.parameters()),
+           "input": {"mode": mode, "size": list(size) if size else None, "channels": model.meta["in_channels"]},
+           "in_channels": model.meta["in_channels"],
+           "metrics": {k: row[k] for k in row if k.startswith(METRIC_PREFIXES) and row[k] is not None},
+           "val_metrics": {k: row[k] for k in row if k.startswith("val_") and k not in ("val_digits", "val_samples")},
+           "best_epoch": row.get("best_epoch"), "epochs": row.get("epochs"), "train_seconds": row.get("train_seconds"),
+           "machine": row.get("machine"), "torch": row.get("torch"), "recipe": row.get("command"),
+           "config": model.meta["config"], "info": model.meta.get("info", {})}
+    if size:
+        x = torch.rand(model.meta["in_channels"], *size)
+        rec["gflops"] = round(gflops_per_image(model, x, list(model.heads)), 4)
+    if "train_digits" in row and "val_digits" in row:
+        rec["metrics_data"] = TEST_DATA["composites" if row["task"] == "semantic" else "digits"]
+        rec["train_data"] = (f"train: {row['train_digits'] + row['val_digits']:,} digits (offline MNIST subset; "
+                             f"{row['train_digits']:,} train + {row['val_digits']:,} validation)")
+    return rec
+
+
+def run_row(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The results row of the run that wrote ``checkpoint`` (``OUT/<run>/best.pt``, its row in
+    ``OUT/results.json``), or None when there is none to be found."""
+    from zoo.runs.results import load_rows
+
+    run_dir = Path(checkpoint).resolve().parent
+    try:
+        rows = load_rows(run_dir.parent)
+    except (ValueError, OSError):
+        return None
+    return next((r for r in rows if r.get("run_dir") and Path(r["run_dir"]).name == run_dir.name
+                 and not r.get("status")), None)  # a failed row has a status
+
+
 def create_model(task: str, encoder: str = "scratch", pretrained: bool | str | Path = False,
                  registry_files: Iterable[str | Path] | None = None) -> MultiTaskModel:
     """The model of ``task`` on ``encoder``; ``pretrained=True`` loads the shipped weights,
-    ``pretrained=PATH`` a zoo ``.safetensors`` file or a training checkpoint. The model is in eval
-    mode and carries its metadata as ``model.meta``."""
+    ``pretrained=PATH`` a zoo ``.safetensors`` file, a training checkpoint, a model folder or
+    ``hf-hub:ORG/NAME``. The model is in eval mode and carries its metadata as ``model.meta``."""
     meta: dict[str, Any] = {}
     state = None
     if pretrained is True:
         meta = pretrained_meta(f"{task}/{encoder}")  # the index's record: the header's plus file size and hash
         state, _ = read_weights(PRETRAINED_DIR / meta["file"])
+    elif pretrained and (str(pretrained).startswith("hf-hub:") or Path(pretrained).is_dir()):
+        from zoo.use.hub import from_pretrained
+
+        model = from_pretrained(pretrained, task=task)
+        if model.meta["config"]["encoder"] != encoder:
+            raise RegistryError(f"{pretrained} holds a {task}/{model.meta['config']['encoder']} model, not {task}/{encoder}")
+        return model
     elif pretrained:
         state, meta = read_weights(pretrained)
         saved = meta["config"]
@@ -96,7 +148,11 @@ def _build(task: str, encoder: str, state: dict[str, torch.Tensor] | None, meta:
     registry = load_registry(registry_files)
     cfg = meta.get("config") or {}
     spec = task_spec(task, registry, cfg.get("task_settings"))
-    encoder_settings = cfg.get("encoder_settings", spec.budget_for(encoder).get("encoder_settings", {}))
+    encoder_settings = dict(cfg.get("encoder_settings", spec.budget_for(encoder).get("encoder_settings", {})))
+    encoder_settings.pop("pretrained", None)  # the weights come from ``state``: nothing is fetched again
+    if state is not None and "encoder.input_mean" in state:  # the normalisation the model was trained with
+        encoder_settings.update(mean=state["encoder.input_mean"].flatten().tolist(),
+                                std=state["encoder.input_std"].flatten().tolist())
     info = meta.get("info", {})
     in_channels = int(meta.get("in_channels") or (_in_channels(state) if state is not None else 1))
     data = TaskData({}, {}, {}, info, in_channels=in_channels, num_classes=info.get("num_classes"))
@@ -110,16 +166,26 @@ def _build(task: str, encoder: str, state: dict[str, torch.Tensor] | None, meta:
 
 
 def load_model(model: str | Path) -> MultiTaskModel:
-    """A shipped model by name (``task/encoder``) or any zoo model file / checkpoint by path."""
+    """A shipped model by name (``task/encoder``), a Hugging Face-layout folder or ``hf-hub:ORG/NAME``
+    (``zoo.from_pretrained``), or any zoo model file / checkpoint by path. A run's ``best.pt`` gets the
+    record of its results row (metrics, machine, recipe) when the row is beside it."""
+    from zoo.use.hub import HUB_PREFIX, from_pretrained
+
     name = str(model)
     if name in _index():
         task, _, encoder = name.partition("/")
         return create_model(task, encoder, pretrained=True)
+    if name.startswith(HUB_PREFIX) or Path(name).is_dir():
+        return from_pretrained(name)
     if "/" in name and not Path(name).exists() and name.count("/") == 1 and not name.endswith((".pt", ".safetensors")):
         pretrained_meta(name)  # an unknown shipped name: the error lists the shipped ones
     state, meta = read_weights(name)  # read once: the file says which task and encoder it holds
     cfg = meta["config"]
-    return _build(cfg["task"], cfg["encoder"], state, meta, cfg.get("registry") or None)
+    built = _build(cfg["task"], cfg["encoder"], state, meta, cfg.get("registry") or None)
+    row = run_row(name) if not name.endswith(".safetensors") else None
+    if row is not None and (row.get("task"), row.get("encoder")) == (cfg["task"], cfg["encoder"]):
+        built.meta = {**record(row, built), **built.meta}  # the built input spec and targets win
+    return built
 
 
 def score_pretrained(name: str, split: str = "test", data_root: str | Path | None = None) -> dict[str, float]:

@@ -1,0 +1,134 @@
+"""Where a timm encoder's pretrained weights come from: a local file, or timm's own weights through the
+Hugging Face cache (downloaded when online, read from the cache when offline; never anything else).
+
+``pretrained`` is ``true`` (timm's default weights for the model), a timm tag (``resnet18.a1_in1k``,
+see ``timm.list_pretrained("resnet18.*")``) or a local file path.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import timm
+from timm.models import get_pretrained_cfg
+
+from zoo.core.registry import RegistryError
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
+
+
+@dataclass(frozen=True)
+class Source:
+    """``kind`` is ``"file"`` (``where`` a path) or ``"timm"`` (``where`` a timm ``arch.tag`` name)."""
+
+    kind: str
+    where: str
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def weights_source(model_name: str, pretrained: Any) -> Source | None:
+    """What ``pretrained`` names for timm model ``model_name``; None for random weights."""
+    if pretrained is None or pretrained is False or (isinstance(pretrained, str) and pretrained.strip().lower()
+                                                     in ("", "false", "none")):
+        return None
+    if _is_true(pretrained):
+        tags = timm.list_pretrained(f"{model_name}.*")
+        if not tags:
+            raise RegistryError(f"pretrained=true: timm has no pretrained weights for {model_name!r}; give a local "
+                                "weights file (pretrained=PATH) or train from random weights")
+        default = get_pretrained_cfg(model_name)  # timm's default tag for the bare name
+        return Source("timm", f"{model_name}.{default.tag}" if default and default.tag else tags[0])
+    if not isinstance(pretrained, (str, os.PathLike)):
+        raise RegistryError(f"pretrained must be true, a timm tag or a local file path, got {pretrained!r}")
+    text = str(pretrained)
+    if os.sep in text or "/" in text or text.endswith(WEIGHT_SUFFIXES) or Path(text).expanduser().exists():
+        return Source("file", text)
+    arch, _, tag = text.partition(".")
+    tags = timm.list_pretrained(f"{model_name}.*")
+    if not tag or arch != model_name or text not in tags:
+        what = ("is not a timm tag of this encoder" if tag else "is neither a local file nor a timm tag (ARCH.TAG)")
+        valid = ", ".join(tags[:8]) + (", ..." if len(tags) > 8 else "") if tags else "(timm has none)"
+        raise RegistryError(f"pretrained={text!r} {what}; timm's weights for {model_name}: {valid}; or give true, "
+                            "or a local file path")
+    return Source("timm", text)
+
+
+def hub_file(name: str) -> tuple[str, str] | None:
+    """The Hugging Face repo and weights file timm reads for ``name`` (``arch.tag``), or None when timm
+    fetches that tag from a URL instead."""
+    cfg = get_pretrained_cfg(name)
+    if not cfg or not cfg.hf_hub_id:
+        return None
+    return cfg.hf_hub_id, cfg.hf_hub_filename or "model.safetensors"
+
+
+def fetch(name: str) -> Path | None:
+    """The weights of timm tag ``name`` in the Hugging Face cache, downloading them when online. Every
+    failure is one line naming the model, the cache folder and how to fill it."""
+    where = hub_file(name)
+    if where is None:
+        return None  # a URL-only tag: timm's own loader fetches it (its errors are wrapped at build)
+    repo, filename = where
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    cache = constants.HF_HUB_CACHE
+    try:
+        with quiet("huggingface_hub"):
+            path = Path(hf_hub_download(repo, filename))
+    except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: caught first)
+        offline = "HF_HUB_OFFLINE=1 is set" if constants.HF_HUB_OFFLINE else "the Hugging Face Hub cannot be reached"
+        raise RegistryError(
+            f"pretrained weights {name} (Hugging Face repo {repo}, file {filename}) are not in the Hugging Face cache "
+            f"{cache} and {offline}; fill the cache on a machine with network (hf download {repo} {filename}, with "
+            "the same HF_HOME), or give a local file with pretrained=PATH") from None
+    except EntryNotFoundError:
+        if filename != "model.safetensors":
+            raise RegistryError(f"pretrained weights {name}: the Hugging Face repo {repo} has no {filename}") from None
+        return None  # online, and the repo has only a .bin: timm falls back to it itself
+    except Exception as exc:  # repo not found, HTTP errors, a cache folder that cannot be written
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise RegistryError(f"pretrained weights {name} (Hugging Face repo {repo}) cannot be fetched into "
+                            f"{cache}: {detail}") from None
+    check_file(name, path)
+    return path
+
+
+@contextlib.contextmanager
+def quiet(*names: str) -> Iterator[None]:
+    """Loggers that narrate what is expected here (huggingface_hub logs each retry of an unreachable Hub;
+    timm warns that a features-only model has no classifier for the checkpoint's) are held to errors:
+    a failure is reported once, by zoo."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def check_file(name: str, path: Path) -> None:
+    """A cached weights file that is not readable (truncated download, disk fault) is named, with the fix."""
+    if path.suffix != ".safetensors":
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            keys = list(f.keys())
+            if keys:
+                f.get_slice(keys[-1])  # the header's offsets against the file's size
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise RegistryError(f"pretrained weights {name}: the cached file {path} is not readable safetensors "
+                            f"(corrupt or truncated: {detail}); delete it and fetch it again") from None

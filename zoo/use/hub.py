@@ -1,0 +1,227 @@
+"""zoo models in the Hugging Face layout: ``save_pretrained``, ``from_pretrained``, ``push_to_hub``.
+
+A model folder holds ``config.json`` (the format, task, encoder, heads, normalisation and the model's
+record: run config, metrics, data, machine, recipe), ``model.safetensors`` and ``README.md``, a model card
+written from the record. ``from_pretrained`` takes such a folder or ``hf-hub:ORG/NAME``; hub names go
+through huggingface_hub's cache, so nothing in the cache is downloaded again, and with
+``HF_HUB_OFFLINE=1`` only the cache is read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.core.files import _umask, atomic_write_bytes, atomic_write_text
+from zoo.core.model import MultiTaskModel
+from zoo.core.registry import RegistryError
+
+FORMAT = 1  # config.json's zoo_format: bumped when a folder written now could not be read by older code
+CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
+FILES = (CONFIG, WEIGHTS, CARD)
+HUB_PREFIX = "hf-hub:"
+MAX_CONFIG_BYTES = 10 * 2**20  # a config.json is a few KB; a bigger one is not ours
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DERIVED = ("input", "targets", "file", "file_size_mb", "sha256")  # rebuilt at load, or the shipped file's own
+
+
+def _version() -> str:
+    from zoo import __version__
+
+    return __version__
+
+
+def save_pretrained(model: MultiTaskModel, directory: str | Path) -> Path:
+    """Write ``model`` to ``directory`` in the Hugging Face layout (see the module docstring).
+
+    The folder is written beside its target and renamed into place, so a failed save (or a full disk)
+    leaves what was there. An existing folder is replaced only when it is a zoo model folder.
+    """
+    meta = getattr(model, "meta", None) or {}
+    cfg = meta.get("config")
+    if not isinstance(model, MultiTaskModel) or not cfg:
+        raise ValueError("save_pretrained needs a zoo model with its record (model.meta): one from zoo.load_model, "
+                         "zoo.create_model or zoo.from_pretrained, e.g. zoo.load_model('RUN/best.pt')")
+    target = Path(directory)
+    if target.exists() and (not target.is_dir() or any(p.name not in FILES for p in target.iterdir())):
+        raise ValueError(f"{target} exists and is not a zoo model folder (it holds other files); give a new folder "
+                         "or a zoo model folder to replace")
+    record = {k: v for k, v in meta.items() if k not in _DERIVED}
+    config = {**record, "library_name": "zoo", "zoo_format": FORMAT, "zoo_version": _version(),
+              "task": cfg["task"], "encoder": cfg["encoder"], "in_channels": meta.get("in_channels", 1),
+              "heads": {n: {"class": type(h).__name__, "target": (meta.get("targets") or {}).get(n)}
+                        for n, h in model.heads.items()},
+              "normalization": getattr(model.encoder, "normalization", None)}
+    from safetensors.torch import save
+
+    weights = save({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    try:
+        atomic_write_bytes(tmp / WEIGHTS, weights)
+        atomic_write_text(tmp / CONFIG, json.dumps(config, indent=2, sort_keys=True))
+        atomic_write_text(tmp / CARD, model_card(config))
+        os.chmod(tmp, 0o777 & ~_umask())
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _table(values: dict[str, Any]) -> list[str]:
+    rows = ["| metric | value |", "|---|---|"]
+    rows += [f"| {k} | {v:.2f} |" if isinstance(v, (int, float)) else f"| {k} | {v} |" for k, v in values.items()]
+    return rows
+
+
+def model_card(config: dict[str, Any]) -> str:
+    """The README.md of a model folder: the Hub's metadata block, then what the model is, its metrics, data,
+    machine and the command that trained it, all from the record (nothing the record lacks is made up)."""
+    name = config.get("name") or f"{config['task']}/{config['encoder']}"
+    cfg = config.get("config") or {}
+    lines = ["---", "library_name: zoo", "tags:", "- zoo", "- multi-task", f"- {config['task']}",
+             f"- {config['encoder']}", "---", "", f"# {name}", "",
+             f"A zoo multi-task model: the `{config['encoder']}` encoder shared by the heads "
+             + ", ".join(f"`{n}` ({h['class']})" for n, h in config["heads"].items())
+             + f", trained on the `{config['task']}` task.", ""]
+    if config.get("metrics"):
+        lines += ["## Metrics", "", f"Test metrics (%), {config.get('metrics_data') or 'on the task test split'}:", "",
+                  *_table(config["metrics"]), ""]
+        if config.get("val_metrics"):
+            lines += ["Validation metrics of the kept checkpoint:", "", *_table(config["val_metrics"]), ""]
+    else:
+        lines += ["## Metrics", "", "This model's record has no test metrics (it was saved from a checkpoint without "
+                  "its results row).", ""]
+    info = config.get("info") or {}
+    lines += ["## Data", ""]
+    if config.get("train_data"):
+        lines.append(f"- {config['train_data']}")
+    if cfg.get("data_root"):
+        lines.append(f"- data root: `{cfg['data_root']}`")
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    lines += ["", "## Training", ""]
+    for key, label in (("machine", "machine"), ("torch", "torch"), ("epochs", "epochs"),
+                       ("best_epoch", "kept epoch (best on validation)"), ("train_seconds", "training seconds"),
+                       ("num_params", "parameters")):
+        if config.get(key) is not None:
+            lines.append(f"- {label}: {config[key]}")
+    if config.get("normalization"):
+        lines.append(f"- input normalisation (applied inside the model): {config['normalization']}")
+    if config.get("recipe"):
+        lines += ["", "Recipe:", "", "```bash", config["recipe"], "```"]
+    lines += ["", "## Use", "", "```python", "import zoo", 'model = zoo.from_pretrained("THIS_FOLDER or hf-hub:ORG/NAME")',
+              "```", "", "```bash", "python -m zoo.predict THIS_FOLDER image.png --out predictions/",
+              "python -m zoo.export THIS_FOLDER --format onnx --out model.onnx", "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _download(name: str) -> Path:
+    """The folder of hub model ``hf-hub:ORG/NAME`` in the Hugging Face cache (fetched when online)."""
+    repo = name[len(HUB_PREFIX):]
+    if not _REPO_ID.match(repo):
+        raise ValueError(f"{name!r}: a hub model is named hf-hub:ORG/NAME (e.g. hf-hub:acme/circlization-resnet18)")
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from zoo.encoders.timm_weights import quiet
+
+    try:
+        with quiet("huggingface_hub"):
+            return Path(snapshot_download(repo, allow_patterns=list(FILES)))
+    except LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE=1 is set" if constants.HF_HUB_OFFLINE else "the Hugging Face Hub cannot be reached"
+        raise ValueError(f"{name}: the model is not in the Hugging Face cache {constants.HF_HUB_CACHE} and {why}; "
+                         f"fill the cache on a machine with network (hf download {repo}, with the same HF_HOME), "
+                         "or give its local folder") from None
+    except Exception as exc:  # repo not found, gated, HTTP errors
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ValueError(f"{name}: cannot be fetched from the Hugging Face Hub: {detail}") from None
+
+
+def read_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights and ``config.json`` of a model folder, checked: every failure is one line naming it."""
+    folder = Path(folder)
+    path = folder / CONFIG
+    if not path.is_file():
+        hint = "; a run folder's model is RUN/best.pt" if (folder / "best.pt").is_file() else ""
+        raise ValueError(f"{folder} has no {CONFIG}: not a zoo model folder (write one with zoo.save_pretrained or "
+                         f"python -m zoo.export MODEL --format hub --out DIR){hint}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path} is {path.stat().st_size:,} bytes; a zoo {CONFIG} is a few KB")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); is it a zoo model folder?") from None
+    if not isinstance(config, dict) or config.get("library_name") != "zoo":
+        raise ValueError(f"{path} is not a zoo model config (no library_name: zoo); it was written by another library")
+    if config.get("zoo_format") != FORMAT:
+        raise ValueError(f"{path} is zoo model format {config.get('zoo_format')!r} (written by zoo "
+                         f"{config.get('zoo_version', '?')}); this zoo ({_version()}) reads format {FORMAT}: "
+                         "upgrade zoo, or save the model again with this version")
+    missing = [k for k in ("task", "encoder", "config") if not config.get(k)]
+    if missing or not isinstance(config["config"], dict):
+        raise ValueError(f"{path} lacks {', '.join(missing) or 'a config mapping'}; is the folder complete?")
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise ValueError(f"{folder} has no {WEIGHTS}; is the folder complete?")
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ValueError(f"{weights} is not readable safetensors (empty, truncated or corrupt): {detail}") from None
+    return state, config
+
+
+def from_pretrained(name: str | Path, task: str | None = None) -> MultiTaskModel:
+    """A model saved by ``save_pretrained``: a folder, or ``hf-hub:ORG/NAME`` through the Hugging Face cache.
+    With ``task`` the folder must hold a model of that task. The model is in eval mode, ``model.meta`` its record."""
+    from zoo.use.pretrained import _build
+
+    text = str(name)
+    folder = _download(text) if text.startswith(HUB_PREFIX) else Path(text)
+    state, config = read_folder(folder)
+    if task is not None and config["task"] != task:
+        raise RegistryError(f"{name} holds a {config['task']} model, not {task}")
+    meta = {k: v for k, v in config.items() if k not in ("library_name", "zoo_format", "zoo_version", "normalization")}
+    try:
+        model = _build(config["task"], config["encoder"], state, meta, config["config"].get("registry") or None)
+    except RuntimeError as exc:  # load_state_dict: the weights do not fit the model the config describes
+        detail = " ".join(str(exc).split())[:200]
+        raise ValueError(f"{folder / WEIGHTS} does not fit the {config['task']}/{config['encoder']} model its "
+                         f"{CONFIG} describes: {detail}") from None
+    model.meta["source"] = text
+    return model
+
+
+def push_to_hub(model: MultiTaskModel | str | Path, repo_id: str, *, token: str | None = None,
+                private: bool = False, commit_message: str = "Upload zoo model") -> str:
+    """Upload a model (or a folder written by ``save_pretrained``) to the Hub repo ``repo_id``, created if
+    missing, with huggingface_hub's own ``create_repo`` and ``upload_folder``. Returns the commit URL."""
+    if not _REPO_ID.match(repo_id or ""):
+        raise ValueError(f"repo_id must be ORG/NAME, got {repo_id!r}")
+    from huggingface_hub import HfApi
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(model) if isinstance(model, (str, Path)) else save_pretrained(model, Path(tmp) / "model")
+        read_folder(folder)  # only a complete, readable zoo folder is uploaded
+        api = HfApi(token=token)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), allow_patterns=list(FILES),
+                                     commit_message=commit_message)
+        except Exception as exc:  # offline, no token, no write access
+            detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise ValueError(f"push_to_hub {repo_id}: {detail}") from None
+    return str(getattr(info, "commit_url", info))
