@@ -145,6 +145,10 @@ def test_child_command_drops_the_grid_options():
     assert child_argv(argv, "foreground", "resnet18", "fixed", grid_only_options()) == [
         "--task", "foreground", "--encoder", "resnet18", "--weighting", "fixed", "--no-baselines", "--epochs", "2",
         "--out", "x"]
+    argv = ["--task", "joint", "--architecture", "mtan,cgc", "--weighting=all", "--out", "x"]
+    assert child_argv(argv, "joint", "scratch", "upgrad", grid_only_options(), "cgc") == [
+        "--task", "joint", "--encoder", "scratch", "--weighting", "upgrad", "--architecture", "cgc", "--no-baselines",
+        "--out", "x"]
 
 
 def test_failure_rows_never_replace_finished_rows(tmp_path):

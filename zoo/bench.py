@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from zoo.core import distributed as dist
+from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.build import load_registry, task_spec
 from zoo.engine.config import RunConfig, add_run_options, budget_fingerprint, budget_mode, run_config
 from zoo.data.idx import DataError
@@ -44,7 +45,7 @@ HEADER = ("zoo benchmark results. Metrics are percentages on the test split; the
 
 
 # what a grid gives each of its children itself (one combination, run now), not from its own command line
-GRID_ONLY = ("task", "encoder", "weighting", "jobs", "job_timeout", "resume")
+GRID_ONLY = ("task", "encoder", "weighting", "architecture", "jobs", "job_timeout", "resume")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="task name, comma-separated names, or 'all'")
     p.add_argument("--encoder", default="scratch", help="encoder name (or timm:<name>), comma-separated names, or 'all'")
     p.add_argument("--weighting", default="fixed", help="loss weighting strategy, comma-separated names, or 'all'")
+    p.add_argument("--architecture", default=DEFAULT_ARCHITECTURE,
+                   help="how the heads share the encoder (hard_sharing, mtan, cgc, mmoe; see --list), comma-separated "
+                        "names, or 'all'")
     add_run_options(p)
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help=f"results folder (default {DEFAULT_OUT}/; committed tables use --out benchmarks/results/...)")
@@ -106,7 +110,8 @@ def budget_of(spec: TaskSpec, quick: bool, encoder: str | None = None) -> dict[s
 def result_row(r: RunResult, heads: list[str], command: str, mode: str) -> dict[str, Any]:
     cfg = r.config
     row: dict[str, Any] = {
-        "task": cfg.task, "encoder": cfg.encoder, "weighting": cfg.weighting, "heads": "+".join(heads),
+        "task": cfg.task, "encoder": cfg.encoder, "weighting": cfg.weighting, **architecture_field(cfg.architecture),
+        "heads": "+".join(heads),
         "parameters": r.parameters, "epochs": r.epochs, "best_epoch": r.best_epoch,
         "train_seconds": round(r.train_seconds, 1),
         "train_samples_per_s": round(r.train_samples / r.train_seconds, 1) if r.train_seconds else float("nan"),
@@ -138,7 +143,7 @@ def command_line(argv: Sequence[str]) -> str:
 
 def list_registry(registry: Registry, console: Console) -> None:
     """Rich tables of everything registered: name, where it comes from, key settings."""
-    for kind in ("encoders", "heads", "tasks", "losses", "metrics", "weightings"):
+    for kind in ("encoders", "heads", "architectures", "tasks", "losses", "metrics", "weightings"):
         table = Table(title=kind)
         for col in ("name", "from", "settings"):
             table.add_column(col, style="bold" if col == "name" else None)
@@ -157,11 +162,17 @@ def list_registry(registry: Registry, console: Console) -> None:
         console.print(table)
 
 
+def architecture_field(name: str) -> dict[str, str]:
+    """A row names its architecture unless it is hard sharing (rows from before architectures have none)."""
+    return {} if name == DEFAULT_ARCHITECTURE else {"architecture": name}
+
+
 @dataclass
 class Job:
     task: str
     encoder: str
     weighting: str
+    architecture: str = DEFAULT_ARCHITECTURE
     cfg: RunConfig | None = None
     spec: TaskSpec | None = None
     mode: str = ""
@@ -170,7 +181,12 @@ class Job:
     def ident(self) -> dict[str, Any]:
         """The fields that key this job's result row (``zoo.runs.results.KEY``)."""
         return {"task": self.task, "encoder": self.encoder, "weighting": self.weighting, "budget_mode": self.mode,
-                "seed": self.cfg.seed, "world_size": launched_world()}
+                "seed": self.cfg.seed, "world_size": launched_world(), **architecture_field(self.architecture)}
+
+    @property
+    def label(self) -> str:
+        arch = f" | {self.architecture}" if self.architecture != DEFAULT_ARCHITECTURE else ""
+        return f"{self.task} | {self.encoder} | {self.weighting}{arch}"
 
     @property
     def key(self) -> tuple:
@@ -185,6 +201,7 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
         tasks = expand("tasks", args.task, registry)
     encoders = registry.names("encoders") if args.encoder == "all" else expand("encoders", args.encoder, registry)
     weightings = expand("weightings", args.weighting, registry)
+    architectures = expand("architectures", args.architecture, registry)
     specs = {t: task_spec(t, registry) for t in tasks}
     for spec in specs.values():
         budget_of(spec, args.quick)  # a task without a quick budget fails before anything trains
@@ -202,10 +219,11 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
                         jobs.append(Job(base, e, "fixed"))
     # tasks compared with baselines run after them, so one invocation can fill delta_m
     for t in sorted(tasks, key=lambda t: bool(specs[t].baselines)):
-        jobs += [Job(t, e, w) for e in encoders for w in weightings]
+        jobs += [Job(t, e, w, a) for e in encoders for w in weightings for a in architectures]
     for job in jobs:  # every setting of every run is checked before the first one trains
         job.spec = specs.get(job.task) or task_spec(job.task, registry)
-        job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(job.spec, args.quick, job.encoder))
+        job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(job.spec, args.quick, job.encoder),
+                             job.architecture)
         job.mode = mode
         task_spec(job.task, registry, job.cfg.task_settings)  # the command's --task-arg values, checked
     return jobs
@@ -217,7 +235,7 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
     spec, cfg = job.spec, job.cfg
     run_dir = Path(args.resume).parent if args.resume else new_run_dir(out, cfg, mode)
     if dist.is_main():
-        err.rule(f"{job.task} | {job.encoder} | {job.weighting}  ->  {run_dir}")
+        err.rule(f"{job.label}  ->  {run_dir}")
     t0 = time.perf_counter()
     halved = []
     while True:
@@ -306,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = check_writable(args.out) if dist.is_main() else Path(args.out)
         jobs = plan_jobs(args, registry, mode, out)
         if args.resume and len(jobs) != 1:
-            raise RegistryError("--resume continues one run: give a single --task, --encoder and --weighting")
+            raise RegistryError("--resume continues one run: give a single --task, --encoder, --weighting and "
+                                "--architecture")
         if args.jobs < 1:
             raise ValueError(f"--jobs must be an integer >= 1, got {args.jobs}")
         if args.job_timeout is not None and args.job_timeout <= 0:

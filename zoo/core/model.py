@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.core.architectures import HardSharing
 from zoo.heads.base import Head
 
 
@@ -16,7 +17,7 @@ class MultiTaskModel(nn.Module):
     every dense output has the input's height and width.
     """
 
-    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module]) -> None:
+    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], architecture: nn.Module | None = None) -> None:
         super().__init__()
         if not heads:
             raise ValueError("a MultiTaskModel needs at least one head")
@@ -26,6 +27,18 @@ class MultiTaskModel(nn.Module):
                                 "subclass zoo.Head (it declares the contract the trainer reads)")
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
+        # how the heads share the encoder's features (zoo.core.architectures); hard sharing has no
+        # parameters, so its models' state dicts are what they were before architectures existed
+        self.architecture = architecture if architecture is not None else HardSharing(
+            encoder.out_channels, encoder.reductions, list(heads))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Where the heads meet: the encoder's parameters and the architecture's shared ones."""
+        return list(self.encoder.parameters()) + list(self.architecture.shared_parameters())
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        """What one head's loss alone trains: the heads and the architecture's per-head modules."""
+        return list(self.heads.parameters()) + list(self.architecture.task_parameters())
 
     def forward(self, x: torch.Tensor, heads: list[str] | tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
         if x.dim() != 4:
@@ -48,7 +61,8 @@ class MultiTaskModel(nn.Module):
         for name in names:
             head = self.heads[name]
             # Heads that read the raw input (threshold heads) are told the unpadded size.
-            out = head(features, size=(h, w)) if head.needs_input_size else head(features)
+            mine = self.architecture(features, name)
+            out = head(mine, size=(h, w)) if head.needs_input_size else head(mine)
             if out.dim() == 4 and (ph or pw):
                 out = out[..., :h, :w]
             outputs[name] = out

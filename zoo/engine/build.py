@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from zoo.heads.base import Head
+from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import Registry, RegistryError
 from zoo.tasks.base import ResolvedHead, Task, TaskSpec
@@ -28,9 +29,11 @@ def _head_args(name: str, value: Any) -> tuple[str, dict[str, Any]]:
 
 def build_model(encoder: str = "scratch", heads: Mapping[str, Any] | Iterable[ResolvedHead] | None = None,
                 in_channels: int = 1, encoder_settings: Mapping[str, Any] | None = None,
-                registry: Registry | None = None) -> MultiTaskModel:
+                registry: Registry | None = None, architecture: str = DEFAULT_ARCHITECTURE,
+                architecture_settings: Mapping[str, Any] | None = None) -> MultiTaskModel:
     """One shared encoder and named heads, e.g. ``build_model("resnet18", {"mask": "binary_mask",
-    "digit": {"head": "classification", "settings": {"num_classes": 10}}})``, or a task's resolved heads."""
+    "digit": {"head": "classification", "settings": {"num_classes": 10}}})``, or a task's resolved heads,
+    joined by a registered multi-task ``architecture`` (``zoo.core.architectures``; default hard sharing)."""
     registry = registry or load_registry()
     if heads is not None and not isinstance(heads, Mapping):
         heads = {h.name: h for h in heads}
@@ -48,7 +51,9 @@ def build_model(encoder: str = "scratch", heads: Mapping[str, Any] | Iterable[Re
             raise RegistryError(f"head {head_name!r} ({name!r}) reads the raw input image, so the encoder must pass it on: "
                                 f"build {encoder!r} with input_skip: true (--encoder-arg input_skip=true)")
         built[name] = registry.build("heads", head_name, channels=enc.out_channels, reductions=enc.reductions, **settings)
-    return MultiTaskModel(enc, built)
+    arch = registry.build("architectures", architecture, channels=enc.out_channels, reductions=enc.reductions,
+                          heads=list(built), raw_levels=1 if enc.input_skip else 0, **dict(architecture_settings or {}))
+    return MultiTaskModel(enc, built, arch)
 
 
 def task_spec(name: str, registry: Registry, settings: Mapping[str, Any] | None = None) -> TaskSpec:

@@ -98,7 +98,8 @@ def check_model_fits(cfg: RunConfig, task: ResolvedTask, in_channels: int, regis
     try:
         with torch.device("meta"):
             shapes_only = {k: v for k, v in cfg.encoder_settings.items() if k != "pretrained"}  # no weights read
-            probe = build_model(cfg.encoder, task.heads, in_channels, shapes_only, registry)
+            probe = build_model(cfg.encoder, task.heads, in_channels, shapes_only, registry, cfg.architecture,
+                                cfg.architecture_settings)
     except RegistryError:
         raise
     except Exception:  # a component that cannot be built without memory: the real build reports it
@@ -120,6 +121,7 @@ def setup(cfg: RunConfig) -> Setup:
     if hasattr(encoder.obj, "prepare"):  # e.g. pretrained weights fetched (or found missing) before any data
         encoder.obj.prepare({**encoder.settings, **cfg.encoder_settings})
     registry.entry("weightings", cfg.weighting)
+    registry.entry("architectures", cfg.architecture)
     device = select_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
@@ -127,7 +129,8 @@ def setup(cfg: RunConfig) -> Setup:
     seed_everything(cfg.seed)
     task = spec.task.resolve(spec, data, registry)
     check_model_fits(cfg, task, data.in_channels, registry, device)
-    model = build_model(cfg.encoder, task.heads, data.in_channels, cfg.encoder_settings, registry).to(device)
+    model = build_model(cfg.encoder, task.heads, data.in_channels, cfg.encoder_settings, registry, cfg.architecture,
+                        cfg.architecture_settings).to(device)
     if cfg.uses_channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     plans = [HeadPlan(h.name, h.stream, h.target, registry.build("losses", h.loss, **h.loss_settings))
@@ -185,8 +188,8 @@ def _check_weighting(s: Setup, cfg: RunConfig, losses: dict[str, torch.Tensor]) 
     """One backward of (a copy of) the strategy on the preflight losses: a method that cannot
     work with this task's heads (e.g. one that needs 3 or more) fails here, not at step one."""
     try:
-        copy.deepcopy(s.weighting).backward(losses, [p for p in s.model.encoder.parameters() if p.requires_grad],
-                                            task_params=[p for p in s.model.heads.parameters() if p.requires_grad])
+        copy.deepcopy(s.weighting).backward(losses, [p for p in s.model.shared_parameters() if p.requires_grad],
+                                            task_params=[p for p in s.model.task_parameters() if p.requires_grad])
     except (ValueError, RuntimeError, TypeError) as exc:
         raise RegistryError(f"weighting {cfg.weighting!r} fails on task {s.task.name!r} ({len(losses)} heads): "
                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
+from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.tasks.base import DataConfig
 
 
@@ -63,6 +64,7 @@ class RunConfig:
     task: str = field(metadata={"cli": False})
     encoder: str = field(metadata={"cli": False})
     weighting: str = field(default="fixed", metadata={"cli": False})
+    architecture: str = field(default=DEFAULT_ARCHITECTURE, metadata={"cli": False})
     epochs: int = _opt(10, "override the task's default number of epochs", budget=True)
     batch_size: int = _opt(64, "override the task's default batch size", budget=True)
     lr: float = _opt(3e-3, "override the task's default peak learning rate", budget=True)
@@ -83,6 +85,9 @@ class RunConfig:
                                          "train_size=50000 (repeatable)", budget=True, flag="--task-arg")
     weighting_settings: dict[str, Any] = _opt({}, "weighting strategy setting (YAML value), e.g. mu=0.5 for stch or "
                                               "c=0.2 for cagrad (repeatable)", budget=True, flag="--weighting-arg")
+    architecture_settings: dict[str, Any] = _opt({}, "architecture setting (YAML value), e.g. ratio=8 for mtan or "
+                                                 "shared_experts=4 for cgc (repeatable)", budget=True,
+                                                 flag="--architecture-arg")
     seed: int = _opt(0, "random seed (>= 0): data split, initialisation, shuffling, augmentation")
     device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps", resumable=True)
     amp: bool = _opt(True, "disable mixed precision on CUDA", flag="--no-amp")
@@ -126,6 +131,8 @@ class RunConfig:
             (isinstance(self.task_settings, dict), f"task_settings must be a mapping, got {self.task_settings!r}"),
             (isinstance(self.weighting_settings, dict),
              f"weighting_settings must be a mapping, got {self.weighting_settings!r}"),
+            (isinstance(self.architecture_settings, dict),
+             f"architecture_settings must be a mapping, got {self.architecture_settings!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -148,7 +155,8 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         d = dict(d)
         d["registry"] = tuple(d.get("registry", ()))
-        for key in ("encoder_settings", "task_settings", "weighting_settings"):  # older checkpoints stored sorted pairs
+        for key in ("encoder_settings", "task_settings", "weighting_settings", "architecture_settings"):
+            # older checkpoints stored sorted pairs (and have no architecture settings)
             d[key] = dict(d.get(key) or {})
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
@@ -246,7 +254,10 @@ def budget_mode(args: argparse.Namespace) -> str:
 def budget_fingerprint(cfg: RunConfig) -> str:
     """A short hash of ``cfg``'s training settings (its budget fields): a finished row whose fingerprint
     differs from a job's was trained under another budget (``registry.yaml`` changed since)."""
-    return _digest({f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig) if f.metadata.get("budget")})
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig) if f.metadata.get("budget")}
+    if not values["architecture_settings"]:  # added after rows were fingerprinted: unused, old fingerprints hold
+        del values["architecture_settings"]
+    return _digest(values)
 
 
 def _digest(values: dict[str, Any]) -> str:
@@ -254,7 +265,8 @@ def _digest(values: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def run_config(args: argparse.Namespace, task: str, encoder: str, weighting: str, budget: dict[str, Any]) -> RunConfig:
+def run_config(args: argparse.Namespace, task: str, encoder: str, weighting: str, budget: dict[str, Any],
+               architecture: str = DEFAULT_ARCHITECTURE) -> RunConfig:
     """The task's budget, then the command line's overrides, then the run fields."""
     unknown = set(budget) - BUDGET_KEYS
     if unknown:
@@ -266,4 +278,4 @@ def run_config(args: argparse.Namespace, task: str, encoder: str, weighting: str
         if f.metadata.get("cli") is not False and not f.metadata.get("budget"):
             v = getattr(args, f.name)
             cfg[f.name] = tuple(v) if isinstance(v, list) else v
-    return RunConfig(task=task, encoder=encoder, weighting=weighting, **cfg)
+    return RunConfig(task=task, encoder=encoder, weighting=weighting, architecture=architecture, **cfg)

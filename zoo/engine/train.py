@@ -89,8 +89,8 @@ def train_one_epoch(t: "Trainer", loaders: dict[str, Any] | None = None, progres
     by_stream = streams(s.plans)
     steps = max(len(loaders[k]) for k in by_stream)
     iters = {k: iter(loaders[k]) if len(loaders[k]) == steps else _cycle(loaders[k]) for k in by_stream}
-    shared = [p for p in model.encoder.parameters() if p.requires_grad]
-    task_params = [p for p in model.heads.parameters() if p.requires_grad]
+    shared = [p for p in model.shared_parameters() if p.requires_grad]  # the encoder's, the architecture's shared
+    task_params = [p for p in model.task_parameters() if p.requires_grad]
     # the weighting's own learnable parameters (uncertainty, IMTL-L) are averaged over ranks too
     params = [p for p in list(model.parameters()) + list(weighting.parameters()) if p.requires_grad]
     names = [p.name for p in s.plans]
@@ -180,9 +180,12 @@ class Trainer:
         steps = max(len(self.train_loaders[h.stream]) for h in s.plans)
         # fused on CUDA: one kernel for the whole update instead of a few per parameter
         fused = {"fused": True} if s.device.type == "cuda" else {}
-        # the encoder its own group (--encoder-lr-scale); heads and the weighting's parameters the other
+        # the encoder its own group (--encoder-lr-scale); heads, the architecture's modules and the
+        # weighting's parameters the other
+        encoder = {id(p) for p in s.model.encoder.parameters()}
+        rest = [p for p in s.model.parameters() if id(p) not in encoder] + list(s.weighting.parameters())
         groups = [{"params": list(s.model.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale},
-                  {"params": list(s.model.heads.parameters()) + list(s.weighting.parameters()), "lr": cfg.lr}]
+                  {"params": rest, "lr": cfg.lr}]
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
                                            weight_decay=cfg.weight_decay, **fused)
         self.encoder_frozen = False

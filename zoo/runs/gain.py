@@ -32,9 +32,9 @@ def delta_m(joint: dict[str, float], single: dict[str, float], tasks: dict[str, 
 
 
 def baseline_key(row: dict[str, Any], task: str) -> tuple:
-    """Which single-task row a joint row is compared with: the row key with that task and the fixed
-    weighting (same encoder, budget and seed)."""
-    return row_key({**row, "task": task, "weighting": "fixed"})
+    """Which single-task row a joint row is compared with: the row key with that task, the fixed
+    weighting and hard sharing (same encoder, budget and seed), whatever the joint row's architecture."""
+    return row_key({**row, "task": task, "weighting": "fixed", "architecture": None})
 
 
 def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str, Any]]) -> list[str]:

@@ -29,11 +29,13 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.markup import escape
 
+from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.config import budget_fingerprint
 from zoo.runs.results import load_rows, locked, machine, merge_rows, row_key, write_rows
 from zoo.runs.rundir import run_name, unfinished_run
 
-def child_argv(argv: Sequence[str], task: str, encoder: str, weighting: str, grid_only: dict[str, int]) -> list[str]:
+def child_argv(argv: Sequence[str], task: str, encoder: str, weighting: str, grid_only: dict[str, int],
+               architecture: str = DEFAULT_ARCHITECTURE) -> list[str]:
     """The grid's command line for one combination (its own options kept, the grid's dropped):
     ``grid_only`` maps each flag the grid sets itself to the number of values it takes (from
     ``zoo.bench``'s parser, ``zoo.bench.grid_only_options``)."""
@@ -47,7 +49,8 @@ def child_argv(argv: Sequence[str], task: str, encoder: str, weighting: str, gri
             skip = 0 if "=" in a else grid_only[name]
             continue
         out.append(a)
-    return ["--task", task, "--encoder", encoder, "--weighting", weighting, "--no-baselines", *out]
+    arch = ["--architecture", architecture] if architecture != DEFAULT_ARCHITECTURE else []
+    return ["--task", task, "--encoder", encoder, "--weighting", weighting, *arch, "--no-baselines", *out]
 
 
 @dataclass
@@ -91,10 +94,10 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
     for job in jobs:
         row, now = done.get(job.key), budget_fingerprint(job.cfg)
         if row is not None and row.get("budget_hash", now) == now:  # rows from before the hash: kept
-            console.print(f"skip {job.task} | {job.encoder} | {job.weighting}: its row is in {out} already")
+            console.print(f"skip {job.label}: its row is in {out} already")
         else:
             if row is not None:
-                console.print(f"retrain {job.task} | {job.encoder} | {job.weighting}: its row in {out} was trained "
+                console.print(f"retrain {job.label}: its row in {out} was trained "
                               f"under other settings (budget_hash {row['budget_hash']}, now {now}); the new row "
                               "replaces it")
             todo.append(job)
@@ -106,7 +109,8 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
         while todo and len(running) < n_parallel:
             job = todo.pop(0)
             log = logs / f"{run_name(job.cfg, job.mode)}.log"
-            cmd = [sys.executable, "-m", "zoo.bench", *child_argv(argv, job.task, job.encoder, job.weighting, grid_only)]
+            cmd = [sys.executable, "-m", "zoo.bench", *child_argv(argv, job.task, job.encoder, job.weighting, grid_only,
+                                                                  job.architecture)]
             ckpt = unfinished_run(out, job.cfg, job.mode)
             if ckpt is not None:
                 cmd += ["--resume", str(ckpt)]
@@ -118,7 +122,7 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
                 proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
                 running.append(_Running(job, proc, log, offset))
             how = f"resume from {ckpt}" if ckpt is not None else "start"
-            console.print(f"{how} {job.task} | {job.encoder} | {job.weighting}  (log {log})")
+            console.print(f"{how} {job.label}  (log {log})")
         time.sleep(0.5)
         for r in list(running):
             elapsed = time.monotonic() - r.start
@@ -131,7 +135,7 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
                 continue
             running.remove(r)
             finished += 1
-            name = f"{r.job.task} | {r.job.encoder} | {r.job.weighting}"
+            name = r.job.label
             if rc == 0:
                 console.print(f"[{finished}/{total}] done {name} ({elapsed:.0f} s)")
                 continue
@@ -147,6 +151,7 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
             row = {**r.job.ident, "status": status, "error": error, "wall_seconds": round(elapsed, 1),
                    "log": str(r.log), "machine": machine(),
                    "command": "python -m zoo.bench " + " ".join(child_argv(argv, r.job.task, r.job.encoder,
-                                                                            r.job.weighting, grid_only))}
+                                                                            r.job.weighting, grid_only,
+                                                                            r.job.architecture))}
             record_failure(out, row, header)
             console.print(f"[{finished}/{total}] [red]{status}[/] {name}: {escape(error)}")

@@ -1,7 +1,7 @@
 """Result rows and tables: terminal (rich), Markdown, CSV and JSON, written atomically.
 
-Rows are keyed by :data:`KEY` (task, encoder, weighting, budget, seed, and the world size of a
-torchrun run): running the grid in
+Rows are keyed by :data:`KEY` (task, encoder, weighting, budget, seed, the world size of a
+torchrun run, and the architecture when it is not hard sharing): running the grid in
 pieces into one folder accumulates rows, a ``--quick`` run or another seed adds its own row,
 and re-running the same combination replaces its row. Merges hold an exclusive lock on the
 folder, so concurrent runs into one ``--out`` never lose each other's rows.
@@ -23,11 +23,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.core.files import atomic_write_text
 
 # world_size: set on rows of runs under torchrun (absent = one process), so a distributed run never
 # replaces the one-process row of the same combination
-KEY = ("task", "encoder", "weighting", "budget_mode", "seed", "world_size")
+# architecture: set on rows of runs with an architecture other than hard sharing (absent = hard sharing)
+KEY = ("task", "encoder", "weighting", "budget_mode", "seed", "world_size", "architecture")
+OPTIONAL_KEY = frozenset({"world_size", "architecture"})  # absent: one process, hard sharing
 LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_epoch", "train_seconds",
         "train_samples_per_s"]
 COUNTS = ["train_digits", "val_digits", "test_digits", "train_samples", "val_samples", "test_samples"]
@@ -57,7 +60,7 @@ def metric_columns(rows: Iterable[dict[str, Any]]) -> list[str]:
     cols: list[str] = []
     for r in rows:
         for k in r:
-            if k not in LEAD and k not in TAIL and k not in cols and not k.endswith("_composites") \
+            if k not in LEAD and k not in TAIL and k != "architecture" and k not in cols and not k.endswith("_composites") \
                     and not k.startswith("single_") and not is_speed(k):
                 cols.append(k)
     return cols
@@ -67,9 +70,15 @@ def speed_columns_of(rows: Iterable[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(k for r in rows for k in r if is_speed(k)))
 
 
+def arch_column(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """The architecture column, only where a row has one (tables of hard-sharing rows are as they were)."""
+    return ["architecture"] if any("architecture" in r for r in rows) else []
+
+
 def columns(rows: list[dict[str, Any]]) -> list[str]:
     extra = [k for r in rows for k in r if k.endswith("_composites") or k.startswith("single_")]
-    return LEAD + metric_columns(rows) + speed_columns_of(rows) + TAIL + sorted(set(extra))
+    return LEAD[:3] + arch_column(rows) + LEAD[3:] + metric_columns(rows) + speed_columns_of(rows) + TAIL + \
+        sorted(set(extra))
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -105,7 +114,7 @@ def load_rows(out: Path) -> list[dict[str, Any]]:
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"{path} exists but is not a zoo results file; move it away or pick another --out") from None
     for i, r in enumerate(rows):  # a foreign row would be rendered as an empty line and merged as a key of Nones
-        missing = [k for k in KEY[:-1] if not isinstance(r, dict) or k not in r]
+        missing = [k for k in KEY if k not in OPTIONAL_KEY and (not isinstance(r, dict) or k not in r)]
         if missing:
             raise ValueError(f"{path}: row {i + 1} is not a zoo result row (no {', '.join(missing)}); remove it, or "
                              "move the file away and pick another --out")
@@ -150,12 +159,14 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
     parts = [header, ""]
     for task in dict.fromkeys(r["task"] for r in rows):
         trs = [r for r in rows if r["task"] == task]
-        cols = ["encoder", "weighting", "parameters", "epochs", "train_seconds", "train_samples_per_s"] + metric_columns(trs)
+        cols = ["encoder", "weighting", *arch_column(trs), "parameters", "epochs", "train_seconds",
+                "train_samples_per_s"] + metric_columns(trs)
         cols += [c for c in speed_columns_of(trs) if "_std" not in c]
         cols += [c for c in ("delta_m", "single_parameters_sum", "single_train_seconds_sum")
                  if any(c in r for r in trs) and c not in cols]
         parts += [f"### {task}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        parts += ["| " + " | ".join(_fmt(r.get(c, ""), c) for c in cols) + " |" for r in trs]
+        parts += ["| " + " | ".join(_fmt(r.get(c, DEFAULT_ARCHITECTURE if c == "architecture" else ""), c) for c in cols)
+                  + " |" for r in trs]
         prov = trs[0]
         unit = "digits" if "train_digits" in prov else "samples"
         data = (f"data: {prov.get('data_source')} (train {prov.get('train_' + unit)}, val {prov.get('val_' + unit)}, "
@@ -168,20 +179,21 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
 
 def rich_table(rows: list[dict[str, Any]], title: str, width: int = 120) -> Table:
     """One row per run; transposed (one column per run) when that would not fit ``width``."""
-    cols = ["task", "encoder", "weighting", "parameters", "epochs", "train_seconds"] + \
+    cols = ["task", "encoder", "weighting", *arch_column(rows), "parameters", "epochs", "train_seconds"] + \
         [c for c in metric_columns(rows) if c != "wall_seconds"] + \
         [c for c in speed_columns_of(rows) if c.startswith(("gflops", "infer_img_s_b1")) and "_std" not in c]
     table = Table(title=title)
     if len(cols) * 11 <= width:
         for c in cols:  # fold, never truncate: a narrow terminal must still show every name
             table.add_column(c.replace("_", " "), overflow="fold",
-                             justify="left" if c in ("task", "encoder", "weighting") else "right")
+                             justify="left" if c in ("task", "encoder", "weighting", "architecture") else "right")
         for r in rows:
             table.add_row(*(_fmt(r.get(c, ""), c) for c in cols))
         return table
     table.add_column("", style="bold", overflow="fold")
     for r in rows:
-        table.add_column(f"{r.get('encoder')} / {r.get('weighting')}", justify="right", overflow="fold")
+        arch = f" / {r['architecture']}" if r.get("architecture") else ""
+        table.add_column(f"{r.get('encoder')} / {r.get('weighting')}{arch}", justify="right", overflow="fold")
     for c in cols:
         table.add_row(c, *(_fmt(r.get(c, ""), c) for r in rows))
     return table

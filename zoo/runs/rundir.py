@@ -17,6 +17,7 @@ from pathlib import Path
 
 from zoo.core import distributed as dist
 from zoo.engine.checkpoint import LOCK as _LOCK, hold, in_use, load_checkpoint
+from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.config import RunConfig, check_resumable
 
 __all__ = ["check_resumable", "hold", "in_use", "new_run_dir", "remove_if_empty", "run_name",
@@ -24,7 +25,8 @@ __all__ = ["check_resumable", "hold", "in_use", "new_run_dir", "remove_if_empty"
 
 
 def run_name(cfg: RunConfig, budget: str) -> str:
-    return f"{cfg.task}-{cfg.encoder.replace(':', '_')}-{cfg.weighting}-{budget}-s{cfg.seed}"
+    arch = f"-{cfg.architecture}" if cfg.architecture != DEFAULT_ARCHITECTURE else ""
+    return f"{cfg.task}-{cfg.encoder.replace(':', '_')}-{cfg.weighting}{arch}-{budget}-s{cfg.seed}"
 
 
 def new_run_dir(out: str | Path, cfg: RunConfig, budget: str) -> Path:

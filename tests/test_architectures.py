@@ -1,0 +1,196 @@
+"""Multi-task architectures, over the registry: each keeps the encoder's feature contract, splits its
+parameters into shared and per-head ones truthfully, has its defining property, trains under every
+kind of strategy, survives save/load, and gives both torchrun ranks the same model."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from zoo.core.architectures import CGC, MTAN, HardSharing
+
+ROOT = Path(__file__).resolve().parents[1]
+REG = zoo.load_registry()
+ARCHITECTURES = REG.names("architectures")
+HEADS = {"mask": "binary_mask", "digit": "classification", "seg": "segmentation"}
+
+
+def build(arch: str, encoder: str = "scratch", heads: dict = HEADS, **enc) -> zoo.MultiTaskModel:
+    torch.manual_seed(0)
+    settings = {"width": 4, "depth": 3, **enc} if encoder == "scratch" else enc
+    return zoo.build_model(encoder, heads, encoder_settings=settings, architecture=arch)
+
+
+def test_the_registry_has_hard_sharing_mtan_and_an_expert_design_each_with_its_paper():
+    assert {"hard_sharing", "mtan", "cgc", "mmoe"} <= set(ARCHITECTURES)
+    for name in ARCHITECTURES:
+        assert REG.entry("architectures", name).spec.get("paper"), name
+
+
+@pytest.mark.parametrize("encoder", ["scratch", "mobilenetv3_small_100"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_features_keep_the_encoder_contract_and_parameters_split_truthfully(arch, encoder):
+    # (two heads on the timm encoder: a CPU pays ~40 ms for each conv's first call, and CGC has many)
+    heads = HEADS if encoder == "scratch" else {"mask": "binary_mask", "digit": "classification"}
+    model = build(arch, encoder, heads, input_skip=True)
+    x = torch.rand(2, 1, 32, 32)
+    feats = model.encoder(x)
+    for head in heads:
+        mine = model.architecture(feats, head)
+        assert [f.shape for f in mine] == [f.shape for f in feats]
+        assert torch.equal(mine[0], x)  # the raw input level reaches the heads unchanged
+    shared = {id(p) for p in model.architecture.shared_parameters()}
+    own = {id(p) for p in model.architecture.task_parameters()}
+    assert not shared & own and shared | own == {id(p) for p in model.architecture.parameters()}
+    out = model(x)
+    assert set(out) == set(heads) and all(torch.isfinite(v).all() for v in out.values())
+    # what one head's loss reaches: never another head's modules
+    for head in heads:
+        model.zero_grad(set_to_none=True)
+        model(x, heads=[head])[head].float().square().mean().backward()
+        for other in heads:
+            grads = [p.grad for m in model.architecture.task_modules(other) for p in m.parameters()]
+            if other == head:
+                continue
+            assert all(g is None or not g.any() for g in grads), (arch, head, other)
+
+
+def test_hard_sharing_is_the_identity_with_no_parameters():
+    model = build("hard_sharing")
+    assert isinstance(model.architecture, HardSharing) and not list(model.architecture.parameters())
+    assert sorted(model.state_dict()) == sorted(zoo.build_model("scratch", HEADS, encoder_settings={
+        "width": 4, "depth": 3}).state_dict())  # state dicts of models from before architectures still load
+
+
+def test_mtan_masks_are_in_0_1_per_head_and_attend_the_shared_features():
+    model = build("mtan")
+    arch = model.architecture
+    assert isinstance(arch, MTAN)
+    x = torch.rand(3, 1, 28, 28)
+    feats = model.encoder(x)
+    masks = {h: arch.masks(feats, h) for h in HEADS}
+    for h, ms in masks.items():
+        assert len(ms) == len(feats)
+        for m, f in zip(ms, feats):
+            assert m.shape == f.shape and m.min() >= 0 and m.max() <= 1
+        attended = arch(feats, h)
+        assert all(torch.allclose(a, m * f) for a, m, f in zip(attended, ms, feats))
+    assert not torch.allclose(masks["mask"][0], masks["digit"][0])  # each head has its own attention
+    assert arch.attention["mask"] is not arch.attention["digit"]
+
+
+def test_cgc_gates_mix_shared_and_own_experts_and_mmoe_has_no_own():
+    model = build("cgc")
+    arch = model.architecture
+    assert isinstance(arch, CGC)
+    x = torch.rand(3, 1, 28, 28)
+    feats = model.encoder(x)
+    for h in HEADS:
+        for g in arch.gate(feats, h):
+            assert g.shape == (3, 3) and torch.allclose(g.sum(1), torch.ones(3))  # 2 shared + 1 own
+    # at the deepest level (every head reads it): a shared expert hears every head's loss, a head's
+    # own expert only its own
+    for e in arch.shared[-1]:  # (zero-initialised last BatchNorm: move it so gradients flow back)
+        torch.nn.init.ones_(e[-1].weight)
+    for hh in HEADS:
+        torch.nn.init.ones_(arch.own[hh][-1][0][-1].weight)
+    for head in HEADS:
+        model.zero_grad(set_to_none=True)
+        model(x, heads=[head])[head].float().square().mean().backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for e in arch.shared[-1] for p in e[0].parameters())
+        for other in HEADS:
+            expert = list(arch.own[other][-1][0][0].parameters())
+            heard = any(p.grad is not None and p.grad.abs().sum() > 0 for p in expert)
+            assert heard == (other == head), (head, other)
+    mmoe = build("mmoe").architecture
+    assert not list(mmoe.own.parameters()) and mmoe.gate(feats, "mask")[0].shape == (3, 3)
+    # experts start by adding nothing: at initialisation every head reads the shared features
+    fresh = build("cgc")
+    assert all(torch.allclose(a, f) for a, f in zip(fresh.architecture(feats, "mask"), feats))
+
+
+@pytest.mark.parametrize("weighting", ["fixed", "upgrad", "uncertainty"])
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if a != "hard_sharing"])
+def test_every_architecture_trains_under_each_kind_of_strategy(tiny_mnist, arch, weighting):
+    """A few epochs on tiny data: the training loss falls, everything is finite, and the shared
+    architecture modules are in the Jacobian methods' shared set (they move)."""
+    from zoo.engine.config import RunConfig
+    from zoo.engine.train import fit
+
+    cfg = RunConfig(task="circlization", encoder="scratch", weighting=weighting, architecture=arch, epochs=3,
+                    batch_size=16, lr=3e-3, train_limit=96, test_limit=16, data_root=str(tiny_mnist),
+                    encoder_settings={"width": 4, "depth": 2})
+    before = {k: v.clone() for k, v in zoo.build_model(
+        "scratch", {"digit": "classification", "circle": "circle"}, encoder_settings={"width": 4, "depth": 2},
+        architecture=arch).architecture.state_dict().items()}
+    r = fit(cfg, show_progress=False)
+    losses = [h["train_loss"] for h in r.history]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0], losses
+    after = r.model.architecture.state_dict()
+    assert set(after) == set(before)
+    assert all(torch.isfinite(v.float()).all() for v in r.model.state_dict().values())
+
+
+def test_an_architecture_run_is_its_own_row_and_reloads(tiny_mnist, tmp_path, capsys):
+    from zoo.bench import main
+
+    common = ["--task", "circlization", "--encoder", "scratch", "--epochs", "1", "--train-limit", "64",
+              "--test-limit", "16", "--encoder-arg", "width=4", "--data-root", str(tiny_mnist), "--out", str(tmp_path),
+              "--quiet", "--no-figures", "--no-speed"]
+    assert main(common) == 0
+    assert main([*common, "--architecture", "mtan"]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert sorted(r.get("architecture", "-") for r in rows) == ["-", "mtan"]  # hard sharing rows name none
+    assert "| scratch | fixed | mtan |" in (tmp_path / "results.md").read_text()
+    mtan = next(r for r in rows if r.get("architecture") == "mtan")
+    assert "-mtan-" in Path(mtan["run_dir"]).name
+    model = zoo.load_model(Path(mtan["run_dir"]) / "best.pt")
+    assert isinstance(model.architecture, MTAN)
+    folder = zoo.save_pretrained(model, tmp_path / "hub")
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x).values(), zoo.from_pretrained(folder)(x).values()))
+    capsys.readouterr()
+    assert main([*common, "--architecture", "mtna"]) == 2
+    assert "unknown architecture 'mtna'" in capsys.readouterr().err
+
+
+def test_torchrun_gives_both_ranks_the_same_cgc_model(tiny_mnist, tmp_path):
+    """CGC (shared experts outside the encoder) under a Jacobian method and a loss-based one: two gloo
+    processes end with identical models and strategy state."""
+    script = tmp_path / "ranks.py"
+    script.write_text(f"""
+import hashlib, json, os, torch
+from zoo.core import distributed as dist
+from zoo.engine.config import RunConfig
+from zoo.engine.train import fit
+dist.init()
+out = {{}}
+for name in ["upgrad", "uncertainty"]:
+    cfg = RunConfig(task="circlization", encoder="scratch", weighting=name, architecture="cgc", epochs=2,
+                    batch_size=8, train_limit=48, test_limit=16, data_root={str(tiny_mnist)!r},
+                    encoder_settings={{"width": 4, "depth": 2}})
+    r = fit(cfg, show_progress=False)
+    h = hashlib.sha1()
+    for t in list(r.model.state_dict().values()) + list(r.setup.weighting.state_dict().values()):
+        if torch.is_tensor(t):
+            h.update(t.detach().float().cpu().numpy().tobytes())
+    out[name] = {{"weights": r.weights, "hash": h.hexdigest()}}
+json.dump(out, open(os.path.join({str(tmp_path)!r}, f"rank{{dist.rank()}}.json"), "w"))
+dist.shutdown()
+""")
+    from test_mtl_ddp import _free_port
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), str(script)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0 == r1 and set(r0) == {"upgrad", "uncertainty"}
