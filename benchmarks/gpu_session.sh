@@ -6,9 +6,10 @@
 #      (benchmarks/results/gpu_reference);
 #   3. the model-zoo grid: every encoder x reference task at its default budget, seed 0, all 24
 #      rows at once (benchmarks/results/zoo; target: <= 5 minutes);
-#   4. the multi-task strategy table: the joint task under 8 strategies x 3 seeds, with the
-#      single-task scratch baselines of seeds 1 and 2 (seed 0's are the grid's)
-#      (benchmarks/results/mtl), at the lowest priority beside 3;
+#   4. the MTL table: the joint task under 3 architectures (hard sharing, MTAN, CGC) x 6 strategies
+#      x 3 seeds, with the single-task scratch baselines of seeds 1 and 2 (seed 0's are the grid's)
+#      (benchmarks/results/mtl; python benchmarks/mtl_table.py builds the table), at the lowest
+#      priority beside 3;
 #   5. the speed columns of every combination on the then idle GPU (benchmarks/results/speed_gpu):
 #      the training runs share the GPU, so their own inference timings would measure the sharing.
 # Every job runs in its own process (zoo.bench's grid runner); a job past DEADLINE seconds is
@@ -52,11 +53,12 @@ cd /tmp  # run the installed package, not the checkout (whose heads/ is not zoo.
 DATA="$REPO/zoo/data/mnist"
 # the MNIST tasks' data lives on the GPU (batched augmentation there): no loader workers needed
 COMMON=(--data-root "$DATA" --quiet --no-figures --no-speed --job-timeout "$DEADLINE")
-STRATS=fixed,uncertainty,dwa,famo,upgrad,imtl_g,aligned_mtl,mgda
+STRATS=fixed,famo,uncertainty,upgrad,nash_mtl,fairgrad
+ARCHS=hard_sharing,mtan,cgc
 GRID_TASKS=foreground,circlization,semantic,joint
 GRID_ENCODERS=all
 # smoke: every step once, on the smallest models (a CPU has minutes, not a GPU's parallelism)
-[ -n "${SMOKE:-}" ] && GRID_TASKS=foreground,joint && GRID_ENCODERS=scratch && STRATS=fixed,upgrad
+[ -n "${SMOKE:-}" ] && GRID_TASKS=foreground,joint && GRID_ENCODERS=scratch && STRATS=fixed,upgrad && ARCHS=hard_sharing,cgc
 
 log "start"
 DEV=cuda; [ -n "${SMOKE:-}" ] && DEV=cpu
@@ -74,11 +76,11 @@ grep -h "train_seconds\|accuracy\|gated_iou" "$RES/gpu_reference.log" | head -4
 $PY -m zoo.bench --task "$GRID_TASKS" --encoder "$GRID_ENCODERS" --out "${RES_ZOO:-$RES/zoo}" --jobs 24 "${COMMON[@]}" "${EXTRA[@]}" \
   > "$RES/zoo.log" 2>&1 &
 # the strategy runs at the lowest CPU priority: the grid comes first, they use what it leaves
-nice -n 19 $PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS --seed 0 --no-baselines --out "$RES/mtl" \
-  --jobs 8 "${COMMON[@]}" "${EXTRA[@]}" > "$RES/mtl0.log" 2>&1 &
+nice -n 19 $PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS --architecture $ARCHS --seed 0 \
+  --no-baselines --out "$RES/mtl" --jobs 12 "${COMMON[@]}" "${EXTRA[@]}" > "$RES/mtl0.log" 2>&1 &
 for seed in 1 2; do
-  nice -n 19 $PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS --seed $seed --out "$RES/mtl" \
-    --jobs 11 "${COMMON[@]}" "${EXTRA[@]}" > "$RES/mtl$seed.log" 2>&1 &
+  nice -n 19 $PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS --architecture $ARCHS --seed $seed \
+    --out "$RES/mtl" --jobs 12 "${COMMON[@]}" "${EXTRA[@]}" > "$RES/mtl$seed.log" 2>&1 &
 done
 wait
 log "training done"

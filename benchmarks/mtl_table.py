@@ -1,11 +1,12 @@
-"""The strategy table: every strategy's joint runs over seeds, as mean +- std, with delta_m.
+"""The MTL table: every (architecture, strategy) pair's joint runs over seeds, as mean +- std, with delta_m.
 
     python benchmarks/mtl_table.py --results benchmarks/results/mtl [--intro F] [--outro F]
 
 delta_m (LibMTL's definition, zoo.runs.gain) is computed per seed against the single-task scratch
-rows of the same seed and budget in the same folder, then averaged. Step time is each run's
-training seconds over the ``fixed`` run's of the same seed (the runs of a seed ran side by side
-on the same machine), then averaged. Peak memory is each run's process peak (CPU: peak RSS).
+rows (hard sharing, fixed weighting) of the same seed and budget in the same folder, then averaged.
+Step time is each run's training seconds over the hard-sharing ``fixed`` run's of the same seed
+(the runs of a seed ran side by side on the same machine), then averaged; peak memory likewise
+relative to it (each run's process peak; CPU: peak RSS).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.build import load_registry, task_spec
 from zoo.runs.gain import delta_m
 from zoo.runs.results import load_rows
@@ -32,35 +34,39 @@ def ms(values: list[float], digits: int = 2) -> str:
 def table(rows: list[dict]) -> tuple[str, dict]:
     spec = task_spec("joint", load_registry())
     tasks = {m: ref.partition(".")[0] for m, ref in spec.baselines.items()}
-    singles = {(r["task"], r["seed"], r["budget_mode"]): r for r in rows
-               if r["task"] != "joint" and r.get("weighting") == "fixed" and not r.get("status")}
+    singles = {(r["task"], r["seed"], r["budget_mode"]): r for r in rows if r["task"] != "joint"
+               and r.get("weighting") == "fixed" and "architecture" not in r and not r.get("status")}
     joint = [r for r in rows if r["task"] == "joint" and not r.get("status")]
-    fixed_time = {(r["seed"], r["budget_mode"]): float(r["train_seconds"]) for r in joint if r["weighting"] == "fixed"}
+    reference = {(r["seed"], r["budget_mode"]): r for r in joint
+                 if r["weighting"] == "fixed" and r.get("architecture", DEFAULT_ARCHITECTURE) == DEFAULT_ARCHITECTURE}
     by = defaultdict(list)
     for r in joint:
-        by[r["weighting"]].append(r)
+        by[(r.get("architecture", DEFAULT_ARCHITECTURE), r["weighting"])].append(r)
     stats = {}
     for name, rs in by.items():
-        dm, rel = [], []
+        dm, rel, rel_mem = [], [], []
         for r in rs:
             base = {m: singles.get((ref.partition(".")[0], r["seed"], r["budget_mode"])) for m, ref in
                     spec.baselines.items()}
             if all(base.values()):
                 single = {m: float(base[m][spec.baselines[m].partition(".")[2]]) for m in base}
                 dm.append(delta_m({m: float(r[m]) for m in single}, single, tasks))
-            ft = fixed_time.get((r["seed"], r["budget_mode"]))
-            if ft:
-                rel.append(float(r["train_seconds"]) / ft)
+            ref = reference.get((r["seed"], r["budget_mode"]))
+            if ref:
+                rel.append(float(r["train_seconds"]) / float(ref["train_seconds"]))
+                if r.get("peak_memory_mb") and ref.get("peak_memory_mb"):
+                    rel_mem.append(float(r["peak_memory_mb"]) / float(ref["peak_memory_mb"]))
         stats[name] = {"n": len(rs), "metrics": {m: [float(r[m]) for r in rs] for m in METRICS},
-                       "delta_m": dm, "rel_time": rel,
+                       "delta_m": dm, "rel_time": rel, "rel_memory": rel_mem,
                        "peak": [float(r["peak_memory_mb"]) for r in rs if r.get("peak_memory_mb") is not None]}
     order = sorted(stats, key=lambda n: -statistics.fmean(stats[n]["delta_m"]) if stats[n]["delta_m"] else 0)
-    head = ["strategy", "seeds", *[f"{m} (%)" for m in METRICS], "delta_m (%)", "step time / fixed", "peak MB"]
+    head = ["architecture", "strategy", "seeds", *[f"{m} (%)" for m in METRICS], "delta_m (%)",
+            "step time / hard+fixed", "peak memory / hard+fixed", "peak MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in order:
         s = stats[n]
-        lines.append("| " + " | ".join([n, str(s["n"]), *[ms(s["metrics"][m]) for m in METRICS], ms(s["delta_m"], 3),
-                                        ms(s["rel_time"]), ms(s["peak"], 0)]) + " |")
+        lines.append("| " + " | ".join([*n, str(s["n"]), *[ms(s["metrics"][m]) for m in METRICS], ms(s["delta_m"], 3),
+                                        ms(s["rel_time"]), ms(s["rel_memory"]), ms(s["peak"], 0)]) + " |")
     singles_line = []
     for t in ("foreground", "circlization", "semantic"):
         rs = [r for (task, _, _), r in singles.items() if task == t]
