@@ -2,8 +2,9 @@
 
     python benchmarks/mtl_table.py --results benchmarks/results/mtl [--intro F] [--outro F]
 
-delta_m (LibMTL's definition, zoo.runs.gain) is computed per seed against the single-task scratch
-rows (hard sharing, fixed weighting) of the same seed and budget in the same folder, then averaged.
+delta_m (LibMTL's definition, ``zoo.runs.gain.add_gain``) is computed per seed against the single-task
+rows (same encoder, hard sharing, fixed weighting) of the same seed and budget in the same folder,
+then averaged.
 Step time is each run's training seconds over the hard-sharing ``fixed`` run's of the same seed
 (the runs of a seed ran side by side on the same machine), then averaged; peak memory likewise
 relative to it (each run's process peak; CPU: peak RSS).
@@ -11,29 +12,33 @@ relative to it (each run's process peak; CPU: peak RSS).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.build import load_registry, task_spec
-from zoo.runs.gain import delta_m
+from zoo.runs.gain import add_gain
 from zoo.runs.results import load_rows
 
 METRICS = ["iou", "accuracy", "gated_iou", "dice"]
 
 
 def ms(values: list[float], digits: int = 2) -> str:
+    """mean ± std; a NaN (delta_m against a baseline of 0) is counted, never averaged."""
+    nan = sum(1 for v in values if not math.isfinite(v))
+    values = [v for v in values if math.isfinite(v)]
+    note = f" ({nan} NaN)" if nan else ""
     if not values:
-        return "-"
+        return "-" + note
     if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+        return f"{values[0]:.{digits}f}" + note
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}" + note
 
 
 def table(rows: list[dict]) -> tuple[str, dict]:
     spec = task_spec("joint", load_registry())
-    tasks = {m: ref.partition(".")[0] for m, ref in spec.baselines.items()}
     singles = {(r["task"], r["seed"], r["budget_mode"]): r for r in rows if r["task"] != "joint"
                and r.get("weighting") == "fixed" and "architecture" not in r and not r.get("status")}
     joint = [r for r in rows if r["task"] == "joint" and not r.get("status")]
@@ -46,11 +51,9 @@ def table(rows: list[dict]) -> tuple[str, dict]:
     for name, rs in by.items():
         dm, rel, rel_mem = [], [], []
         for r in rs:
-            base = {m: singles.get((ref.partition(".")[0], r["seed"], r["budget_mode"])) for m, ref in
-                    spec.baselines.items()}
-            if all(base.values()):
-                single = {m: float(base[m][spec.baselines[m].partition(".")[2]]) for m in base}
-                dm.append(delta_m({m: float(r[m]) for m in single}, single, tasks))
+            scored = dict(r)  # delta_m against this seed's single-task rows, by zoo.runs.gain's one rule
+            if not add_gain(scored, spec.baselines, rows):
+                dm.append(float(scored["delta_m"]))
             ref = reference.get((r["seed"], r["budget_mode"]))
             if ref:
                 rel.append(float(r["train_seconds"]) / float(ref["train_seconds"]))
@@ -59,7 +62,11 @@ def table(rows: list[dict]) -> tuple[str, dict]:
         stats[name] = {"n": len(rs), "metrics": {m: [float(r[m]) for r in rs] for m in METRICS},
                        "delta_m": dm, "rel_time": rel, "rel_memory": rel_mem,
                        "peak": [float(r["peak_memory_mb"]) for r in rs if r.get("peak_memory_mb") is not None]}
-    order = sorted(stats, key=lambda n: -statistics.fmean(stats[n]["delta_m"]) if stats[n]["delta_m"] else 0)
+    def rank(n: tuple) -> float:
+        finite = [v for v in stats[n]["delta_m"] if math.isfinite(v)]
+        return -statistics.fmean(finite) if finite else 0.0
+
+    order = sorted(stats, key=rank)
     head = ["architecture", "strategy", "seeds", *[f"{m} (%)" for m in METRICS], "delta_m (%)",
             "step time / hard+fixed", "peak memory / hard+fixed", "peak MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

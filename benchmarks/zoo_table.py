@@ -18,8 +18,8 @@ import argparse
 import math
 from pathlib import Path
 
-from zoo.engine.build import load_registry, task_spec
-from zoo.runs.gain import add_gain
+from zoo.engine.build import load_registry
+from zoo.runs.gain import refresh_gains
 from zoo.runs.results import load_rows, locked, write_rows
 
 # not peak_memory_mb: speed.py did not reset CUDA's peak between combinations in the 2026-11-28
@@ -52,9 +52,7 @@ def merge(results: Path, speed: Path, memory: Path) -> list[dict]:
             if m and not r.get("status"):
                 r["train_peak_memory_mb"], r["train_peak_memory_source"] = m["train_peak_memory_mb"], (
                     f"benchmarks/speed.py --no-timing, batch {m['train_batch']}, {m['device']}")
-            spec = task_spec(r["task"], registry)
-            if spec.baselines and not r.get("status") and "delta_m" not in r:
-                add_gain(r, spec.baselines, rows)
+        refresh_gains(rows, registry)  # every joint row against the baselines there now, never a stale one
         write_rows(results, rows, HEADER)
     return rows
 

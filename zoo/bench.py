@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
 import sys
@@ -27,7 +26,8 @@ from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.build import load_registry, task_spec
 from zoo.engine.config import RunConfig, add_run_options, budget_fingerprint, budget_mode, run_config
 from zoo.data.idx import DataError
-from zoo.runs.gain import add_gain
+from zoo.runs import gain as gains
+from zoo.runs.gain import add_gain, baseline_tasks
 from zoo.runs.grid import run_grid
 from zoo.core.registry import Registry, RegistryError
 from zoo.runs.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
@@ -162,6 +162,13 @@ def list_registry(registry: Registry, console: Console) -> None:
         console.print(table)
 
 
+def row_ident(task: str, encoder: str, weighting: str, mode: str, seed: int,
+              architecture: str = DEFAULT_ARCHITECTURE) -> dict[str, Any]:
+    """The fields that key a run's result row (``zoo.runs.results.KEY``), as its row will hold them."""
+    return {"task": task, "encoder": encoder, "weighting": weighting, "budget_mode": mode, "seed": seed,
+            "world_size": launched_world(), **architecture_field(architecture)}
+
+
 def architecture_field(name: str) -> dict[str, str]:
     """A row names its architecture unless it is hard sharing (rows from before architectures have none)."""
     return {} if name == DEFAULT_ARCHITECTURE else {"architecture": name}
@@ -180,8 +187,7 @@ class Job:
     @property
     def ident(self) -> dict[str, Any]:
         """The fields that key this job's result row (``zoo.runs.results.KEY``)."""
-        return {"task": self.task, "encoder": self.encoder, "weighting": self.weighting, "budget_mode": self.mode,
-                "seed": self.cfg.seed, "world_size": launched_world(), **architecture_field(self.architecture)}
+        return row_ident(self.task, self.encoder, self.weighting, self.mode, self.cfg.seed, self.architecture)
 
     @property
     def label(self) -> str:
@@ -211,10 +217,9 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
     jobs: list[Job] = []
     if not args.no_baselines:
         for spec in specs.values():
-            for base in dict.fromkeys(ref.partition(".")[0] for ref in spec.baselines.values()):
+            for base in baseline_tasks(spec.baselines):
                 for e in encoders:
-                    key = row_key({"task": base, "encoder": e, "weighting": "fixed", "budget_mode": mode,
-                                   "seed": args.seed, "world_size": launched_world()})
+                    key = row_key(row_ident(base, e, "fixed", mode, args.seed))
                     if base not in tasks and key not in have and Job(base, e, "fixed") not in jobs:
                         jobs.append(Job(base, e, "fixed"))
     # tasks compared with baselines run after them, so one invocation can fill delta_m
@@ -283,26 +288,9 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
 
 
 def refresh_gains(out: Path, registry: Registry) -> list[dict[str, Any]]:
-    """Recompute delta_m of every multi-task row in ``out`` from the single-task rows there now: a joint
-    row that finished before its baselines (parallel grids) gets one, and one whose baseline row was
-    replaced since (a rerun, an encoder's own budget) is compared with the new row, not the old.
-    Returns the folder's rows."""
+    """``zoo.runs.gain.refresh_gains`` on the folder's rows, under its lock; returns the rows."""
     with locked(out):
-        rows = load_rows(out)
-        specs: dict[str, TaskSpec | None] = {}
-        changed = False
-        for r in rows:
-            task = r.get("task")
-            if r.get("status") or task is None:
-                continue
-            if task not in specs:
-                specs[task] = task_spec(task, registry) if task in registry.names("tasks") else None
-            spec = specs[task]
-            if spec is None or not spec.baselines:
-                continue
-            old = json.dumps(r, sort_keys=True, default=str)
-            add_gain(r, spec.baselines, rows)
-            changed |= json.dumps(r, sort_keys=True, default=str) != old
+        rows, changed = gains.refresh_gains(load_rows(out), registry)
         if changed:
             write_rows(out, rows, HEADER)
     return rows

@@ -8,9 +8,13 @@ counterparts on average. Circlization's two metrics (accuracy, gated IoU) count 
 """
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
 from zoo.runs.results import row_key
+
+if TYPE_CHECKING:
+    from zoo.core.registry import Registry
 
 LOWER_IS_BETTER: set[str] = set()
 
@@ -31,6 +35,19 @@ def delta_m(joint: dict[str, float], single: dict[str, float], tasks: dict[str, 
     return 100.0 * sum(sum(v) / len(v) for v in per_task.values()) / len(per_task)
 
 
+def split_ref(ref: str) -> tuple[str, str]:
+    """A baseline reference ``"task.metric"`` (a task entry's ``baselines``) as ``(task, metric)``."""
+    task, sep, metric = ref.partition(".")
+    if not sep or not task or not metric:
+        raise ValueError(f"a baseline is 'task.metric', got {ref!r}")
+    return task, metric
+
+
+def baseline_tasks(baselines: dict[str, str]) -> list[str]:
+    """The single-task tasks a multi-task row is compared with, in first-named order."""
+    return list(dict.fromkeys(split_ref(ref)[0] for ref in baselines.values()))
+
+
 def baseline_key(row: dict[str, Any], task: str) -> tuple:
     """Which single-task row a joint row is compared with: the row key with that task, the fixed
     weighting and hard sharing (same encoder, budget and seed), whatever the joint row's architecture."""
@@ -42,7 +59,7 @@ def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str
     index = {row_key(r): r for r in rows if not r.get("status")}  # a failed or timed-out row has no metrics
     single, used, missing = {}, {}, []
     for metric, ref in baselines.items():
-        task, _, base_metric = ref.partition(".")
+        task, base_metric = split_ref(ref)
         base = index.get(baseline_key(row, task))
         if base is None:
             missing.append(task)
@@ -52,10 +69,35 @@ def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str
     if missing:
         return sorted(set(missing))
     zero = [k for k, v in single.items() if v == 0]
-    tasks = {metric: ref.partition(".")[0] for metric, ref in baselines.items()}
+    tasks = {metric: split_ref(ref)[0] for metric, ref in baselines.items()}
     row["delta_m"] = float("nan") if zero else round(delta_m({k: float(row[k]) for k in single}, single, tasks), 3)
     row["single_parameters_sum"] = sum(int(b["parameters"]) for b in used.values())
     row["single_train_seconds_sum"] = round(sum(float(b["train_seconds"]) for b in used.values()), 1)
     for metric, ref in baselines.items():
         row[f"single_{metric}"] = single[metric]
     return []
+
+
+def refresh_gains(rows: list[dict[str, Any]], registry: "Registry") -> tuple[list[dict[str, Any]], bool]:
+    """delta_m of every multi-task row recomputed from the single-task rows in ``rows`` now (in place):
+    a joint row that finished before its baselines (parallel grids) gets one, and one whose baseline
+    row was replaced since (a rerun, an encoder's own budget) is compared with the new row, never the
+    old. Returns the rows and whether any changed. The one owner of delta_m for bench, the grid and
+    every ``benchmarks/*_table.py``."""
+    from zoo.engine.build import task_spec
+
+    specs: dict[str, Any] = {}
+    changed = False
+    for r in rows:
+        task = r.get("task")
+        if r.get("status") or task is None:
+            continue
+        if task not in specs:
+            specs[task] = task_spec(task, registry) if task in registry.names("tasks") else None
+        spec = specs[task]
+        if spec is None or not spec.baselines:
+            continue
+        old = json.dumps(r, sort_keys=True, default=str)
+        add_gain(r, spec.baselines, rows)
+        changed |= json.dumps(r, sort_keys=True, default=str) != old
+    return rows, changed
