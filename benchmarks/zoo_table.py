@@ -39,6 +39,8 @@ def merge(results: Path, speed: Path, memory: Path) -> list[dict]:
     with locked(results):
         rows = load_rows(results)
         for r in rows:
+            if "architecture" in r:  # the speed script measures hard sharing: no other architecture's columns
+                continue
             s = speeds.get((r["task"], r["encoder"]))
             if s and not r.get("status"):
                 r.update({k: v for k, v in s.items() if k.startswith(SPEED)})

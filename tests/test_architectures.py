@@ -161,6 +161,31 @@ def test_an_architecture_run_is_its_own_row_and_reloads(tiny_mnist, tmp_path, ca
     assert "unknown architecture 'mtna'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("arg,expect", [
+    ("raw_levels=0", "come from the encoder and the task's heads"),
+    ("heads=[a]", "come from the encoder and the task's heads"),
+    ("experts=3", "unknown setting(s) 'experts'"),
+])
+def test_bad_architecture_settings_are_one_line_before_any_data(tmp_path, capsys, arg, expect):
+    from zoo.bench import main
+
+    rc = main(["--task", "circlization", "--architecture", "cgc", "--architecture-arg", arg, "--data-root",
+               str(tmp_path / "no-data"), "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert rc == 2 and "Traceback" not in err and expect in err and "no-data" not in err, err
+
+
+def test_hard_sharing_baselines_are_planned_whatever_the_asked_architecture(tmp_path):
+    from zoo.bench import parse_args, plan_jobs
+
+    args = parse_args(["--task", "foreground,joint", "--architecture", "mtan", "--out", str(tmp_path)])
+    jobs = plan_jobs(args, REG, "default", tmp_path)
+    base = [(j.task, j.weighting, j.architecture) for j in jobs if j.architecture == "hard_sharing"]
+    assert sorted(base) == [("circlization", "fixed", "hard_sharing"), ("foreground", "fixed", "hard_sharing"),
+                            ("semantic", "fixed", "hard_sharing")]
+    assert [(j.task, j.architecture) for j in jobs[-2:]] == [("foreground", "mtan"), ("joint", "mtan")]
+
+
 def test_torchrun_gives_both_ranks_the_same_cgc_model(tiny_mnist, tmp_path):
     """CGC (shared experts outside the encoder) under a Jacobian method and a loss-based one: two gloo
     processes end with identical models and strategy state."""

@@ -73,7 +73,7 @@ def test_pretrained_true_loads_exactly_the_cached_weights_offline(hf_cache, pret
     assert rgb.normalization["std"] == pytest.approx(list(std))
 
 
-def test_a_local_file_gets_timm_input_conv_adaptation_and_normalisation(tmp_path):
+def test_a_local_file_gets_timm_input_conv_adaptation_and_its_stated_normalisation(tmp_path):
     torch.manual_seed(0)
     full = timm.create_model("resnet18")
     path = tmp_path / "r18.safetensors"
@@ -81,7 +81,10 @@ def test_a_local_file_gets_timm_input_conv_adaptation_and_normalisation(tmp_path
     enc = REG.build("encoders", "resnet18", pretrained=str(path))
     assert torch.equal(enc.model.conv1.weight, adapt_input_conv(1, full.conv1.weight))
     assert torch.equal(enc.model.layer4[1].conv2.weight, full.layer4[1].conv2.weight)
-    assert enc.normalization is not None and len(enc.normalization["mean"]) == 1
+    # a local file's origin is unknown: no normalisation is guessed (older runs of it keep resuming)
+    assert enc.normalization is None and "input_mean" not in enc.state_dict()
+    enc = REG.build("encoders", "resnet18", pretrained=str(path), mean=[0.485, 0.456, 0.406], std=0.25)
+    assert enc.normalization["mean"] == pytest.approx([0.449]) and enc.normalization["std"] == [0.25]
     x = torch.rand(2, 1, 32, 32)
     m, s = enc.input_mean, enc.input_std
     assert all(torch.equal(a, b) for a, b in zip(enc(x), enc.model((x - m) / s)))  # applied in forward
@@ -103,6 +106,12 @@ def test_a_trained_pretrained_model_normalises_in_predict_and_onnx(hf_cache, tin
                           "--out", str(out), "--quiet", "--no-figures", "--no-speed"], capsys)
     assert rc == 0, err
     ckpt = next(out.glob("foreground-*/best.pt"))
+    shutil.rmtree(hf_cache)  # the checkpoint holds every weight: scoring and loading it fetch nothing
+    hf_cache.mkdir()
+    from zoo.engine.evaluate import evaluate_checkpoint
+
+    assert evaluate_checkpoint(ckpt, "test")["iou"] == pytest.approx(
+        json.loads((out / "results.json").read_text())["rows"][0]["iou"], abs=1e-3)
     model = zoo.load_model(ckpt)
     assert model.encoder.normalization is not None
     assert model.meta["metrics"] and model.meta["recipe"].startswith("python -m zoo.bench")  # the results row's
@@ -186,6 +195,19 @@ def test_hf_hub_names_load_from_a_filled_cache_offline(hf_cache, tmp_path, capsy
     assert rc == 0, err
     rc, err = cli(predict_cli, ["hf-hub:acme/not-cached", str(image), "--out", str(tmp_path / "p2")], capsys)
     one_line_error(rc, err, "hf-hub:acme/not-cached", "not in the Hugging Face cache", "hf download acme/not-cached")
+
+
+def test_a_folder_never_names_the_registry_files_that_load_it(tmp_path):
+    """A registry file names code to import and call: a downloaded folder's config cannot choose one."""
+    folder = zoo.save_pretrained(zoo.create_model("foreground", "scratch", pretrained=True), tmp_path / "m")
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("tasks:\n  evil: {target: 'os:system'}\n")
+    config = json.loads((folder / "config.json").read_text())
+    _edit_config(folder, task="evil", config={**config["config"], "task": "evil", "registry": [str(evil)],
+                                              "task_settings": {"command": "touch " + str(tmp_path / "pwned")}})
+    with pytest.raises(zoo.RegistryError, match="unknown task 'evil'.*trained with the registry file"):
+        zoo.from_pretrained(folder)
+    assert not (tmp_path / "pwned").exists()
 
 
 def _edit_config(folder: Path, **changes) -> None:

@@ -214,17 +214,19 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
     # A joint task is compared with single-task models of the same encoder, budget and seed: train those
     # first unless the results folder already has them.
     have = {row_key(r) for r in (load_rows(out) if dist.is_main() else [])}
+    # tasks compared with baselines run after them, so one invocation can fill delta_m
+    asked = [Job(t, e, w, a) for t in sorted(tasks, key=lambda t: bool(specs[t].baselines))
+             for e in encoders for w in weightings for a in architectures]
+    planned = {row_key(row_ident(j.task, j.encoder, j.weighting, mode, args.seed, j.architecture)) for j in asked}
     jobs: list[Job] = []
-    if not args.no_baselines:
+    if not args.no_baselines:  # (hard sharing and fixed weighting, whatever the asked jobs use)
         for spec in specs.values():
             for base in baseline_tasks(spec.baselines):
                 for e in encoders:
                     key = row_key(row_ident(base, e, "fixed", mode, args.seed))
-                    if base not in tasks and key not in have and Job(base, e, "fixed") not in jobs:
+                    if key not in have and key not in planned and Job(base, e, "fixed") not in jobs:
                         jobs.append(Job(base, e, "fixed"))
-    # tasks compared with baselines run after them, so one invocation can fill delta_m
-    for t in sorted(tasks, key=lambda t: bool(specs[t].baselines)):
-        jobs += [Job(t, e, w, a) for e in encoders for w in weightings for a in architectures]
+    jobs += asked
     for job in jobs:  # every setting of every run is checked before the first one trains
         job.spec = specs.get(job.task) or task_spec(job.task, registry)
         job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(job.spec, args.quick, job.encoder),

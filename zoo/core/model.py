@@ -29,12 +29,17 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict(heads)
         # how the heads share the encoder's features (zoo.core.architectures); hard sharing has no
         # parameters, so its models' state dicts are what they were before architectures existed
+        # (a user's encoder may declare only ``total_stride``: hard sharing needs nothing else)
         self.architecture = architecture if architecture is not None else HardSharing(
-            encoder.out_channels, encoder.reductions, list(heads))
+            list(getattr(encoder, "out_channels", [])), list(getattr(encoder, "reductions", [])), list(heads))
+        missing = sorted(set(heads) - set(self.architecture.head_names))
+        if missing:
+            raise ValueError(f"the architecture was built for heads {self.architecture.head_names}, not {missing}")
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Where the heads meet: the encoder's parameters and the architecture's shared ones."""
-        return list(self.encoder.parameters()) + list(self.architecture.shared_parameters())
+        """Where the heads meet: the architecture's shared parameters, then the encoder's (last, so the
+        encoder's deepest layer stays the last shared one, the layer GradNorm measures)."""
+        return list(self.architecture.shared_parameters()) + list(self.encoder.parameters())
 
     def task_parameters(self) -> list[nn.Parameter]:
         """What one head's loss alone trains: the heads and the architecture's per-head modules."""

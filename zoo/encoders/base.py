@@ -90,6 +90,23 @@ def _per_channel(name: str, value: Any, in_channels: int) -> list[float]:
     raise ValueError(f"{name} has {len(values)} values for {in_channels} input channel(s); give 1 or {in_channels}")
 
 
+def asks_for_published(pretrained: Any) -> bool:
+    """``pretrained: true`` (YAML true, or the string): the encoder's published weights, not a file."""
+    return pretrained is True or (isinstance(pretrained, str) and pretrained.strip().lower() == "true")
+
+
+def settings_for_state(settings: dict[str, Any], state: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+    """Encoder settings to rebuild a model whose weights come from ``state`` (a checkpoint or a saved
+    model): ``pretrained`` is dropped (nothing is fetched or read again), and the input normalisation
+    the model was trained with comes from the state's buffers."""
+    settings = dict(settings)
+    settings.pop("pretrained", None)
+    if state is not None and "encoder.input_mean" in state:
+        settings.update(mean=state["encoder.input_mean"].flatten().tolist(),
+                        std=state["encoder.input_std"].flatten().tolist())
+    return settings
+
+
 def check_in_channels(in_channels: int) -> int:
     """Encoders accept grayscale or RGB input."""
     if in_channels not in (1, 3):

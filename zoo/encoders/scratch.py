@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.encoders.base import Encoder, check_in_channels, load_local_weights
+from zoo.encoders.base import Encoder, asks_for_published, check_in_channels, load_local_weights
 
 
 class DoubleConv(nn.Sequential):
@@ -36,8 +36,7 @@ class ScratchEncoder(Encoder):
 
     @classmethod
     def prepare(cls, settings: dict) -> None:
-        pretrained = settings.get("pretrained")
-        if pretrained is True or (isinstance(pretrained, str) and pretrained.strip().lower() == "true"):
+        if asks_for_published(settings.get("pretrained")):
             raise ValueError("the scratch encoder has no published weights: pretrained takes a local weights file "
                              "(.pth, .pt or .safetensors) for it; pretrained=true is for timm encoders")
 

@@ -68,7 +68,10 @@ class TimmEncoder(Encoder):
                 self._load_file(source.where, in_channels)
         self._declare(self.model.feature_info.channels(), self.model.feature_info.reduction(), in_channels)
         self.model_name = model_name
-        cfg = self.model.pretrained_cfg if source is not None and mean is None and std is None else {}
+        # timm's own weights declare what they expect; a local file's origin is unknown, so it says its own
+        # with mean/std (a guess here would change what older runs of that file were trained with)
+        timm_weights = source is not None and source.kind == "timm"
+        cfg = self.model.pretrained_cfg if timm_weights and mean is None and std is None else {}
         self._set_normalization(mean if mean is not None else cfg.get("mean"),
                                 std if std is not None else cfg.get("std"))
 

@@ -17,6 +17,7 @@ import timm
 from timm.models import get_pretrained_cfg
 
 from zoo.core.registry import RegistryError
+from zoo.encoders.base import asks_for_published
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 
@@ -29,16 +30,15 @@ class Source:
     where: str
 
 
-def _is_true(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
-
-
 def weights_source(model_name: str, pretrained: Any) -> Source | None:
     """What ``pretrained`` names for timm model ``model_name``; None for random weights."""
     if pretrained is None or pretrained is False or (isinstance(pretrained, str) and pretrained.strip().lower()
                                                      in ("", "false", "none")):
         return None
-    if _is_true(pretrained):
+    arch, _, own_tag = model_name.partition(".")  # timm:resnet18.a1_in1k names its weights itself
+    if asks_for_published(pretrained):
+        if own_tag:
+            return Source("timm", model_name)
         tags = timm.list_pretrained(f"{model_name}.*")
         if not tags:
             raise RegistryError(f"pretrained=true: timm has no pretrained weights for {model_name!r}; give a local "
@@ -50,9 +50,9 @@ def weights_source(model_name: str, pretrained: Any) -> Source | None:
     text = str(pretrained)
     if os.sep in text or "/" in text or text.endswith(WEIGHT_SUFFIXES) or Path(text).expanduser().exists():
         return Source("file", text)
-    arch, _, tag = text.partition(".")
-    tags = timm.list_pretrained(f"{model_name}.*")
-    if not tag or arch != model_name or text not in tags:
+    given, _, tag = text.partition(".")
+    tags = timm.list_pretrained(f"{arch}.*")
+    if not tag or given != arch or text not in tags or (own_tag and text != model_name):
         what = ("is not a timm tag of this encoder" if tag else "is neither a local file nor a timm tag (ARCH.TAG)")
         valid = ", ".join(tags[:8]) + (", ..." if len(tags) > 8 else "") if tags else "(timm has none)"
         raise RegistryError(f"pretrained={text!r} {what}; timm's weights for {model_name}: {valid}; or give true, "

@@ -16,7 +16,8 @@ from zoo.engine.build import build_model, load_registry, task_spec
 from zoo.engine.config import RunConfig
 from zoo.core.metrics import Metric, build_metric
 from zoo.core.model import MultiTaskModel
-from zoo.core.registry import Registry, RegistryError
+from zoo.core.registry import Registry, RegistryError, check_settings
+from zoo.encoders.base import Encoder, settings_for_state
 from zoo.engine.loaders import make_loaders, to_device
 from zoo.engine.step import HeadPlan, predictions, run_heads, streams
 from zoo.tasks.base import ResolvedTask, TaskData
@@ -90,6 +91,19 @@ def device_memory(device: torch.device) -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def check_architecture(registry: Registry, cfg: RunConfig) -> None:
+    """The architecture's settings, checked before any data is read: the ones the model fills in are
+    refused, unknown ones list the valid ones."""
+    entry = registry.entry("architectures", cfg.architecture)
+    filled = ("channels", "reductions", "heads", "raw_levels")
+    given = sorted(set(filled) & set(cfg.architecture_settings))
+    if given:
+        raise RegistryError(f"--architecture-arg {given[0]}=...: {', '.join(filled)} come from the encoder and the "
+                            "task's heads, not from the command line")
+    check_settings(f"architecture {cfg.architecture!r}", entry.obj, {**entry.settings, **cfg.architecture_settings},
+                   fixed=filled)
+
+
 def check_model_fits(cfg: RunConfig, task: ResolvedTask, in_channels: int, registry: Registry,
                      device: torch.device) -> None:
     """The model is built first on the ``meta`` device (shapes, no memory) and refused when its weights,
@@ -112,16 +126,21 @@ def check_model_fits(cfg: RunConfig, task: ResolvedTask, in_channels: int, regis
                             f"AdamW state), more than the {have / 2**30:,.1f} GiB of {device}; use smaller settings")
 
 
-def setup(cfg: RunConfig) -> Setup:
+def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None) -> Setup:
     """Build a run from its config. Names are checked before any data is read; the model, losses and
-    metrics are checked together on one small batch before the caller trains."""
+    metrics are checked together on one small batch before the caller trains.
+
+    ``weights``: the state the caller will load (a checkpoint to resume or score). The encoder is then
+    built without its ``pretrained`` source (nothing is fetched to be overwritten) and with the
+    normalisation the state holds."""
     registry = load_registry(cfg.registry)
     spec = task_spec(cfg.task, registry, cfg.task_settings)
     encoder = registry.entry("encoders", cfg.encoder)  # unknown encoder: fail before loading data
-    if hasattr(encoder.obj, "prepare"):  # e.g. pretrained weights fetched (or found missing) before any data
-        encoder.obj.prepare({**encoder.settings, **cfg.encoder_settings})
     registry.entry("weightings", cfg.weighting)
-    registry.entry("architectures", cfg.architecture)
+    check_architecture(registry, cfg)
+    settings = settings_for_state(cfg.encoder_settings, weights) if weights is not None else cfg.encoder_settings
+    if isinstance(encoder.obj, type) and issubclass(encoder.obj, Encoder):
+        encoder.obj.prepare({**encoder.settings, **settings})  # e.g. pretrained weights fetched before any data
     device = select_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
@@ -129,7 +148,7 @@ def setup(cfg: RunConfig) -> Setup:
     seed_everything(cfg.seed)
     task = spec.task.resolve(spec, data, registry)
     check_model_fits(cfg, task, data.in_channels, registry, device)
-    model = build_model(cfg.encoder, task.heads, data.in_channels, cfg.encoder_settings, registry, cfg.architecture,
+    model = build_model(cfg.encoder, task.heads, data.in_channels, settings, registry, cfg.architecture,
                         cfg.architecture_settings).to(device)
     if cfg.uses_channels_last(device):
         model = model.to(memory_format=torch.channels_last)

@@ -196,8 +196,8 @@ class Trainer:
         self.state = _State()
         self.best_weights: dict[str, torch.Tensor] | None = None
 
-    def resume(self, path: str | Path) -> None:
-        saved = load_checkpoint(path)
+    def resume(self, path: str | Path, saved: dict[str, Any] | None = None) -> None:
+        saved = saved if saved is not None else load_checkpoint(path)
         if "optimizer" not in saved:
             raise ValueError(f"checkpoint {path} holds the trained model only (a best.pt), not the optimizer state "
                              "training needs; resume from the run's last.pt")
@@ -313,12 +313,13 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
 
 def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, console: Console,
          on_epoch_end: Callable[[int, dict[str, Any]], None] | None, show_progress: bool) -> RunResult:
-    s = setup(cfg)
+    saved = load_checkpoint(resume) if resume is not None else None  # read once: setup builds for its weights
+    s = setup(cfg, saved.get("model") if saved is not None else None)
     if s.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(s.device)  # the row's peak memory is this run's
     t = Trainer(cfg, s, run_dir)
     if resume is not None:
-        t.resume(resume)
+        t.resume(resume, saved)
         console.print(f"resumed from {resume} at epoch {t.state.epoch}")
     log = open(run_dir / "log.txt", "a") if run_dir is not None and dist.is_main() else None
     tb = TensorBoardLog(run_dir) if cfg.tensorboard and run_dir is not None and dist.is_main() else None

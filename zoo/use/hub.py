@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -71,7 +71,12 @@ def save_pretrained(model: MultiTaskModel, directory: str | Path) -> Path:
         os.chmod(tmp, 0o777 & ~_umask())
         if target.exists():
             os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if old.exists() and not target.exists():
+                os.replace(old, target)  # what was there stays
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
@@ -184,9 +189,14 @@ def read_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     return state, config
 
 
-def from_pretrained(name: str | Path, task: str | None = None) -> MultiTaskModel:
+def from_pretrained(name: str | Path, task: str | None = None,
+                    registry_files: Iterable[str | Path] | None = None) -> MultiTaskModel:
     """A model saved by ``save_pretrained``: a folder, or ``hf-hub:ORG/NAME`` through the Hugging Face cache.
-    With ``task`` the folder must hold a model of that task. The model is in eval mode, ``model.meta`` its record."""
+    With ``task`` the folder must hold a model of that task. The model is in eval mode, ``model.meta`` its record.
+
+    A folder is untrusted: the registry files that name its task, heads or encoder (when they are not
+    built in) come from the caller's ``registry_files``, never from its config (a registry names code to
+    import and call)."""
     from zoo.use.pretrained import _build
 
     text = str(name)
@@ -196,13 +206,21 @@ def from_pretrained(name: str | Path, task: str | None = None) -> MultiTaskModel
         raise RegistryError(f"{name} holds a {config['task']} model, not {task}")
     meta = {k: v for k, v in config.items() if k not in ("library_name", "zoo_format", "zoo_version", "normalization")}
     try:
-        model = _build(config["task"], config["encoder"], state, meta, config["config"].get("registry") or None)
+        model = _build(config["task"], config["encoder"], state, meta, registry_files)
     except RuntimeError as exc:  # load_state_dict: the weights do not fit the model the config describes
         detail = " ".join(str(exc).split())[:200]
         raise ValueError(f"{folder / WEIGHTS} does not fit the {config['task']}/{config['encoder']} model its "
                          f"{CONFIG} describes: {detail}") from None
+    except RegistryError as exc:  # a task, head or encoder this registry does not have
+        raise RegistryError(f"{name}: {exc}{_registry_hint(config)}") from None
     model.meta["source"] = text
     return model
+
+
+def _registry_hint(config: dict[str, Any]) -> str:
+    files = (config.get("config") or {}).get("registry") or []
+    return (f"; it was trained with the registry file(s) {', '.join(map(str, files))}: give your copy with "
+            "registry_files=[...]") if files else ""
 
 
 def push_to_hub(model: MultiTaskModel | str | Path, repo_id: str, *, token: str | None = None,

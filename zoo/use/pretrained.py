@@ -16,6 +16,7 @@ import torch
 from zoo.engine.build import build_model, load_registry, task_spec
 from zoo.engine.checkpoint import load_checkpoint
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
+from zoo.encoders.base import settings_for_state
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import RegistryError, unknown_name_error
 from zoo.tasks.base import TaskData
@@ -73,8 +74,11 @@ def _in_channels(state: dict[str, torch.Tensor]) -> int:
     return int(first.shape[1]) if first is not None else 1
 
 
-TEST_DATA = {"digits": "MNIST test set: the genuine 10,000 test digits",
-             "composites": "10,000 2x2 composites of the 10,000 MNIST test digits (seeded)"}
+TEST_DATA = {"foreground": "MNIST test set: the genuine 10,000 test digits",
+             "circlization": "MNIST test set: the genuine 10,000 test digits",
+             "semantic": "10,000 2x2 composites of the 10,000 MNIST test digits (seeded)",
+             "joint": "the genuine 10,000 MNIST test digits (iou, accuracy, gated_iou) and 10,000 2x2 composites of "
+                      "them (dice)"}
 METRIC_PREFIXES = ("iou", "accuracy", "gated_iou", "dice", "miou", "pixel_acc")
 
 
@@ -97,8 +101,8 @@ def record(row: dict[str, Any], model: MultiTaskModel) -> dict[str, Any]:
     if size:
         x = torch.rand(model.meta["in_channels"], *size)
         rec["gflops"] = round(gflops_per_image(model, x, list(model.heads)), 4)
-    if "train_digits" in row and "val_digits" in row:
-        rec["metrics_data"] = TEST_DATA["composites" if row["task"] == "semantic" else "digits"]
+    if "train_digits" in row and "val_digits" in row and row["task"] in TEST_DATA:  # the MNIST reference tasks
+        rec["metrics_data"] = TEST_DATA[row["task"]]
         rec["train_data"] = (f"train: {row['train_digits'] + row['val_digits']:,} digits (offline MNIST subset; "
                              f"{row['train_digits']:,} train + {row['val_digits']:,} validation)")
     return rec
@@ -131,7 +135,7 @@ def create_model(task: str, encoder: str = "scratch", pretrained: bool | str | P
     elif pretrained and (str(pretrained).startswith("hf-hub:") or Path(pretrained).is_dir()):
         from zoo.use.hub import from_pretrained
 
-        model = from_pretrained(pretrained, task=task)
+        model = from_pretrained(pretrained, task=task, registry_files=registry_files)
         if model.meta["config"]["encoder"] != encoder:
             raise RegistryError(f"{pretrained} holds a {task}/{model.meta['config']['encoder']} model, not {task}/{encoder}")
         return model
@@ -149,11 +153,9 @@ def _build(task: str, encoder: str, state: dict[str, torch.Tensor] | None, meta:
     registry = load_registry(registry_files)
     cfg = meta.get("config") or {}
     spec = task_spec(task, registry, cfg.get("task_settings"))
-    encoder_settings = dict(cfg.get("encoder_settings", spec.budget_for(encoder).get("encoder_settings", {})))
-    encoder_settings.pop("pretrained", None)  # the weights come from ``state``: nothing is fetched again
-    if state is not None and "encoder.input_mean" in state:  # the normalisation the model was trained with
-        encoder_settings.update(mean=state["encoder.input_mean"].flatten().tolist(),
-                                std=state["encoder.input_std"].flatten().tolist())
+    # the weights come from ``state``: nothing is fetched again, the normalisation is the state's
+    encoder_settings = settings_for_state(cfg.get("encoder_settings", spec.budget_for(encoder).get(
+        "encoder_settings", {})), state)
     info = meta.get("info", {})
     in_channels = int(meta.get("in_channels") or (_in_channels(state) if state is not None else 1))
     data = TaskData({}, {}, {}, info, in_channels=in_channels, num_classes=info.get("num_classes"))
@@ -184,7 +186,7 @@ def load_model(model: str | Path) -> MultiTaskModel:
     state, meta = read_weights(name)  # read once: the file says which task and encoder it holds
     cfg = meta["config"]
     built = _build(cfg["task"], cfg["encoder"], state, meta, cfg.get("registry") or None)
-    row = run_row(name) if not name.endswith(".safetensors") else None
+    row = run_row(name) if Path(name).name == "best.pt" else None  # the row scored best.pt, not last.pt
     if row is not None and (row.get("task"), row.get("encoder")) == (cfg["task"], cfg["encoder"]):
         built.meta = {**record(row, built), **built.meta}  # the built input spec and targets win
     return built
