@@ -4,9 +4,6 @@ kind of strategy, survives save/load, and gives both torchrun ranks the same mod
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,6 @@ import torch
 import zoo
 from zoo.core.architectures import CGC, MTAN, HardSharing
 
-ROOT = Path(__file__).resolve().parents[1]
 REG = zoo.load_registry()
 ARCHITECTURES = REG.names("architectures")
 HEADS = {"mask": "binary_mask", "digit": "classification", "seg": "segmentation"}
@@ -189,33 +185,7 @@ def test_hard_sharing_baselines_are_planned_whatever_the_asked_architecture(tmp_
 def test_torchrun_gives_both_ranks_the_same_cgc_model(tiny_mnist, tmp_path):
     """CGC (shared experts outside the encoder) under a Jacobian method and a loss-based one: two gloo
     processes end with identical models and strategy state."""
-    script = tmp_path / "ranks.py"
-    script.write_text(f"""
-import hashlib, json, os, torch
-from zoo.core import distributed as dist
-from zoo.engine.config import RunConfig
-from zoo.engine.train import fit
-dist.init()
-out = {{}}
-for name in ["upgrad", "uncertainty"]:
-    cfg = RunConfig(task="circlization", encoder="scratch", weighting=name, architecture="cgc", epochs=2,
-                    batch_size=8, train_limit=48, test_limit=16, data_root={str(tiny_mnist)!r},
-                    encoder_settings={{"width": 4, "depth": 2}})
-    r = fit(cfg, show_progress=False)
-    h = hashlib.sha1()
-    for t in list(r.model.state_dict().values()) + list(r.setup.weighting.state_dict().values()):
-        if torch.is_tensor(t):
-            h.update(t.detach().float().cpu().numpy().tobytes())
-    out[name] = {{"weights": r.weights, "hash": h.hexdigest()}}
-json.dump(out, open(os.path.join({str(tmp_path)!r}, f"rank{{dist.rank()}}.json"), "w"))
-dist.shutdown()
-""")
-    from test_mtl_ddp import _free_port
+    from test_mtl_ddp import torchrun_fits
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), str(script)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    r0, r1 = torchrun_fits(tmp_path, tiny_mnist, ["upgrad", "uncertainty"], architecture="cgc")
     assert r0 == r1 and set(r0) == {"upgrad", "uncertainty"}

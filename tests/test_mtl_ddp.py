@@ -100,10 +100,9 @@ def test_every_strategy_gives_every_rank_the_same_update(tmp_path):
     assert not inexact, f"2 ranks differ from one process on the global batch: {inexact}"
 
 
-def test_torchrun_fit_keeps_weighting_state_identical_on_both_ranks(tiny_mnist, tmp_path):
-    """Two gloo processes train 2 epochs under strategies with every kind of state (learnable,
-    per epoch, after each step, random, solver-based): each rank's weights, weighting state and
-    model are identical at the end."""
+def torchrun_fits(tmp_path: Path, data_root: Path, strategies: list[str], **cfg: str) -> tuple[dict, dict]:
+    """Two gloo processes train circlization 2 epochs under each strategy (``cfg``: more RunConfig
+    fields); each rank's strategy weights and a hash of its model and strategy state, per strategy."""
     script = tmp_path / "ranks.py"
     script.write_text(f"""
 import hashlib, json, os, sys, torch
@@ -112,10 +111,10 @@ from zoo.engine.config import RunConfig
 from zoo.engine.train import fit
 dist.init()
 out = {{}}
-for name in {["uncertainty", "dwa", "famo", "rlw", "upgrad", "nash_mtl", "imtl_l", "gradnorm"]!r}:
+for name in {strategies!r}:
     cfg = RunConfig(task="circlization", encoder="scratch", weighting=name, epochs=2, batch_size=8,
-                    train_limit=48, test_limit=16, data_root={str(tiny_mnist)!r},
-                    encoder_settings={{"width": 4, "depth": 2}})
+                    train_limit=48, test_limit=16, data_root={str(data_root)!r},
+                    encoder_settings={{"width": 4, "depth": 2}}, **{cfg!r})
     r = fit(cfg, show_progress=False)
     h = hashlib.sha1()
     for t in list(r.model.state_dict().values()) + list(r.setup.weighting.state_dict().values()):
@@ -131,6 +130,15 @@ dist.shutdown()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    return r0, r1
+
+
+def test_torchrun_fit_keeps_weighting_state_identical_on_both_ranks(tiny_mnist, tmp_path):
+    """Two gloo processes train 2 epochs under strategies with every kind of state (learnable,
+    per epoch, after each step, random, solver-based): each rank's weights, weighting state and
+    model are identical at the end."""
+    r0, r1 = torchrun_fits(tmp_path, tiny_mnist, ["uncertainty", "dwa", "famo", "rlw", "upgrad", "nash_mtl",
+                                                  "imtl_l", "gradnorm"])
     assert r0.keys() == r1.keys() and len(r0) == 8
     for name in r0:
         assert r0[name] == r1[name], name
