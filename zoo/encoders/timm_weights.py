@@ -69,6 +69,9 @@ def hub_file(name: str) -> tuple[str, str] | None:
     return cfg.hf_hub_id, cfg.hf_hub_filename or "model.safetensors"
 
 
+_FETCHED: dict[tuple[str, str], Path] = {}  # (timm tag, cache folder) -> its checked file, this process
+
+
 def fetch(name: str) -> Path | None:
     """The weights of timm tag ``name`` in the Hugging Face cache, downloading them when online. Every
     failure is one line naming the model, the cache folder and how to fill it."""
@@ -80,6 +83,9 @@ def fetch(name: str) -> Path | None:
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     cache = constants.HF_HUB_CACHE
+    known = _FETCHED.get((name, cache))
+    if known is not None and known.is_file():  # setup's prepare fetched it: the encoder's build asks no Hub
+        return known
     try:
         with quiet("huggingface_hub"):
             path = Path(hf_hub_download(repo, filename))
@@ -98,6 +104,7 @@ def fetch(name: str) -> Path | None:
         raise RegistryError(f"pretrained weights {name} (Hugging Face repo {repo}) cannot be fetched into "
                             f"{cache}: {detail}") from None
     check_file(name, path)
+    _FETCHED[(name, cache)] = path
     return path
 
 

@@ -111,7 +111,7 @@ def check_model_fits(cfg: RunConfig, task: ResolvedTask, in_channels: int, regis
     ``--encoder-arg width=100000`` is a one-line error, not a 360 GB allocation."""
     try:
         with torch.device("meta"):
-            shapes_only = {k: v for k, v in cfg.encoder_settings.items() if k != "pretrained"}  # no weights read
+            shapes_only = settings_for_state(cfg.encoder_settings, None)  # no pretrained weights read
             probe = build_model(cfg.encoder, task.heads, in_channels, shapes_only, registry, cfg.architecture,
                                 cfg.architecture_settings)
     except RegistryError:

@@ -130,6 +130,11 @@ def model_card(config: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_model_folder(name: str | Path) -> bool:
+    """A name ``from_pretrained`` takes: ``hf-hub:ORG/NAME`` or a folder (checked when read)."""
+    return str(name).startswith(HUB_PREFIX) or Path(name).is_dir()
+
+
 def _download(name: str) -> Path:
     """The folder of hub model ``hf-hub:ORG/NAME`` in the Hugging Face cache (fetched when online)."""
     repo = name[len(HUB_PREFIX):]

@@ -20,6 +20,7 @@ from zoo.encoders.base import settings_for_state
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import RegistryError, unknown_name_error
 from zoo.tasks.base import TaskData
+from zoo.use.hub import is_model_folder
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
@@ -132,7 +133,7 @@ def create_model(task: str, encoder: str = "scratch", pretrained: bool | str | P
     if pretrained is True:
         meta = pretrained_meta(f"{task}/{encoder}")  # the index's record: the header's plus file size and hash
         state, _ = read_weights(PRETRAINED_DIR / meta["file"])
-    elif pretrained and (str(pretrained).startswith("hf-hub:") or Path(pretrained).is_dir()):
+    elif pretrained and is_model_folder(pretrained):
         from zoo.use.hub import from_pretrained
 
         model = from_pretrained(pretrained, task=task, registry_files=registry_files)
@@ -173,13 +174,13 @@ def load_model(model: str | Path) -> MultiTaskModel:
     """A shipped model by name (``task/encoder``), a Hugging Face-layout folder or ``hf-hub:ORG/NAME``
     (``zoo.from_pretrained``), or any zoo model file / checkpoint by path. A run's ``best.pt`` gets the
     record of its results row (metrics, machine, recipe) when the row is beside it."""
-    from zoo.use.hub import HUB_PREFIX, from_pretrained
+    from zoo.use.hub import from_pretrained
 
     name = str(model)
     if name in _index():
         task, _, encoder = name.partition("/")
         return create_model(task, encoder, pretrained=True)
-    if name.startswith(HUB_PREFIX) or Path(name).is_dir():
+    if is_model_folder(name):
         return from_pretrained(name)
     if "/" in name and not Path(name).exists() and name.count("/") == 1 and not name.endswith((".pt", ".safetensors")):
         pretrained_meta(name)  # an unknown shipped name: the error lists the shipped ones
