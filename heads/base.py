@@ -1,8 +1,37 @@
-"""What every head shares."""
+"""What every head shares: the contract it declares, and the output kinds it declares them in."""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+#: What a head's ``forward`` returns. The model (cropping padding), the losses (their mode), test-time
+#: augmentation, figures and ``zoo.predict`` read this declaration, never the tensor's shape.
+OUTPUT_KINDS = {
+    "binary_mask": "[B, 1, H, W] foreground logits",
+    "dense_classes": "[B, N, H, W] class logits (or log-probabilities) per pixel",
+    "class_logits": "[B, N] class logits",
+    "circle": "[B, 3] a circle (cx, cy, r) in pixels",
+    "values": "[B, K] real values (regression)",
+}
+#: the kinds with one value per pixel
+DENSE_KINDS = ("binary_mask", "dense_classes")
+#: the loss mode each kind trains in: smp's ``binary`` and ``multiclass``, and ``regression``
+LOSS_MODES = {"binary_mask": "binary", "dense_classes": "multiclass", "class_logits": "multiclass",
+              "circle": "regression", "values": "regression"}
+
+
+@dataclass
+class Description:
+    """What ``zoo.predict`` reports for one head on one image: ``values`` go into its record (as
+    ``<head>_<key>``); ``mask`` (model pixels), ``circle`` (the user's image's pixels) and ``label``
+    (class, probability) are drawn on the overlay."""
+
+    values: dict[str, float | int] = field(default_factory=dict)
+    mask: torch.Tensor | None = None
+    circle: tuple[float, float, float] | None = None
+    label: tuple[int, float] | None = None
 
 
 class Head(nn.Module):
@@ -13,6 +42,9 @@ class Head(nn.Module):
     attribute or hook instead of guessing (smp's ``requires_divisible_input_shape`` style):
     """
 
+    #: what ``forward`` returns: one of ``OUTPUT_KINDS`` (a head whose kind depends on its settings
+    #: overrides ``output_for``)
+    output_kind: str | None = None
     #: reads the raw input image: the encoder must be built with ``input_skip: true``
     needs_input_skip: bool = False
     #: ``forward(features, size=(H, W))`` gets the unpadded input size
@@ -20,8 +52,6 @@ class Head(nn.Module):
     #: the loss and batch field that train it when the task entry does not name them
     default_loss: str | None = None
     default_target: str | None = None
-    #: predicts one of N classes per pixel: the task gives it the data's class count
-    dense_classes: bool = False
     #: the batch field a figure draws as this head's truth (``None``: its training target)
     figure_truth: str | None = None
     #: what an exported graph's output is, and the post-processing ``predict`` does outside it
@@ -34,6 +64,15 @@ class Head(nn.Module):
         its settings overrides this)."""
         return cls.default_loss, cls.default_target
 
+    @classmethod
+    def output_for(cls, settings: dict) -> str:
+        """The output kind of a head built with ``settings``, read before any head exists (a head whose
+        kind depends on its settings overrides this, and sets ``output_kind`` on the instance to match)."""
+        if cls.output_kind not in OUTPUT_KINDS:
+            raise ValueError(f"{cls.__name__} declares output_kind {cls.output_kind!r}; a head declares what its "
+                             f"forward returns, one of: {', '.join(OUTPUT_KINDS)}")
+        return cls.output_kind
+
     def __init__(self, channels: list[int], reductions: list[int]) -> None:
         super().__init__()
         if len(channels) != len(reductions) or not channels:
@@ -45,37 +84,47 @@ class Head(nn.Module):
         raise NotImplementedError
 
     def shift_output(self, output: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-        """Undo a ``(dy, dx)`` roll of the input on this head's output (test-time augmentation).
-        Dense maps roll back; anything else is taken as shift-invariant."""
-        return torch.roll(output, (-dy, -dx), (2, 3)) if output.dim() == 4 else output
+        """Undo a ``(dy, dx)`` roll of the input on this head's output (test-time augmentation):
+        dense maps roll back, a circle's centre moves back, anything else is shift-invariant."""
+        if self.output_kind in DENSE_KINDS:
+            return torch.roll(output, (-dy, -dx), (2, 3))
+        if self.output_kind == "circle":
+            return output - output.new_tensor([dx, dy, 0])
+        return output
 
     def check_output(self, output: torch.Tensor, target: torch.Tensor) -> str | None:
         """What is wrong with training ``output`` against ``target`` (``None``: they fit). The
-        default: one output per sample, and a dense output has the target's height and width."""
+        default: one output per sample, and what the declared kind needs of its target."""
         if output.shape[0] != target.shape[0]:
             return "batch sizes differ"
-        if output.dim() == 4 and (target.dim() != 3 or output.shape[-2:] != target.shape[-2:]):
+        if self.output_kind in DENSE_KINDS and (target.dim() != 3 or output.shape[-2:] != target.shape[-2:]):
             return "a dense output [B, C, H, W] needs a target [B, H, W] of the same height and width"
+        if self.output_kind == "class_logits" and target.dim() != 1:
+            return "class logits [B, N] need a target [B] of class indices"
+        if self.output_kind == "circle" and tuple(target.shape[1:]) != (3,):
+            return "a circle output [B, 3] trains against a [B, 3] circle target (cx, cy, r) (target: circle)"
         return None
 
-    def describe(self, output: torch.Tensor, pred: torch.Tensor,
-                 to_original) -> tuple[dict[str, float], torch.Tensor | None]:
-        """What ``zoo.predict`` reports for one image (a batch of one): named values, and a mask in
-        model pixels (``None`` if the head has none). ``to_original(x, y, r)`` maps model pixel
-        coordinates onto the user's image. Class logits give the class and its probability."""
-        if output.dim() == 2:
+    def describe(self, output: torch.Tensor, pred: torch.Tensor, to_original) -> Description:
+        """What ``zoo.predict`` reports for one image (a batch of one). ``to_original(x, y, r)`` maps
+        model pixel coordinates onto the user's image. Class logits give the class and its
+        probability, dense kinds their mask; a head with more to say overrides this."""
+        if self.output_kind == "class_logits":
             prob = output.float().softmax(1)[0]
-            return {"class": int(prob.argmax()), "prob": round(float(prob.max()), 6)}, None
-        return {}, pred[0] if pred.dim() == 3 else None
+            label = (int(prob.argmax()), round(float(prob.max()), 6))
+            return Description({"class": label[0], "prob": label[1]}, label=label)
+        if self.output_kind in DENSE_KINDS:
+            return Description(mask=pred[0])
+        return Description()
 
     def figure_panels(self, sample: dict[str, torch.Tensor], pred: torch.Tensor,
                       target: str) -> tuple[str, list[tuple[torch.Tensor, str]]]:
         """What a prediction figure shows for one sample: a title fragment and image panels.
-        A 2-D prediction is drawn beside its truth; a class goes into the title."""
-        if pred.dim() == 2:
+        A mask (a dense head's, or a circle's) is drawn beside its truth; a class goes into the title."""
+        if self.output_kind == "class_logits":  # (a sample may lack the label: partial labels)
+            return (f"{int(sample[target])}->{int(pred)}" if sample.get(target) is not None else f"{int(pred)}"), []
+        if self.output_kind in DENSE_KINDS or self.output_kind == "circle":
             return "", [(sample[self.figure_truth or target], "true"), (pred, "pred")]
-        if pred.dim() == 0 and sample.get(target) is not None and sample[target].dim() == 0:
-            return f"{int(sample[target])}->{int(pred)}", []
         return "", []
 
 

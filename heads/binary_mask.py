@@ -11,6 +11,7 @@ from zoo.heads.decoder import SkipDecoder
 class BinaryMaskHead(Head):
     """Foreground logits ``[B, 1, H, W]``; ``predict`` thresholds at probability 0.5."""
 
+    output_kind = "binary_mask"
     default_loss, default_target = "bce_dice", "mask"  # when the task entry names neither
 
     export_note = "foreground logits [B, 1, H, W]; mask = logit > 0"

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.heads.base import Head, global_pool
+from zoo.heads.base import Description, Head, global_pool
 from zoo.heads.decoder import SkipDecoder
 from zoo.core.geometry import enclosing_circle, rasterize_circles
 
@@ -38,12 +38,18 @@ class CircleHead(Head):
         """``fit`` learns the foreground mask (BCE + Dice); ``regress`` the circle itself (smooth L1)."""
         return ("circle_l1", "circle") if settings.get("mode", "fit") == "regress" else ("bce_dice", "mask")
 
+    @classmethod
+    def output_for(cls, settings: dict) -> str:
+        """``fit``: foreground logits (a binary mask); ``regress``: the circle itself."""
+        return "circle" if settings.get("mode", "fit") == "regress" else "binary_mask"
+
     def __init__(self, channels: list[int], reductions: list[int], mode: str = "fit",
                  decoder_channels: list[int] | None = None, hidden: int = 256) -> None:
         super().__init__(channels, reductions)
         if mode not in MODES:
             raise ValueError(f"circle head mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
+        self.output_kind = self.output_for({"mode": mode})
         self.export_note = ("foreground logits [B, 1, H, W]; outside the graph: mask = logit > 0, then OpenCV's "
                             "minimum enclosing circle of the mask (cv2.minEnclosingCircle) gives (cx, cy, r) in pixels"
                             if mode == "fit" else "circle (cx, cy, r) in pixels [B, 3], in the graph; rasterize "
@@ -63,21 +69,10 @@ class CircleHead(Head):
         scale = pooled.new_tensor([w, h, max(h, w) / 2])
         return torch.sigmoid(self.regression_head(pooled).float()) * scale
 
-    def shift_output(self, output: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-        """``regress`` outputs are (cx, cy, r): move the centre back."""
-        if self.mode == "regress":
-            return output - output.new_tensor([dx, dy, 0])
-        return super().shift_output(output, dy, dx)
-
-    def check_output(self, output: torch.Tensor, target: torch.Tensor) -> str | None:
-        if self.mode == "regress" and tuple(target.shape[1:]) != (3,):
-            return "regress mode trains (cx, cy, r) against a [B, 3] circle target (target: circle)"
-        return super().check_output(output, target)
-
-    def describe(self, output: torch.Tensor, pred: torch.Tensor, to_original):
-        """The circle (cx, cy, r) in the user's image's pixels."""
-        cx, cy, r = self.circles(output.float())[0].tolist()
-        return dict(zip(("cx", "cy", "r"), to_original(cx, cy, r))), None
+    def describe(self, output: torch.Tensor, pred: torch.Tensor, to_original) -> Description:
+        """The circle (cx, cy, r) in the user's image's pixels, in either mode."""
+        circle = tuple(to_original(*self.circles(output.float())[0].tolist()))
+        return Description(dict(zip(("cx", "cy", "r"), circle)), circle=circle)
 
     def circles(self, output: torch.Tensor) -> torch.Tensor:
         """``[B, 3]`` predicted circles (cx, cy, r) in pixels."""

@@ -10,6 +10,7 @@ from zoo.heads.base import Head, global_pool, positive_int
 class ClassificationHead(Head):
     """Logits ``[B, N]`` from global average (and max) pooling of the deepest feature map."""
 
+    output_kind = "class_logits"
     default_loss, default_target = "ce", "label"  # when the task entry names neither
 
     export_note = "class logits [B, N]; class = argmax, probability = softmax"
@@ -30,11 +31,6 @@ class ClassificationHead(Head):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.classification_head(global_pool(features[-1]))
-
-    def check_output(self, output: torch.Tensor, target: torch.Tensor) -> str | None:
-        if target.dim() != 1:
-            return "class logits [B, N] need a target of one class index per sample [B]"
-        return super().check_output(output, target)
 
     def predict(self, output: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         return output.argmax(1)

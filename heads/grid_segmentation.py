@@ -59,7 +59,7 @@ class GridSegmentationHead(Head):
 
     export_note = "class log-probabilities [B, N, H, W] (tile classes and thresholds in the graph); class = argmax over dim 1"
 
-    dense_classes = True  # the task gives it the data's class count
+    output_kind = "dense_classes"  # (so the task gives it the data's class count)
 
     needs_input_skip = True  # reads the raw input (features[0] at stride 1)
     needs_input_size = True  # tiles and histograms follow the unpadded image

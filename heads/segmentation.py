@@ -15,7 +15,7 @@ class SegmentationHead(Head):
 
     export_note = "class logits [B, N, H, W]; class = argmax over dim 1"
 
-    dense_classes = True  # the task gives it the data's class count
+    output_kind = "dense_classes"  # (so the task gives it the data's class count)
 
     def __init__(self, channels: list[int], reductions: list[int], num_classes: int = 11,
                  decoder_channels: list[int] | None = None, attention: str | None = None) -> None:

@@ -20,6 +20,7 @@ from zoo.heads.levels import GlobalThreshold
 class ThresholdMaskHead(Head):
     """Foreground logits ``[B, 1, H, W]`` from a learned per-image threshold of the mean input intensity."""
 
+    output_kind = "binary_mask"
     default_loss, default_target = "bce", "mask"  # when the task entry names neither
 
     export_note = "foreground logits [B, 1, H, W] (the learned threshold is in the graph); mask = logit > 0"

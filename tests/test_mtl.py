@@ -19,6 +19,7 @@ from zoo.core.metrics import Accuracy
 from zoo.runs.results import load_rows, write_results
 from zoo.runs.rundir import hold, new_run_dir, unfinished_run
 from zoo.engine.build_run import HeadPlan
+from zoo.tasks.base import HeadSpec
 from zoo.engine.train import fit, step_losses
 
 REG = zoo.load_registry()
@@ -93,7 +94,8 @@ def test_a_head_missing_its_target_learns_from_the_labelled_half_only():
     model = zoo.build_model("scratch", {"digit": "classification"}, encoder_settings={"width": 4, "depth": 2})
     model.eval()  # no dropout/BatchNorm batch statistics: the two computations see the same function
     x, y = torch.rand(4, 1, 16, 16), torch.tensor([1, 2, 3, 4])
-    plan = HeadPlan("digit", "main", "label", torch.nn.CrossEntropyLoss())
+    spec = HeadSpec("digit", "classification", {}, "ce", {}, 1.0, "label", "main", "class_logits")
+    plan = HeadPlan(spec, torch.nn.CrossEntropyLoss())
     batch = {"image": x, "label": y, "valid": {"label": torch.tensor([True, True, False, False])}}
     step_losses(model, {"main": batch}, {"main": [plan]})["digit"].backward()
     masked = [p.grad.clone() for p in model.parameters()]

@@ -6,7 +6,9 @@ import hashlib
 import pytest
 
 import zoo
-from zoo.use.pretrained import PRETRAINED_DIR, score_pretrained
+from zoo.data.idx import BUNDLED
+from zoo.engine.evaluate import evaluate_checkpoint
+from zoo.use.pretrained import PRETRAINED_DIR
 
 SHIPPED = zoo.list_pretrained()
 
@@ -34,6 +36,6 @@ def test_metadata_record(name):
 def test_shipped_model_scores_its_metadata(name):
     """Scored on the test digits, each shipped model reproduces its recorded metrics to 0.01."""
     meta = zoo.pretrained_meta(name)
-    scores = score_pretrained(name)
+    scores = evaluate_checkpoint(PRETRAINED_DIR / meta["file"], data_root=str(BUNDLED), device="cpu")
     for metric, value in meta["metrics"].items():
         assert scores[metric] == pytest.approx(value, abs=0.01), metric

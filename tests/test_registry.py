@@ -144,6 +144,7 @@ from zoo import Head
 class ToyCountHead(Head):
     """Predicts the number of foreground pixels (a regression head written by a user)."""
 
+    output_kind = "values"
     default_target, default_loss = "mask", "toy_count_loss"
 
     def __init__(self, channels, reductions, scale: float = 100.0):

@@ -228,11 +228,12 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
                         jobs.append(Job(base, e, "fixed"))
     jobs += asked
     for job in jobs:  # every setting of every run is checked before the first one trains
-        job.spec = specs.get(job.task) or task_spec(job.task, registry)
-        job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(job.spec, args.quick, job.encoder),
+        spec = specs.get(job.task) or task_spec(job.task, registry)
+        job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(spec, args.quick, job.encoder),
                              job.architecture)
         job.mode = mode
-        task_spec(job.task, registry, job.cfg.task_settings)  # the command's --task-arg values, checked
+        # the job's own spec, built once with its --task-arg values (checked here) and handed to fit
+        job.spec = task_spec(job.task, registry, job.cfg.task_settings) if job.cfg.task_settings else spec
     return jobs
 
 
@@ -247,7 +248,8 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
     halved = []
     while True:
         try:
-            result = fit(cfg, out_dir=run_dir, resume=args.resume, console=err, show_progress=not args.quiet)
+            result = fit(cfg, out_dir=run_dir, resume=args.resume, console=err, show_progress=not args.quiet,
+                         registry=registry, spec=spec)
             break
         except torch.cuda.OutOfMemoryError:
             # a CUDA out-of-memory halves the batch and starts again (one process, no resume to mix)

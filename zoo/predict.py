@@ -31,6 +31,7 @@ from zoo.data.folder import IMAGE_EXT
 from zoo.data.idx import DataError
 from zoo.data.inputs import prepare, read_any
 from zoo.core.model import MultiTaskModel
+from zoo.heads.base import Description
 from zoo.use.pretrained import load_model
 from zoo.core.registry import RegistryError
 
@@ -105,9 +106,11 @@ def read_input(item: Path | ArrayImage) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_image(model: MultiTaskModel, image: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """One image's predictions: per head a class and its probability, a circle (cx, cy, r) in the
-    original image's pixels, or a mask at the original size."""
+def predict_image(model: MultiTaskModel, image: np.ndarray
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Description]]:
+    """One image's predictions: the record (per head a class and its probability, or a circle
+    (cx, cy, r) in the original image's pixels), each head's mask at the original size, and what
+    each head said (``Head.describe``), for the overlay."""
     mode, size = model.meta["input"]
     x, frame = prepare(image, mode, model.meta["in_channels"], size)
     t = torch.from_numpy(x.astype(np.float32) / 255.0)
@@ -120,15 +123,16 @@ def predict_image(model: MultiTaskModel, image: np.ndarray) -> tuple[dict[str, A
     preds = predictions(model, out, t)
     record: dict[str, Any] = {}
     masks: dict[str, np.ndarray] = {}
-    for name, head in model.heads.items():  # each head says what it reports (Head.describe)
-        values, mask = head.describe(out[name].float(), preds[name], frame.to_original)
-        record.update({f"{name}_{k}": v for k, v in values.items()})
-        if mask is not None:
-            masks[name] = frame.mask_to_original(mask.cpu().numpy())
-    return record, masks
+    said = {name: head.describe(out[name].float(), preds[name], frame.to_original)  # each head says what it reports
+            for name, head in model.heads.items()}
+    for name, d in said.items():
+        record.update({f"{name}_{k}": v for k, v in d.values.items()})
+        if d.mask is not None:
+            masks[name] = frame.mask_to_original(d.mask.cpu().numpy())
+    return record, masks, said
 
 
-def overlay(image: np.ndarray, record: dict[str, Any], masks: dict[str, np.ndarray]) -> np.ndarray:
+def overlay(image: np.ndarray, said: dict[str, Description], masks: dict[str, np.ndarray]) -> np.ndarray:
     """The image in RGB with masks tinted, circles drawn and classes written on it."""
     rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()
     rng = np.random.default_rng(0)
@@ -139,11 +143,11 @@ def overlay(image: np.ndarray, record: dict[str, Any], masks: dict[str, np.ndarr
             colour = rng.integers(64, 256, 3)
             rgb[mask == c] = (0.5 * rgb[mask == c] + 0.5 * colour).astype(np.uint8)
     scale = max(1, round(max(rgb.shape[:2]) / 200))
-    for key in [k for k in record if k.endswith("_cx")]:
-        head = key[:-3]
-        cx, cy, r = record[f"{head}_cx"], record[f"{head}_cy"], record[f"{head}_r"]
-        cv2.circle(rgb, (round(cx), round(cy)), max(1, round(r)), (255, 0, 0), scale)
-    text = " ".join(f"{k[:-6]}: {record[k]} ({record[k[:-6] + '_prob']:.2f})" for k in record if k.endswith("_class"))
+    for d in said.values():
+        if d.circle is not None:
+            cx, cy, r = d.circle
+            cv2.circle(rgb, (round(cx), round(cy)), max(1, round(r)), (255, 0, 0), scale)
+    text = " ".join(f"{name}: {d.label[0]} ({d.label[1]:.2f})" for name, d in said.items() if d.label is not None)
     if text:
         cv2.putText(rgb, text, (2, 10 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.3 * scale, (0, 255, 0), max(1, scale // 2))
     return rgb
@@ -173,14 +177,14 @@ def predict(model: MultiTaskModel | str | Path, inputs: Iterable[str | Path], ou
     records = []
     for i, path in enumerate(track(files, description="predict", console=Console(stderr=True)) if progress else files):
         image = read_input(path)
-        record, masks = predict_image(model, image)
+        record, masks, said = predict_image(model, image)
         stem = f"{i:04d}_{path.stem}"
         record = {"file": str(path), **record}
         if out is not None:
             for name, mask in masks.items():
                 atomic_write_bytes(out / f"{stem}_{name}.png", _png(mask.astype(np.uint8)))
                 record[f"{name}_mask"] = f"{stem}_{name}.png"
-            atomic_write_bytes(out / f"{stem}_overlay.png", _png(overlay(image, record, masks)))
+            atomic_write_bytes(out / f"{stem}_overlay.png", _png(overlay(image, said, masks)))
             record["overlay"] = f"{stem}_overlay.png"
         records.append(record)
     if out is not None:

@@ -27,6 +27,10 @@ import torch
 class Metric:
     """Accumulates ``state`` over batches; ``compute`` turns it into named percentages."""
 
+    #: takes ``num_classes`` and ``exclude``: on a head that predicts a class per pixel, the task
+    #: fills them from the data (the declaration, not the constructor's signature, says so)
+    takes_class_count: bool = False
+
     def __init__(self, name: str, head: str, target: str) -> None:
         self.name, self.head, self.target = name, head, target
         self.state = torch.zeros(self.state_size(), dtype=torch.float64)
@@ -81,6 +85,8 @@ class BinaryIoU(Metric):
 
 
 class Confusion(Metric):
+    takes_class_count = True
+
     def __init__(self, name: str, head: str, target: str, num_classes: int, exclude: list[int] | None = None,
                  prefix: str = "", per_class: bool = False) -> None:
         if not isinstance(num_classes, int) or num_classes < 2:

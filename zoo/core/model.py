@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.core.architectures import HardSharing
-from zoo.heads.base import Head
+from zoo.heads.base import DENSE_KINDS, OUTPUT_KINDS, Head
 
 
 class MultiTaskModel(nn.Module):
@@ -25,6 +25,9 @@ class MultiTaskModel(nn.Module):
             if not isinstance(head, Head):
                 raise TypeError(f"head {name!r} is a {type(head).__module__}.{type(head).__qualname__}, not a zoo Head: "
                                 "subclass zoo.Head (it declares the contract the trainer reads)")
+            if head.output_kind not in OUTPUT_KINDS:
+                raise TypeError(f"head {name!r} ({type(head).__qualname__}) declares output_kind {head.output_kind!r}; "
+                                f"a head declares what its forward returns, one of: {', '.join(OUTPUT_KINDS)}")
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
         # how the heads share the encoder's features (zoo.core.architectures); hard sharing has no
@@ -68,7 +71,7 @@ class MultiTaskModel(nn.Module):
             # Heads that read the raw input (threshold heads) are told the unpadded size.
             mine = self.architecture(features, name)
             out = head(mine, size=(h, w)) if head.needs_input_size else head(mine)
-            if out.dim() == 4 and (ph or pw):
+            if head.output_kind in DENSE_KINDS and (ph or pw):  # the head's declaration, not its shape
                 out = out[..., :h, :w]
             outputs[name] = out
         return outputs

@@ -12,7 +12,7 @@ from zoo.engine.build import load_registry, task_spec
 from zoo.data.export import export_dataset
 from zoo.data.idx import DataError
 from zoo.core.registry import RegistryError
-from zoo.tasks.base import DataConfig
+from zoo.data.config import DataConfig
 
 SPLITS = ("train", "val", "test")
 

@@ -8,7 +8,7 @@ from zoo.heads.base import Head
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import Registry, RegistryError
-from zoo.tasks.base import ResolvedHead, Task, TaskSpec
+from zoo.tasks.base import HeadSpec, Task, TaskSpec
 
 
 def load_registry(extra: Iterable[str | Path] | None = None) -> Registry:
@@ -17,8 +17,8 @@ def load_registry(extra: Iterable[str | Path] | None = None) -> Registry:
 
 
 def _head_args(name: str, value: Any) -> tuple[str, dict[str, Any]]:
-    """A head given as a registered name, ``{"head": NAME, "settings": {...}}`` or a ResolvedHead."""
-    if isinstance(value, ResolvedHead):
+    """A head given as a registered name, ``{"head": NAME, "settings": {...}}`` or a task's HeadSpec."""
+    if isinstance(value, HeadSpec):
         return value.head, dict(value.settings)
     if isinstance(value, str):
         return value, {}
@@ -27,7 +27,7 @@ def _head_args(name: str, value: Any) -> tuple[str, dict[str, Any]]:
     raise RegistryError(f"head {name!r}: expected a head name or {{'head': NAME, 'settings': {{...}}}}, got {value!r}")
 
 
-def build_model(encoder: str = "scratch", heads: Mapping[str, Any] | Iterable[ResolvedHead] | None = None,
+def build_model(encoder: str = "scratch", heads: Mapping[str, Any] | Iterable[HeadSpec] | None = None,
                 in_channels: int = 1, encoder_settings: Mapping[str, Any] | None = None,
                 registry: Registry | None = None, architecture: str = DEFAULT_ARCHITECTURE,
                 architecture_settings: Mapping[str, Any] | None = None) -> MultiTaskModel:

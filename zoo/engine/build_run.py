@@ -20,7 +20,7 @@ from zoo.core.registry import Registry, RegistryError, check_settings
 from zoo.encoders.base import Encoder, settings_for_state
 from zoo.engine.loaders import make_loaders, to_device
 from zoo.engine.step import HeadPlan, predictions, run_heads, streams
-from zoo.tasks.base import ResolvedTask, TaskData
+from zoo.tasks.base import ResolvedTask, TaskData, TaskSpec
 
 __all__ = ["HeadPlan", "Setup", "make_loaders", "preflight", "seed_everything", "select_device", "setup", "streams",
            "to_device"]
@@ -126,15 +126,19 @@ def check_model_fits(cfg: RunConfig, task: ResolvedTask, in_channels: int, regis
                             f"AdamW state), more than the {have / 2**30:,.1f} GiB of {device}; use smaller settings")
 
 
-def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None) -> Setup:
+def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None, registry: Registry | None = None,
+          spec: TaskSpec | None = None) -> Setup:
     """Build a run from its config. Names are checked before any data is read; the model, losses and
     metrics are checked together on one small batch before the caller trains.
 
     ``weights``: the state the caller will load (a checkpoint to resume or score). The encoder is then
     built without its ``pretrained`` source (nothing is fetched to be overwritten) and with the
-    normalisation the state holds."""
-    registry = load_registry(cfg.registry)
-    spec = task_spec(cfg.task, registry, cfg.task_settings)
+    normalisation the state holds. ``registry`` and ``spec``: the caller's, when it has them (the
+    registry of ``cfg.registry``, the task spec with ``cfg.task_settings``), so a job builds each once."""
+    registry = registry or load_registry(cfg.registry)
+    spec = spec or task_spec(cfg.task, registry, cfg.task_settings)
+    if spec.name != cfg.task:
+        raise ValueError(f"setup got the spec of task {spec.name!r} for a run of task {cfg.task!r}")
     encoder = registry.entry("encoders", cfg.encoder)  # unknown encoder: fail before loading data
     registry.entry("weightings", cfg.weighting)
     check_architecture(registry, cfg)
@@ -152,8 +156,7 @@ def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None) -> Set
                         cfg.architecture_settings).to(device)
     if cfg.uses_channels_last(device):
         model = model.to(memory_format=torch.channels_last)
-    plans = [HeadPlan(h.name, h.stream, h.target, registry.build("losses", h.loss, **h.loss_settings))
-             for h in task.heads]
+    plans = [HeadPlan(h, registry.build("losses", h.loss, **h.loss_settings)) for h in task.heads]
     metrics = [build_metric(registry, m.name, m.metric, m.settings) for m in task.metrics]
     metric_streams = {m.name: task.stream_of(m.settings.get("head")) for m in task.metrics}
     weights = {h.name: h.weight for h in task.heads}

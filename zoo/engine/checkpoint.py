@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -79,3 +80,29 @@ def in_use(run_dir: Path) -> bool:
             return False
     except ValueError:
         return True
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights and metadata from a zoo ``.safetensors`` file or a training checkpoint (``best.pt``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                header = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors' own errors (header too large, invalid, truncated) and OSError
+            detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise ValueError(f"{path} is not a readable .safetensors file (empty, truncated, corrupt or not "
+                             f"safetensors): {detail}") from None
+        if "zoo" not in header:
+            raise ValueError(f"{path} has no zoo metadata (task, encoder, config); is it a zoo model file?")
+        try:
+            return state, json.loads(header["zoo"])
+        except ValueError:
+            raise ValueError(f"{path}: its zoo metadata is not valid JSON; is it a zoo model file?") from None
+    ckpt = load_checkpoint(path)
+    return ckpt["model"], {"config": ckpt["config"], "info": ckpt.get("info", {})}

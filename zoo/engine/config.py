@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
-from zoo.tasks.base import DataConfig
+from zoo.data.config import DataConfig
 
 
 @dataclass(frozen=True)

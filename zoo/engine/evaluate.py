@@ -11,7 +11,7 @@ import torch
 from zoo.core.metrics import Metric
 from zoo.data.partial import labelled
 from zoo.core import distributed as dist
-from zoo.engine.checkpoint import load_checkpoint
+from zoo.engine.checkpoint import read_weights
 from zoo.engine.config import RunConfig
 from zoo.engine.loaders import to_device
 from zoo.engine.step import autocast, predictions, run_heads, streams
@@ -68,6 +68,9 @@ def score_weights(cfg: RunConfig, weights: dict[str, Any], split: str = "test") 
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", **overrides: Any) -> dict[str, float]:
-    """Score a checkpoint on a split with the config stored in it (``overrides`` replace fields)."""
-    state = load_checkpoint(path)
-    return score_weights(dataclasses.replace(RunConfig.from_dict(state["config"]), **overrides), state["model"], split)
+    """Score a saved model on a split with the config it was trained with (``overrides`` replace fields,
+    e.g. ``data_root``): a training checkpoint (``best.pt``) or a zoo ``.safetensors`` file, such as a
+    shipped model's (``PRETRAINED_DIR / pretrained_meta(name)["file"]``, with ``data_root`` the bundled
+    MNIST copy its metrics were measured on). The one way a saved model is scored."""
+    state, meta = read_weights(path)
+    return score_weights(dataclasses.replace(RunConfig.from_dict(meta["config"]), **overrides), state, split)

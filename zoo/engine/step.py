@@ -10,18 +10,30 @@ import torch
 
 from zoo.core.model import MultiTaskModel
 from zoo.data.partial import labelled
+from zoo.tasks.base import HeadSpec
 
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
 @dataclass
 class HeadPlan:
-    """How one head learns: which stream and batch field, which loss."""
+    """A resolved head (its ``HeadSpec``: stream, batch field, ...) with its built loss: what the
+    trainer runs. The spec is carried, not copied."""
 
-    name: str
-    stream: str
-    target: str
+    spec: HeadSpec
     loss: torch.nn.Module
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def stream(self) -> str:
+        return self.spec.stream
+
+    @property
+    def target(self) -> str:
+        return self.spec.target
 
 
 def streams(plans: list[HeadPlan]) -> dict[str, list[HeadPlan]]:

@@ -26,6 +26,8 @@ from zoo.engine.evaluate import evaluate, evaluate_checkpoint
 from zoo.engine.loaders import make_loaders, set_epoch, to_device  # noqa: F401 (make_loaders: public API)
 from zoo.engine.step import HeadPlan, autocast, step_losses, streams
 from zoo.core.model import MultiTaskModel
+from zoo.core.registry import Registry
+from zoo.tasks.base import TaskSpec
 from zoo.engine.tblog import TensorBoardLog
 from zoo.engine.build_run import Setup, seed_everything, select_device, setup
 
@@ -294,9 +296,10 @@ def _log_line(cfg: RunConfig, row: dict[str, Any], improved: bool) -> str:
 
 def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | None = None,
         console: Console | None = None, on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-        show_progress: bool = True) -> RunResult:
+        show_progress: bool = True, registry: Registry | None = None, spec: TaskSpec | None = None) -> RunResult:
     """Train ``cfg``. With ``out_dir`` (a run directory of its own) ``last.pt``, ``best.pt`` and
-    ``log.txt`` go there; ``resume`` continues from a ``last.pt`` of the same run."""
+    ``log.txt`` go there; ``resume`` continues from a ``last.pt`` of the same run. ``registry`` and
+    ``spec``: the caller's, built once (see ``setup``)."""
     console = console or Console(stderr=True, soft_wrap=True)
     run_dir = Path(out_dir) if out_dir is not None else None
     if cfg.tensorboard and run_dir is None:
@@ -308,13 +311,14 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
                                  f"that run with resume={run_dir / 'last.pt'}")
             run_dir.mkdir(parents=True, exist_ok=True)
             held.enter_context(hold(run_dir))  # until the run is scored: a grid never resumes a live run
-        return _fit(cfg, run_dir, resume, console, on_epoch_end, show_progress)
+        return _fit(cfg, run_dir, resume, console, on_epoch_end, show_progress, registry, spec)
 
 
 def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, console: Console,
-         on_epoch_end: Callable[[int, dict[str, Any]], None] | None, show_progress: bool) -> RunResult:
+         on_epoch_end: Callable[[int, dict[str, Any]], None] | None, show_progress: bool,
+         registry: Registry | None, spec: TaskSpec | None) -> RunResult:
     saved = load_checkpoint(resume) if resume is not None else None  # read once: setup builds for its weights
-    s = setup(cfg, saved.get("model") if saved is not None else None)
+    s = setup(cfg, saved.get("model") if saved is not None else None, registry, spec)
     if s.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(s.device)  # the row's peak memory is this run's
     t = Trainer(cfg, s, run_dir)

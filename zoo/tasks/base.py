@@ -11,8 +11,9 @@ A task entry names its class (``target``), class settings, and:
   where the task's budget is clearly wrong for it (chosen on validation; say why in a comment).
 
 The YAML entry is unpacked once, into a :class:`TaskSpec`; :meth:`Task.resolve` joins it
-with what only the data can tell (class counts, class weights) into the
-:class:`ResolvedHead` objects the builder and the trainer consume.
+with what only the data can tell (class counts, class weights) and what each head class declares
+(its output kind, default loss and target). A head is one :class:`HeadSpec` from YAML to the
+trainer: the resolved one is the same type with nothing left open.
 
 A task's data comes in named *streams* (single tasks have one, ``main``); each head and
 metric reads one stream, so a joint task can feed single digits to some heads and
@@ -20,14 +21,15 @@ composites to others.
 """
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import Dataset
 
-from zoo.heads.base import Head
+from zoo.core.metrics import Metric
+from zoo.data.config import DataConfig  # noqa: F401 - the tasks' import of it
 from zoo.core.registry import RegistryError
+from zoo.heads.base import LOSS_MODES, OUTPUT_KINDS, Head
 
 if TYPE_CHECKING:
     from zoo.core.registry import Registry
@@ -35,26 +37,6 @@ if TYPE_CHECKING:
 HEAD_FIELDS = {"head", "settings", "loss", "loss_settings", "weight", "target", "stream"}
 TASK_FIELDS = {"target", "settings", "heads", "metrics", "monitor", "budget", "quick", "override", "description",
                "baselines", "encoder_budgets"}
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the data is and how much of it to use."""
-
-    root: str | None = None
-    val_fraction: float = 0.1
-    seed: int = 0
-    train_limit: int | None = None  # digits/images, for quick runs
-    test_limit: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction!r}")
-        for name in ("train_limit", "test_limit"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name.replace('_', ' ')} must be an integer >= 1 (leave it out for the whole "
-                                 f"split), got {v!r}")
 
 
 @dataclass
@@ -67,7 +49,7 @@ class TaskData:
     info: dict[str, Any]
     in_channels: int = 1
     # What only the data can tell, keyed by no head name: Task.resolve gives it to the heads
-    # that predict a class per pixel (Head.dense_classes), their losses and their metrics.
+    # whose output kind is dense_classes, their losses and their metrics.
     num_classes: int | None = None
     class_weights: list[float] | None = None
     exclude: list[int] | None = None
@@ -98,27 +80,35 @@ class Task:
     def resolve(self, spec: "TaskSpec", data: TaskData, registry: "Registry") -> "ResolvedTask":
         """The task's heads and metrics with every setting the data decides filled in.
 
-        Data-derived class counts and class weights go to the heads that declare
-        ``dense_classes`` (never to a hard-coded head name); a YAML setting that contradicts
-        the data, or data with classes but no head to predict them, is an error.
+        Data-derived class counts and class weights go to the heads whose declared output kind is
+        ``dense_classes`` (never to a hard-coded head name), and to the metrics that declare they take
+        a class count; a YAML setting that contradicts the data, or data with classes but no head to
+        predict them, is an error. Each loss gets the mode of its head's output kind.
         """
         heads, class_heads = [], []
         for h in spec.heads:
             where = f"task {spec.name!r}, head {h.name!r} ({h.head})"
-            cls = registry.entry("heads", h.head).obj
+            entry = registry.entry("heads", h.head)
+            cls = entry.obj
             if not (isinstance(cls, type) and issubclass(cls, Head)):
-                raise RegistryError(f"{where}: {registry.entry('heads', h.head).target} must subclass zoo.Head")
+                raise RegistryError(f"{where}: {entry.target} must subclass zoo.Head")
             settings, loss_settings = dict(h.settings), dict(h.loss_settings)
-            if cls.dense_classes and data.num_classes is not None:
+            try:
+                kind = cls.output_for({**entry.settings, **settings})
+            except ValueError as exc:
+                raise RegistryError(f"{where}: {exc}") from None
+            if kind == "dense_classes" and data.num_classes is not None:
                 _agree(where, settings, "num_classes", data.num_classes)
                 class_heads.append(h.name)
                 if data.class_weights is not None:
                     loss_settings.setdefault("class_weights", list(data.class_weights))
-            default_loss, default_target = cls.defaults({**registry.entry("heads", h.head).settings, **settings})
+            default_loss, default_target = cls.defaults({**entry.settings, **settings})
             loss, target = h.loss or default_loss, h.target or default_target
             if loss is None or target is None:
                 raise RegistryError(f"{where}: give 'loss' and 'target' in its task entry (the head has no defaults)")
-            heads.append(ResolvedHead(h.name, h.head, settings, loss, loss_settings, h.weight, target, h.stream))
+            _loss_mode(where, loss, loss_settings, kind, registry)
+            heads.append(replace(h, settings=settings, loss=loss, loss_settings=loss_settings, target=target,
+                                 output=kind))
         if data.num_classes is not None and data.num_classes > 2 and not class_heads:
             raise RegistryError(f"task {spec.name!r}: the data has {data.num_classes} classes, but none of its heads "
                                 f"({', '.join(f'{h.name}: {h.head}' for h in spec.heads)}) predicts a class per pixel "
@@ -126,11 +116,11 @@ class Task:
         metrics = []
         for m in spec.metrics:
             settings = dict(m.settings)
-            if m.settings.get("head") in class_heads:
-                accepts = inspect.signature(registry.entry("metrics", m.metric).obj).parameters
-                if "num_classes" in accepts:
-                    _agree(f"task {spec.name!r}, metric {m.name!r}", settings, "num_classes", data.num_classes)
-                if "exclude" in accepts and data.exclude is not None:
+            mcls = registry.entry("metrics", m.metric).obj
+            takes = isinstance(mcls, type) and issubclass(mcls, Metric) and mcls.takes_class_count
+            if takes and m.settings.get("head") in class_heads:
+                _agree(f"task {spec.name!r}, metric {m.name!r}", settings, "num_classes", data.num_classes)
+                if data.exclude is not None:
                     settings["exclude"] = [c for c in data.exclude if c < data.num_classes]
             metrics.append(MetricSpec(m.name, m.metric, settings))
         return ResolvedTask(spec, heads, metrics)
@@ -144,8 +134,35 @@ def _agree(where: str, settings: dict[str, Any], key: str, value: Any) -> None:
     settings[key] = value
 
 
+def _loss_mode(where: str, loss: str, loss_settings: dict[str, Any], kind: str, registry: "Registry") -> None:
+    """Give a loss that declares its ``modes`` (zoo's own) the mode of the head's output kind, in
+    ``loss_settings``. A mode fixed by the loss's registered name or by the YAML that differs is an
+    error naming the losses that fit; a loss that declares no modes (a user's) is left as it is."""
+    entry = registry.entry("losses", loss)
+    modes = getattr(entry.obj, "modes", None)  # a loss is any nn.Module: the declaration is optional
+    if modes is None:
+        return
+    mode = LOSS_MODES[kind]
+    fixed = loss_settings.get("mode", entry.settings.get("mode", mode))
+    if fixed != mode or mode not in modes:
+        fitting = [n for n in registry.names("losses") if _takes(registry, n, mode)]
+        raise RegistryError(f"{where}: loss {loss!r} trains in {fixed if fixed != mode else ' or '.join(modes)} mode, "
+                            f"but the head outputs {kind} ({OUTPUT_KINDS[kind]}), trained in {mode} mode; "
+                            f"losses for it: {', '.join(fitting) or 'none registered'}")
+    loss_settings["mode"] = mode
+
+
+def _takes(registry: "Registry", loss: str, mode: str) -> bool:
+    entry = registry.entry("losses", loss)
+    return mode in (getattr(entry.obj, "modes", None) or ()) and entry.settings.get("mode", mode) == mode
+
+
 @dataclass(frozen=True)
 class HeadSpec:
+    """One head of a task, the one form it takes from its YAML entry to the trainer: as written, then
+    (``Task.resolve``) with its settings, loss (and the loss's mode), target and declared output kind
+    all known."""
+
     name: str
     head: str
     settings: dict[str, Any]
@@ -154,20 +171,11 @@ class HeadSpec:
     weight: float
     target: str | None
     stream: str
+    output: str | None = None  # the head's declared output kind (zoo.heads.base.OUTPUT_KINDS), once resolved
 
-
-@dataclass(frozen=True)
-class ResolvedHead:
-    """One head, ready to build and train: every setting known, loss and target chosen."""
-
-    name: str
-    head: str
-    settings: dict[str, Any]
-    loss: str
-    loss_settings: dict[str, Any]
-    weight: float
-    target: str
-    stream: str
+    def record(self) -> dict[str, Any]:
+        """What a saved model's record says of this head."""
+        return {"head": self.head, "target": self.target, "output": self.output}
 
 
 @dataclass(frozen=True)
@@ -258,7 +266,7 @@ class ResolvedTask:
     """A task spec joined with its data: what the builder and the trainer consume."""
 
     spec: TaskSpec
-    heads: list[ResolvedHead]
+    heads: list[HeadSpec]  # resolved
     metrics: list[MetricSpec]
 
     @property

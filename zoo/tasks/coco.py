@@ -15,7 +15,8 @@ from zoo.data.coco import CocoDataset, inside, load_coco, usable
 from zoo.data.folder import check_readable, check_size
 from zoo.data.idx import DataError
 from zoo.data.split import limit, split_items
-from zoo.tasks.base import DataConfig, Task, TaskData, sample_info
+from zoo.data.config import DataConfig
+from zoo.tasks.base import Task, TaskData, sample_info
 
 
 def _split_dirs(root: Path, split: str) -> tuple[Path, Path]:

@@ -6,7 +6,8 @@ from pathlib import Path
 from zoo.data.folder import FolderDataset, check_readable, check_size, find_pairs, scan_classes
 from zoo.data.idx import DataError
 from zoo.data.split import limit, split_items
-from zoo.tasks.base import DataConfig, Task, TaskData, sample_info
+from zoo.data.config import DataConfig
+from zoo.tasks.base import Task, TaskData, sample_info
 
 
 class FolderTask(Task):

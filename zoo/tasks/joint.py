@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from zoo.data.datasets import DigitDataset
-from zoo.tasks.base import DataConfig, TaskData
+from zoo.data.config import DataConfig
+from zoo.tasks.base import TaskData
 from zoo.tasks.mnist import SemanticTask, mnist_splits
 
 

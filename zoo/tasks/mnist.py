@@ -9,7 +9,8 @@ from zoo.data.datasets import LABELLINGS, CompositeDataset, DigitDataset
 from zoo.data.digits import Splits, split_mnist
 from zoo.data.idx import load_mnist
 from zoo.core.registry import check_settings
-from zoo.tasks.base import DataConfig, Task, TaskData
+from zoo.data.config import DataConfig
+from zoo.tasks.base import Task, TaskData
 
 
 @functools.lru_cache(maxsize=4)

@@ -24,7 +24,8 @@ from zoo.data.arrays import ArrayDataset, check_masks, class_weights, to_uint8
 from zoo.data.folder import check_size
 from zoo.data.idx import DataError
 from zoo.data.split import limit, split_indices
-from zoo.tasks.base import DataConfig, Task, TaskData, sample_info
+from zoo.data.config import DataConfig
+from zoo.tasks.base import Task, TaskData, sample_info
 
 
 class NpzTask(Task):

@@ -6,7 +6,8 @@ from typing import Any
 
 from zoo.data.datasets import DigitDataset
 from zoo.data.partial import PartialLabels
-from zoo.tasks.base import DataConfig, TaskData
+from zoo.data.config import DataConfig
+from zoo.tasks.base import TaskData
 from zoo.tasks.mnist import _DigitTask, mnist_splits
 
 

@@ -15,7 +15,8 @@ from zoo.data.folder import check_readable, check_size
 from zoo.data.idx import DataError
 from zoo.data.pets import PetsDataset, read_split_list
 from zoo.data.split import limit, split_items
-from zoo.tasks.base import DataConfig, Task, TaskData, sample_info
+from zoo.data.config import DataConfig
+from zoo.tasks.base import Task, TaskData, sample_info
 
 
 class PetsTask(Task):

@@ -28,7 +28,7 @@ FILES = (CONFIG, WEIGHTS, CARD)
 HUB_PREFIX = "hf-hub:"
 MAX_CONFIG_BYTES = 10 * 2**20  # a config.json is a few KB; a bigger one is not ours
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_DERIVED = ("input", "targets", "file", "file_size_mb", "sha256")  # rebuilt at load, or the shipped file's own
+_DERIVED = ("input", "head_specs", "file", "file_size_mb", "sha256")  # rebuilt at load, or the shipped file's own
 
 
 def _version() -> str:
@@ -55,8 +55,8 @@ def save_pretrained(model: MultiTaskModel, directory: str | Path) -> Path:
     record = {k: v for k, v in meta.items() if k not in _DERIVED}
     config = {**record, "library_name": "zoo", "zoo_format": FORMAT, "zoo_version": _version(),
               "task": cfg["task"], "encoder": cfg["encoder"], "in_channels": meta.get("in_channels", 1),
-              "heads": {n: {"class": type(h).__name__, "target": (meta.get("targets") or {}).get(n)}
-                        for n, h in model.heads.items()},
+              "heads": {n: {"class": type(h).__name__, "target": (meta.get("head_specs") or {}).get(n, {}).get("target"),
+                            "output": h.output_kind} for n, h in model.heads.items()},
               "normalization": getattr(model.encoder, "normalization", None)}
     from safetensors.torch import save
 

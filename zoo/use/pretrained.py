@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import torch
 
 from zoo.engine.build import build_model, load_registry, task_spec
-from zoo.engine.checkpoint import load_checkpoint
+from zoo.engine.checkpoint import read_weights
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.encoders.base import settings_for_state
 from zoo.core.model import MultiTaskModel
@@ -41,32 +41,6 @@ def pretrained_meta(name: str) -> dict[str, Any]:
     if name not in index:
         raise unknown_name_error("pretrained model", name, index)
     return index[name]
-
-
-def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Weights and metadata from a zoo ``.safetensors`` file or a training checkpoint (``best.pt``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), "pt") as f:
-                header = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:  # safetensors' own errors (header too large, invalid, truncated) and OSError
-            detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise ValueError(f"{path} is not a readable .safetensors file (empty, truncated, corrupt or not "
-                             f"safetensors): {detail}") from None
-        if "zoo" not in header:
-            raise ValueError(f"{path} has no zoo metadata (task, encoder, config); is it a zoo model file?")
-        try:
-            return state, json.loads(header["zoo"])
-        except ValueError:
-            raise ValueError(f"{path}: its zoo metadata is not valid JSON; is it a zoo model file?") from None
-    ckpt = load_checkpoint(path)
-    return ckpt["model"], {"config": ckpt["config"], "info": ckpt.get("info", {})}
 
 
 def _in_channels(state: dict[str, torch.Tensor]) -> int:
@@ -166,7 +140,7 @@ def _build(task: str, encoder: str, state: dict[str, torch.Tensor] | None, meta:
     if state is not None:
         model.load_state_dict(state)
     model.meta = {**meta, "input": spec.task.input_spec(), "in_channels": in_channels,
-                  "targets": {h.name: h.target for h in resolved.heads}}
+                  "head_specs": {h.name: h.record() for h in resolved.heads}}
     return model.eval()
 
 
@@ -191,18 +165,3 @@ def load_model(model: str | Path) -> MultiTaskModel:
     if row is not None and (row.get("task"), row.get("encoder")) == (cfg["task"], cfg["encoder"]):
         built.meta = {**record(row, built), **built.meta}  # the built input spec and targets win
     return built
-
-
-def score_pretrained(name: str, split: str = "test", data_root: str | Path | None = None) -> dict[str, float]:
-    """Score a shipped model on a split of its task's data, with the config it was trained with
-    (``data_root`` defaults to the MNIST copy bundled with zoo, from which its metrics were measured)."""
-    import dataclasses
-
-    from zoo.data.idx import BUNDLED
-    from zoo.engine.config import RunConfig
-    from zoo.engine.evaluate import score_weights
-
-    meta = pretrained_meta(name)
-    cfg = dataclasses.replace(RunConfig.from_dict(meta["config"]), data_root=str(data_root or BUNDLED), device="cpu")
-    state, _ = read_weights(PRETRAINED_DIR / meta["file"])
-    return score_weights(cfg, state, split)
