@@ -9,7 +9,11 @@
 #   4. the MTL table: the joint task under 3 architectures (hard sharing, MTAN, CGC) x 6 strategies
 #      x 3 seeds, with the single-task scratch baselines of seeds 1 and 2 (seed 0's are the grid's)
 #      (benchmarks/results/mtl; python benchmarks/mtl_table.py builds the table), at the lowest
-#      priority beside 3;
+#      priority beside 3; and the min-norm / norm-equalising methods (MGDA, IMTL-G, Aligned-MTL)
+#      on hard sharing, plain (into the same folder) and with the threshold head left out of the
+#      aggregation (leave_out=[mask], its own budget and baselines: benchmarks/results/mtl_leave_out);
+#      seed 0's plain baselines are the grid's: merge benchmarks/results/zoo's scratch rows in
+#      (benchmarks/merge_results.py) before building the table;
 #   5. the speed columns of every combination on the then idle GPU (benchmarks/results/speed_gpu):
 #      the training runs share the GPU, so their own inference timings would measure the sharing.
 # Every job runs in its own process (zoo.bench's grid runner); a job past DEADLINE seconds is
@@ -54,11 +58,13 @@ DATA="$REPO/zoo/data/mnist"
 # the MNIST tasks' data lives on the GPU (batched augmentation there): no loader workers needed
 COMMON=(--data-root "$DATA" --quiet --no-figures --no-speed --job-timeout "$DEADLINE")
 STRATS=fixed,famo,uncertainty,upgrad,nash_mtl,fairgrad
+MINNORM=mgda,imtl_g,aligned_mtl
 ARCHS=hard_sharing,mtan,cgc
 GRID_TASKS=foreground,circlization,semantic,joint
 GRID_ENCODERS=all
 # smoke: every step once, on the smallest models (a CPU has minutes, not a GPU's parallelism)
-[ -n "${SMOKE:-}" ] && GRID_TASKS=foreground,joint && GRID_ENCODERS=scratch && STRATS=fixed,upgrad && ARCHS=hard_sharing,cgc
+[ -n "${SMOKE:-}" ] && GRID_TASKS=foreground,joint && GRID_ENCODERS=scratch && STRATS=fixed,upgrad && ARCHS=hard_sharing,cgc \
+  && MINNORM=mgda
 
 log "start"
 DEV=cuda; [ -n "${SMOKE:-}" ] && DEV=cpu
@@ -81,6 +87,13 @@ nice -n 19 $PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS -
 for seed in 1 2; do
   nice -n 19 $PY -m zoo.bench --task joint --encoder scratch --weighting $STRATS --architecture $ARCHS --seed $seed \
     --out "$RES/mtl" --jobs 12 "${COMMON[@]}" "${EXTRA[@]}" > "$RES/mtl$seed.log" 2>&1 &
+done
+for seed in 0 1 2; do
+  nice -n 19 $PY -m zoo.bench --task joint --encoder scratch --weighting $MINNORM --seed $seed --no-baselines \
+    --out "$RES/mtl" --jobs 6 "${COMMON[@]}" "${EXTRA[@]}" > "$RES/minnorm$seed.log" 2>&1 &
+  nice -n 19 $PY -m zoo.bench --task joint --encoder scratch --weighting $MINNORM --seed $seed \
+    --weighting-arg 'leave_out=[mask]' --out "$RES/mtl_leave_out" --jobs 6 "${COMMON[@]}" "${EXTRA[@]}" \
+    > "$RES/leave_out$seed.log" 2>&1 &
 done
 wait
 log "training done"

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                    "heads": "+".join(h.name for h in s.task.heads),
                    "parameters": sum(p.numel() for p in s.model.parameters())}
             row.update(speed_columns(s.model, s.data.test, s.plans, s.device, eval_batch_size(cfg.batch_size), args.repeats,
-                                     timing=not args.no_timing))
+                                     timing=not args.no_timing, speed_stream=s.task.spec.task.speed_stream))
             if s.device.type != "cuda":  # peak RSS is the whole process's, over every combination so far
                 row.pop("peak_memory_mb", None)
             # last: these steps train the model

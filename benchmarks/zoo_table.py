@@ -43,12 +43,9 @@ def merge(results: Path, speed: Path, memory: Path) -> list[dict]:
                 continue
             s = speeds.get((r["task"], r["encoder"]))
             if s and not r.get("status"):
-                r.update({k: v for k, v in s.items() if k.startswith(SPEED)})
-                if "gflops" not in s and "gflops_digits" in s:
-                    # two streams: the cost of one digit plus one composite; the composites' rates
-                    r["gflops"] = round(s["gflops_digits"] + s["gflops_composites"], 4)
-                    r["infer_img_s_b1"], r["infer_img_s_beval"] = s["infer_img_s_b1_composites"], \
-                        s["infer_img_s_beval_composites"]
+                # (a several-stream task's own columns, e.g. the joint task's, are in its speed row:
+                # zoo.use.speed.task_columns, the stream named in speed_stream)
+                r.update({k: v for k, v in s.items() if k.startswith(SPEED) or k == "speed_stream"})
                 r["speed_source"] = "benchmarks/speed.py, idle GPU"
             m = memories.get((r["task"], r["encoder"]))
             if m and not r.get("status"):

@@ -196,3 +196,50 @@ def test_heads_describe_structured_fields():
     d = mask.describe(torch.zeros(1, 1, 8, 8), pred, ident)
     assert d.mask is pred[0] or torch.equal(d.mask, pred[0])
     assert d.values == {} and d.label is None and d.circle is None
+
+
+def test_result_columns_are_classified_by_their_owners_declarations():
+    """Counts (``zoo.data.config``) and the gain's baseline columns (``zoo.runs.gain``) go after the
+    row's tail; metrics, ``val_`` metrics and delta_m stay metric columns."""
+    from zoo.data.config import is_count, split_counts
+    from zoo.runs.gain import is_gain_detail
+    from zoo.runs.results import TAIL, columns, metric_columns
+
+    assert split_counts({"train": 3, "val": 1}, "composites") == {"train_composites": 3, "val_composites": 1}
+    with pytest.raises(ValueError, match="count unit"):
+        split_counts({"train": 3}, "pixels")
+    assert is_count("val_digits") and is_count("test_composites") and not is_count("val_iou")
+    assert is_gain_detail("single_iou") and not is_gain_detail("delta_m")
+    row = {"task": "joint", "encoder": "e", "weighting": "fixed", "iou": 99.0, "val_iou": 98.0, "delta_m": 0.1,
+           "train_digits": 10, "train_composites": 5, "single_iou": 98.5, "single_parameters_sum": 7, "gflops": 0.2}
+    assert metric_columns([row]) == ["iou", "val_iou", "delta_m"]
+    cols = columns([row])
+    assert cols.index("train_digits") > cols.index("gflops") and "train_digits" in TAIL
+    assert cols[-3:] == ["single_iou", "single_parameters_sum", "train_composites"]
+
+
+def test_a_several_stream_tasks_speed_columns_declare_their_stream():
+    """The joint task declares its speed stream (composites): its own ``gflops`` is one sample of every
+    stream, its images/s the composites', and ``speed_stream`` says so. By hand:"""
+    from zoo.tasks.joint import JointTask
+    from zoo.use.speed import task_columns
+
+    per_stream = {"gflops_digits": 0.1, "gflops_composites": 0.25, "infer_img_s_b1_digits": 300.0,
+                  "infer_img_s_b1_composites": 120.0, "eval_batch_composites": 64}
+    got = task_columns(per_stream, ["digits", "composites"], JointTask.speed_stream)
+    assert got == {"gflops": 0.35, "speed_stream": "composites", "infer_img_s_b1": 120.0, "eval_batch": 64}
+    with pytest.raises(ValueError, match="speed stream 'main' is not one of the task's streams"):
+        task_columns(per_stream, ["digits", "composites"], "main")
+
+
+def test_a_models_record_lists_validation_metrics_not_counts():
+    """The shipped semantic model's record listed ``val_composites`` (a count) among its validation
+    metrics; ``record`` now asks ``is_count``."""
+    from zoo.use.pretrained import record
+
+    model = zoo.build_model("scratch", {"seg": {"head": "segmentation", "settings": {"num_classes": 3}}},
+                            encoder_settings={"width": 4, "depth": 2})
+    model.meta = {"input": ("keep", None), "in_channels": 1, "config": {"task": "semantic", "encoder": "scratch"}}
+    row = {"task": "semantic", "encoder": "scratch", "dice": 99.0, "val_dice": 99.1, "val_digits": 500,
+           "val_composites": 2000, "val_samples": 3}
+    assert record(row, model)["val_metrics"] == {"val_dice": 99.1}

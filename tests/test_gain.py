@@ -77,3 +77,31 @@ def test_a_replaced_baseline_row_refreshes_the_joint_rows_delta_m(tmp_path):
     refresh_gains(tmp_path, registry)
     row = next(r for r in load_rows(tmp_path) if r["task"] == "joint")
     assert row["delta_m"] == pytest.approx(round(100 * (-0.99 / 99) / 3, 3)) and row["single_dice"] == 99.0
+
+
+def test_a_joint_grid_with_strategy_settings_trains_its_baselines_without_them(tiny_mnist, tmp_path):
+    """``--weighting-arg leave_out=[mask]`` is MGDA's setting, not the baselines' (fixed takes none): they
+    train without it, under the budget mode the rest of the command gives, and the joint row names
+    that mode as its ``baseline_mode``. Before, every baseline failed with "unknown setting(s)
+    'leave_out'" and the joint row had no delta_m."""
+    from zoo.runs.gain import baseline_key
+    from zoo.runs.results import row_key
+
+    out = tmp_path / "lo"
+    rc = main(["--task", "joint", "--encoder", "scratch", "--weighting", "mgda", "--weighting-arg", "leave_out=[mask]",
+               "--data-root", str(tiny_mnist), "--out", str(out), "--quick", "--quiet", "--no-figures", "--no-speed",
+               "--encoder-arg", "width=4"])
+    assert rc == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    by = {r["task"]: r for r in rows}
+    assert not any(r.get("status") for r in rows), [r.get("error") for r in rows]
+    joint = by["joint"]
+    # both custom (width=4), the joint's also keyed by its MGDA setting
+    assert joint["baseline_mode"].startswith("custom-quick-") and joint["budget_mode"] != joint["baseline_mode"]
+    for task in ("foreground", "circlization", "semantic"):
+        assert by[task]["budget_mode"] == joint["baseline_mode"] and "leave_out" not in by[task]["command"]
+        assert baseline_key(joint, task) == row_key(by[task])
+    assert "delta_m" in joint and "single_parameters_sum" in joint
+    # a row without baseline_mode is compared within its own budget mode, as before
+    plain = {k: v for k, v in joint.items() if k != "baseline_mode"}
+    assert baseline_key(plain, "foreground")[3] == joint["budget_mode"]

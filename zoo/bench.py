@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +24,8 @@ from rich.table import Table
 from zoo.core import distributed as dist
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.build import load_registry, task_spec
-from zoo.engine.config import RunConfig, add_run_options, budget_fingerprint, budget_mode, run_config
+from zoo.engine.config import (STRATEGY_FIELDS, RunConfig, add_run_options, budget_fingerprint, budget_mode,
+                               run_config)
 from zoo.data.idx import DataError
 from zoo.runs import gain as gains
 from zoo.runs.gain import add_gain, baseline_tasks
@@ -54,7 +55,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def grid_only_options() -> dict[str, int]:
     """The flags of :data:`GRID_ONLY` and how many values each takes, read off the parser."""
-    return {opt: 0 if a.nargs == 0 else 1 for a in build_parser()._actions if a.dest in GRID_ONLY
+    return _options(GRID_ONLY)
+
+
+def strategy_options() -> dict[str, int]:
+    """The flags of the strategy's and architecture's settings (``STRATEGY_FIELDS``), which a grid
+    child training a single-task baseline leaves out."""
+    return _options(STRATEGY_FIELDS)
+
+
+def _options(dests) -> dict[str, int]:
+    return {opt: 0 if a.nargs == 0 else 1 for a in build_parser()._actions if a.dest in dests
             for opt in a.option_strings}
 
 
@@ -183,6 +194,11 @@ class Job:
     cfg: RunConfig | None = None
     spec: TaskSpec | None = None
     mode: str = ""
+    # the budget mode of the single-task rows this job's row is compared with (its own mode, unless the
+    # command gives strategy or architecture settings, which baselines are trained without)
+    base_mode: str = ""
+    # flags a grid child of this job leaves out of the command line, besides the grid's own
+    drop: dict[str, int] = field(default_factory=dict)
 
     @property
     def ident(self) -> dict[str, Any]:
@@ -218,29 +234,35 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
     asked = [Job(t, e, w, a) for t in sorted(tasks, key=lambda t: bool(specs[t].baselines))
              for e in encoders for w in weightings for a in architectures]
     planned = {row_key(row_ident(j.task, j.encoder, j.weighting, mode, args.seed, j.architecture)) for j in asked}
+    # baselines are hard sharing with fixed weighting, whatever the asked jobs use, and trained without
+    # the command's strategy and architecture settings (fixed takes none): under their own budget mode
+    base_mode = budget_mode(args, strategy=False)
+    strategy_flags = strategy_options()
     jobs: list[Job] = []
-    if not args.no_baselines:  # (hard sharing and fixed weighting, whatever the asked jobs use)
+    if not args.no_baselines:
         for spec in specs.values():
             for base in baseline_tasks(spec.baselines):
                 for e in encoders:
-                    key = row_key(row_ident(base, e, "fixed", mode, args.seed))
-                    if key not in have and key not in planned and Job(base, e, "fixed") not in jobs:
-                        jobs.append(Job(base, e, "fixed"))
+                    key = row_key(row_ident(base, e, "fixed", base_mode, args.seed))
+                    if key not in have and key not in planned and (base, e) not in {(j.task, j.encoder) for j in jobs}:
+                        jobs.append(Job(base, e, "fixed", mode=base_mode, drop=strategy_flags))
     jobs += asked
     for job in jobs:  # every setting of every run is checked before the first one trains
         spec = specs.get(job.task) or task_spec(job.task, registry)
         job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(spec, args.quick, job.encoder),
                              job.architecture)
-        job.mode = mode
+        if job.drop:  # a baseline: the strategy's and architecture's settings are not its own
+            job.cfg = dataclasses.replace(job.cfg, **{f: {} for f in STRATEGY_FIELDS})
+        job.mode, job.base_mode = job.mode or mode, base_mode
         # the job's own spec, built once with its --task-arg values (checked here) and handed to fit
         job.spec = task_spec(job.task, registry, job.cfg.task_settings) if job.cfg.task_settings else spec
     return jobs
 
 
-def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, out: Path, command: str,
+def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, command: str,
             err: Console) -> dict[str, Any]:
     """Train one combination in its own run directory, write its row (under the folder's lock) and figure."""
-    spec, cfg = job.spec, job.cfg
+    spec, cfg, mode = job.spec, job.cfg, job.mode
     run_dir = Path(args.resume).parent if args.resume else new_run_dir(out, cfg, mode)
     if dist.is_main():
         err.rule(f"{job.label}  ->  {run_dir}")
@@ -274,10 +296,12 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, mode: str, o
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
     if not args.no_speed and dist.is_main():  # one process measures: ranks timing at once would slow each other
         row.update(speed_columns(result.model, result.setup.data.test, result.setup.plans, result.setup.device,
-                                 eval_batch_size(cfg.batch_size)))
+                                 eval_batch_size(cfg.batch_size), speed_stream=spec.task.speed_stream))
     else:  # the run's own peak is valid even when runs share a machine (timings are not)
         row["peak_memory_mb"] = round(peak_memory_mb(result.setup.device), 1)
     if spec.baselines:
+        if job.base_mode != mode:  # its baselines were trained without its strategy/architecture settings
+            row["baseline_mode"] = job.base_mode
         add_gain(row, spec.baselines, load_rows(out))
     if dist.is_main():
         if not args.no_figures:
@@ -331,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed = [r for r in rows if r.get("status")]
             return 1 if failed else 0
         dist.init()
-        rows = [run_job(job, args, registry, mode, out, command, err) for job in jobs]
+        rows = [run_job(job, args, registry, out, command, err) for job in jobs]
         if dist.is_main():
             refresh_gains(out, registry)
             print_table(rows, f"results ({mode} budget) -> {out}", console)

@@ -4,6 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SPLITS = ("train", "val", "test")
+#: what a result row counts a split in: MNIST rows count digits, the other datasets samples, and a
+#: task with a second stream of composites counts those too (``train_composites``)
+COUNT_UNITS = ("digits", "samples", "composites")
+
+
+def split_counts(sizes: dict[str, int], unit: str) -> dict[str, int]:
+    """``{split: n}`` as a result row's count columns: ``{"train_<unit>": n, ...}``."""
+    if unit not in COUNT_UNITS:
+        raise ValueError(f"count unit must be one of {COUNT_UNITS}, got {unit!r}")
+    return {f"{split}_{unit}": n for split, n in sizes.items()}
+
+
+def is_count(column: str) -> bool:
+    """A data-count column (``val_digits``), not a metric (``val_iou``)."""
+    split, _, unit = column.partition("_")
+    return split in SPLITS and unit in COUNT_UNITS
+
 
 @dataclass(frozen=True)
 class DataConfig:

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from zoo.data.idx import DataError, Mnist
+from zoo.data.config import split_counts
 from zoo.data.split import split_indices
 from zoo.core.geometry import enclosing_circle
 
@@ -55,8 +56,8 @@ class Splits:
     source: str
 
     def info(self) -> dict[str, object]:
-        return {"data_source": self.source, "train_digits": len(self.train), "val_digits": len(self.val),
-                "test_digits": len(self.test)}
+        return {"data_source": self.source,
+                **split_counts({"train": len(self.train), "val": len(self.val), "test": len(self.test)}, "digits")}
 
 
 def split_mnist(mnist: Mnist, val_fraction: float = 0.1, seed: int = 0, train_limit: int | None = None,

@@ -241,10 +241,18 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def budget_mode(args: argparse.Namespace) -> str:
+#: the strategy's and the architecture's own settings: the single-task baselines of a joint run (fixed
+#: weighting, hard sharing) are trained without them, under the rest of the command's budget
+STRATEGY_FIELDS = ("weighting_settings", "architecture_settings")
+
+
+def budget_mode(args: argparse.Namespace, strategy: bool = True) -> str:
     """``default``, ``quick``, or ``custom-<hash>`` when any budget setting is given on the command line:
-    the hash keys the row, so two custom budgets never replace each other's rows."""
+    the hash keys the row, so two custom budgets never replace each other's rows. ``strategy=False``:
+    the mode of the command's single-task baselines, which leave out :data:`STRATEGY_FIELDS`."""
     over = cli_overrides(args)
+    if not strategy:
+        over = {k: v for k, v in over.items() if k not in STRATEGY_FIELDS}
     if not over:
         return "quick" if args.quick else "default"
     base = "quick" if args.quick else "default"

@@ -11,12 +11,21 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from zoo.runs.results import row_key
+from zoo.runs.keys import row_key
 
 if TYPE_CHECKING:
     from zoo.core.registry import Registry
 
 LOWER_IS_BETTER: set[str] = set()
+#: the single-task values a row's delta_m compared with (``single_<metric>``) and their sums
+SINGLE = "single_"
+#: what a results table shows of the gain, in order
+GAIN_SUMMARY = ("delta_m", f"{SINGLE}parameters_sum", f"{SINGLE}train_seconds_sum")
+
+
+def is_gain_detail(column: str) -> bool:
+    """A column this module writes beside delta_m: a baseline's value or a sum over the baselines."""
+    return column.startswith(SINGLE)
 
 
 def delta_m(joint: dict[str, float], single: dict[str, float], tasks: dict[str, str] | None = None,
@@ -50,8 +59,11 @@ def baseline_tasks(baselines: dict[str, str]) -> list[str]:
 
 def baseline_key(row: dict[str, Any], task: str) -> tuple:
     """Which single-task row a joint row is compared with: the row key with that task, the fixed
-    weighting and hard sharing (same encoder, budget and seed), whatever the joint row's architecture."""
-    return row_key({**row, "task": task, "weighting": "fixed", "architecture": None})
+    weighting and hard sharing (same encoder, budget and seed), whatever the joint row's architecture.
+    A row trained with strategy or architecture settings names its baselines' budget mode, which
+    leaves them out (``baseline_mode``)."""
+    return row_key({**row, "task": task, "weighting": "fixed", "architecture": None,
+                    "budget_mode": row.get("baseline_mode", row.get("budget_mode"))})
 
 
 def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str, Any]]) -> list[str]:
@@ -71,10 +83,10 @@ def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str
     zero = [k for k, v in single.items() if v == 0]
     tasks = {metric: split_ref(ref)[0] for metric, ref in baselines.items()}
     row["delta_m"] = float("nan") if zero else round(delta_m({k: float(row[k]) for k in single}, single, tasks), 3)
-    row["single_parameters_sum"] = sum(int(b["parameters"]) for b in used.values())
-    row["single_train_seconds_sum"] = round(sum(float(b["train_seconds"]) for b in used.values()), 1)
+    row[GAIN_SUMMARY[1]] = sum(int(b["parameters"]) for b in used.values())
+    row[GAIN_SUMMARY[2]] = round(sum(float(b["train_seconds"]) for b in used.values()), 1)
     for metric, ref in baselines.items():
-        row[f"single_{metric}"] = single[metric]
+        row[f"{SINGLE}{metric}"] = single[metric]
     return []
 
 

@@ -109,8 +109,8 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
         while todo and len(running) < n_parallel:
             job = todo.pop(0)
             log = logs / f"{run_name(job.cfg, job.mode)}.log"
-            cmd = [sys.executable, "-m", "zoo.bench", *child_argv(argv, job.task, job.encoder, job.weighting, grid_only,
-                                                                  job.architecture)]
+            cmd = [sys.executable, "-m", "zoo.bench", *child_argv(argv, job.task, job.encoder, job.weighting,
+                                                                  {**grid_only, **job.drop}, job.architecture)]
             ckpt = unfinished_run(out, job.cfg, job.mode)
             if ckpt is not None:
                 cmd += ["--resume", str(ckpt)]
@@ -151,7 +151,8 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
             row = {**r.job.ident, "status": status, "error": error, "wall_seconds": round(elapsed, 1),
                    "log": str(r.log), "machine": machine(),
                    "command": "python -m zoo.bench " + " ".join(child_argv(argv, r.job.task, r.job.encoder,
-                                                                            r.job.weighting, grid_only,
+                                                                            r.job.weighting,
+                                                                            {**grid_only, **r.job.drop},
                                                                             r.job.architecture))}
             record_failure(out, row, header)
             console.print(f"[{finished}/{total}] [red]{status}[/] {name}: {escape(error)}")

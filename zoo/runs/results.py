@@ -25,16 +25,14 @@ from rich.table import Table
 
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.core.files import atomic_write_text
+from zoo.data.config import SPLITS, is_count, split_counts
+from zoo.runs.gain import GAIN_SUMMARY, is_gain_detail
+from zoo.runs.keys import KEY, OPTIONAL_KEY, row_key  # noqa: F401 - the rows' one key, imported from here too
 
-# world_size: set on rows of runs under torchrun (absent = one process), so a distributed run never
-# replaces the one-process row of the same combination
-# architecture: set on rows of runs with an architecture other than hard sharing (absent = hard sharing)
-KEY = ("task", "encoder", "weighting", "budget_mode", "seed", "world_size", "architecture")
-OPTIONAL_KEY = frozenset({"world_size", "architecture"})  # absent: one process, hard sharing
 LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_epoch", "train_seconds",
         "train_samples_per_s"]
-COUNTS = ["train_digits", "val_digits", "test_digits", "train_samples", "val_samples", "test_samples"]
-TAIL = ["status", "error", "note", "budget_mode", "budget_hash", "data_source", *COUNTS, "device", "machine", "torch",
+COUNTS = [c for unit in ("digits", "samples") for c in split_counts(dict.fromkeys(SPLITS, 0), unit)]  # (composites last)
+TAIL = ["status", "error", "note", "budget_mode", "baseline_mode", "budget_hash", "data_source", *COUNTS, "device", "machine", "torch",
         "seed", "world_size", "global_batch_size", "run_dir", "log", "command"]
 
 
@@ -48,7 +46,7 @@ def machine() -> str:
     return cpu
 
 
-SPEED_PREFIXES = ("gflops", "infer_img_s_", "eval_batch", "peak_memory_mb")
+SPEED_PREFIXES = ("gflops", "infer_img_s_", "eval_batch", "peak_memory_mb", "speed_stream")  # speed_stream: what the rates measure
 
 
 def is_speed(column: str) -> bool:
@@ -60,8 +58,8 @@ def metric_columns(rows: Iterable[dict[str, Any]]) -> list[str]:
     cols: list[str] = []
     for r in rows:
         for k in r:
-            if k not in LEAD and k not in TAIL and k != "architecture" and k not in cols and not k.endswith("_composites") \
-                    and not k.startswith("single_") and not is_speed(k):
+            if k not in LEAD and k not in TAIL and k != "architecture" and k not in cols and not is_count(k) \
+                    and not is_gain_detail(k) and not is_speed(k):
                 cols.append(k)
     return cols
 
@@ -76,14 +74,9 @@ def arch_column(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def columns(rows: list[dict[str, Any]]) -> list[str]:
-    extra = [k for r in rows for k in r if k.endswith("_composites") or k.startswith("single_")]
+    extra = [k for r in rows for k in r if (is_count(k) and k not in TAIL) or is_gain_detail(k)]
     return LEAD[:3] + arch_column(rows) + LEAD[3:] + metric_columns(rows) + speed_columns_of(rows) + TAIL + \
         sorted(set(extra))
-
-
-def row_key(row: dict[str, Any]) -> tuple:
-    """The one key of a result row, used wherever rows are merged or looked up."""
-    return tuple(row.get(k) for k in KEY)
 
 
 def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -162,8 +155,7 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
         cols = ["encoder", "weighting", *arch_column(trs), "parameters", "epochs", "train_seconds",
                 "train_samples_per_s"] + metric_columns(trs)
         cols += [c for c in speed_columns_of(trs) if "_std" not in c]
-        cols += [c for c in ("delta_m", "single_parameters_sum", "single_train_seconds_sum")
-                 if any(c in r for r in trs) and c not in cols]
+        cols += [c for c in GAIN_SUMMARY if any(c in r for r in trs) and c not in cols]
         parts += [f"### {task}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         parts += ["| " + " | ".join(_fmt(r.get(c, DEFAULT_ARCHITECTURE if c == "architecture" else ""), c) for c in cols)
                   + " |" for r in trs]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from torch.utils.data import Dataset
 
 from zoo.core.metrics import Metric
-from zoo.data.config import DataConfig  # noqa: F401 - the tasks' import of it
+from zoo.data.config import DataConfig, split_counts  # noqa: F401 (DataConfig: the tasks' import of it)
 from zoo.core.registry import RegistryError
 from zoo.heads.base import LOSS_MODES, OUTPUT_KINDS, Head
 
@@ -57,13 +57,15 @@ class TaskData:
 
 def sample_info(train: Any, val: Any, test: Any) -> dict[str, int]:
     """The sample counts every non-MNIST result row records (MNIST rows count digits)."""
-    return {"train_samples": len(train), "val_samples": len(val), "test_samples": len(test)}
+    return split_counts({"train": len(train), "val": len(val), "test": len(test)}, "samples")
 
 
 class Task:
     """Subclasses build their datasets; everything else comes from the YAML entry."""
 
     streams: tuple[str, ...] = ("main",)
+    # the stream whose images/s stand for a several-stream task's in result tables (zoo.use.speed)
+    speed_stream: str | None = None
     # Part of `--task all`: the MNIST reference tasks are; tasks that need a dataset of
     # their own (folder, coco, ...) are run by name.
     in_all: bool = True

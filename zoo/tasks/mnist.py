@@ -9,7 +9,7 @@ from zoo.data.datasets import LABELLINGS, CompositeDataset, DigitDataset
 from zoo.data.digits import Splits, split_mnist
 from zoo.data.idx import load_mnist
 from zoo.core.registry import check_settings
-from zoo.data.config import DataConfig
+from zoo.data.config import DataConfig, split_counts
 from zoo.tasks.base import Task, TaskData
 
 
@@ -90,7 +90,7 @@ class SemanticTask(Task):
         s = mnist_splits(data)
         sizes = self.composite_sizes(data)
         info = s.info()
-        info.update({f"{k}_composites": v for k, v in sizes.items()})
+        info.update(split_counts(sizes, "composites"))
         return TaskData(
             train={"main": self.composites(s.train, "train", sizes, data.seed)},
             val={"main": self.composites(s.val, "val", sizes, data.seed)},

@@ -19,6 +19,7 @@ from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.encoders.base import settings_for_state
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import RegistryError, unknown_name_error
+from zoo.data.config import is_count
 from zoo.tasks.base import TaskData
 from zoo.use.hub import is_model_folder
 
@@ -69,7 +70,7 @@ def record(row: dict[str, Any], model: MultiTaskModel) -> dict[str, Any]:
            "input": {"mode": mode, "size": list(size) if size else None, "channels": model.meta["in_channels"]},
            "in_channels": model.meta["in_channels"],
            "metrics": {k: row[k] for k in row if k.startswith(METRIC_PREFIXES) and row[k] is not None},
-           "val_metrics": {k: row[k] for k in row if k.startswith("val_") and k not in ("val_digits", "val_samples")},
+           "val_metrics": {k: row[k] for k in row if k.startswith("val_") and not is_count(k)},
            "best_epoch": row.get("best_epoch"), "epochs": row.get("epochs"), "train_seconds": row.get("train_seconds"),
            "machine": row.get("machine"), "torch": row.get("torch"), "recipe": row.get("command"),
            "config": model.meta["config"], "info": model.meta.get("info", {})}

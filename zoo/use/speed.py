@@ -60,11 +60,27 @@ def peak_memory_mb(device: torch.device) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
+#: the images/s columns a task with several streams takes from its declared speed stream
+RATE_COLUMNS = ("infer_img_s_b1", "infer_img_s_b1_std", "infer_img_s_beval", "infer_img_s_beval_std", "eval_batch")
+
+
+def task_columns(row: dict[str, Any], streams: list[str], speed_stream: str) -> dict[str, Any]:
+    """A several-stream task's own speed columns from its per-stream ones (``..._<stream>``): ``gflops``
+    of one sample of every stream, the images/s of ``speed_stream`` (the task's declared
+    ``Task.speed_stream``), and ``speed_stream`` naming it."""
+    if speed_stream not in streams:
+        raise ValueError(f"speed stream {speed_stream!r} is not one of the task's streams {streams}")
+    out: dict[str, Any] = {"gflops": round(sum(row[f"gflops_{s}"] for s in streams), 4), "speed_stream": speed_stream}
+    out.update({k: row[f"{k}_{speed_stream}"] for k in RATE_COLUMNS if f"{k}_{speed_stream}" in row})
+    return out
+
+
 def speed_columns(model: MultiTaskModel, datasets: dict[str, Any], plans, device: torch.device, eval_batch: int,
-                  repeats: int = 10, timing: bool = True) -> dict[str, float]:
+                  repeats: int = 10, timing: bool = True, speed_stream: str | None = None) -> dict[str, float]:
     """The speed columns of a row. Each stream's image size is measured with the heads that read it;
-    a task with several streams gets one set of columns per stream (``..._<stream>``). Without
-    ``timing``, GFLOPs and peak memory only."""
+    a task with several streams gets one set of columns per stream (``..._<stream>``) and its own
+    (``task_columns``, the rates of ``speed_stream``: the task's declaration, else its last stream).
+    Without ``timing``, GFLOPs and peak memory only."""
     by_stream = streams(plans)
     row: dict[str, float] = {}
     for stream, heads in by_stream.items():
@@ -79,6 +95,8 @@ def speed_columns(model: MultiTaskModel, datasets: dict[str, Any], plans, device
             mean, std = images_per_second(model, image, heads, b, device, repeats=repeats)
             row[f"infer_img_s_{name}{sfx}"], row[f"infer_img_s_{name}_std{sfx}"] = round(mean, 1), round(std, 1)
         row[f"eval_batch{sfx}"] = batch
+    if len(by_stream) > 1:
+        row.update(task_columns(row, list(by_stream), speed_stream or list(by_stream)[-1]))
     row["peak_memory_mb"] = round(peak_memory_mb(device), 1)
     return row
 

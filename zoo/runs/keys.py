@@ -1,0 +1,15 @@
+"""The one key of a result row: which run a row is, wherever rows are merged or looked up."""
+from __future__ import annotations
+
+from typing import Any
+
+# world_size: set on rows of runs under torchrun (absent = one process), so a distributed run never
+# replaces the one-process row of the same combination
+# architecture: set on rows of runs with an architecture other than hard sharing (absent = hard sharing)
+KEY = ("task", "encoder", "weighting", "budget_mode", "seed", "world_size", "architecture")
+OPTIONAL_KEY = frozenset({"world_size", "architecture"})  # absent: one process, hard sharing
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    """The one key of a result row, used wherever rows are merged or looked up."""
+    return tuple(row.get(k) for k in KEY)
