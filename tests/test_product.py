@@ -265,3 +265,26 @@ def test_a_full_disk_leaves_earlier_files_whole(circ_run, tmp_path, capsys, monk
     assert predict_main([str(ckpt), str(img), "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.replace("\n", " ")
     assert "No space left on device" in err and "Traceback" not in err
+
+
+def test_mtl_step_benchmark_times_every_configuration_against_hard_sharing_fixed(tiny_mnist, tmp_path):
+    """benchmarks/mtl_step.py: each architecture x strategy trains real steps in one process, the
+    reference row is 1 by construction and the others are measured beside it."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "benchmarks/mtl_step.py"
+    spec = importlib.util.spec_from_file_location("mtl_step_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--architecture", "mtan,hard_sharing", "--weighting", "fixed,upgrad", "--encoder-arg", "width=4",
+                        "--steps", "2", "--chunk", "1", "--data-root", str(tiny_mnist), "--out", str(tmp_path)]) == 0
+    info = json.loads((tmp_path / "cpu.json").read_text())
+    rows = {(r["architecture"], r["weighting"]): r for r in info["rows"]}
+    assert list(rows) == [("mtan", "fixed"), ("mtan", "upgrad"), ("hard_sharing", "fixed"), ("hard_sharing", "upgrad")]
+    ref = rows["hard_sharing", "fixed"]
+    assert ref["relative"] == 1.0 and ref["relative_memory"] == 1.0  # the reference, though measured third
+    for r in rows.values():
+        assert r["chunks"] == 2 and r["ms_per_step"] > 0 and r["peak_mb"] > 0, r
+    # MTAN adds attention modules and their activations to the same encoder and heads
+    assert rows["mtan", "fixed"]["peak_mb"] > ref["peak_mb"]
+    assert "| hard_sharing | upgrad |" in (tmp_path / "cpu.md").read_text()
