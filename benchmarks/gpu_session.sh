@@ -15,7 +15,9 @@
 #      seed 0's plain baselines are the grid's: merge benchmarks/results/zoo's scratch rows in
 #      (benchmarks/merge_results.py) before building the table;
 #   5. the speed columns of every combination on the then idle GPU (benchmarks/results/speed_gpu):
-#      the training runs share the GPU, so their own inference timings would measure the sharing.
+#      the training runs share the GPU, so their own inference timings would measure the sharing;
+#      and the MTL table's step time and memory, every configuration side by side
+#      (benchmarks/mtl_step.py, into mtl_step/; mtl_table.py --step-time takes them).
 # Every job runs in its own process (zoo.bench's grid runner); a job past DEADLINE seconds is
 # killed and recorded as a timeout row. Results are packed into $OUT/results.tgz.
 #
@@ -101,6 +103,12 @@ nvidia-smi --query-gpu=memory.used --format=csv,noheader 2>/dev/null
 timeout 75 $PY "$REPO/benchmarks/speed.py" --task "$GRID_TASKS" --encoder "$GRID_ENCODERS" --out "$RES/speed_gpu" \
   --data-root "$DATA" "${EXTRA[@]}" > "$RES/speed.log" 2>&1
 log "speed done ($?)"
+# the MTL table's step-time and memory columns, every configuration side by side on the idle GPU
+# (the table's runs shared it): python benchmarks/mtl_table.py --step-time mtl_step/cuda.json
+MS=(--steps 20); [ -n "${SMOKE:-}" ] && MS=(--steps 2 --chunk 1 --encoder-arg width=4 --train-limit 64)
+timeout 90 $PY "$REPO/benchmarks/mtl_step.py" --device $DEV --architecture $ARCHS --weighting $STRATS,$MINNORM \
+  "${MS[@]}" --data-root "$DATA" --out "$RES/mtl_step" > "$RES/mtl_step.log" 2>&1
+log "mtl step time done ($?)"
 # run folders hold checkpoints (too big to bring back): keep the tables, logs and histories
 cd "$RES" && tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='*.safetensors' . && ls -la "$OUT"
 log "packed"

@@ -7,11 +7,15 @@ rows (same encoder, hard sharing, fixed weighting) of the same seed and budget i
 then averaged.
 Step time is each run's training seconds over the hard-sharing ``fixed`` run's of the same seed
 (the runs of a seed ran side by side on the same machine), then averaged; peak memory likewise
-relative to it (each run's process peak; CPU: peak RSS).
+relative to it (each run's process peak; CPU: peak RSS). Runs that shared a machine with other
+work time their neighbours as much as themselves: ``--step-time`` takes those two columns from
+``benchmarks/mtl_step.py``'s side-by-side measurement instead (its JSON: every configuration timed
+in one process, taking turns), with its peak tensor memory.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -37,7 +41,9 @@ def ms(values: list[float], digits: int = 2) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}" + note
 
 
-def table(rows: list[dict]) -> tuple[str, dict]:
+def table(rows: list[dict], step: dict | None = None) -> tuple[str, dict]:
+    """The table's text and its per-configuration numbers; ``step``: mtl_step.py's JSON, whose side-by-side
+    ratios replace the per-run step-time and memory columns."""
     spec = task_spec("joint", load_registry())
     singles = {(r["task"], r["seed"], r["budget_mode"]): r for r in rows if r["task"] != "joint"
                and r.get("weighting") == "fixed" and "architecture" not in r and not r.get("status")}
@@ -67,13 +73,22 @@ def table(rows: list[dict]) -> tuple[str, dict]:
         return -statistics.fmean(finite) if finite else 0.0
 
     order = sorted(stats, key=rank)
-    head = ["architecture", "strategy", "seeds", *[f"{m} (%)" for m in METRICS], "delta_m (%)",
-            "step time / hard+fixed", "peak memory / hard+fixed", "peak MB"]
+    head = ["architecture", "strategy", "seeds", *[f"{m} (%)" for m in METRICS], "delta_m (%)"]
+    if step is None:
+        head += ["step time / hard+fixed", "peak memory / hard+fixed", "peak MB"]
+    else:
+        head += ["step time / hard+fixed (side by side)", "peak tensor memory / hard+fixed", "peak tensor MB"]
+        measured = {(r["architecture"], r["weighting"]): r for r in step["rows"]}
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in order:
         s = stats[n]
+        if step is None:
+            cost = [ms(s["rel_time"]), ms(s["rel_memory"]), ms(s["peak"], 0)]
+        else:
+            m = measured.get(n)
+            cost = [f"{m['relative']:.2f}", f"{m['relative_memory']:.2f}", f"{m['peak_mb']:.1f}"] if m else ["-"] * 3
         lines.append("| " + " | ".join([*n, str(s["n"]), *[ms(s["metrics"][m]) for m in METRICS], ms(s["delta_m"], 3),
-                                        ms(s["rel_time"]), ms(s["rel_memory"]), ms(s["peak"], 0)]) + " |")
+                                        *cost]) + " |")
     singles_line = []
     for t in ("foreground", "circlization", "semantic"):
         rs = [r for (task, _, _), r in singles.items() if task == t]
@@ -88,9 +103,12 @@ def main() -> int:
     p.add_argument("--results", default="benchmarks/results/mtl")
     p.add_argument("--intro", default=None)
     p.add_argument("--outro", default=None)
+    p.add_argument("--step-time", default=None, metavar="JSON",
+                   help="benchmarks/mtl_step.py's JSON: its side-by-side step time and memory replace the per-run columns")
     args = p.parse_args()
     out = Path(args.results)
-    text, _ = table(load_rows(out))
+    step = json.loads(Path(args.step_time).read_text()) if args.step_time else None
+    text, _ = table(load_rows(out), step)
     parts = [Path(args.intro).read_text()] if args.intro else []
     parts.append(text)
     if args.outro:

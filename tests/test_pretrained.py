@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from zoo.engine.evaluate import evaluate_checkpoint
 from zoo.use.pretrained import PRETRAINED_DIR
 
 SHIPPED = zoo.list_pretrained()
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_reference_models_are_shipped():
@@ -39,3 +41,47 @@ def test_shipped_model_scores_its_metadata(name):
     scores = evaluate_checkpoint(PRETRAINED_DIR / meta["file"], data_root=str(BUNDLED), device="cpu")
     for metric, value in meta["metrics"].items():
         assert scores[metric] == pytest.approx(value, abs=0.01), metric
+
+
+def test_a_joint_configuration_ships_as_joint_encoder_and_predicts_every_head(tiny_mnist, tmp_path, capsys):
+    """Item 6 of the MTL issue: make_pretrained ships one joint configuration of an MTL table
+    (``--only``) as ``joint-<encoder>``, refuses to pick between two by itself, and the shipped
+    file loads with its architecture and gives all four heads' outputs on one image."""
+    import importlib.util
+    import json
+
+    import cv2
+    import numpy as np
+
+    from zoo.bench import main as bench
+    from zoo.predict import main as predict
+
+    res = tmp_path / "res"
+    for arch in ("hard_sharing", "mtan"):
+        assert bench(["--task", "joint", "--encoder", "scratch", "--architecture", arch, "--quick", "--epochs", "1",
+                      "--encoder-arg", "width=4", "--data-root", str(tiny_mnist), "--out", str(res), "--quiet",
+                      "--no-figures", "--no-speed", "--no-baselines", "--device", "cpu"]) == 0
+    mode = {r["budget_mode"] for r in json.loads((res / "results.json").read_text())["rows"]}.pop()
+    spec = importlib.util.spec_from_file_location("make_pretrained", ROOT / "benchmarks/make_pretrained.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    out = tmp_path / "pre"
+    with pytest.raises(SystemExit) as e:  # both rows are joint/scratch: which one ships is the user's choice
+        make.main([str(res), "--out", str(out), "--only", f"budget_mode={mode}", "--only", "task=joint"])
+    assert e.value.code == 2 and "several rows would be shipped as joint-scratch.safetensors" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit):  # the default budget mode: no quick row is shipped by accident
+        make.main([str(res), "--out", str(out), "--only", "architecture=mtan"])
+    assert make.main([str(res), "--out", str(out), "--only", f"budget_mode={mode}", "--only", "architecture=mtan"]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert list(index) == ["joint/scratch"] and index["joint/scratch"]["config"]["architecture"] == "mtan"
+    model = zoo.create_model("joint", "scratch", pretrained=out / "joint-scratch.safetensors")
+    assert type(model.architecture).__name__ == "MTAN", type(model.architecture)
+    assert set(model.heads) == set(index["joint/scratch"]["heads"]) == {"mask", "digit", "circle", "seg"}
+    image = tmp_path / "digit.png"
+    cv2.imwrite(str(image), (np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8))
+    assert predict([str(out / "joint-scratch.safetensors"), str(image), "--out", str(tmp_path / "pred")]) == 0
+    rec = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    rec = rec[0] if isinstance(rec, list) else rec
+    for key in ("digit_class", "digit_prob", "circle_cx", "circle_cy", "circle_r", "mask_mask", "seg_mask"):
+        assert key in json.dumps(rec), key

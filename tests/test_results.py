@@ -184,3 +184,41 @@ def test_a_kill_between_the_three_writes_never_leaves_json_ahead(tmp_path, monke
     write_results(tmp_path, [{**base, "seed": 2, "iou": 97.0}], "h")
     views_hold_every_json_row()
     assert len((tmp_path / "results.csv").read_text().strip().splitlines()) == 1 + len(load_rows(tmp_path))
+
+
+def test_mtl_table_scores_each_seed_and_takes_side_by_side_step_time():
+    """The MTL README generator on hand-made rows: delta_m per seed against that seed's single-task
+    rows, then mean ± std; step time per run over hard+fixed of its seed, or, given mtl_step.py's
+    JSON, that measurement's ratios; a configuration it did not measure is '-'."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mtl_table", ROOT / "benchmarks/mtl_table.py")
+    mtl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mtl)
+    base = {"encoder": "scratch", "budget_mode": "default", "parameters": 1000, "train_seconds": 10.0}
+    single = {"foreground": {"iou": 99.0}, "circlization": {"accuracy": 95.0, "gated_iou": 94.0},
+              "semantic": {"dice": 94.0}}
+    rows = [{**base, "task": t, "weighting": "fixed", "seed": s, **m} for s in (0, 1) for t, m in single.items()]
+    equal = {"iou": 99.0, "accuracy": 95.0, "gated_iou": 94.0, "dice": 94.0}
+    # seed 0: every metric 1 % above its single-task model (+1.0); seed 1: accuracy and Dice 2 % above (+1.0)
+    rows += [{**base, "task": "joint", "weighting": "fixed", "architecture": "mtan", "seed": 0, "train_seconds": 15.0,
+              "iou": 99.99, "accuracy": 95.95, "gated_iou": 94.94, "dice": 94.94},
+             {**base, "task": "joint", "weighting": "fixed", "architecture": "mtan", "seed": 1, "train_seconds": 30.0,
+              **equal, "accuracy": 96.9, "dice": 95.88}]
+    rows += [{**base, "task": "joint", "weighting": "fixed", "seed": s, **equal} for s in (0, 1)]
+    rows[-1]["train_seconds"] = 20.0
+    text, stats = mtl.table(rows)
+    assert stats["mtan", "fixed"]["delta_m"] == pytest.approx([1.0, 1.0], abs=1e-3)
+    assert stats["hard_sharing", "fixed"]["delta_m"] == [0.0, 0.0]
+    assert stats["mtan", "fixed"]["rel_time"] == [1.5, 1.5]  # 15 / 10 (seed 0), 30 / 20 (seed 1)
+    mtan = next(line for line in text.splitlines() if line.startswith("| mtan | fixed |"))
+    assert "| 1.000 ± 0.000 | 1.50 ± 0.00 |" in mtan
+    step = {"rows": [{"architecture": "hard_sharing", "weighting": "fixed", "relative": 1.0, "relative_memory": 1.0,
+                      "peak_mb": 8.25},
+                     {"architecture": "mtan", "weighting": "upgrad", "relative": 2.0, "relative_memory": 1.5,
+                      "peak_mb": 12.4}]}
+    text, _ = mtl.table(rows, step)
+    assert "(side by side)" in text.splitlines()[0]
+    lines = {tuple(line.split(" | ")[:2]): line for line in text.splitlines()[2:] if line.startswith("| ")}
+    assert lines["| mtan", "fixed"].endswith("| 1.000 ± 0.000 | - | - | - |")
+    assert lines["| hard_sharing", "fixed"].endswith("| 1.00 | 1.00 | 8.2 |")
