@@ -21,9 +21,9 @@ from pathlib import Path
 from safetensors.torch import save
 
 from zoo.core.files import atomic_write_bytes, atomic_write_text
-from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.config import parse_kv
 from zoo.use.pretrained import create_model, record
+from zoo.runs.keys import row_architecture
 from zoo.runs.results import load_rows
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     rows = [r for r in load_rows(Path(a.results)) if not r.get("status")
-            and all(r.get(k, DEFAULT_ARCHITECTURE if k == "architecture" else None) == v for k, v in only.items())]
+            and all((row_architecture(r) if k == "architecture" else r.get(k)) == v for k, v in only.items())]
     files = [f"{r['task']}-{r['encoder']}.safetensors" for r in rows]
     if not rows:
         p.error(f"no finished row of {a.results} has {only}")

@@ -24,6 +24,7 @@ from pathlib import Path
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.build import load_registry, task_spec
 from zoo.runs.gain import add_gain
+from zoo.runs.keys import row_architecture
 from zoo.runs.results import load_rows
 
 METRICS = ["iou", "accuracy", "gated_iou", "dice"]
@@ -49,10 +50,10 @@ def table(rows: list[dict], step: dict | None = None) -> tuple[str, dict]:
                and r.get("weighting") == "fixed" and "architecture" not in r and not r.get("status")}
     joint = [r for r in rows if r["task"] == "joint" and not r.get("status")]
     reference = {(r["seed"], r["budget_mode"]): r for r in joint
-                 if r["weighting"] == "fixed" and r.get("architecture", DEFAULT_ARCHITECTURE) == DEFAULT_ARCHITECTURE}
+                 if r["weighting"] == "fixed" and row_architecture(r) == DEFAULT_ARCHITECTURE}
     by = defaultdict(list)
     for r in joint:
-        by[(r.get("architecture", DEFAULT_ARCHITECTURE), r["weighting"])].append(r)
+        by[(row_architecture(r), r["weighting"])].append(r)
     stats = {}
     for name, rs in by.items():
         dm, rel, rel_mem = [], [], []

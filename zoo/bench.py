@@ -30,6 +30,7 @@ from zoo.data.idx import DataError
 from zoo.runs import gain as gains
 from zoo.runs.gain import add_gain, baseline_tasks
 from zoo.runs.grid import run_grid
+from zoo.runs.keys import architecture_field
 from zoo.core.registry import Registry, RegistryError
 from zoo.runs.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
 from zoo.core.files import check_writable
@@ -178,11 +179,6 @@ def row_ident(task: str, encoder: str, weighting: str, mode: str, seed: int,
     """The fields that key a run's result row (``zoo.runs.results.KEY``), as its row will hold them."""
     return {"task": task, "encoder": encoder, "weighting": weighting, "budget_mode": mode, "seed": seed,
             "world_size": launched_world(), **architecture_field(architecture)}
-
-
-def architecture_field(name: str) -> dict[str, str]:
-    """A row names its architecture unless it is hard sharing (rows from before architectures have none)."""
-    return {} if name == DEFAULT_ARCHITECTURE else {"architecture": name}
 
 
 @dataclass

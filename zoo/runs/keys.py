@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from zoo.core.architectures import DEFAULT_ARCHITECTURE
+
 # world_size: set on rows of runs under torchrun (absent = one process), so a distributed run never
 # replaces the one-process row of the same combination
 # architecture: set on rows of runs with an architecture other than hard sharing (absent = hard sharing)
@@ -13,3 +15,13 @@ OPTIONAL_KEY = frozenset({"world_size", "architecture"})  # absent: one process,
 def row_key(row: dict[str, Any]) -> tuple:
     """The one key of a result row, used wherever rows are merged or looked up."""
     return tuple(row.get(k) for k in KEY)
+
+
+def architecture_field(name: str) -> dict[str, str]:
+    """A row names its architecture unless it is hard sharing (rows from before architectures have none)."""
+    return {} if name == DEFAULT_ARCHITECTURE else {"architecture": name}
+
+
+def row_architecture(row: dict[str, Any]) -> str:
+    """The architecture a row (or a saved run config) was trained with: absent means hard sharing."""
+    return row.get("architecture") or DEFAULT_ARCHITECTURE

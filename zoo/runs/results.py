@@ -23,11 +23,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.core.files import atomic_write_text
 from zoo.data.config import SPLITS, is_count, split_counts
 from zoo.runs.gain import GAIN_SUMMARY, is_gain_detail
-from zoo.runs.keys import KEY, OPTIONAL_KEY, row_key  # noqa: F401 - the rows' one key, imported from here too
+from zoo.runs.keys import KEY, OPTIONAL_KEY, row_architecture, row_key  # noqa: F401 - the rows' one key, imported from here too
 
 LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_epoch", "train_seconds",
         "train_samples_per_s"]
@@ -157,7 +156,7 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
         cols += [c for c in speed_columns_of(trs) if "_std" not in c]
         cols += [c for c in GAIN_SUMMARY if any(c in r for r in trs) and c not in cols]
         parts += [f"### {task}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        parts += ["| " + " | ".join(_fmt(r.get(c, DEFAULT_ARCHITECTURE if c == "architecture" else ""), c) for c in cols)
+        parts += ["| " + " | ".join(_fmt(row_architecture(r) if c == "architecture" else r.get(c, ""), c) for c in cols)
                   + " |" for r in trs]
         prov = trs[0]
         unit = "digits" if "train_digits" in prov else "samples"

@@ -15,7 +15,7 @@ import torch
 
 from zoo.engine.build import build_model, load_registry, task_spec
 from zoo.engine.checkpoint import read_weights
-from zoo.core.architectures import DEFAULT_ARCHITECTURE
+from zoo.runs.keys import row_architecture
 from zoo.encoders.base import settings_for_state
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import RegistryError, unknown_name_error
@@ -137,7 +137,7 @@ def _build(task: str, encoder: str, state: dict[str, torch.Tensor] | None, meta:
     data = TaskData({}, {}, {}, info, in_channels=in_channels, num_classes=info.get("num_classes"))
     resolved = spec.task.resolve(spec, data, registry)
     model = build_model(encoder, resolved.heads, data.in_channels, encoder_settings, registry,
-                        cfg.get("architecture", DEFAULT_ARCHITECTURE), cfg.get("architecture_settings") or {})
+                        row_architecture(cfg), cfg.get("architecture_settings") or {})
     if state is not None:
         model.load_state_dict(state)
     model.meta = {**meta, "input": spec.task.input_spec(), "in_channels": in_channels,
