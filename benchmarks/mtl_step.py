@@ -24,8 +24,6 @@ Writes ``<out>/<device>.md`` and ``.json``; ends with one line per configuration
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
@@ -35,14 +33,12 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import Take, _sync  # noqa: E402  (the same chunked-step machinery)
+from throughput import Take, _sync, write_report  # noqa: E402  (the same chunked-step machinery and report)
 
-from zoo.core.files import atomic_write_text  # noqa: E402
 from zoo.engine.build import load_registry, task_spec  # noqa: E402
 from zoo.engine.build_run import setup  # noqa: E402
 from zoo.engine.config import RunConfig, parse_kv  # noqa: E402
 from zoo.engine.train import Trainer, train_one_epoch  # noqa: E402
-from zoo.runs.results import machine  # noqa: E402
 from zoo.use.speed import train_peak_memory_mb  # noqa: E402
 
 REFERENCE = ("hard_sharing", "fixed")
@@ -127,16 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/mtl_step.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = table(rows, ref)
     if a.out:
-        out = Path(a.out)
-        name = a.device.replace(":", "")
-        info = {"command": command, "machine": machine(), "torch": torch.__version__, "python": platform.python_version(),
-                "threads": torch.get_num_threads(), "wall_seconds": round(wall, 1), "rows": rows}
-        atomic_write_text(out / f"{name}.json", json.dumps(info, indent=1) + "\n")
-        md = [f"# MTL training step time on {a.device}", "", f"Command: `{command}`", "",
-              f"Machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-              f"{a.steps} timed steps of each configuration in chunks of {a.chunk}, the configurations taking turns "
-              f"(median chunk of each); whole run {wall:.0f} s.", ""] + lines
-        atomic_write_text(out / f"{name}.md", "\n".join(md) + "\n")
+        write_report(a.out, a.device, command, wall, rows, "MTL training step time and memory",
+                     f"{a.steps} timed steps of each configuration in chunks of {a.chunk}, the configurations taking "
+                     "turns (median chunk of each)", lines)
     print("\n".join(lines))
     for r in rows:
         print(f"{r['architecture']} {r['weighting']} ms_per_step={r['ms_per_step']:.1f} relative={r['relative']:.3f} "

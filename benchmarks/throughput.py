@@ -126,6 +126,20 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def write_report(out: str | Path, device: str, command: str, wall: float, rows: list[dict[str, Any]], title: str,
+                 method: str, lines: list[str]) -> None:
+    """``<out>/<device>.json`` (the rows and where they come from) and ``<device>.md`` (title, command,
+    machine, how it was measured, the table), each written atomically."""
+    out, name = Path(out), device.replace(":", "")
+    info = {"command": command, "machine": machine(), "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "wall_seconds": round(wall, 1), "rows": rows}
+    atomic_write_text(out / f"{name}.json", json.dumps(info, indent=1) + "\n")
+    md = [f"# {title} on {device}", "", f"Command: `{command}`", "",
+          f"Machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads; {method}; "
+          f"whole run {wall:.0f} s.", ""] + lines
+    atomic_write_text(out / f"{name}.md", "\n".join(md) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
@@ -149,16 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     command = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if a.out:
-        out = Path(a.out)
-        name = a.device.replace(":", "")
-        info = {"command": command, "machine": machine(), "torch": torch.__version__, "python": platform.python_version(),
-                "threads": torch.get_num_threads(), "wall_seconds": round(wall, 1), "rows": rows}
-        atomic_write_text(out / f"{name}.json", json.dumps(info, indent=1) + "\n")
-        md = [f"# Training throughput on {a.device}", "", f"Command: `{command}`", "",
-              f"Machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-              f"{a.steps} timed steps of each kind, in chunks of {a.chunk} alternating model-only and end-to-end "
-              f"(median chunk of each); whole run {wall:.0f} s.", ""] + table(rows)
-        atomic_write_text(out / f"{name}.md", "\n".join(md) + "\n")
+        write_report(a.out, a.device, command, wall, rows, "Training throughput",
+                     f"{a.steps} timed steps of each kind, in chunks of {a.chunk} alternating model-only and "
+                     "end-to-end (median chunk of each)", table(rows))
     print("\n".join(table(rows)))
     new = "device+compile" if "device+compile" in engines and "device" not in engines else "device"
     for r in rows:
