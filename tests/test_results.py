@@ -222,3 +222,30 @@ def test_mtl_table_scores_each_seed_and_takes_side_by_side_step_time():
     lines = {tuple(line.split(" | ")[:2]): line for line in text.splitlines()[2:] if line.startswith("| ")}
     assert lines["| mtan", "fixed"].endswith("| 1.000 ± 0.000 | - | - | - |")
     assert lines["| hard_sharing", "fixed"].endswith("| 1.00 | 1.00 | 8.2 |")
+
+
+def test_rescore_reproduces_a_row_from_its_best_checkpoint_and_scores_another(tiny_mnist, tmp_path):
+    """benchmarks/rescore.py: best.pt gives back the row's own test metrics (the same scoring), last.pt
+    a row naming it, without the validation fields of the other checkpoint; the original stays."""
+    import importlib.util
+
+    from zoo.bench import main as bench
+
+    res = tmp_path / "res"
+    assert bench(["--task", "foreground", "--encoder", "scratch", "--quick", "--epochs", "2", "--data-root",
+                  str(tiny_mnist), "--out", str(res), "--quiet", "--no-figures", "--no-speed", "--device", "cpu"]) == 0
+    spec = importlib.util.spec_from_file_location("rescore", ROOT / "benchmarks/rescore.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (row,) = load_rows(res)
+    before = (res / "results.json").read_text()
+    with pytest.raises(SystemExit):
+        script.main([str(res), "--out", str(res)])
+    for ckpt in ("best.pt", "last.pt"):
+        assert script.main([str(res), "--checkpoint", ckpt, "--out", str(tmp_path / ckpt)]) == 0
+        (new,) = load_rows(tmp_path / ckpt)
+        assert new["scored_checkpoint"] == ckpt and row_key(new) == row_key(row)
+        assert "best_epoch" not in new and not any(k.startswith("val_") for k in new)
+        if ckpt == "best.pt":
+            assert {k: new[k] for k in ("iou", "iou_dice")} == {k: row[k] for k in ("iou", "iou_dice")}
+    assert (res / "results.json").read_text() == before
