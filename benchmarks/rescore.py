@@ -25,6 +25,7 @@ from pathlib import Path
 from zoo.engine.build import load_registry
 from zoo.engine.evaluate import evaluate_checkpoint
 from zoo.runs.gain import GAIN_SUMMARY, SINGLE, refresh_gains
+from zoo.runs.keys import row_architecture
 from zoo.runs.results import load_rows, write_results
 
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in load_rows(src):
         ckpt = Path(row.get("run_dir") or "") / a.checkpoint
         if row.get("status") or not row.get("run_dir") or not ckpt.is_file():
-            skipped.append(f"{row.get('task')}/{row.get('weighting')}/{row.get('architecture', '')}/s{row.get('seed')}")
+            skipped.append(f"{row.get('task')}/{row.get('weighting')}/{row_architecture(row)}/s{row.get('seed')}")
             continue
         rows.append(rescore(row, ckpt, a.data_root))
         print(f"{ckpt.parent.name}: " + ", ".join(f"{k} {row[k]:.2f} -> {rows[-1][k]:.2f}"
