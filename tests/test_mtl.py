@@ -217,6 +217,16 @@ def test_grid_retrains_a_row_whose_budget_changed(tiny_mnist, tmp_path, capsys):
     assert "skip fg_b | tiny_a" in err and "retrain fg_b | tiny_b" in err, err
 
 
+def interrupt_after_first_epoch(cfg, run_dir):
+    """Train ``cfg`` in ``run_dir`` and kill it after its first epoch, as a session's end does."""
+    def killed_after_first(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, out_dir=run_dir, on_epoch_end=killed_after_first, show_progress=False)
+
+
 def test_grid_resumes_an_interrupted_run_and_never_a_live_one(tiny_mnist, tmp_path, capsys):
     """A job killed mid-training (a session's end) is continued from its last.pt by the same grid
     command; a run another process is training is left alone."""
@@ -230,13 +240,7 @@ def test_grid_resumes_an_interrupted_run_and_never_a_live_one(tiny_mnist, tmp_pa
     mode = budget_mode(parsed)
     job = next(j for j in plan_jobs(parsed, zoo.load_registry([small]), mode, out) if j.encoder == "small")
     cut = new_run_dir(out, job.cfg, mode)
-
-    def killed_after_first(epoch, row):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(job.cfg, out_dir=cut, on_epoch_end=killed_after_first, show_progress=False)
+    interrupt_after_first_epoch(job.cfg, cut)
     with hold(cut):  # another process training in it: not a run to continue, by the grid or by hand
         assert unfinished_run(out, job.cfg, mode) is None
         one = [a if a != "tiny,small" else "small" for a in args[:-2]]
@@ -255,6 +259,33 @@ def test_grid_resumes_an_interrupted_run_and_never_a_live_one(tiny_mnist, tmp_pa
     assert "resumed from" in (out / "logs" / "foreground-small-fixed-" f"{mode}-s0.log").read_text()
     log = (cut / "log.txt").read_text()
     assert log.count("epoch 1/2") == 1 and log.count("epoch 2/2") == 1, log
+
+
+def test_single_run_names_an_interrupted_run_of_its_configuration(tiny_mnist, tmp_path, capsys):
+    """Rerunning a single command after an interruption starts a new folder (only --resume or the
+    grid continues one); it says so and how to continue, and never names a finished run."""
+    small = tmp_path / "small.yaml"
+    small.write_text("encoders:\n  small: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n")
+    out = tmp_path / "runs"
+    args = ["--task", "foreground", "--encoder", "small", "--registry", str(small), "--data-root", str(tiny_mnist),
+            "--out", str(out), "--epochs", "2", "--batch-size", "16"]
+    parsed = parse_args(args)
+    mode = budget_mode(parsed)
+    job = plan_jobs(parsed, zoo.load_registry([small]), mode, out)[0]
+    cut = new_run_dir(out, job.cfg, mode)
+    interrupt_after_first_epoch(job.cfg, cut)
+    rc, err = run_cli(args, capsys)
+    rows = load_rows(out)
+    assert rc == 0 and f"{cut} holds an interrupted run of foreground | small" in err, err
+    assert "(epoch 1 of 2)" in err and f"rerun with --resume {cut / 'last.pt'}" in err, err
+    assert [r["run_dir"] for r in rows] != [str(cut)] and rows[0]["epochs"] == 2
+    # the new, finished run is newer but never named; the interrupted one still is, until it is continued
+    rc, err = run_cli(args, capsys)
+    assert rc == 0 and err.count("holds an interrupted run") == 1 and f"{cut} holds" in err, err
+    rc, err = run_cli([*args, "--resume", str(cut / "last.pt")], capsys)
+    assert rc == 0 and "holds an interrupted run" not in err, err
+    rc, err = run_cli(args, capsys)
+    assert rc == 0 and "holds an interrupted run" not in err, err
 
 
 # ----------------------------------------------------------------------------- fine-tuning options

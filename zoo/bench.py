@@ -34,7 +34,7 @@ from zoo.runs.keys import architecture_field
 from zoo.core.registry import Registry, RegistryError
 from zoo.runs.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
 from zoo.core.files import check_writable
-from zoo.runs.rundir import new_run_dir, remove_if_empty
+from zoo.runs.rundir import new_run_dir, remove_if_empty, resumable_runs, training_done
 from zoo.engine.loaders import eval_batch_size
 from zoo.use.speed import peak_memory_mb, speed_columns
 from zoo.engine.tblog import log_figure
@@ -255,10 +255,27 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
     return jobs
 
 
+def interrupted_twin(out: Path, cfg: RunConfig, mode: str) -> tuple[Path, int] | None:
+    """The newest interrupted run of ``cfg`` in ``out`` (resumable, its training not done) and its
+    last epoch, or None.
+
+    A grid continues such a run by itself; a single run starts a new folder beside it, which a user
+    rerunning the same command after an interruption may not expect, so ``run_job`` names it."""
+    for ckpt, saved in resumable_runs(out, cfg, mode):
+        if not training_done(saved, cfg):
+            return ckpt, int(saved["epoch"])
+    return None
+
+
 def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, command: str,
             err: Console) -> dict[str, Any]:
     """Train one combination in its own run directory, write its row (under the folder's lock) and figure."""
     spec, cfg, mode = job.spec, job.cfg, job.mode
+    twin = interrupted_twin(out, cfg, mode) if dist.is_main() and not args.resume else None
+    if twin is not None:
+        err.print(f"[yellow]note:[/] {escape(str(twin[0].parent))} holds an interrupted run of {escape(job.label)} "
+                  f"(epoch {twin[1]} of {cfg.epochs}); this command starts a new run beside it. To continue that "
+                  f"one instead, rerun with --resume {escape(str(twin[0]))}")
     run_dir = Path(args.resume).parent if args.resume else new_run_dir(out, cfg, mode)
     if dist.is_main():
         err.rule(f"{job.label}  ->  {run_dir}")

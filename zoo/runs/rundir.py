@@ -14,14 +14,15 @@ import glob
 import os
 import time
 from pathlib import Path
+from typing import Iterator
 
 from zoo.core import distributed as dist
 from zoo.engine.checkpoint import LOCK as _LOCK, hold, in_use, load_checkpoint
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.config import RunConfig, check_resumable
 
-__all__ = ["check_resumable", "hold", "in_use", "new_run_dir", "remove_if_empty", "run_name",
-           "unfinished_run"]
+__all__ = ["check_resumable", "hold", "in_use", "new_run_dir", "remove_if_empty", "resumable_runs", "run_name",
+           "training_done", "unfinished_run"]
 
 
 def run_name(cfg: RunConfig, budget: str) -> str:
@@ -49,20 +50,32 @@ def new_run_dir(out: str | Path, cfg: RunConfig, budget: str) -> Path:
     return Path(dist.broadcast_object(path))
 
 
-def unfinished_run(out: str | Path, cfg: RunConfig, budget: str) -> Path | None:
-    """The ``last.pt`` of the newest interrupted run of ``cfg`` in ``out`` (same settings, no process
-    training in it), or None. A grid continues such a run instead of starting the job over."""
+def resumable_runs(out: str | Path, cfg: RunConfig, budget: str) -> Iterator[tuple[Path, dict]]:
+    """Each run of ``cfg`` in ``out`` that could be continued (a ``last.pt`` of the same settings, no
+    process training in it), newest first, with its checkpoint (memory-mapped). A finished run
+    keeps its ``last.pt`` too: the caller tells them apart (a row, or the checkpoint's epoch)."""
     dirs = [Path(d) for d in glob.glob(os.path.join(glob.escape(str(out)), glob.escape(run_name(cfg, budget)) + "-*"))]
     for d in sorted(dirs, key=lambda d: d.stat().st_mtime, reverse=True):
         ckpt = d / "last.pt"
         if not ckpt.is_file() or in_use(d):
             continue
         try:
-            check_resumable(RunConfig.from_dict(load_checkpoint(ckpt, mmap=True)["config"]), cfg, ckpt)
+            saved = load_checkpoint(ckpt, mmap=True)
+            check_resumable(RunConfig.from_dict(saved["config"]), cfg, ckpt)
         except ValueError:  # another run's settings (or a damaged file): never continued by the grid
             continue
-        return ckpt
-    return None
+        yield ckpt, saved
+
+
+def unfinished_run(out: str | Path, cfg: RunConfig, budget: str) -> Path | None:
+    """The ``last.pt`` of the newest interrupted run of ``cfg`` in ``out``, or None. A grid continues
+    such a run instead of starting the job over (it asks only for jobs without a row)."""
+    return next((ckpt for ckpt, _ in resumable_runs(out, cfg, budget)), None)
+
+
+def training_done(saved: dict, cfg: RunConfig) -> bool:
+    """Whether a checkpoint's run trained to its end: all its epochs, or stopped early on patience."""
+    return saved["epoch"] >= cfg.epochs or bool(cfg.patience and saved.get("stale", 0) >= cfg.patience)
 
 
 def remove_if_empty(run_dir: Path) -> None:
