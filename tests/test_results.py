@@ -249,3 +249,30 @@ def test_rescore_reproduces_a_row_from_its_best_checkpoint_and_scores_another(ti
         if ckpt == "best.pt":
             assert {k: new[k] for k in ("iou", "iou_dice")} == {k: row[k] for k in ("iou", "iou_dice")}
     assert (res / "results.json").read_text() == before
+
+
+def test_foreground_errors_split_a_joint_rows_iou_into_false_positives_and_negatives(tiny_mnist, tmp_path):
+    """benchmarks/foreground_errors.py scores the mask head's stream alone and gives back the row's IoU;
+    its pixel counts are the IoU's own (IoU = (true - FN) / (true + FP))."""
+    import importlib.util
+
+    from zoo.bench import main as bench
+
+    res = tmp_path / "res"
+    assert bench(["--task", "joint", "--encoder", "scratch", "--quick", "--no-baselines", "--encoder-arg", "width=4",
+                  "--data-root", str(tiny_mnist), "--out", str(res), "--quiet", "--no-figures", "--no-speed",
+                  "--device", "cpu"]) == 0
+    spec = importlib.util.spec_from_file_location("foreground_errors", ROOT / "benchmarks/foreground_errors.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (row,) = load_rows(res)
+    r = script.mask_errors(str(Path(row["run_dir"]) / "best.pt"))
+    assert round(r["iou"], 4) == row["iou"]
+    # (a tiny run's threshold head may already be exact here: the split is checked, not its size)
+    assert r["false_pos"] >= 0 and r["false_neg"] >= 0 and r["errors"] == r["false_pos"] + r["false_neg"]
+    assert r["true_pixels"] > 0
+    assert r["iou"] == pytest.approx(100 * (r["true_pixels"] - r["false_neg"]) / (r["true_pixels"] + r["false_pos"]))
+    with pytest.raises(SystemExit, match="no iou metric"):
+        bench(["--task", "circlization", "--encoder", "scratch", "--quick", "--encoder-arg", "width=4", "--data-root",
+               str(tiny_mnist), "--out", str(tmp_path / "c"), "--quiet", "--no-figures", "--no-speed"])
+        script.mask_errors(str(Path(load_rows(tmp_path / "c")[0]["run_dir"]) / "best.pt"))
