@@ -14,26 +14,29 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from zoo.core.metrics import BinaryIoU
 from zoo.engine.build_run import setup
 from zoo.engine.checkpoint import read_weights
 from zoo.engine.config import RunConfig
 from zoo.engine.evaluate import evaluate
 
 
-def mask_errors(path: str, split: str = "test", data_root: str | None = None) -> dict[str, float]:
+def mask_errors(path: str, split: str = "test", data_root: str | None = None,
+                device: str | None = None) -> dict[str, float]:
     """IoU (%) and pixel counts of the ``iou`` metric of the model in ``path`` on ``split``."""
     state, meta = read_weights(path)
     cfg = RunConfig.from_dict(meta["config"])
-    if data_root:
-        cfg = dataclasses.replace(cfg, data_root=data_root)
+    overrides = {k: v for k, v in (("data_root", data_root), ("device", device)) if v}
+    cfg = dataclasses.replace(cfg, **overrides)
     s = setup(cfg, state)
     s.model.load_state_dict(state)
     metric = next((m for m in s.metrics if m.name == "iou"), None)
-    if metric is None:
-        raise SystemExit(f"{path}: its task {cfg.task!r} has no iou metric (a foreground or joint model is needed)")
+    if not isinstance(metric, BinaryIoU):
+        raise SystemExit(f"{path}: its task {cfg.task!r} has no binary iou metric (a foreground or joint model is "
+                         "needed)")
     stream = s.metric_streams["iou"]
-    # the other streams (a joint model's composites) are not needed for this metric: skip their pass
-    s = dataclasses.replace(s, plans=[p for p in s.plans if p.stream == stream], _eval_loaders={})
+    # only this metric and its stream: a joint model's composites are not needed (nor scored)
+    s = dataclasses.replace(s, plans=[p for p in s.plans if p.stream == stream], metrics=[metric], _eval_loaders={})
     iou = evaluate(s, split)["iou"]
     inter, union, pred, true = metric.state.tolist()
     return {"iou": iou, "errors": union - inter, "false_pos": pred - inter, "false_neg": true - inter,
@@ -45,11 +48,12 @@ def main() -> None:
     p.add_argument("models", nargs="+")
     p.add_argument("--split", default="test", choices=["val", "test"])
     p.add_argument("--data-root", default=None)
+    p.add_argument("--device", default=None, help="e.g. cpu for a model trained with --device cuda")
     a = p.parse_args()
     print("| model | IoU (%) | pixel errors | false positives | false negatives | foreground pixels |")
     print("|---|---|---|---|---|---|")
     for path in a.models:
-        r = mask_errors(path, a.split, a.data_root)
+        r = mask_errors(path, a.split, a.data_root, a.device)
         print(f"| {path} | {r['iou']:.2f} | {r['errors']:,.0f} | {r['false_pos']:,.0f} | {r['false_neg']:,.0f} | "
               f"{r['true_pixels']:,.0f} |")
 

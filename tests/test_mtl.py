@@ -277,7 +277,7 @@ def test_single_run_names_an_interrupted_run_of_its_configuration(tiny_mnist, tm
     rc, err = run_cli(args, capsys)
     rows = load_rows(out)
     assert rc == 0 and f"{cut} holds an interrupted run of foreground | small" in err, err
-    assert "(epoch 1 of 2)" in err and f"rerun with --resume {cut / 'last.pt'}" in err, err
+    assert "(epoch 1 of 2)" in err and f"rerun this job alone with --resume {cut / 'last.pt'}" in err, err
     assert [r["run_dir"] for r in rows] != [str(cut)] and rows[0]["epochs"] == 2
     # the new, finished run is newer but never named; the interrupted one still is, until it is continued
     rc, err = run_cli(args, capsys)

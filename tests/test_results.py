@@ -272,7 +272,8 @@ def test_foreground_errors_split_a_joint_rows_iou_into_false_positives_and_negat
     assert r["false_pos"] >= 0 and r["false_neg"] >= 0 and r["errors"] == r["false_pos"] + r["false_neg"]
     assert r["true_pixels"] > 0
     assert r["iou"] == pytest.approx(100 * (r["true_pixels"] - r["false_neg"]) / (r["true_pixels"] + r["false_pos"]))
-    with pytest.raises(SystemExit, match="no iou metric"):
-        bench(["--task", "circlization", "--encoder", "scratch", "--quick", "--encoder-arg", "width=4", "--data-root",
-               str(tiny_mnist), "--out", str(tmp_path / "c"), "--quiet", "--no-figures", "--no-speed"])
+    assert bench(["--task", "circlization", "--encoder", "scratch", "--quick", "--encoder-arg", "width=4", "--data-root",
+                  str(tiny_mnist), "--out", str(tmp_path / "c"), "--quiet", "--no-figures", "--no-speed",
+                  "--device", "cpu"]) == 0
+    with pytest.raises(SystemExit, match="no binary iou metric"):
         script.mask_errors(str(Path(load_rows(tmp_path / "c")[0]["run_dir"]) / "best.pt"))

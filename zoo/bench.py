@@ -261,9 +261,12 @@ def interrupted_twin(out: Path, cfg: RunConfig, mode: str) -> tuple[Path, int] |
 
     A grid continues such a run by itself; a single run starts a new folder beside it, which a user
     rerunning the same command after an interruption may not expect, so ``run_job`` names it."""
-    for ckpt, saved in resumable_runs(out, cfg, mode):
-        if not training_done(saved, cfg):
-            return ckpt, int(saved["epoch"])
+    try:
+        for ckpt, saved in resumable_runs(out, cfg, mode):
+            if not training_done(saved, cfg):
+                return ckpt, int(saved["epoch"])
+    except (OSError, ValueError, KeyError):  # advice only: a folder vanishing or unreadable never stops the run
+        pass
     return None
 
 
@@ -275,7 +278,7 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, c
     if twin is not None:
         err.print(f"[yellow]note:[/] {escape(str(twin[0].parent))} holds an interrupted run of {escape(job.label)} "
                   f"(epoch {twin[1]} of {cfg.epochs}); this command starts a new run beside it. To continue that "
-                  f"one instead, rerun with --resume {escape(str(twin[0]))}")
+                  f"one instead, rerun this job alone with --resume {escape(str(twin[0]))}")
     run_dir = Path(args.resume).parent if args.resume else new_run_dir(out, cfg, mode)
     if dist.is_main():
         err.rule(f"{job.label}  ->  {run_dir}")

@@ -68,8 +68,9 @@ def resumable_runs(out: str | Path, cfg: RunConfig, budget: str) -> Iterator[tup
 
 
 def unfinished_run(out: str | Path, cfg: RunConfig, budget: str) -> Path | None:
-    """The ``last.pt`` of the newest interrupted run of ``cfg`` in ``out``, or None. A grid continues
-    such a run instead of starting the job over (it asks only for jobs without a row)."""
+    """The ``last.pt`` of the newest resumable run of ``cfg`` in ``out`` (finished or not), or None. A
+    grid asks for jobs without a good row and continues such a run instead of starting the job over
+    (a run killed while being scored is scored)."""
     return next((ckpt for ckpt, _ in resumable_runs(out, cfg, budget)), None)
 
 
