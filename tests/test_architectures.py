@@ -161,6 +161,10 @@ def test_an_architecture_run_is_its_own_row_and_reloads(tiny_mnist, tmp_path, ca
     ("raw_levels=0", "come from the encoder and the task's heads"),
     ("heads=[a]", "come from the encoder and the task's heads"),
     ("experts=3", "unknown setting(s) 'experts'"),
+    ("detach=[digit,circle]", "some, not all, of the heads of task 'circlization': ['digit', 'circle']"),
+    ("detach=[mask]", "some, not all, of the heads"),
+    ("detach=digit", "some, not all, of the heads"),
+    ("detach=[digit,digit]", "some, not all, of the heads"),
 ])
 def test_bad_architecture_settings_are_one_line_before_any_data(tmp_path, capsys, arg, expect):
     from zoo.bench import main
@@ -169,6 +173,39 @@ def test_bad_architecture_settings_are_one_line_before_any_data(tmp_path, capsys
                str(tmp_path / "no-data"), "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err.replace("\n", " ")
     assert rc == 2 and "Traceback" not in err and expect in err and "no-data" not in err, err
+
+
+@pytest.mark.parametrize("weighting", ["mgda", "upgrad", "gradnorm"])
+def test_detach_is_refused_with_strategies_that_weigh_encoder_gradients(tmp_path, capsys, weighting):
+    """A detached head's encoder gradient is zero: MGDA's min-norm point would be zero and the encoder
+    would never move. Such strategies are refused by name (with leave_out as the way), before any data."""
+    from zoo.bench import main
+
+    rc = main(["--task", "circlization", "--weighting", weighting, "--architecture-arg", "detach=[digit]",
+               "--data-root", str(tmp_path / "no-data"), "--out", str(tmp_path / "o"), "--quiet", "--no-baselines"])
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert rc == 2 and "Traceback" not in err and f"weighting {weighting!r} weighs the heads' gradients" in err, err
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_detached_head_trains_itself_but_never_the_encoder(arch):
+    """``detach: [mask]``: the mask loss reaches the mask head (and its architecture modules), not one
+    encoder parameter; another head's loss still trains the encoder; the outputs are unchanged."""
+    plain = build(arch, input_skip=True)
+    torch.manual_seed(0)
+    model = zoo.build_model("scratch", HEADS, encoder_settings={"width": 4, "depth": 3, "input_skip": True},
+                            architecture=arch, architecture_settings={"detach": ["mask"]})
+    model.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 1, 32, 32)
+    assert all(torch.equal(a, b) for a, b in zip(plain(x).values(), model(x).values()))
+    model(x, heads=["mask"])["mask"].square().mean().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.heads["mask"].parameters())
+    own = [p for m in model.architecture.task_modules("mask") for p in m.parameters()]
+    assert all(p.grad is not None for p in own)
+    model.zero_grad(set_to_none=True)
+    model(x, heads=["seg"])["seg"].square().mean().backward()
+    assert any(p.grad is not None and p.grad.any() for p in model.encoder.parameters())
 
 
 def test_hard_sharing_baselines_are_planned_whatever_the_asked_architecture(tmp_path):

@@ -14,6 +14,12 @@ which belong to one head (trained by that head's loss alone).
 
 Levels that carry the raw input (an encoder built with ``input_skip``) pass through unchanged:
 heads that read the image need its intensities.
+
+Every architecture takes ``detach: [HEAD, ...]``: those heads read the encoder's features through a
+stop-gradient, so their losses train the head (and the architecture's modules it uses) but never the
+encoder. It is the loss-based methods' counterpart of the Jacobian methods' ``leave_out``: for a head
+that reads the input and barely needs the encoder (the threshold head), e.g.
+``--architecture-arg 'detach=[mask]'``.
 """
 from __future__ import annotations
 
@@ -31,12 +37,18 @@ DEFAULT_ARCHITECTURE = "hard_sharing"  # what a run, a row or a checkpoint witho
 class Architecture(nn.Module):
     """Base class: ``forward(features, head) -> features`` (same channels and strides)."""
 
-    def __init__(self, channels: list[int], reductions: list[int], heads: list[str], raw_levels: int = 0) -> None:
+    def __init__(self, channels: list[int], reductions: list[int], heads: list[str], raw_levels: int = 0,
+                 detach: list[str] | None = None) -> None:
         super().__init__()
         if not heads:
             raise ValueError("an architecture needs at least one head")
         self.channels, self.reductions, self.head_names = list(channels), list(reductions), list(heads)
         self.levels = list(range(raw_levels, len(channels)))  # the levels an architecture may change
+        detach = [] if detach is None else detach
+        if not isinstance(detach, (list, tuple)) or any(n not in heads for n in detach) or len(set(detach)) >= len(heads):
+            raise ValueError(f"detach must list some, not all, of the heads {list(heads)}; got {detach!r}")
+        # read by MultiTaskModel.forward, so an architecture that overrides only forward still honours it
+        self.detach = list(detach)
 
     def forward(self, features: list[torch.Tensor], head: str) -> list[torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -81,8 +93,8 @@ class MTAN(Architecture):
     """
 
     def __init__(self, channels: list[int], reductions: list[int], heads: list[str], raw_levels: int = 0,
-                 ratio: int = 4) -> None:
-        super().__init__(channels, reductions, heads, raw_levels)
+                 ratio: int = 4, detach: list[str] | None = None) -> None:
+        super().__init__(channels, reductions, heads, raw_levels, detach)
         ratio = positive_int("ratio", ratio)
         self.attention = nn.ModuleDict()
         self.carry = nn.ModuleDict()
@@ -141,8 +153,9 @@ class CGC(Architecture):
     """
 
     def __init__(self, channels: list[int], reductions: list[int], heads: list[str], raw_levels: int = 0,
-                 shared_experts: int = 2, task_experts: int = 1, ratio: int = 4) -> None:
-        super().__init__(channels, reductions, heads, raw_levels)
+                 shared_experts: int = 2, task_experts: int = 1, ratio: int = 4,
+                 detach: list[str] | None = None) -> None:
+        super().__init__(channels, reductions, heads, raw_levels, detach)
         shared_experts = positive_int("shared_experts", shared_experts)
         task_experts = positive_int("task_experts", task_experts, minimum=0)
         ratio = positive_int("ratio", ratio)
@@ -175,6 +188,6 @@ class MMoE(CGC):
     """Multi-gate Mixture-of-Experts: CGC with shared experts only (each head its own gate)."""
 
     def __init__(self, channels: list[int], reductions: list[int], heads: list[str], raw_levels: int = 0,
-                 shared_experts: int = 3, ratio: int = 4) -> None:
+                 shared_experts: int = 3, ratio: int = 4, detach: list[str] | None = None) -> None:
         super().__init__(channels, reductions, heads, raw_levels, shared_experts=shared_experts, task_experts=0,
-                         ratio=ratio)
+                         ratio=ratio, detach=detach)

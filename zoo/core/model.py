@@ -69,7 +69,9 @@ class MultiTaskModel(nn.Module):
         for name in names:
             head = self.heads[name]
             # Heads that read the raw input (threshold heads) are told the unpadded size.
-            mine = self.architecture(features, name)
+            # A detached head's loss never reaches the encoder (the architecture's ``detach``).
+            shared = [f.detach() for f in features] if name in getattr(self.architecture, "detach", ()) else features
+            mine = self.architecture(shared, name)
             out = head(mine, size=(h, w)) if head.needs_input_size else head(mine)
             if head.output_kind in DENSE_KINDS and (ph or pw):  # the head's declaration, not its shape
                 out = out[..., :h, :w]

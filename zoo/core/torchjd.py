@@ -146,6 +146,7 @@ class Aggregated(_TorchJD):
     """
 
     kind = "aggregator"
+    reads_shared_gradients = True
     module = "torchjd.aggregation"
 
     def _wrap(self, method: nn.Module) -> nn.Module:

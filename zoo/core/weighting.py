@@ -47,6 +47,9 @@ class Weighting(nn.Module):
         return sum(w[n] * losses[n] for n in losses)
 
     wants_losses_after_step = False
+    # weighs the heads' gradients on the shared parameters (GradNorm, the Jacobian methods): a head
+    # that the architecture detaches from the encoder would enter them as a zero gradient
+    reads_shared_gradients = False
 
     def backward(self, losses: dict[str, torch.Tensor], shared: list[nn.Parameter], scale: Scale = _identity,
                  task_params: list[nn.Parameter] | None = None) -> torch.Tensor:
@@ -70,6 +73,8 @@ class GradNorm(Weighting):
     shared layer, ||grad_W w_i L_i||, are pulled toward mean_norm * (r_i)^alpha, with r_i
     the relative inverse training rate L_i(t) / L_i(0) over its mean. Weights renormalise
     to sum to the number of tasks after each step."""
+
+    reads_shared_gradients = True
 
     def __init__(self, names: list[str], weights: dict[str, float], alpha: float = 1.5, lr: float = 0.025) -> None:
         super().__init__(names, weights)

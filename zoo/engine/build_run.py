@@ -91,9 +91,9 @@ def device_memory(device: torch.device) -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def check_architecture(registry: Registry, cfg: RunConfig) -> None:
+def check_architecture(registry: Registry, cfg: RunConfig, heads: list[str]) -> None:
     """The architecture's settings, checked before any data is read: the ones the model fills in are
-    refused, unknown ones list the valid ones."""
+    refused, unknown ones list the valid ones, ``detach`` names some of the task's ``heads``."""
     entry = registry.entry("architectures", cfg.architecture)
     filled = ("channels", "reductions", "heads", "raw_levels")
     given = sorted(set(filled) & set(cfg.architecture_settings))
@@ -102,6 +102,17 @@ def check_architecture(registry: Registry, cfg: RunConfig) -> None:
                             "task's heads, not from the command line")
     check_settings(f"architecture {cfg.architecture!r}", entry.obj, {**entry.settings, **cfg.architecture_settings},
                    fixed=filled)
+    detach = cfg.architecture_settings.get("detach")
+    if detach is not None and (not isinstance(detach, list) or not set(map(str, detach)) < set(heads)
+                               or len(set(detach)) != len(detach)):
+        raise RegistryError(f"--architecture-arg detach={detach!r}: give a list of some, not all, of the heads "
+                            f"of task {cfg.task!r}: {heads}, e.g. 'detach=[{heads[0]}]'")
+    weighting = registry.entry("weightings", cfg.weighting).obj
+    if detach and getattr(weighting, "reads_shared_gradients", False):
+        # MGDA would take a detached head's zero gradient as the min-norm point and never move the encoder
+        raise RegistryError(f"--architecture-arg detach=...: weighting {cfg.weighting!r} weighs the heads' gradients on "
+                            "the encoder, where a detached head's is zero; use a loss-based weighting (fixed, "
+                            "uncertainty, famo, ...) or, for a Jacobian method, --weighting-arg 'leave_out=[HEAD]'")
 
 
 def check_model_fits(cfg: RunConfig, task: ResolvedTask, in_channels: int, registry: Registry,
@@ -141,7 +152,7 @@ def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None, regist
         raise ValueError(f"setup got the spec of task {spec.name!r} for a run of task {cfg.task!r}")
     encoder = registry.entry("encoders", cfg.encoder)  # unknown encoder: fail before loading data
     registry.entry("weightings", cfg.weighting)
-    check_architecture(registry, cfg)
+    check_architecture(registry, cfg, [h.name for h in spec.heads])
     settings = settings_for_state(cfg.encoder_settings, weights) if weights is not None else cfg.encoder_settings
     if isinstance(encoder.obj, type) and issubclass(encoder.obj, Encoder):
         encoder.obj.prepare({**encoder.settings, **settings})  # e.g. pretrained weights fetched before any data
