@@ -343,3 +343,32 @@ def test_fine_tuning_options_are_checked_on_resume(tiny_mnist, tmp_path, change)
     with pytest.raises(ValueError, match=f"{key}: "):
         fit(dataclasses.replace(base, **change), out_dir=tmp_path / "r", resume=tmp_path / "r" / "last.pt",
             show_progress=False)
+
+
+def test_a_cuda_out_of_memory_after_a_checkpoint_retries_in_a_new_folder(tiny_mnist, tmp_path, capsys, monkeypatch):
+    """The out-of-memory retry halves the batch. When the failed attempt already wrote checkpoints (an
+    out-of-memory in a later epoch), fit refuses that folder, so the retry takes a new one and the
+    old one is kept and named; the row says the batch was halved."""
+    import zoo.bench as bench
+
+    real_fit, calls = bench.fit, []
+
+    def fit_out_of_memory_once(cfg, out_dir, **kw):
+        calls.append((cfg.batch_size, out_dir))
+        if len(calls) == 1:
+            def oom_after_first(epoch, row):
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return real_fit(cfg, out_dir=out_dir, **{**kw, "on_epoch_end": oom_after_first})
+        return real_fit(cfg, out_dir=out_dir, **kw)
+
+    monkeypatch.setattr(bench, "fit", fit_out_of_memory_once)
+    small = tmp_path / "small.yaml"
+    small.write_text("encoders:\n  small: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n")
+    out = tmp_path / "runs"
+    rc, err = run_cli(["--task", "foreground", "--encoder", "small", "--registry", str(small), "--data-root",
+                       str(tiny_mnist), "--out", str(out), "--epochs", "2", "--batch-size", "16"], capsys)
+    (first, one), (second, two) = calls
+    rows = load_rows(out)
+    assert rc == 0 and (first, second) == (16, 8) and one != two, err
+    assert (one / "last.pt").exists() and f"{one} keeps the run at batch size 16" in err, err
+    assert rows[0]["run_dir"] == str(two) and rows[0]["epochs"] == 2 and "16 -> 8" in rows[0]["note"]

@@ -296,7 +296,11 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, c
             halved.append(cfg.batch_size)
             cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size // 2)
             torch.cuda.empty_cache()
-            err.print(f"[yellow]CUDA out of memory[/]: retrying with batch size {cfg.batch_size}")
+            remove_if_empty(run_dir)
+            if run_dir.exists():  # it holds checkpoints of the larger batch: fit never trains over a run
+                err.print(f"[yellow]note:[/] {escape(str(run_dir))} keeps the run at batch size {halved[-1]}")
+                run_dir = new_run_dir(out, cfg, mode)
+            err.print(f"[yellow]CUDA out of memory[/]: retrying with batch size {cfg.batch_size} in {escape(str(run_dir))}")
         except BaseException:
             if dist.is_main() and not args.resume:
                 remove_if_empty(run_dir)
