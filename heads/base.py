@@ -49,6 +49,9 @@ class Head(nn.Module):
     needs_input_skip: bool = False
     #: ``forward(features, size=(H, W))`` gets the unpadded input size
     needs_input_size: bool = False
+    #: its output depends on the encoder's features (``False``: a head that reads only the raw input,
+    #: whose encoder gradient is zero; strategies that weigh encoder gradients must leave it out)
+    reads_encoder: bool = True
     #: the loss and batch field that train it when the task entry does not name them
     default_loss: str | None = None
     default_target: str | None = None

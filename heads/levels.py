@@ -84,9 +84,10 @@ class GlobalThreshold(nn.Module):
             self.level_score = nn.Sequential(nn.Linear(len(LEVEL_FEATURES), hidden), nn.ReLU(inplace=True),
                                              nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
             self.level_linear = nn.Linear(len(LEVEL_FEATURES), 1)
-            self.level_bias = nn.Linear(pooled_channels, LEVELS)
-            nn.init.zeros_(self.level_bias.weight)
-            nn.init.zeros_(self.level_bias.bias)
+            self.level_bias = nn.Linear(pooled_channels, LEVELS) if pooled_channels else None  # 0: histogram only
+            if self.level_bias is not None:
+                nn.init.zeros_(self.level_bias.weight)
+                nn.init.zeros_(self.level_bias.bias)
             return
         if isinstance(histogram_bins, bool) or not isinstance(histogram_bins, int) or histogram_bins == 1 or histogram_bins < 0:
             raise ValueError(f"histogram_bins must be 0 (off) or an integer >= 2, got {histogram_bins!r}")
@@ -108,8 +109,8 @@ class GlobalThreshold(nn.Module):
 
     def level_log_probs(self, pixels: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         """``levels``: log p(threshold = k), ``[N, 256]``."""
-        score = self.level_score(feats := level_features(pixels)) + self.level_linear(feats)
-        return torch.log_softmax(score[..., 0] + self.level_bias(pooled.float()), 1)
+        score = (self.level_score(feats := level_features(pixels)) + self.level_linear(feats))[..., 0]
+        return torch.log_softmax(score if self.level_bias is None else score + self.level_bias(pooled.float()), 1)
 
     def forward(self, pixels: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         pixels = pixels.float()

@@ -8,6 +8,9 @@ the 256 intensity levels from the image's cumulative histogram plus the encoder'
 deepest features; ``mode: regress`` regresses it) and turns it into one logit per pixel.
 
 The head needs the raw input among the features: build the encoder with ``input_skip: true``.
+``encoder_features: false`` drops the pooled features: the threshold is a function of the
+histogram alone, as Otsu's is, and the head no longer depends on the encoder (in a joint model
+no shared feature can move its threshold).
 """
 from __future__ import annotations
 
@@ -29,16 +32,25 @@ class ThresholdMaskHead(Head):
     needs_input_size = True  # the histogram must not count the model's padding
 
     def __init__(self, channels: list[int], reductions: list[int], mode: str = "levels", histogram_bins: int = 64,
-                 hidden: int = 128, initial_threshold: float = 0.4, initial_scale: float = 64.0) -> None:
+                 hidden: int = 128, initial_threshold: float = 0.4, initial_scale: float = 64.0,
+                 encoder_features: bool = True) -> None:
         super().__init__(channels, reductions)
         require_input_skip("threshold_mask", reductions)
-        self.threshold = GlobalThreshold(2 * channels[-1], mode, hidden, histogram_bins, initial_threshold, initial_scale)
+        if not isinstance(encoder_features, bool):
+            raise ValueError(f"encoder_features must be true or false, got {encoder_features!r}")
+        self.reads_encoder = encoder_features
+        if not encoder_features and mode == "regress" and histogram_bins == 0:
+            raise ValueError("encoder_features: false leaves mode 'regress' only the histogram: give histogram_bins >= 2")
+        # without encoder features the pooled part has width 0: the level bias is a learned constant
+        pooled = 2 * channels[-1] if encoder_features else 0
+        self.threshold = GlobalThreshold(pooled, mode, hidden, histogram_bins, initial_threshold, initial_scale)
 
     def forward(self, features: list[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
         x = features[0].float().mean(1)
         if size is not None:
             x = x[:, : size[0], : size[1]]
-        return self.threshold(x.flatten(1), global_pool(features[-1])).view_as(x)[:, None]
+        pooled = global_pool(features[-1]) if self.reads_encoder else x.new_zeros(x.shape[0], 0)
+        return self.threshold(x.flatten(1), pooled).view_as(x)[:, None]
 
     def predict(self, output: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         return (output[:, 0] > 0).long()

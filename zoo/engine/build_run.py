@@ -107,12 +107,19 @@ def check_architecture(registry: Registry, cfg: RunConfig, heads: list[str]) -> 
                                or len(set(detach)) != len(detach)):
         raise RegistryError(f"--architecture-arg detach={detach!r}: give a list of some, not all, of the heads "
                             f"of task {cfg.task!r}: {heads}, e.g. 'detach=[{heads[0]}]'")
+    check_cut_off(registry, cfg, set(detach or ()), "detached by --architecture-arg detach")
+
+
+def check_cut_off(registry: Registry, cfg: RunConfig, heads: set[str], why: str) -> None:
+    """Heads whose encoder gradient is zero (detached, or reading only the input) are refused with the
+    strategies that weigh the heads' encoder gradients, unless ``leave_out`` keeps them out: MGDA would
+    take the zero gradient as its min-norm point and never move the encoder."""
     weighting = registry.entry("weightings", cfg.weighting).obj
-    if detach and getattr(weighting, "reads_shared_gradients", False):
-        # MGDA would take a detached head's zero gradient as the min-norm point and never move the encoder
-        raise RegistryError(f"--architecture-arg detach=...: weighting {cfg.weighting!r} weighs the heads' gradients on "
-                            "the encoder, where a detached head's is zero; use a loss-based weighting (fixed, "
-                            "uncertainty, famo, ...) or, for a Jacobian method, --weighting-arg 'leave_out=[HEAD]'")
+    rest = sorted(heads - set(cfg.weighting_settings.get("leave_out") or []))
+    if rest and getattr(weighting, "reads_shared_gradients", False):
+        raise RegistryError(f"head(s) {rest} ({why}) have no gradient on the encoder, and weighting {cfg.weighting!r} "
+                            "weighs the heads' gradients there; use a loss-based weighting (fixed, uncertainty, famo, "
+                            f"...) or, for a Jacobian method, --weighting-arg 'leave_out=[{','.join(rest)}]'")
 
 
 def check_model_fits(cfg: RunConfig, task: ResolvedTask, in_channels: int, registry: Registry,
@@ -165,6 +172,8 @@ def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None, regist
     check_model_fits(cfg, task, data.in_channels, registry, device)
     model = build_model(cfg.encoder, task.heads, data.in_channels, settings, registry, cfg.architecture,
                         cfg.architecture_settings).to(device)
+    check_cut_off(registry, cfg, {n for n, h in model.heads.items() if not h.reads_encoder},
+                  "a head setting makes them read only the input")
     if cfg.uses_channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     plans = [HeadPlan(h, registry.build("losses", h.loss, **h.loss_settings)) for h in task.heads]
