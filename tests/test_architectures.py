@@ -187,6 +187,42 @@ def test_detach_is_refused_with_strategies_that_weigh_encoder_gradients(tmp_path
     assert rc == 2 and "Traceback" not in err and f"weighting {weighting!r} weighs the heads' gradients" in err, err
 
 
+def test_detach_with_leave_out_is_accepted_by_a_jacobian_method(tmp_path, capsys):
+    from zoo.bench import main
+
+    rc = main(["--task", "circlization", "--weighting", "mgda", "--architecture-arg", "detach=[digit]",
+               "--weighting-arg", "leave_out=[digit]", "--data-root", str(tmp_path / "no-data"), "--out",
+               str(tmp_path / "o"), "--quiet", "--no-baselines"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "weighs the heads' gradients" not in err and "MNIST not found" in err, err
+
+
+HISTOGRAM_ONLY = ("tasks:\n  fg_hist:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
+                  "      mask: {head: threshold_mask, settings: {encoder_features: false}}\n"
+                  "      digit: {head: classification, settings: {num_classes: 10}, loss: ce, target: label}\n"
+                  "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n    monitor: iou\n"
+                  "    budget: {epochs: 1, batch_size: 16, lr: 0.003, encoder_settings: {input_skip: true}}\n")
+
+
+@pytest.mark.parametrize("extra,refused", [([], True), (["--weighting-arg", "leave_out=[mask]"], False)])
+def test_an_input_only_head_is_refused_by_mgda_unless_left_out(tiny_mnist, tmp_path, capsys, extra, refused):
+    """A head set to read only the input has a zero encoder gradient: MGDA would stop the encoder.
+    The run is refused before its first step, naming the head and leave_out; with leave_out it trains."""
+    from zoo.bench import main
+
+    reg = tmp_path / "hist.yaml"
+    reg.write_text(HISTOGRAM_ONLY)
+    rc = main(["--task", "fg_hist", "--registry", str(reg), "--weighting", "mgda", *extra, "--data-root",
+               str(tiny_mnist), "--out", str(tmp_path / "o"), "--quiet", "--no-baselines", "--no-figures",
+               "--no-speed", "--train-limit", "64", "--test-limit", "64"])
+    err = capsys.readouterr().err.replace("\n", " ")
+    if refused:
+        assert rc == 2 and "head(s) ['mask'] (a head setting makes them read only the input)" in err, err
+        assert "leave_out=[mask]" in err and "Traceback" not in err and not list((tmp_path / "o").glob("*/*.pt"))
+    else:
+        assert rc == 0, err
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_a_detached_head_trains_itself_but_never_the_encoder(arch):
     """``detach: [mask]``: the mask loss reaches the mask head (and its architecture modules), not one

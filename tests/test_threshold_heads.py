@@ -108,9 +108,11 @@ def test_threshold_head_bad_mode():
         ThresholdMaskHead(enc.out_channels, enc.reductions, mode="otsu")
 
 
+@pytest.mark.parametrize("encoder_features", [True, False])
 @pytest.mark.parametrize("mode", ["regress", "levels"])
-def test_threshold_head_learns_a_per_image_threshold(mode):
-    """Masks are ``x > t`` with a different t per image, which a fixed threshold cannot match."""
+def test_threshold_head_learns_a_per_image_threshold(mode, encoder_features):
+    """Masks are ``x > t`` with a different t per image, which a fixed threshold cannot match (with
+    ``encoder_features: false`` from the histogram alone)."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
     n = 64
@@ -120,7 +122,8 @@ def test_threshold_head_learns_a_per_image_threshold(mode):
     y = (x[:, 0] > t[:, None, None]).long()
     enc = _encoder()
     model = zoo.MultiTaskModel(enc, {"mask": ThresholdMaskHead(enc.out_channels, enc.reductions, mode=mode,
-                                                                         histogram_bins=32)})
+                                                                         histogram_bins=32,
+                                                                         encoder_features=encoder_features)})
 
     def iou() -> float:
         model.eval()
@@ -139,6 +142,35 @@ def test_threshold_head_learns_a_per_image_threshold(mode):
         opt.step()
     after = iou()
     assert after > before + 5 and after > 90, (before, after)
+
+
+@pytest.mark.parametrize("mode", ["regress", "levels"])
+def test_a_histogram_only_threshold_head_does_not_depend_on_the_encoder(mode):
+    """``encoder_features: false``: the output is the same whatever the encoder's weights, no encoder
+    parameter gets a gradient from it, and the head declares it (``reads_encoder``)."""
+    torch.manual_seed(0)
+    enc = _encoder()
+    head = ThresholdMaskHead(enc.out_channels, enc.reductions, mode=mode, encoder_features=False)
+    model = zoo.MultiTaskModel(enc, {"mask": head})
+    x = torch.rand(3, 1, 16, 16)
+    before = model(x)["mask"]
+    before.square().mean().backward()
+    assert not head.reads_encoder and all(p.grad is None for p in enc.parameters())
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(torch.randn_like(p))
+    assert torch.equal(model(x)["mask"], before)
+    assert ThresholdMaskHead(enc.out_channels, enc.reductions, mode=mode).reads_encoder
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"encoder_features": "no"}, "encoder_features must be true or false"),
+    ({"encoder_features": False, "mode": "regress", "histogram_bins": 0}, "give histogram_bins >= 2"),
+])
+def test_threshold_head_bad_encoder_features(kwargs, match):
+    enc = _encoder()
+    with pytest.raises(ValueError, match=match):
+        ThresholdMaskHead(enc.out_channels, enc.reductions, **kwargs)
 
 
 def test_level_features_can_express_otsus_criterion():
