@@ -42,13 +42,15 @@ def ms(values: list[float], digits: int = 2) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}" + note
 
 
-def table(rows: list[dict], step: dict | None = None) -> tuple[str, dict]:
+def table(rows: list[dict], step: dict | None = None, task: str = "joint",
+          registry: list[str] | None = None) -> tuple[str, dict]:
     """The table's text and its per-configuration numbers; ``step``: mtl_step.py's JSON, whose side-by-side
-    ratios replace the per-run step-time and memory columns."""
-    spec = task_spec("joint", load_registry())
-    singles = {(r["task"], r["seed"], r["budget_mode"]): r for r in rows if r["task"] != "joint"
+    ratios replace the per-run step-time and memory columns. ``task``: the multi-task rows to tabulate
+    (a variant of ``joint`` registered in a ``registry`` file, compared with its own entry's baselines)."""
+    spec = task_spec(task, load_registry(registry))
+    singles = {(r["task"], r["seed"], r["budget_mode"]): r for r in rows if r["task"] != task
                and r.get("weighting") == "fixed" and "architecture" not in r and not r.get("status")}
-    joint = [r for r in rows if r["task"] == "joint" and not r.get("status")]
+    joint = [r for r in rows if r["task"] == task and not r.get("status")]
     reference = {(r["seed"], r["budget_mode"]): r for r in joint
                  if r["weighting"] == "fixed" and row_architecture(r) == DEFAULT_ARCHITECTURE}
     by = defaultdict(list)
@@ -104,12 +106,15 @@ def main() -> int:
     p.add_argument("--results", default="benchmarks/results/mtl")
     p.add_argument("--intro", default=None)
     p.add_argument("--outro", default=None)
+    p.add_argument("--task", default="joint", help="the multi-task rows to tabulate (default joint)")
+    p.add_argument("--registry", action="append", default=None, metavar="YAML",
+                   help="a registry file that defines --task (repeatable)")
     p.add_argument("--step-time", default=None, metavar="JSON",
                    help="benchmarks/mtl_step.py's JSON: its side-by-side step time and memory replace the per-run columns")
     args = p.parse_args()
     out = Path(args.results)
     step = json.loads(Path(args.step_time).read_text()) if args.step_time else None
-    text, _ = table(load_rows(out), step)
+    text, _ = table(load_rows(out), step, args.task, args.registry)
     parts = [Path(args.intro).read_text()] if args.intro else []
     parts.append(text)
     if args.outro:

@@ -222,6 +222,12 @@ def test_mtl_table_scores_each_seed_and_takes_side_by_side_step_time():
     lines = {tuple(line.split(" | ")[:2]): line for line in text.splitlines()[2:] if line.startswith("| ")}
     assert lines["| mtan", "fixed"].endswith("| 1.000 ± 0.000 | - | - | - |")
     assert lines["| hard_sharing", "fixed"].endswith("| 1.00 | 1.00 | 8.2 |")
+    # a variant of the joint task from a registry file (the committed histogram-head one): only its rows,
+    # against its entry's baselines, the same single-task rows
+    variant = [{**r, "task": "joint_histogram"} for r in rows if r["task"] == "joint" and "architecture" in r]
+    registry = [str(ROOT / "benchmarks/results/mtl/histogram_head/registry.yaml")]
+    _, stats = mtl.table(rows + variant, task="joint_histogram", registry=registry)
+    assert list(stats) == [("mtan", "fixed")] and stats["mtan", "fixed"]["delta_m"] == pytest.approx([1.0, 1.0], abs=1e-3)
 
 
 def test_rescore_reproduces_a_row_from_its_best_checkpoint_and_scores_another(tiny_mnist, tmp_path):
