@@ -41,7 +41,8 @@ class ThresholdMaskHead(Head):
         self.reads_encoder = encoder_features
         if not encoder_features and mode == "regress" and histogram_bins == 0:
             raise ValueError("encoder_features: false leaves mode 'regress' only the histogram: give histogram_bins >= 2")
-        # without encoder features the pooled part has width 0: the level bias is a learned constant
+        # without encoder features the pooled part has width 0: no level bias (levels), the histogram
+        # alone feeds the MLP (regress)
         pooled = 2 * channels[-1] if encoder_features else 0
         self.threshold = GlobalThreshold(pooled, mode, hidden, histogram_bins, initial_threshold, initial_scale)
 

@@ -34,6 +34,12 @@ from zoo.heads.base import global_pool, positive_int
 DEFAULT_ARCHITECTURE = "hard_sharing"  # what a run, a row or a checkpoint without one used
 
 
+def valid_detach(detach: object, heads: list[str]) -> bool:
+    """``detach`` lists some, not all, of ``heads``, each once (the one rule: the model's and the CLI's check)."""
+    return (isinstance(detach, (list, tuple)) and all(isinstance(n, str) and n in heads for n in detach)
+            and len(set(detach)) == len(detach) < len(heads))
+
+
 class Architecture(nn.Module):
     """Base class: ``forward(features, head) -> features`` (same channels and strides)."""
 
@@ -45,7 +51,7 @@ class Architecture(nn.Module):
         self.channels, self.reductions, self.head_names = list(channels), list(reductions), list(heads)
         self.levels = list(range(raw_levels, len(channels)))  # the levels an architecture may change
         detach = [] if detach is None else detach
-        if not isinstance(detach, (list, tuple)) or any(n not in heads for n in detach) or len(set(detach)) >= len(heads):
+        if not valid_detach(detach, list(heads)):
             raise ValueError(f"detach must list some, not all, of the heads {list(heads)}; got {detach!r}")
         # read by MultiTaskModel.forward, so an architecture that overrides only forward still honours it
         self.detach = list(detach)

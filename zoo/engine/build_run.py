@@ -14,6 +14,7 @@ from torch.utils.data import default_collate
 
 from zoo.engine.build import build_model, load_registry, task_spec
 from zoo.engine.config import RunConfig
+from zoo.core.architectures import valid_detach
 from zoo.core.metrics import Metric, build_metric
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import Registry, RegistryError, check_settings
@@ -103,8 +104,7 @@ def check_architecture(registry: Registry, cfg: RunConfig, heads: list[str]) -> 
     check_settings(f"architecture {cfg.architecture!r}", entry.obj, {**entry.settings, **cfg.architecture_settings},
                    fixed=filled)
     detach = cfg.architecture_settings.get("detach")
-    if detach is not None and (not isinstance(detach, list) or not set(map(str, detach)) < set(heads)
-                               or len(set(detach)) != len(detach)):
+    if detach is not None and not valid_detach(detach, heads):
         raise RegistryError(f"--architecture-arg detach={detach!r}: give a list of some, not all, of the heads "
                             f"of task {cfg.task!r}: {heads}, e.g. 'detach=[{heads[0]}]'")
     check_cut_off(registry, cfg, set(detach or ()), "detached by --architecture-arg detach")
