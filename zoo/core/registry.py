@@ -125,22 +125,34 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     def get_single_node(self) -> Any:
         node = super().get_single_node()
-        if node is not None and _expanded_size(node, {}) > self.MAX_NODES:
+        if node is not None and _expanded_size(node, {}, self.MAX_NODES) > self.MAX_NODES:
             raise yaml.YAMLError(f"expands to more than {self.MAX_NODES:,} values once its aliases (*name) are "
                                  "resolved; a registry file never needs that many")
         return node
 
 
-def _expanded_size(node: Any, memo: dict[int, int]) -> int:
-    """Nodes in ``node`` with every alias expanded (a shared node counts each time it is used)."""
+def _expanded_size(node: Any, memo: dict[int, int | None], limit: int) -> int:
+    """Nodes in ``node`` with every alias expanded (a shared node counts each time it is used). An alias
+    inside the node it names (``&a [*a]``) would expand forever: an error naming its line, not a
+    RecursionError here or in whatever later walks the self-containing value."""
     if id(node) in memo:
-        return memo[id(node)]
+        size = memo[id(node)]
+        if size is None:
+            raise yaml.YAMLError(f"a recursive alias: the node anchored on line {node.start_mark.line + 1} contains "
+                                 "an alias (*name) to itself; a value cannot contain itself")
+        return size
+    memo[id(node)] = None  # being counted: meeting it again below is a cycle
     if isinstance(node, yaml.MappingNode):
-        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+        children = [n for pair in node.value for n in pair]
     elif isinstance(node, yaml.SequenceNode):
-        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+        children = node.value
     else:
-        size = 1
+        children = []
+    size = 1
+    for child in children:
+        size += _expanded_size(child, memo, limit)
+        if size > limit:  # stop early: the caller only needs to know the bound is passed
+            break
     memo[id(node)] = size
     return size
 
@@ -158,6 +170,12 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text read as a registry file is (no duplicate keys, no alias bombs or recursive aliases):
+    for every YAML value a user gives, such as ``--task-arg KEY=VALUE``."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def import_target(target: str) -> Any:
@@ -201,7 +219,7 @@ class Registry:
             raise RegistryError(f"registry file {path} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
                                 "a registry file is YAML") from None
         try:
-            data = yaml.load(text, Loader=_UniqueKeyLoader)
+            data = load_yaml(text)
         except yaml.YAMLError as exc:
             raise RegistryError(f"registry file {path}: YAML error: {' '.join(str(exc).split())}") from None
         if data is None:

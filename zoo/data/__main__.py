@@ -11,6 +11,7 @@ from rich.markup import escape
 from zoo.engine.build import load_registry, task_spec
 from zoo.data.export import export_dataset
 from zoo.data.idx import DataError
+from zoo.core.files import check_writable
 from zoo.core.registry import RegistryError
 from zoo.data.config import DataConfig
 
@@ -30,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
+    out = Path(args.out)
     try:
+        check_writable(out)  # a file or an unwritable folder: one line before any data is read
         spec = task_spec(args.task, load_registry(args.registry))
         data = spec.task.datasets(DataConfig(root=args.data_root, seed=args.seed))
         split = getattr(data, args.split)
@@ -39,11 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         ds = next(iter(split.values()))
         if "mask" not in ds[0]:
             raise DataError(f"task {args.task!r} samples have no 'mask' to export")
-        n = export_dataset(ds, Path(args.out), args.n)
-        console.print(f"wrote {n} images to {Path(args.out) / 'Images'} and masks to {Path(args.out) / 'Masks'}")
+        n = export_dataset(ds, out, args.n)
+        console.print(f"wrote {n} images to {out / 'Images'} and masks to {out / 'Masks'}")
         return 0
     except (DataError, RegistryError, ValueError) as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    except OSError as exc:  # a full disk mid-export, or Images/ being a file: each file is written atomically
+        console.print(f"[bold red]error:[/] cannot write {escape(str(exc.filename or out))}: "
+                      f"{escape(exc.strerror or str(exc))}; the images written before it are whole")
         return 2
 
 

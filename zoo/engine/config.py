@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
+from zoo.core.registry import load_yaml
 from zoo.data.config import DataConfig
 
 
@@ -220,9 +221,9 @@ def parse_kv(items: list[str], what: str) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ValueError(f"{what}: expected KEY=VALUE, got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ValueError(f"{what}: cannot parse the value of {item!r} as YAML") from None
+            out[key.strip()] = load_yaml(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{what} {item!r}: cannot parse the value as YAML: {' '.join(str(exc).split())}") from None
     return out
 
 
