@@ -2,14 +2,20 @@
 allocation: each is one line naming the input, through the CLI a user would run."""
 from __future__ import annotations
 
+import json
+import time
 import warnings
 
+import cv2
 import numpy as np
 import pytest
 
 from test_bad_input import assert_clear, run_cli
+from test_datasets_ext import write_folder
 
+import zoo
 from zoo.data.__main__ import main as data_cli
+from zoo.predict import main as predict_cli
 
 RECURSIVE = "encoders: &a\n  x: *a\n"  # a mapping that contains itself
 
@@ -59,3 +65,44 @@ def test_an_npz_of_object_arrays_names_the_file_and_array(tmp_path, capsys):
     np.savez(path, images=images, masks=np.zeros((3, 8, 8), np.uint8))
     rc, err = run_cli(["--task", "npz", "--data-root", str(path), "--out", str(tmp_path / "o")], capsys)
     assert_clear(rc, err, f"{path}: array 'images' holds Python objects (dtype object)", "never unpickles")
+
+
+# ----------------------------------------------------------------------------- sizes from untrusted numbers
+def test_a_16_bit_mask_value_cannot_make_65536_classes(tmp_path, capsys):
+    root = write_folder(tmp_path / "f")
+    mask = np.zeros((20, 24), np.uint16)
+    mask[0, 0] = 65535
+    cv2.imwrite(str(root / "Masks" / "003.png"), mask)
+    rc, err = run_cli(["--task", "folder", "--data-root", str(root), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, f"{root / 'Masks' / '003.png'}: its mask value 65535", "makes 65,536 classes",
+                 "at most 1,024", "32.0 GiB")
+    rc, err = run_cli(["--task", "folder", "--data-root", str(root), "--out", str(tmp_path / "o"),
+                       "--task-arg", "num_classes=5000"], capsys)
+    assert_clear(rc, err, "num_classes=5000 makes 5,000 classes")
+    path = tmp_path / "ids.npz"
+    np.savez(path, images=np.zeros((5, 8, 8), np.uint8), masks=np.full((5, 8, 8), 65535, np.uint16))
+    rc, err = run_cli(["--task", "npz", "--data-root", str(path), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, f"{path}: its mask value 65535", "makes 65,536 classes")
+
+
+def test_experts_that_cannot_fit_are_refused_before_building(tiny_mnist, tmp_path, capsys):
+    """The settings alone say the model cannot fit: one line in well under a second of building, from
+    the command line and from a model folder's config.json (what zoo.predict builds)."""
+    started = time.perf_counter()
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(tiny_mnist), "--out", str(tmp_path / "o"),
+                       "--architecture", "cgc", "--architecture-arg", "shared_experts=1000000"], capsys)
+    assert_clear(rc, err, "shared_experts=1000000", "4,000,004 experts", "GiB, more than the", "use fewer experts")
+    folder = tmp_path / "model"
+    zoo.save_pretrained(zoo.create_model("foreground", "scratch", pretrained=True), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["config"].update(architecture="cgc", architecture_settings={"shared_experts": 10**7})
+    (folder / "config.json").write_text(json.dumps(config))
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((28, 28), np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = predict_cli([str(folder), str(tmp_path / "x.png"), "--out", str(tmp_path / "p")])
+    assert_clear(rc, capsys.readouterr().err.replace("\n", " "), "shared_experts=10000000", "use fewer experts")
+    assert time.perf_counter() - started < 60
+    with pytest.raises(ValueError, match="shared_experts=10000000"):
+        zoo.build_model("scratch", {"mask": "binary_mask"}, architecture="mmoe",
+                        architecture_settings={"shared_experts": 10**7})

@@ -23,6 +23,7 @@ that reads the input and barely needs the encoder (the threshold head), e.g.
 """
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import torch
@@ -137,6 +138,17 @@ class MTAN(Architecture):
         return attended
 
 
+EXPERT_OBJECT_BYTES = 32 * 1024  # an Expert's Python objects (its 11 layers), measured at about 28 KB
+
+
+def host_memory() -> int:
+    """Bytes of RAM on this machine, where a model is built; 0 where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class Expert(nn.Sequential):
     """A bottleneck conv block (1x1, 3x3, 1x1), the last BatchNorm zero-initialised: an expert starts
     by adding nothing, so training starts from the shared features (as a zero-init residual does)."""
@@ -165,6 +177,7 @@ class CGC(Architecture):
         shared_experts = positive_int("shared_experts", shared_experts)
         task_experts = positive_int("task_experts", task_experts, minimum=0)
         ratio = positive_int("ratio", ratio)
+        self._check_fits(shared_experts, task_experts, ratio)
         self.shared = nn.ModuleList(nn.ModuleList(Expert(channels[j], ratio) for _ in range(shared_experts))
                                     for j in self.levels)
         self.own = nn.ModuleDict({n: nn.ModuleList(nn.ModuleList(Expert(channels[j], ratio)
@@ -172,6 +185,27 @@ class CGC(Architecture):
                                   for n in heads})
         self.gates = nn.ModuleDict({n: nn.ModuleList(nn.Linear(2 * channels[j], shared_experts + task_experts)
                                                      for j in self.levels) for n in heads})
+
+    def _check_fits(self, shared: int, task: int, ratio: int) -> None:
+        """Refuse, before building, experts that would not fit this machine's memory: the settings come
+        from a command line or a model's config.json, and ``shared_experts=10**7`` would otherwise build
+        for minutes and end out of memory. Each expert is counted as its tensors (float32) plus the
+        Python objects of its layers, which dominate for narrow levels."""
+        experts = shared + task * len(self.head_names)
+        values = 0
+        for j in self.levels:
+            with torch.device("meta"):  # one expert's shapes, no memory: the count follows Expert as it changes
+                one = Expert(self.channels[j], ratio)
+            per_expert = sum(t.numel() for t in (*one.parameters(), *one.buffers()))
+            values += experts * per_expert + len(self.head_names) * (2 * self.channels[j] + 1) * (shared + task)
+        built = experts * len(self.levels)
+        need, have = 4 * values + EXPERT_OBJECT_BYTES * built, host_memory()
+        if have and need > have:
+            raise ValueError(
+                f"{type(self).__name__}: shared_experts={shared}, task_experts={task} ({len(self.head_names)} head(s)) "
+                f"make {built:,} experts with {values:,} weights over {len(self.levels)} levels: building them needs "
+                f"about {need / 2**30:,.1f} GiB, more than the {have / 2**30:,.1f} GiB of memory here; use fewer "
+                "experts (PLE and MMoE use 2 to 8)")
 
     def task_modules(self, head: str) -> list[nn.Module]:
         return [self.own[head], self.gates[head]]

@@ -97,6 +97,20 @@ def check_readable(split: str, paths: Iterable[Path], size: tuple[int, int] | No
                         f"{probe_image(odd)[1]}x{probe_image(odd)[0]}); resize them all with --task-arg 'size=[H, W]'")
 
 
+# More classes than this are instance IDs or raw 16-bit values, not class indices: 65,536 "classes" would
+# need a 32 GiB confusion matrix (float64, classes squared) and as many logits per pixel.
+MAX_CLASSES = 1024
+
+
+def check_class_count(n: int, source: str) -> int:
+    """``n`` classes, refused above :data:`MAX_CLASSES` with ``source`` (what set the count) named."""
+    if n > MAX_CLASSES:
+        raise DataError(f"{source} makes {n:,} classes; zoo takes at most {MAX_CLASSES:,} (every pixel would carry "
+                        f"{n:,} logits, and the confusion matrix needs {8 * n * n / 2**30:,.1f} GiB): masks hold "
+                        "class indices 0..N-1, not instance IDs or 16-bit intensities")
+    return n
+
+
 def scan_classes(masks: list[Path]) -> int:
     """Number of classes = largest mask value + 1 over all masks. A value far from the rest (classes
     between that never occur) is warned about, naming the file that holds it."""
@@ -107,6 +121,7 @@ def scan_classes(masks: list[Path]) -> int:
             seen.add(int(v))
             where.setdefault(int(v), path)
     n = max(seen) + 1
+    check_class_count(n, f"{where[n - 1]}: its mask value {n - 1}, with num_classes: auto (the largest value + 1),")
     never = sorted(set(range(n)) - seen)
     if never:
         top = max(seen)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zoo.data.folder import FolderDataset, check_readable, check_size, find_pairs, scan_classes
+from zoo.data.folder import FolderDataset, check_class_count, check_readable, check_size, find_pairs, scan_classes
 from zoo.data.idx import DataError
 from zoo.data.split import limit, split_items
 from zoo.data.config import DataConfig
@@ -23,6 +23,8 @@ class FolderTask(Task):
         if num_classes != "auto" and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                       or num_classes < 2):
             raise ValueError(f"folder task num_classes must be 'auto' or an integer >= 2, got {num_classes!r}")
+        if num_classes != "auto":
+            check_class_count(num_classes, f"num_classes={num_classes}")
         self.num_classes, self.channels, self.test_fraction = num_classes, channels, test_fraction
         self.size = check_size(size)
         self.exclude = list(exclude or [])

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.data.arrays import ArrayDataset, check_masks, class_weights, to_uint8
-from zoo.data.folder import check_size
+from zoo.data.folder import check_class_count, check_size
 from zoo.data.idx import DataError
 from zoo.data.split import limit, split_indices
 from zoo.data.config import DataConfig
@@ -116,13 +116,14 @@ class NpzTask(Task):
         x, y, tx, ty = self._arrays(path)
         if self.num_classes == "auto":
             n = int(max(y.max(), ty.max() if ty is not None else 0)) + 1
+            check_class_count(n, f"{path}: its mask value {n - 1}, with num_classes: auto (the largest value + 1),")
             never = np.setdiff1d(np.arange(n), np.union1d(np.unique(y), np.unique(ty) if ty is not None else []))
             if never.size:
                 warnings.warn(f"{path}: num_classes: auto found {n} classes because the masks hold the value {n - 1}, "
                               f"but class(es) {never.tolist()[:20]}{' ...' if never.size > 20 else ''} never occur; "
                               "check the masks or set num_classes", stacklevel=2)
         else:
-            n = int(self.num_classes)
+            n = check_class_count(int(self.num_classes), f"num_classes={self.num_classes}")
         n = max(n, 2)
         for m, what in ((y, "masks"), (ty, "test masks")):
             if m is not None and (m.min() < 0 or m.max() >= n):
