@@ -9,6 +9,7 @@ import warnings
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from test_bad_input import assert_clear, run_cli
 from test_datasets_ext import write_folder
@@ -106,3 +107,19 @@ def test_experts_that_cannot_fit_are_refused_before_building(tiny_mnist, tmp_pat
     with pytest.raises(ValueError, match="shared_experts=10000000"):
         zoo.build_model("scratch", {"mask": "binary_mask"}, architecture="mmoe",
                         architecture_settings={"shared_experts": 10**7})
+
+
+def test_a_training_batch_of_one_that_batchnorm_cannot_take(tiny_mnist, tmp_path, capsys):
+    """One image that resnet18 reduces to 1x1: a clear error in train mode (the Python API) and before
+    the first step (the CLI); two images, larger images or eval mode work."""
+    model = zoo.build_model("resnet18", {"mask": "binary_mask"}).train()
+    with pytest.raises(ValueError, match=r"a training batch of 1 image of 32x32: .* \(stride 32\) are then 1x1.*"
+                                         r"train on batches of 2 or more images .* or call model.eval\(\)"):
+        model(torch.rand(1, 1, 32, 32))
+    assert model(torch.rand(2, 1, 32, 32))["mask"].shape == (2, 1, 32, 32)
+    assert model(torch.rand(1, 1, 64, 64))["mask"].shape == (1, 1, 64, 64)
+    assert model.eval()(torch.rand(1, 1, 32, 32))["mask"].shape == (1, 1, 32, 32)
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(tiny_mnist), "--out", str(tmp_path),
+                       "--encoder", "resnet18", "--batch-size", "1"], capsys)
+    assert_clear(rc, err, "a training batch of 1 image of 28x28", "BatchNorm cannot normalise",
+                 "batch size of 2 or more (--batch-size, now 1)")

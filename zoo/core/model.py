@@ -9,6 +9,9 @@ from zoo.core.architectures import HardSharing
 from zoo.heads.base import DENSE_KINDS, OUTPUT_KINDS, Head
 
 
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
 class MultiTaskModel(nn.Module):
     """``forward(x) -> dict[str, Tensor]``, one entry per head (or per requested head).
 
@@ -60,6 +63,8 @@ class MultiTaskModel(nn.Module):
         if unknown:
             raise ValueError(f"unknown head(s) {unknown}; this model has {list(self.heads)}")
         h, w = x.shape[-2:]
+        if self.training:
+            self.check_train_batch(x.shape[0], h, w)
         stride = self.encoder.total_stride
         ph, pw = (-h) % stride, (-w) % stride
         if ph or pw:
@@ -77,6 +82,19 @@ class MultiTaskModel(nn.Module):
                 out = out[..., :h, :w]
             outputs[name] = out
         return outputs
+
+    def check_train_batch(self, batch: int, height: int, width: int, fix: str | None = None) -> None:
+        """Refuse a training batch that leaves one value per channel at the deepest features (one image
+        that the encoder reduces to 1x1): BatchNorm cannot normalise it, and torch's own message names
+        neither the batch nor the fix."""
+        stride = self.encoder.total_stride
+        if batch * -(-height // stride) * -(-width // stride) > 1:
+            return
+        if any(isinstance(m, _BATCH_NORMS) for m in self.modules()):
+            raise ValueError(f"a training batch of {batch} image of {height}x{width}: this model's deepest features "
+                             f"(stride {stride}) are then 1x1, and BatchNorm cannot normalise one value per channel; "
+                             + (fix or f"train on batches of 2 or more images (or images larger than {stride}x{stride}"
+                                       "), or call model.eval() to predict"))
 
     def predict(self, outputs: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Hard predictions (masks, classes, circle masks) from raw outputs."""

@@ -205,6 +205,7 @@ def preflight(s: Setup, cfg: RunConfig) -> None:
             ds = s.data.val[stream]
             batch = [ds[i] for i in range(min(2, len(ds)))]
             batch = to_device(default_collate(batch), s.device, cfg.uses_channels_last(s.device))
+            _check_train_batch(s, cfg, stream, batch["image"])
             out = run_heads(s.model, batch["image"], plans)
             for p in plans:
                 losses[p.name] = _check_head(s, p, out[p.name], batch)
@@ -224,6 +225,14 @@ def preflight(s: Setup, cfg: RunConfig) -> None:
     if missing:
         raise RegistryError(f"task {s.task.name!r}: monitor metric(s) {missing} are not computed by its metrics; "
                             f"valid: {sorted(found)}")
+
+
+def _check_train_batch(s: Setup, cfg: RunConfig, stream: str, images: torch.Tensor) -> None:
+    """The smallest training batch (a split smaller than the batch is one batch) must train, before the
+    first step: ``--batch-size 1`` with a deep encoder on small images is refused here."""
+    n = len(s.data.train[stream])
+    fix = f"give a batch size of 2 or more (--batch-size, now {cfg.batch_size})" if n > 1 else "give 2 or more training images"
+    s.model.check_train_batch(min(cfg.batch_size, n), *images.shape[-2:], fix=fix)
 
 
 def _check_weighting(s: Setup, cfg: RunConfig, losses: dict[str, torch.Tensor]) -> None:
