@@ -9,8 +9,11 @@ import warnings
 import cv2
 import numpy as np
 import pytest
+import timm
 import torch
+from safetensors.torch import save
 
+from conftest import fill_hub_repo
 from test_bad_input import assert_clear, run_cli
 from test_datasets_ext import write_folder
 
@@ -123,3 +126,47 @@ def test_a_training_batch_of_one_that_batchnorm_cannot_take(tiny_mnist, tmp_path
                        "--encoder", "resnet18", "--batch-size", "1"], capsys)
     assert_clear(rc, err, "a training batch of 1 image of 28x28", "BatchNorm cannot normalise",
                  "batch size of 2 or more (--batch-size, now 1)")
+
+
+# ----------------------------------------------------------------------------- weights of another model
+def full_state(arch: str) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return {k: v.contiguous() for k, v in timm.create_model(arch).state_dict().items()}
+
+
+@pytest.mark.parametrize("arch,expect", [
+    ("resnet34", "it holds 96 tensor(s) the model has no place for, e.g. layer1.2.bn1.weight of shape (64,)"),
+    ("resnet50", "layer1.0.conv1.weight has shape (64, 64, 1, 1) in the file, but the model expects (64, 64, 3, 3)"),
+])
+def test_another_models_weights_cached_under_the_tag(hf_cache, tiny_mnist, tmp_path, capsys, arch, expect):
+    """resnet34's weights have resnet18's shapes and more blocks: timm loads a features-only model
+    non-strictly, so they loaded silently. Now the run stops before training, naming the file."""
+    snapshot = fill_hub_repo(hf_cache, "timm/resnet18.a1_in1k", {"model.safetensors": save(full_state(arch))})
+    rc, err = run_cli(["--task", "foreground", "--encoder", "resnet18", "--data-root", str(tiny_mnist),
+                       "--out", str(tmp_path / "o"), "--encoder-arg", "pretrained=true"], capsys)
+    assert_clear(rc, err, f"pretrained weights resnet18.a1_in1k: the file {snapshot / 'model.safetensors'} does not "
+                          "fit resnet18", expect)
+
+
+def test_the_right_weights_still_load_from_the_cache_and_a_file(hf_cache, tmp_path):
+    fill_hub_repo(hf_cache, "timm/resnet18.a1_in1k", {"model.safetensors": save(full_state("resnet18"))})
+    enc = zoo.load_registry().build("encoders", "resnet18", pretrained=True, out_indices=[0, 1])
+    assert torch.equal(enc.model.layer1[0].conv1.weight, full_state("resnet18")["layer1.0.conv1.weight"])
+    path = tmp_path / "r18.safetensors"
+    path.write_bytes(save(full_state("resnet18")))
+    zoo.load_registry().build("encoders", "resnet18", pretrained=str(path))
+    features = tmp_path / "features.safetensors"  # a features-only file (what zoo's encoder holds) fits too
+    features.write_bytes(save({k: v.contiguous() for k, v in enc.model.state_dict().items()}))
+    zoo.load_registry().build("encoders", "resnet18", pretrained=str(features), out_indices=[0, 1])
+
+
+@pytest.mark.parametrize("arch,into,expect", [
+    ("resnet34", "resnet18", "it holds 96 tensor(s) resnet18 has no place for, e.g. layer1.2.bn1.weight of shape (64,)"),
+    ("resnet18", "resnet34", "it lacks 80 of resnet34's tensors, e.g. layer1.2.conv1.weight of shape (64, 64, 3, 3)"),
+])
+def test_another_models_weights_in_a_local_file(tiny_mnist, tmp_path, capsys, arch, into, expect):
+    path = tmp_path / f"{arch}.safetensors"
+    path.write_bytes(save(full_state(arch)))
+    rc, err = run_cli(["--task", "foreground", "--encoder", into, "--data-root", str(tiny_mnist),
+                       "--out", str(tmp_path / "o"), "--encoder-arg", f"pretrained={path}"], capsys)
+    assert_clear(rc, err, f"pretrained weights file {path} does not fit {into}", expect)

@@ -10,7 +10,7 @@ from timm.models import adapt_input_conv
 
 from zoo.core.registry import RegistryError
 from zoo.encoders.base import Encoder, check_in_channels, load_state, read_local_weights
-from zoo.encoders.timm_weights import fetch, quiet, weights_source
+from zoo.encoders.timm_weights import check_fit, fetch, load_report, mismatch_error, quiet, weights_source
 
 
 def check_timm_name(model_name: str) -> str:
@@ -20,6 +20,13 @@ def check_timm_name(model_name: str) -> str:
         hint = f" Closest timm models: {', '.join(close)}." if close else ""
         raise RegistryError(f"unknown timm model {model_name!r}.{hint} See timm.list_models() for all names.")
     return model_name
+
+
+def full_names(model_name: str, in_channels: int, kwargs: dict[str, Any]) -> set[str]:
+    """The state names of the full timm model (classifier and every stage), built on ``meta`` (no memory):
+    what a weights file may hold beyond the features-only model's own tensors."""
+    with torch.device("meta"):
+        return set(timm.create_model(model_name, pretrained=False, in_chans=in_channels, **kwargs).state_dict())
 
 
 class TimmEncoder(Encoder):
@@ -55,17 +62,19 @@ class TimmEncoder(Encoder):
         extra = {"out_indices": tuple(out_indices)} if out_indices is not None else {}
         args = dict(features_only=True, in_chans=in_channels, **extra, **kwargs)
         if source is not None and source.kind == "timm":
-            fetch(source.where)
+            path = fetch(source.where)
             try:  # timm reads the cached file and adapts the input conv to in_chans itself
-                with quiet("timm", "huggingface_hub"):
+                with quiet("timm", "huggingface_hub"), load_report() as report:
                     self.model = timm.create_model(source.where, pretrained=True, **args)
             except Exception as exc:
                 detail = " ".join(str(exc).split())[:200] or type(exc).__name__
-                raise RegistryError(f"pretrained weights {source.where} cannot be loaded: {detail}") from None
+                raise mismatch_error(source.where, path, exc) or RegistryError(
+                    f"pretrained weights {source.where} cannot be loaded: {detail}") from None
+            check_fit(source.where, path, report, self.model, full_names(model_name, in_channels, kwargs))
         else:
             self.model = timm.create_model(model_name, pretrained=False, **args)
             if source is not None:
-                self._load_file(source.where, in_channels)
+                self._load_file(source.where, in_channels, model_name, kwargs)
         self._declare(self.model.feature_info.channels(), self.model.feature_info.reduction(), in_channels)
         self.model_name = model_name
         # timm's own weights declare what they expect; a local file's origin is unknown, so it says its own
@@ -75,15 +84,28 @@ class TimmEncoder(Encoder):
         self._set_normalization(mean if mean is not None else cfg.get("mean"),
                                 std if std is not None else cfg.get("std"))
 
-    def _load_file(self, path: str, in_channels: int) -> None:
-        """A local weights file, with the input conv adapted to ``in_channels`` as timm adapts its own."""
+    def _load_file(self, path: str, in_channels: int, model_name: str, kwargs: dict[str, Any]) -> None:
+        """A local weights file, with the input conv adapted to ``in_channels`` as timm adapts its own.
+        The file holds the full timm model or its features: a tensor of neither, or a feature tensor it
+        lacks, is another model's file (resnet34's has resnet18's shapes and more blocks)."""
         state = read_local_weights(path)
         first = self.model.pretrained_cfg.get("first_conv")
         for conv in ([first] if isinstance(first, str) else list(first or [])):
             key = f"{conv}.weight"
             if key in state and state[key].dim() == 4 and state[key].shape[1] != in_channels:
                 state[key] = adapt_input_conv(in_channels, state[key])
-        load_state(self.model, state, path)
+        load_state(self.model, state, path)  # first: a tensor of the wrong shape is named with both shapes
+        full = full_names(model_name, in_channels, kwargs)
+        own = self.model.state_dict()
+        extra = [k for k in state if k not in own and k not in full]
+        lacking = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+        if extra or lacking:
+            k = next((k for k in extra if k.endswith("weight")), (extra or lacking)[0])
+            what = (f"holds {len(extra)} tensor(s) {model_name} has no place for, e.g. {k} of shape "
+                    f"{tuple(state[k].shape)}" if extra else
+                    f"lacks {len(lacking)} of {model_name}'s tensors, e.g. {k} of shape {tuple(own[k].shape)}")
+            raise ValueError(f"pretrained weights file {path} does not fit {model_name}: it {what}; is it another "
+                             "model's weights?")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self._output(x, self.model(self.normalize(x)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -139,3 +140,85 @@ def check_file(name: str, path: Path) -> None:
         detail = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise RegistryError(f"pretrained weights {name}: the cached file {path} is not readable safetensors "
                             f"(corrupt or truncated: {detail}); delete it and fetch it again") from None
+
+
+_REPORT = re.compile(r"(Unexpected|Missing) keys \((.*)\) (?:found|discovered) while loading pretrained weights")
+_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[(.*?)\]\) from checkpoint, "
+                       r"the shape in current model is torch\.Size\(\[(.*?)\]\)")
+
+
+@contextlib.contextmanager
+def load_report() -> Iterator[dict[str, list[str]]]:
+    """The keys timm could not match while loading pretrained weights: ``{"unexpected": [...], "missing":
+    [...]}``. A features-only model is loaded non-strictly and timm only logs what did not match, so
+    another model's weights cached under this tag (resnet34's for resnet18: the same shapes, more blocks)
+    would load silently; its log records are the one place that says so."""
+    found: dict[str, list[str]] = {"unexpected": [], "missing": []}
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            match = _REPORT.match(record.getMessage())
+            if match:
+                found[match[1].lower()] += [k for k in match[2].split(", ") if k]
+
+    logger = logging.getLogger("timm.models._builder")
+    handler, level, propagate = Catch(), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # the missing keys are logged at INFO
+    logger.propagate = False  # reported here, by zoo, not by timm as well
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def check_fit(name: str, path: Path | None, report: dict[str, list[str]], model: Any, full: set[str]) -> None:
+    """Weights that do not fit the architecture are an error naming the file and the shapes: tensors that
+    not even the full model (``full``: its state's names) has a place for, or model tensors the file lacks
+    (the classifier and an input conv timm could not adapt aside: a features-only model drops them)."""
+    cfg = get_pretrained_cfg(name)
+    skip = _names(cfg.classifier) + _names(cfg.first_conv) if cfg else []
+    missing = [k for k in report["missing"] if not any(k.startswith(f"{s}.") for s in skip)]
+    extra = [k for k in report["unexpected"] if k not in full]  # a features class lacks the head: not extra
+    if not extra and not missing:
+        return
+    where = f"pretrained weights {name}: the file {path or '(fetched by timm)'} does not fit {name.split('.')[0]}"
+    fix = "is it another model's weights? delete it and fetch it again, or give the right file with pretrained=PATH"
+    if extra:
+        k = next((k for k in extra if k.endswith("weight")), extra[0])
+        raise RegistryError(f"{where}: it holds {len(extra)} tensor(s) the model has no place for, "
+                            f"e.g. {k}{_file_shape(path, k)}; {fix}")
+    own = model.state_dict().get(missing[0])  # (a features-only model keeps most of the full model's names)
+    shape = f" of shape {tuple(own.shape)}" if own is not None else ""
+    raise RegistryError(f"{where}: it lacks {len(missing)} of the model's tensors, e.g. {missing[0]}{shape}; {fix}")
+
+
+def mismatch_error(name: str, path: Path | None, exc: Exception) -> RegistryError | None:
+    """torch's size-mismatch error as one line naming the file, the tensor, the expected and found shapes."""
+    match = _MISMATCH.search(str(exc))
+    if match is None:
+        return None
+    count = str(exc).count("size mismatch for ")
+    return RegistryError(f"pretrained weights {name}: the file {path or '(fetched by timm)'} does not fit "
+                         f"{name.split('.')[0]}: {match[1]} has shape ({match[2]}) in the file, but the model expects "
+                         f"({match[3]}) ({count} tensor(s) differ); is it another model's weights? delete it and "
+                         "fetch it again, or give the right file with pretrained=PATH")
+
+
+def _names(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def _file_shape(path: Path | None, key: str) -> str:
+    """`` of shape (..)`` of tensor ``key`` in a safetensors ``path`` (its header only), else ``""``."""
+    if path is None or path.suffix != ".safetensors":
+        return ""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f" of shape {tuple(f.get_slice(key).get_shape())}"
+    except Exception:  # the shape only adds detail to an error already being raised
+        return ""
