@@ -44,7 +44,7 @@ def test_a_recursive_alias_in_a_registry_file(tiny_mnist, tmp_path, capsys):
 
 @pytest.mark.parametrize("flag,value", [("--task-arg", "augment=&a [*a]"),
                                         ("--architecture-arg", "detach=&a [*a]"),
-                                        ("--encoder-arg", "width=&a {w: *a}")])
+                                        ("--encoder-arg", "width=&a {w: *a}")], ids=["task", "architecture", "encoder"])
 def test_a_recursive_alias_in_a_setting_names_the_argument(tiny_mnist, tmp_path, capsys, flag, value):
     rc, err = run_cli(["--task", "foreground", "--data-root", str(tiny_mnist), "--out", str(tmp_path), flag, value],
                       capsys)
@@ -137,7 +137,7 @@ def full_state(arch: str) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("arch,expect", [
     ("resnet34", "it holds 96 tensor(s) the model has no place for, e.g. layer1.2.bn1.weight of shape (64,)"),
     ("resnet50", "layer1.0.conv1.weight has shape (64, 64, 1, 1) in the file, but the model expects (64, 64, 3, 3)"),
-])
+], ids=["more-blocks", "other-shapes"])
 def test_another_models_weights_cached_under_the_tag(hf_cache, tiny_mnist, tmp_path, capsys, arch, expect):
     """resnet34's weights have resnet18's shapes and more blocks: timm loads a features-only model
     non-strictly, so they loaded silently. Now the run stops before training, naming the file."""
@@ -161,9 +161,10 @@ def test_the_right_weights_still_load_from_the_cache_and_a_file(hf_cache, tmp_pa
 
 
 @pytest.mark.parametrize("arch,into,expect", [
-    ("resnet34", "resnet18", "it holds 96 tensor(s) resnet18 has no place for, e.g. layer1.2.bn1.weight of shape (64,)"),
+    ("resnet34", "resnet18", "it holds 96 tensor(s) resnet18 has no place for, e.g. layer1.2.bn1.weight of "
+                             "shape (64,)"),
     ("resnet18", "resnet34", "it lacks 80 of resnet34's tensors, e.g. layer1.2.conv1.weight of shape (64, 64, 3, 3)"),
-])
+], ids=["more-blocks", "fewer-blocks"])
 def test_another_models_weights_in_a_local_file(tiny_mnist, tmp_path, capsys, arch, into, expect):
     path = tmp_path / f"{arch}.safetensors"
     path.write_bytes(save(full_state(arch)))

@@ -231,7 +231,8 @@ def _check_train_batch(s: Setup, cfg: RunConfig, stream: str, images: torch.Tens
     """The smallest training batch (a split smaller than the batch is one batch) must train, before the
     first step: ``--batch-size 1`` with a deep encoder on small images is refused here."""
     n = len(s.data.train[stream])
-    fix = f"give a batch size of 2 or more (--batch-size, now {cfg.batch_size})" if n > 1 else "give 2 or more training images"
+    fix = (f"give a batch size of 2 or more (--batch-size, now {cfg.batch_size})" if n > 1
+           else "give 2 or more training images")
     s.model.check_train_batch(min(cfg.batch_size, n), *images.shape[-2:], fix=fix)
 
 
