@@ -4,7 +4,6 @@ mismatch is a clear error before training starts, never a traceback in epoch 1."
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,7 @@ from torch.utils.data import default_collate
 
 from zoo.engine.build import build_model, load_registry, task_spec
 from zoo.engine.config import RunConfig
-from zoo.core.architectures import valid_detach
+from zoo.core.architectures import host_memory, valid_detach
 from zoo.core.metrics import Metric, build_metric
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import Registry, RegistryError, check_settings
@@ -86,10 +85,10 @@ class Setup:
 
 
 def device_memory(device: torch.device) -> int:
-    """Bytes of memory on ``device``: the GPU's own, else the machine's RAM."""
+    """Bytes of memory on ``device``: the GPU's own, else the machine's RAM (0 where the OS does not say)."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return host_memory()
 
 
 def check_architecture(registry: Registry, cfg: RunConfig, heads: list[str]) -> None:
@@ -138,7 +137,7 @@ def check_model_fits(cfg: RunConfig, task: ResolvedTask, in_channels: int, regis
         return
     n = sum(p.numel() for p in probe.parameters())
     need, have = 16 * n, device_memory(device)
-    if need > have:
+    if have and need > have:
         raise RegistryError(f"encoder {cfg.encoder!r} with settings {cfg.encoder_settings or '{}'} and these heads has "
                             f"{n:,} parameters: training needs at least {need / 2**30:,.1f} GiB (weights, gradients, "
                             f"AdamW state), more than the {have / 2**30:,.1f} GiB of {device}; use smaller settings")
