@@ -2,6 +2,7 @@
 allocation: each is one line naming the input, through the CLI a user would run."""
 from __future__ import annotations
 
+import errno
 import json
 import time
 import warnings
@@ -171,3 +172,16 @@ def test_another_models_weights_in_a_local_file(tiny_mnist, tmp_path, capsys, ar
     rc, err = run_cli(["--task", "foreground", "--encoder", into, "--data-root", str(tiny_mnist),
                        "--out", str(tmp_path / "o"), "--encoder-arg", f"pretrained={path}"], capsys)
     assert_clear(rc, err, f"pretrained weights file {path} does not fit {into}", expect)
+
+
+@pytest.mark.parametrize("fault", [OSError(errno.ENOMEM, "Cannot allocate memory", "run-dir"), MemoryError()],
+                         ids=["ENOMEM", "MemoryError"])
+def test_out_of_memory_is_not_reported_as_a_disk_fault(tiny_mnist, tmp_path, capsys, monkeypatch, fault):
+    """The machine running out of memory while building (simulated: the real case takes minutes) was
+    reported as "cannot write <run dir>"."""
+    import zoo.bench
+
+    monkeypatch.setattr(zoo.bench, "fit", lambda *a, **k: (_ for _ in ()).throw(fault))
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(tiny_mnist), "--out", str(tmp_path)], capsys)
+    assert_clear(rc, err, "out of memory on this machine", "use smaller settings")
+    assert "cannot write" not in err

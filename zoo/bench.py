@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import shlex
 import sys
@@ -384,7 +385,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RegistryError, DataError, ValueError, FileNotFoundError, FloatingPointError, dist.StalledRanks) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
-    except OSError as exc:  # a full or vanished disk: every file is written atomically, so earlier ones are whole
+    except (MemoryError, OSError) as exc:
+        if isinstance(exc, MemoryError) or exc.errno == errno.ENOMEM:  # the machine's memory, not the disk
+            err.print("[bold red]error:[/] out of memory on this machine; use smaller settings (--batch-size, the "
+                      "encoder's or architecture's sizes) or a machine with more memory")
+            return 2
+        # a full or vanished disk: every file is written atomically, so earlier ones are whole
         err.print(f"[bold red]error:[/] cannot write {escape(str(exc.filename or args.out))}: "
                   f"{escape(exc.strerror or str(exc))}; files written before are unchanged")
         return 2
