@@ -88,7 +88,7 @@ class MultiTaskModel(nn.Module):
         that the encoder reduces to 1x1): BatchNorm cannot normalise it, and torch's own message names
         neither the batch nor the fix."""
         stride = self.encoder.total_stride
-        if batch * -(-height // stride) * -(-width // stride) > 1:
+        if batch * -(-height // stride) * -(-width // stride) != 1:
             return
         if any(isinstance(m, _BATCH_NORMS) for m in self.modules()):
             raise ValueError(f"a training batch of {batch} image of {height}x{width}: this model's deepest features "
