@@ -17,17 +17,15 @@ import dataclasses
 from zoo.core.metrics import BinaryIoU
 from zoo.engine.build_run import setup
 from zoo.engine.checkpoint import read_weights
-from zoo.engine.config import RunConfig
-from zoo.engine.evaluate import evaluate
+from zoo.engine.evaluate import evaluate, saved_config
 
 
 def mask_errors(path: str, split: str = "test", data_root: str | None = None,
                 device: str | None = None) -> dict[str, float]:
     """IoU (%) and pixel counts of the ``iou`` metric of the model in ``path`` on ``split``."""
     state, meta = read_weights(path)
-    cfg = RunConfig.from_dict(meta["config"])
     overrides = {k: v for k, v in (("data_root", data_root), ("device", device)) if v}
-    cfg = dataclasses.replace(cfg, **overrides)
+    cfg = saved_config(meta, **overrides)  # the file's own registry files are never read
     s = setup(cfg, state)
     s.model.load_state_dict(state)
     metric = next((m for m in s.metrics if m.name == "iou"), None)

@@ -29,9 +29,9 @@ from zoo.runs.keys import row_architecture
 from zoo.runs.results import load_rows, write_results
 
 
-def rescore(row: dict, checkpoint: Path, data_root: str | None) -> dict:
+def rescore(row: dict, checkpoint: Path, data_root: str | None, registry: list[str] | None = None) -> dict:
     """``row`` with the test metrics of ``checkpoint`` (same run, same test split)."""
-    scores = evaluate_checkpoint(checkpoint, "test", **({"data_root": data_root} if data_root else {}))
+    scores = evaluate_checkpoint(checkpoint, "test", registry, **({"data_root": data_root} if data_root else {}))
     new = {k: v for k, v in row.items() if not k.startswith(("val_", SINGLE)) and k not in GAIN_SUMMARY
            and k not in ("best_epoch", "delta_m")}
     missing = [k for k in scores if k not in row]
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default="last.pt", help="file name in each run_dir (default last.pt)")
     p.add_argument("--out", required=True, help="a new results folder for the re-scored rows")
     p.add_argument("--data-root", default=None, help="where the runs' data is, if not where their configs say")
+    p.add_argument("--registry", action="append", default=None, metavar="FILE",
+                   help="registry file(s) the runs were trained with (a checkpoint's own list is never read)")
     a = p.parse_args(argv)
     src, out = Path(a.results).resolve(), Path(a.out).resolve()
     if src == out:
@@ -56,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         if row.get("status") or not row.get("run_dir") or not ckpt.is_file():
             skipped.append(f"{row.get('task')}/{row.get('weighting')}/{row_architecture(row)}/s{row.get('seed')}")
             continue
-        rows.append(rescore(row, ckpt, a.data_root))
+        rows.append(rescore(row, ckpt, a.data_root, a.registry))
         print(f"{ckpt.parent.name}: " + ", ".join(f"{k} {row[k]:.2f} -> {rows[-1][k]:.2f}"
                                                    for k in ("iou", "accuracy", "gated_iou", "dice") if k in row),
               file=sys.stderr, flush=True)
-    refresh_gains(rows, load_registry())
+    refresh_gains(rows, load_registry(a.registry))
     write_results(out, rows, f"{a.checkpoint} of the runs of {a.results}, re-scored on their test splits "
                              f"(python benchmarks/rescore.py {' '.join(argv if argv is not None else sys.argv[1:])})")
     print(f"{len(rows)} rows -> {out}" + (f"; no {a.checkpoint}: {', '.join(skipped)}" if skipped else ""))

@@ -121,7 +121,11 @@ def test_a_trained_pretrained_model_normalises_in_predict_and_onnx(hf_cache, tin
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     card = (folder / "README.md").read_text()
     assert "library_name: zoo" in card and f"| iou | {model.meta['metrics']['iou']:.2f} |" in card
-    assert model.meta["recipe"] in card and model.meta["machine"] in card
+    assert model.meta["machine"] in card
+    # the recipe, with its paths as names: a folder is published as it is, never with this machine's paths
+    assert f"--data-root {tiny_mnist.name} " in card and "--test-limit 20" in card
+    for name in ("README.md", "config.json"):
+        assert str(tmp_path) not in (folder / name).read_text(), f"{name} publishes a local path"
     loaded = zoo.from_pretrained(folder)
     x = torch.rand(3, 1, 28, 28)
     with torch.no_grad():

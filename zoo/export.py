@@ -16,7 +16,9 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from zoo.core.files import atomic_write_text, check_writable_file
+from zoo.core.files import atomic_write_text, check_writable_file, publish
 from zoo.data.idx import DataError
 from zoo.core.model import MultiTaskModel
 from zoo.use.hub import push_to_hub, save_pretrained
@@ -57,8 +59,22 @@ def example_input(model: MultiTaskModel, size: tuple[int, int] | None = None, ba
     return torch.rand(batch, model.meta.get("in_channels", 1), *size)
 
 
+# ONNX keeps a graph and its weights in one protobuf up to 2 GB; bigger weights go to external data
+ONNX_INLINE_BYTES = 1_800_000_000
+
+
+def exported_files(out: str | Path) -> list[Path]:
+    """The files an export to ``out`` consists of: ``out``, its external data if any, and ``out.json``;
+    copy all of them to use the export elsewhere (the JSON lists them too)."""
+    out = Path(out)
+    info = out.with_name(out.name + ".json")
+    extra = json.loads(info.read_text()).get("files", []) if info.is_file() else []
+    return [out, *(out.with_name(f) for f in extra if f != out.name), info]
+
+
 def export(model: MultiTaskModel, fmt: str, out: str | Path, size: tuple[int, int] | None = None) -> Path:
-    """Export ``model`` to ``out`` with a dynamic batch size; writes ``out`` and ``out.json``."""
+    """Export ``model`` to ``out`` with a dynamic batch size; writes ``out`` and ``out.json`` (and, for an
+    ONNX model over 2 GB, ``out.data`` beside it, named in ``out.json``: ``exported_files``)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "hub":
@@ -67,24 +83,33 @@ def export(model: MultiTaskModel, fmt: str, out: str | Path, size: tuple[int, in
     graph = Graph(model.eval()).eval()
     x = example_input(model, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    # written beside ``out`` and renamed over it: a failed export (or a full disk) leaves what was there
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    weight_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    # written into a temp folder beside ``out`` under its final name (an exporter names external data after
+    # the file it writes), then renamed into place, data first: a failed export (or a full disk) leaves what
+    # was there, and no file ever refers to a temporary name
+    tmp_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp = tmp_dir / out.name
     try:
         with torch.no_grad():
             if fmt == "onnx":
                 with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its steps on stdout
                     torch.onnx.export(graph, (x,), str(tmp), input_names=["image"], output_names=graph.names,
-                                      dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False)
+                                      dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False,
+                                      external_data=weight_bytes > ONNX_INLINE_BYTES)
             elif fmt == "torchscript":
                 torch.jit.save(torch.jit.trace(graph, x, check_trace=False), str(tmp))
             else:
                 torch.export.save(torch.export.export(graph, (x,), dynamic_shapes={"image": {0: batch}}), str(tmp))
             outputs = graph(x)
-        os.replace(tmp, out)
+        extra = sorted(p.name for p in tmp_dir.iterdir() if p.name != out.name)
+        for name in extra:
+            os.replace(tmp_dir / name, out.with_name(name))
+        publish(str(tmp), out)  # the mode a plain open gives
     finally:
-        tmp.unlink(missing_ok=True)
-    info = {"format": fmt, "input": {"name": "image", "shape": ["batch", *x.shape[1:]], "dtype": "float32",
-                                     "range": [0.0, 1.0], "preprocessing": model.meta.get("input")},
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    info = {"format": fmt, "files": [out.name, *extra],
+            "input": {"name": "image", "shape": ["batch", *x.shape[1:]], "dtype": "float32",
+                      "range": [0.0, 1.0], "preprocessing": model.meta.get("input")},
             "outputs": [{"name": n, "shape": ["batch", *o.shape[1:]], "postprocessing": model.heads[n].export_note}
                         for n, o in zip(graph.names, outputs)],
             "model": {k: model.meta.get(k) for k in ("name", "task", "encoder", "recipe") if model.meta.get(k)}}
@@ -101,13 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="the exported file (e.g. model.onnx); for --format hub, a folder")
     p.add_argument("--push", metavar="ORG/NAME", help="with --format hub: upload the folder to this Hub repo (online)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the task's)")
+    p.add_argument("--registry", action="append", default=None, metavar="FILE",
+                   help="a registry file with the model's task, heads or encoder (a model never names its own)")
     args = p.parse_args(argv)
     err = Console(stderr=True, soft_wrap=True)
     if args.push and args.format != "hub":
         err.print("[bold red]error:[/] --push uploads a model folder: use it with --format hub")
         return 2
     try:
-        path = export(load_model(args.model), args.format, args.out, tuple(args.size) if args.size else None)
+        path = export(load_model(args.model, args.registry), args.format, args.out, tuple(args.size) if args.size else None)
         if args.push:
             err.print(f"pushed {path} to {args.push}: {escape(push_to_hub(path, args.push))}")
     except (RegistryError, DataError, ValueError, FileNotFoundError) as exc:
@@ -120,7 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format == "hub":
         err.print(f"saved {args.model} -> {path} ({', '.join(sorted(p.name for p in path.iterdir()))})")
     else:
-        err.print(f"exported {args.model} ({args.format}, dynamic batch) -> {path} (+ {path.name}.json)")
+        files = exported_files(path)
+        err.print(f"exported {args.model} ({args.format}, dynamic batch) -> {', '.join(map(str, files))} "
+                  f"(copy all {len(files)} to use it elsewhere)" if len(files) > 2 else
+                  f"exported {args.model} ({args.format}, dynamic batch) -> {path} (+ {path.name}.json)")
     return 0
 
 

@@ -161,10 +161,11 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def predict(model: MultiTaskModel | str | Path, inputs: Iterable[str | Path], out: str | Path | None = None,
-            progress: bool = False) -> list[dict[str, Any]]:
+            progress: bool = False, registry_files: Iterable[str | Path] | None = None) -> list[dict[str, Any]]:
     """Predict every image of ``inputs`` (files or folders). With ``out``, write overlays, masks,
-    ``predictions.csv`` and ``predictions.json`` there. Returns one record per image."""
-    model = load_model(model) if not isinstance(model, MultiTaskModel) else model
+    ``predictions.csv`` and ``predictions.json`` there. Returns one record per image. A model of a task
+    from a user's registry needs ``registry_files`` (a model never names its own: ``zoo.load_model``)."""
+    model = load_model(model, registry_files) if not isinstance(model, MultiTaskModel) else model
     if out is not None:
         check_writable(out)  # a file, or a folder that cannot be written: before any image is read
     files = find_images(inputs)
@@ -211,10 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "folder or hf-hub:ORG/NAME")
     p.add_argument("inputs", nargs="+", help="image files, folders of images, or FILE.npz:KEY (every image of that array)")
     p.add_argument("--out", default="predictions", help="output folder (default predictions/)")
+    p.add_argument("--registry", action="append", default=None, metavar="FILE",
+                   help="a registry file with the model's task, heads or encoder (a model never names its own)")
     args = p.parse_args(argv)
     err = Console(stderr=True, soft_wrap=True)
     try:
-        records = predict(args.model, args.inputs, args.out, progress=True)
+        records = predict(args.model, args.inputs, args.out, progress=True, registry_files=args.registry)
     except (RegistryError, DataError, ValueError, FileNotFoundError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2

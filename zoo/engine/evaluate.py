@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -67,10 +67,21 @@ def score_weights(cfg: RunConfig, weights: dict[str, Any], split: str = "test") 
     return evaluate(s, split)
 
 
-def evaluate_checkpoint(path: str | Path, split: str = "test", **overrides: Any) -> dict[str, float]:
+def evaluate_checkpoint(path: str | Path, split: str = "test", registry_files: Iterable[str | Path] | None = None,
+                        **overrides: Any) -> dict[str, float]:
     """Score a saved model on a split with the config it was trained with (``overrides`` replace fields,
     e.g. ``data_root``): a training checkpoint (``best.pt``) or a zoo ``.safetensors`` file, such as a
     shipped model's (``PRETRAINED_DIR / pretrained_meta(name)["file"]``, with ``data_root`` the bundled
-    MNIST copy its metrics were measured on). The one way a saved model is scored."""
+    MNIST copy its metrics were measured on). The one way a saved model is scored.
+
+    The file is untrusted: the registry files its config names are never read (a registry names code to
+    import); a model of a user's registry is scored with the caller's ``registry_files``."""
     state, meta = read_weights(path)
-    return score_weights(dataclasses.replace(RunConfig.from_dict(meta["config"]), **overrides), state, split)
+    return score_weights(saved_config(meta, registry_files, **overrides), state, split)
+
+
+def saved_config(meta: dict[str, Any], registry_files: Iterable[str | Path] | None = None,
+                 **overrides: Any) -> RunConfig:
+    """The run config a model file records, with the caller's registry files in place of the file's own."""
+    cfg = RunConfig.from_dict(meta["config"])
+    return dataclasses.replace(cfg, registry=tuple(str(f) for f in registry_files or ()), **overrides)

@@ -85,24 +85,35 @@ def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dic
     return list(merged.values())
 
 
+_HELD: set[Path] = set()  # folders whose lock this process holds: a read inside a read-merge-write needs no second
+
+
 @contextlib.contextmanager
 def locked(out: Path):
-    """An exclusive lock on ``out`` (``fcntl.flock`` on ``out/.results.lock``) for a read-merge-write."""
+    """An exclusive lock on ``out`` (``fcntl.flock`` on ``out/.results.lock``) for a read-merge-write.
+    Re-entrant within a process (a second ``flock`` on a new descriptor would wait for ourselves)."""
+    key = Path(out).resolve()
+    if key in _HELD:
+        yield
+        return
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".results.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
+        _HELD.add(key)
         try:
             yield
         finally:
+            _HELD.discard(key)
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def load_rows(out: Path) -> list[dict[str, Any]]:
+def _read_json(out: Path) -> tuple[list[dict[str, Any]], str | None]:
     path = out / "results.json"
     if not path.is_file():
-        return []
+        return [], None
     try:
-        rows = list(json.loads(path.read_text())["rows"])
+        data = json.loads(path.read_text())
+        rows, header = list(data["rows"]), data.get("header")
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"{path} exists but is not a zoo results file; move it away or pick another --out") from None
     for i, r in enumerate(rows):  # a foreign row would be rendered as an empty line and merged as a key of Nones
@@ -110,7 +121,45 @@ def load_rows(out: Path) -> list[dict[str, Any]]:
         if missing:
             raise ValueError(f"{path}: row {i + 1} is not a zoo result row (no {', '.join(missing)}); remove it, or "
                              "move the file away and pick another --out")
+    return rows, header if isinstance(header, str) else None
+
+
+def load_rows(out: Path) -> list[dict[str, Any]]:
+    """The rows of ``out/results.json``, the source of truth. When ``results.csv`` or ``results.md`` disagree
+    with it (a run killed, or a disk that filled, between the writes), they are rebuilt from it."""
+    out = Path(out)
+    rows, header = _read_json(out)
+    if header is not None and _views(rows, header) != _on_disk(out):
+        with contextlib.suppress(OSError):  # a folder we cannot write (a shipped table) is read as it is
+            with locked(out):
+                rows, header = _read_json(out)  # what the lock's last holder wrote
+                if header is not None:
+                    _write_views(out, rows, header)
     return rows
+
+
+def _views(rows: list[dict[str, Any]], header: str) -> dict[str, str]:
+    """``results.csv`` and ``results.md`` as ``rows`` render them."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns(rows), extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return {"results.csv": buf.getvalue(), "results.md": markdown(rows, header)}
+
+
+def _on_disk(out: Path) -> dict[str, str | None]:
+    """The views as written (bytes decoded, not newline-translated: the CSV's lines end in \\r\\n)."""
+    return {name: (out / name).read_bytes().decode("utf-8", "replace") if (out / name).is_file() else None
+            for name in ("results.csv", "results.md")}
+
+
+def _write_views(out: Path, rows: list[dict[str, Any]], header: str) -> None:
+    for name, text in _views(rows, header).items():
+        try:
+            atomic_write_text(out / name, text)
+        except OSError as exc:  # the JSON holds the rows: say where they are, and that this view catches up
+            raise OSError(exc.errno, f"{exc.strerror or exc} (results.json holds every row; {name} is rebuilt from it "
+                                     "on the next read or write)", str(out / name)) from None
 
 
 def _fmt(v: Any, column: str = "") -> str:
@@ -130,19 +179,12 @@ def write_results(out: str | Path, rows: list[dict[str, Any]], header: str) -> l
 def write_rows(out: Path, rows: list[dict[str, Any]], header: str) -> list[Path]:
     """Write exactly ``rows`` (the caller holds the folder's lock and merged them).
 
-    ``results.json`` is the source of truth (every merge reads it) and is written last: all three are
-    rendered first, then the CSV and Markdown views, then the JSON. A kill between the writes leaves
-    the views a row ahead of the JSON, never behind it, and the next write rebuilds both views from the
-    JSON's rows."""
-    cols = columns(rows)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    views = {"results.csv": buf.getvalue(), "results.md": markdown(rows, header),
-             "results.json": json.dumps({"header": header, "columns": cols, "rows": rows}, indent=2)}
-    for name, text in views.items():
-        atomic_write_text(out / name, text)
+    ``results.json`` is the source of truth, written first (atomically); ``results.csv`` and ``results.md``
+    are views rendered from it. A kill or a full disk after the JSON leaves the views behind it, never
+    ahead, and the next read (``load_rows``) rebuilds them; a full disk during the JSON changes nothing."""
+    atomic_write_text(out / "results.json", json.dumps({"header": header, "columns": columns(rows), "rows": rows},
+                                                       indent=2))
+    _write_views(out, rows, header)
     return [out / "results.json", out / "results.csv", out / "results.md"]
 
 

@@ -8,6 +8,7 @@ through huggingface_hub's cache, so nothing in the cache is downloaded again, an
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -49,10 +50,8 @@ def save_pretrained(model: MultiTaskModel, directory: str | Path) -> Path:
         raise ValueError("save_pretrained needs a zoo model with its record (model.meta): one from zoo.load_model, "
                          "zoo.create_model or zoo.from_pretrained, e.g. zoo.load_model('RUN/best.pt')")
     target = Path(directory)
-    if target.exists() and (not target.is_dir() or any(p.name not in FILES for p in target.iterdir())):
-        raise ValueError(f"{target} exists and is not a zoo model folder (it holds other files); give a new folder "
-                         "or a zoo model folder to replace")
-    record = {k: v for k, v in meta.items() if k not in _DERIVED}
+    check_replaceable(target)
+    record = portable({k: v for k, v in meta.items() if k not in _DERIVED})
     config = {**record, "library_name": "zoo", "zoo_format": FORMAT, "zoo_version": _version(),
               "task": cfg["task"], "encoder": cfg["encoder"], "in_channels": meta.get("in_channels", 1),
               "heads": {n: {"class": type(h).__name__, "target": (meta.get("head_specs") or {}).get(n, {}).get("target"),
@@ -60,6 +59,8 @@ def save_pretrained(model: MultiTaskModel, directory: str | Path) -> Path:
               "normalization": getattr(model.encoder, "normalization", None)}
     from safetensors.torch import save
 
+    card = model_card(config)
+    config["card_sha256"] = hashlib.sha256(card.encode("utf-8")).hexdigest()  # a later save knows the card is zoo's
     weights = save({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()})
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
@@ -67,7 +68,7 @@ def save_pretrained(model: MultiTaskModel, directory: str | Path) -> Path:
     try:
         atomic_write_bytes(tmp / WEIGHTS, weights)
         atomic_write_text(tmp / CONFIG, json.dumps(config, indent=2, sort_keys=True))
-        atomic_write_text(tmp / CARD, model_card(config))
+        atomic_write_text(tmp / CARD, card)
         os.chmod(tmp, 0o777 & ~_umask())
         if target.exists():
             os.replace(target, old)
@@ -81,6 +82,62 @@ def save_pretrained(model: MultiTaskModel, directory: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def check_replaceable(target: Path) -> None:
+    """``target`` may be written: it is missing, empty, or a zoo model folder holding only what zoo wrote there
+    (its ``README.md`` the card zoo writes for its ``config.json``). Anything a user put there is never lost."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ValueError(f"{target} exists and is a file; give a new folder or a zoo model folder to replace")
+    names = sorted(p.name for p in target.iterdir())
+    if not names:
+        return
+    why = ""
+    foreign = [n for n in names if n not in FILES]
+    if foreign:
+        why = f"it holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which zoo did not write"
+    else:
+        try:
+            old = read_config(target)
+        except ValueError:
+            old = None
+        if old is None:
+            why = f"it holds {', '.join(names)} but no zoo {CONFIG}"
+        elif CARD in names and hashlib.sha256((target / CARD).read_bytes()).hexdigest() != old.get("card_sha256"):
+            why = f"its {CARD} is not the model card zoo wrote there (edited, or a file of yours)"
+    if why:
+        raise ValueError(f"{target} is not a zoo model folder to replace: {why}; give a new folder, or move "
+                         "your files out first")
+
+
+# Keys of a model's record that hold local paths: a Hub folder is published, so they become names
+_LOCAL_PATHS = ("data_root", "source", "run_dir", "log", "resume", "init_from")
+
+
+def portable(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with no absolute local path in it (a folder is pushed to the Hub as it is): a path-valued
+    setting becomes its last component (``/home/me/data/mnist`` -> ``mnist``), and the recipe command's
+    absolute paths likewise."""
+    def scrub(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: scrub(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v, key) for v in value]
+        if isinstance(value, str) and key == "recipe":
+            return " ".join(_name_of(t) for t in value.split(" "))
+        if isinstance(value, str) and (key in _LOCAL_PATHS or os.path.isabs(value)):
+            return _name_of(value)
+        return value
+
+    return scrub(record)
+
+
+def _name_of(token: str) -> str:
+    """An absolute path's last component (``--data-root=/a/b`` -> ``--data-root=b``); other text as it is."""
+    head, eq, tail = token.rpartition("=") if token.startswith("-") and "=" in token else ("", "", token)
+    return head + eq + (Path(tail).name or tail if os.path.isabs(tail) else tail)
 
 
 def _table(values: dict[str, Any]) -> list[str]:
@@ -111,8 +168,8 @@ def model_card(config: dict[str, Any]) -> str:
     lines += ["## Data", ""]
     if config.get("train_data"):
         lines.append(f"- {config['train_data']}")
-    if cfg.get("data_root"):
-        lines.append(f"- data root: `{cfg['data_root']}`")
+    if cfg.get("data_root"):  # a name, not a local path (``portable``)
+        lines.append(f"- data: `{Path(str(cfg['data_root'])).name}`")
     lines += [f"- {k}: {v}" for k, v in info.items()]
     lines += ["", "## Training", ""]
     for key, label in (("machine", "machine"), ("torch", "torch"), ("epochs", "epochs"),
@@ -158,10 +215,23 @@ def _download(name: str) -> Path:
         raise ValueError(f"{name}: cannot be fetched from the Hugging Face Hub: {detail}") from None
 
 
-def read_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The weights and ``config.json`` of a model folder, checked: every failure is one line naming it."""
+def member(folder: Path, name: str, root: Path | None = None) -> Path:
+    """``folder / name``, refused when it is a link that leaves ``root`` (the folder itself unless given: a
+    hub snapshot's files link into its cache repo's blobs). A model folder is untrusted: it never makes zoo
+    read a file elsewhere on the machine."""
+    path = folder / name
+    root = (root or folder).resolve()
+    real = path.resolve()
+    if real != root and root not in real.parents:
+        raise ValueError(f"{path} is a link to {real}, outside the model folder {folder}; a model folder's files "
+                         "must be inside it (copy the file in instead of linking it)")
+    return path
+
+
+def read_config(folder: str | Path, root: Path | None = None) -> dict[str, Any]:
+    """The checked ``config.json`` of a model folder: every failure is one line naming it."""
     folder = Path(folder)
-    path = folder / CONFIG
+    path = member(folder, CONFIG, root)
     if not path.is_file():
         hint = "; a run folder's model is RUN/best.pt" if (folder / "best.pt").is_file() else ""
         raise ValueError(f"{folder} has no {CONFIG}: not a zoo model folder (write one with zoo.save_pretrained or "
@@ -181,7 +251,15 @@ def read_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     missing = [k for k in ("task", "encoder", "config") if not config.get(k)]
     if missing or not isinstance(config["config"], dict):
         raise ValueError(f"{path} lacks {', '.join(missing) or 'a config mapping'}; is the folder complete?")
-    weights = folder / WEIGHTS
+    return config
+
+
+def read_folder(folder: str | Path, root: Path | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights and ``config.json`` of a model folder, checked: every failure is one line naming it.
+    ``root``: the folder its files may link into (default the folder itself)."""
+    folder = Path(folder)
+    config = read_config(folder, root)
+    weights = member(folder, WEIGHTS, root)
     if not weights.is_file():
         raise ValueError(f"{folder} has no {WEIGHTS}; is the folder complete?")
     from safetensors.torch import load_file
@@ -206,10 +284,12 @@ def from_pretrained(name: str | Path, task: str | None = None,
 
     text = str(name)
     folder = _download(text) if text.startswith(HUB_PREFIX) else Path(text)
-    state, config = read_folder(folder)
+    # a hub snapshot's files are links into its cache repo's blobs (models--ORG--NAME/blobs): that repo is the root
+    state, config = read_folder(folder, folder.parent.parent if text.startswith(HUB_PREFIX) else None)
     if task is not None and config["task"] != task:
         raise RegistryError(f"{name} holds a {config['task']} model, not {task}")
-    meta = {k: v for k, v in config.items() if k not in ("library_name", "zoo_format", "zoo_version", "normalization")}
+    meta = {k: v for k, v in config.items()
+            if k not in ("library_name", "zoo_format", "zoo_version", "normalization", "card_sha256")}
     try:
         model = _build(config["task"], config["encoder"], state, meta, registry_files)
     except RuntimeError as exc:  # load_state_dict: the weights do not fit the model the config describes
@@ -217,15 +297,18 @@ def from_pretrained(name: str | Path, task: str | None = None,
         raise ValueError(f"{folder / WEIGHTS} does not fit the {config['task']}/{config['encoder']} model its "
                          f"{CONFIG} describes: {detail}") from None
     except RegistryError as exc:  # a task, head or encoder this registry does not have
-        raise RegistryError(f"{name}: {exc}{_registry_hint(config)}") from None
+        raise RegistryError(f"{name}: {exc}{registry_hint(config)}") from None
     model.meta["source"] = text
     return model
 
 
-def _registry_hint(config: dict[str, Any]) -> str:
-    files = (config.get("config") or {}).get("registry") or []
-    return (f"; it was trained with the registry file(s) {', '.join(map(str, files))}: give your copy with "
-            "registry_files=[...]") if files else ""
+def registry_hint(record: dict[str, Any]) -> str:
+    """What to do when a model's task, head or encoder is not in the caller's registry: the registry files it
+    was trained with are named (never read: a model's record is untrusted and a registry names code)."""
+    files = (record.get("config") or {}).get("registry") or []
+    files = [str(f) for f in files] if isinstance(files, (list, tuple)) else [str(files)]
+    return (f"; it was trained with the registry file(s) {', '.join(files)}: if you trust them, give your copy "
+            "with registry_files=[...] (--registry on the command line)") if files else ""
 
 
 def push_to_hub(model: MultiTaskModel | str | Path, repo_id: str, *, token: str | None = None,

@@ -145,23 +145,30 @@ def _build(task: str, encoder: str, state: dict[str, torch.Tensor] | None, meta:
     return model.eval()
 
 
-def load_model(model: str | Path) -> MultiTaskModel:
+def load_model(model: str | Path, registry_files: Iterable[str | Path] | None = None) -> MultiTaskModel:
     """A shipped model by name (``task/encoder``), a Hugging Face-layout folder or ``hf-hub:ORG/NAME``
     (``zoo.from_pretrained``), or any zoo model file / checkpoint by path. A run's ``best.pt`` gets the
-    record of its results row (metrics, machine, recipe) when the row is beside it."""
-    from zoo.use.hub import from_pretrained
+    record of its results row (metrics, machine, recipe) when the row is beside it.
+
+    A model file is untrusted, like a folder: the registry files its record names (they name code to
+    import and call) are never read; a task, head or encoder from a user's registry comes only from the
+    caller's ``registry_files``."""
+    from zoo.use.hub import from_pretrained, registry_hint
 
     name = str(model)
     if name in _index():
         task, _, encoder = name.partition("/")
-        return create_model(task, encoder, pretrained=True)
+        return create_model(task, encoder, pretrained=True, registry_files=registry_files)
     if is_model_folder(name):
-        return from_pretrained(name)
+        return from_pretrained(name, registry_files=registry_files)
     if "/" in name and not Path(name).exists() and name.count("/") == 1 and not name.endswith((".pt", ".safetensors")):
         pretrained_meta(name)  # an unknown shipped name: the error lists the shipped ones
     state, meta = read_weights(name)  # read once: the file says which task and encoder it holds
     cfg = meta["config"]
-    built = _build(cfg["task"], cfg["encoder"], state, meta, cfg.get("registry") or None)
+    try:
+        built = _build(cfg["task"], cfg["encoder"], state, meta, registry_files)
+    except RegistryError as exc:  # a task, head or encoder of a registry the caller did not give
+        raise RegistryError(f"{name}: {exc}{registry_hint(meta)}") from None
     row = run_row(name) if Path(name).name == "best.pt" else None  # the row scored best.pt, not last.pt
     if row is not None and (row.get("task"), row.get("encoder")) == (cfg["task"], cfg["encoder"]):
         built.meta = {**record(row, built), **built.meta}  # the built input spec and targets win
