@@ -16,8 +16,8 @@ import torch
 
 from zoo.engine.checkpoint import load_checkpoint
 from zoo.data.datasets import BACKGROUND
-from zoo.engine.config import RunConfig
 from zoo.engine.build_run import setup
+from zoo.engine.evaluate import saved_config
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--data-root", default=None)
     a = p.parse_args()
     state = load_checkpoint(a.checkpoint)
-    cfg = RunConfig.from_dict(state["config"])
+    cfg = saved_config(state)  # the checkpoint's own registry files are never read (a registry names code)
     if cfg.task != "semantic":
         raise SystemExit(f"{a.checkpoint} is a {cfg.task!r} checkpoint; this script reads semantic ones")
     if a.data_root:
