@@ -8,11 +8,12 @@ Python API (mirrors ``python -m zoo.bench``)::
     registry = zoo.load_registry(["my_registry.yaml"])   # user entries merged on
     zoo.list_pretrained(); model = zoo.create_model("circlization", "scratch", pretrained=True)
     zoo.save_pretrained(model, "my-model"); model = zoo.from_pretrained("my-model")  # or "hf-hub:ORG/NAME"
+    cfg = zoo.run_config("foreground", "scratch", quick=True)   # what the CLI trains; zoo.train.fit(cfg)
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from zoo.heads.base import Head
 from zoo.engine.build import build_model, load_registry, task_spec
@@ -22,6 +23,19 @@ from zoo.use.pretrained import create_model, list_pretrained, load_model, pretra
 from zoo.core.registry import Registry, RegistryError
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from zoo.engine.config import RunConfig
+
+
+def run_config(task: str, encoder: str = "scratch", *, quick: bool = False,
+               registry_files: Iterable[str | Path] | None = None, **overrides: Any) -> "RunConfig":
+    """The run ``python -m zoo.bench --task TASK --encoder ENCODER [--quick]`` would train, for
+    ``zoo.train.fit``: the task's budget from the registry (the encoder's own settings over it), then
+    ``overrides`` (``epochs=3``; a settings mapping such as ``encoder_settings`` is laid over the budget's)."""
+    from zoo.bench import config_for
+
+    return config_for(task, encoder, quick, list(registry_files or ()), **overrides)
 
 
 def _names(kind: str, registry_files: Iterable[str | Path] | None) -> list[str]:
@@ -50,4 +64,4 @@ def list_weightings(registry_files: Iterable[str | Path] | None = None) -> list[
 
 __all__ = ["Head", "MultiTaskModel", "Registry", "RegistryError", "build_model", "create_model", "from_pretrained",
            "list_encoders", "list_heads", "list_pretrained", "list_tasks", "list_weightings", "load_model",
-           "load_registry", "pretrained_meta", "push_to_hub", "save_pretrained", "task_spec"]
+           "load_registry", "pretrained_meta", "push_to_hub", "run_config", "save_pretrained", "task_spec"]

@@ -120,6 +120,25 @@ def budget_of(spec: TaskSpec, quick: bool, encoder: str | None = None) -> dict[s
     return {**budget, **spec.quick}
 
 
+def config_for(task: str, encoder: str = "scratch", quick: bool = False,
+               registry_files: Sequence[str | Path] | None = None, **overrides: Any) -> RunConfig:
+    """The config ``python -m zoo.bench --task TASK --encoder ENCODER [--quick] [--registry FILE]`` trains, built
+    by the same code (the task's budget, the encoder's own settings over it), then ``overrides``: a field's
+    value replaces it, and a settings mapping is laid over the budget's, as ``--encoder-arg`` is."""
+    argv = ["--task", task, "--encoder", encoder, *(["--quick"] if quick else [])]
+    for f in registry_files or ():
+        argv += ["--registry", str(f)]
+    args = parse_args(argv)
+    spec = task_spec(task, load_registry(args.registry))
+    cfg = run_config(args, task, encoder, args.weighting, budget_of(spec, quick, encoder), args.architecture)
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown RunConfig field(s) {unknown}; valid: {sorted(fields)}")
+    return dataclasses.replace(cfg, **{k: {**getattr(cfg, k), **v} if isinstance(v, dict) and isinstance(
+        getattr(cfg, k), dict) else v for k, v in overrides.items()})
+
+
 def result_row(r: RunResult, heads: list[str], command: str, mode: str) -> dict[str, Any]:
     cfg = r.config
     row: dict[str, Any] = {
