@@ -26,7 +26,8 @@ _where = "start-up"
 
 
 class StalledRanks(RuntimeError):
-    """A collective did not complete within the timeout: another rank stalled, died or diverged."""
+    """A collective (or joining the group) did not complete: another rank stalled past the timeout,
+    died or diverged."""
 
 
 def timeout_seconds() -> float:
@@ -77,32 +78,79 @@ def _others_last_seen() -> str:
     return "; ".join(seen)
 
 
+def _detail(exc: BaseException) -> str:
+    """The backend's error in a few words: gloo's begins with its C++ source path and ends in advice."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if text.startswith("[") and "] " in text:  # "[.../gloo/transport/tcp/pair.cc:545] Read error ..."
+        text = text.split("] ", 1)[1]
+    text = text.split(". This is typically caused by")[0]
+    return f"{type(exc).__name__}: {text[:160]}"
+
+
+def _timed_out(exc: BaseException, seconds: float) -> bool:
+    """Whether ``exc`` ended a wait of ``seconds`` at the timeout, rather than a rank that went away (gloo
+    reports a dead peer at once: "Connection reset by peer", "Connection closed by peer")."""
+    text = str(exc).lower()
+    return seconds >= 0.9 * timeout_seconds() or "timed out" in text or "timeout" in text
+
+
+def _peers(world: int, me: int) -> str:
+    return f"rank {1 - me}" if world == 2 else "another rank"
+
+
 def _collective(fn):
-    """A collective whose timeout is one line naming this rank and where it waited."""
+    """A collective whose failure is one line naming this rank, where it waited, and what happened:
+    the timeout (a rank stalled) or a rank that went away (it died or exited)."""
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
+        t0 = time.monotonic()
         try:
             return fn(*args, **kwargs)
         except RuntimeError as exc:  # (torch's DistError and gloo/nccl timeouts are RuntimeErrors)
             if not active() or isinstance(exc, StalledRanks):
                 raise
+            waited = time.monotonic() - t0
             others = _others_last_seen()
-            raise StalledRanks(f"rank {rank()} of {world_size()} waited more than {timeout_seconds():g} s for the other "
-                               f"ranks at {_where}{' (' + others + ')' if others else ''}: one of them stalled, died "
-                               "or diverged "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); ZOO_DIST_TIMEOUT sets the "
-                               "limit") from None
+            seen = f" ({others})" if others else ""
+            if _timed_out(exc, waited):
+                raise StalledRanks(f"rank {rank()} of {world_size()} waited more than {timeout_seconds():g} s for the "
+                                   f"other ranks at {_where}{seen}: one of them stalled, died or diverged "
+                                   f"({_detail(exc)}); ZOO_DIST_TIMEOUT sets the limit") from None
+            # A killed rank is seen at once (its sockets close): saying "waited 600 s" would send the
+            # user after a stall that never happened.
+            raise StalledRanks(f"rank {rank()} of {world_size()} lost {_peers(world_size(), rank())} at {_where} after "
+                               f"{waited:.1f} s{seen}: it died or exited ({_detail(exc)}); its own output, or "
+                               "torchrun's summary, says why") from None
     return wrapped
 
 
 def init() -> tuple[int, int]:
-    """Join the process group when launched by torchrun, with a finite timeout; returns (rank, world size)."""
+    """Join the process group when launched by torchrun, with a finite timeout; returns (rank, world size).
+    A rank that does not join in time, or a start-up that fails, is a :class:`StalledRanks` error."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        # torch.distributed.nn.functional takes ``group.WORLD`` as default arguments, read when it is first
+        # imported; torch._dynamo imports it, and timm imports torch._dynamo when a model is built. Imported
+        # after the group exists, those defaults keep the group alive past destroy_process_group, so its
+        # gloo threads run on into interpreter exit, where one still releasing the last collective's
+        # tensors dies taking the GIL: "terminate called without an active exception", and torchrun
+        # exits 1 although the run finished. Imported now, the defaults are None.
+        import torch.distributed.nn  # noqa: F401
+
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
+        me, t0 = int(os.environ.get("RANK", "0")), time.monotonic()
+        try:
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
+        except RuntimeError as exc:  # DistStoreError, DistNetworkError (torch's, both RuntimeErrors)
+            if _timed_out(exc, time.monotonic() - t0):
+                who, which = (_peers(world, me), "it") if world == 2 else ("the other ranks", "one of them")
+                raise StalledRanks(f"rank {me} of {world} waited more than {timeout_seconds():g} s for {who} to join "
+                                   f"the process group at start-up: {which} stalled, died or never started "
+                                   f"({_detail(exc)}); ZOO_DIST_TIMEOUT sets the limit") from None
+            raise StalledRanks(f"rank {me} of {world} could not join the process group at start-up: "
+                               f"{_peers(world, me)} or torchrun's store went away ({_detail(exc)})") from None
     return rank(), world_size()
 
 
@@ -176,10 +224,11 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group once every rank is done (a rank gone by then is a one-line error)."""
     if active():
-        # every rank waits for rank 0's writing (rows, delta_m) first: a rank that tore its gloo group
-        # down while rank 0 still worked aborted now and then ("terminate called without an active exception")
-        dist.barrier()
+        at("the end of the run")
+        # every rank waits for rank 0's writing (rows, delta_m) before the group is torn down
+        barrier()
         dist.destroy_process_group()
 
 

@@ -53,6 +53,25 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     return state
 
 
+def check_world_size(saved: dict[str, Any], path: str | Path, world: int) -> None:
+    """A checkpoint resumes only under the number of processes that wrote it (``world``: this run's):
+    each rank's share of every epoch, the global batch and the per-step schedule's length (OneCycle's
+    total steps) all follow it, so another count would train another run (or fail epochs later,
+    stepping the schedule past its end). Checkpoints from before the count was recorded say nothing."""
+    was = saved.get("world_size")
+    if was is None or int(was) == world:
+        return
+
+    def procs(n: int) -> str:
+        return "one process" if n == 1 else f"{n} processes (torchrun)"
+
+    how = ("without torchrun" if int(was) == 1 else f"under torchrun --nproc_per_node {was} (or --nnodes x "
+           f"--nproc_per_node = {was})")
+    raise ValueError(f"checkpoint {path} was written by a run of {procs(int(was))} and this run has {procs(world)}: "
+                     "the data each process trains on, the global batch and the learning-rate schedule follow the "
+                     f"number of processes; resume it {how}, or start a new run without --resume")
+
+
 # The process training in a run directory holds a lock on it, released by the OS when that process
 # ends, killed or not; so a grid can tell an interrupted run (resume it) from a running one.
 LOCK = ".run.lock"

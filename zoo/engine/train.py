@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from zoo.core import distributed as dist
-from zoo.engine.checkpoint import hold, load_checkpoint, save_checkpoint
+from zoo.engine.checkpoint import check_world_size, hold, load_checkpoint, save_checkpoint
 from zoo.engine.config import SCHEDULE_KINDS, RunConfig, check_resumable
 from zoo.engine.evaluate import evaluate, evaluate_checkpoint
 from zoo.engine.loaders import make_loaders, set_epoch, to_device  # noqa: F401 (make_loaders: public API)
@@ -204,6 +204,9 @@ class Trainer:
             raise ValueError(f"checkpoint {path} holds the trained model only (a best.pt), not the optimizer state "
                              "training needs; resume from the run's last.pt")
         check_resumable(RunConfig.from_dict(saved["config"]), self.cfg, path)
+        check_world_size(saved, path, dist.world_size())
+        if self.scheduler is not None and saved.get("scheduler"):
+            self._check_schedule_length(saved["scheduler"], path)
         self.s.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.s.weighting.load_state_dict(saved["weighting"])
@@ -211,6 +214,19 @@ class Trainer:
             self.scheduler.load_state_dict(saved["scheduler"])
         self.state = _State(saved["epoch"], saved["best"], saved["best_epoch"], saved["stale"], list(saved["history"]),
                             saved["train_seconds"], saved["samples"])
+
+    def _check_schedule_length(self, saved: dict[str, Any], path: str | Path) -> None:
+        """The saved per-step schedule must be as long as this run's: loaded over it, a shorter one is
+        stepped past its end epochs later ("Tried to step N times"). Catches what a checkpoint without
+        ``world_size`` cannot say: another number of processes, or a data folder of another size."""
+        keys = ("total_steps", "T_max")  # OneCycleLR's, CosineAnnealingLR's
+        was = {k: v for k, v in saved.items() if k in keys}
+        now = {k: v for k, v in self.scheduler.state_dict().items() if k in was}
+        if was != now:
+            raise ValueError(f"checkpoint {path} has a learning-rate schedule of {', '.join(map(str, was.values()))} "
+                             f"steps and this run {', '.join(map(str, now.values()))} (epochs x steps per epoch): it "
+                             "was trained with another number of processes (torchrun) or on a data folder of another "
+                             "size; resume it as it was started, or start a new run without --resume")
 
     def save(self, name: str, resumable: bool = True) -> None:
         """``last.pt`` is resumable (optimizer and scheduler state); ``best.pt`` is the trained model
@@ -221,7 +237,7 @@ class Trainer:
         state = {"model": self.s.model.state_dict(), "weighting": self.s.weighting.state_dict(), "epoch": st.epoch,
                  "best": st.best, "best_epoch": st.best_epoch, "stale": st.stale, "history": st.history,
                  "train_seconds": st.train_seconds, "samples": st.samples, "config": self.cfg.to_dict(),
-                 "info": self.s.data.info}
+                 "info": self.s.data.info, "world_size": dist.world_size()}
         if resumable:
             state["optimizer"] = self.optimizer.state_dict()
             state["scheduler"] = self.scheduler.state_dict() if self.scheduler is not None else None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from zoo.core import distributed as dist
-from zoo.engine.checkpoint import LOCK as _LOCK, hold, in_use, load_checkpoint
+from zoo.engine.checkpoint import LOCK as _LOCK, check_world_size, hold, in_use, load_checkpoint
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.config import RunConfig, check_resumable
 
@@ -62,7 +62,8 @@ def resumable_runs(out: str | Path, cfg: RunConfig, budget: str) -> Iterator[tup
         try:
             saved = load_checkpoint(ckpt, mmap=True)
             check_resumable(RunConfig.from_dict(saved["config"]), cfg, ckpt)
-        except ValueError:  # another run's settings (or a damaged file): never continued by the grid
+            check_world_size(saved, ckpt, dist.world_size())
+        except ValueError:  # another run's settings or process count (or a damaged file): never continued
             continue
         yield ckpt, saved
 
