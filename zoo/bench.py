@@ -416,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: resume with --resume <out>/<run>/last.pt, or run the same grid command again")
         return 130
+    finally:
+        dist.leave()  # a run that failed under torchrun (after a clean end, shutdown has left already)
 
 
 if __name__ == "__main__":

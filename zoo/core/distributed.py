@@ -11,6 +11,7 @@ single-process evaluation.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import time
 from datetime import timedelta
@@ -230,6 +231,17 @@ def shutdown() -> None:
         # every rank waits for rank 0's writing (rows, delta_m) before the group is torn down
         barrier()
         dist.destroy_process_group()
+
+
+def leave() -> None:
+    """Leave the process group at once, on the way out of a failed run (no barrier: the other ranks may
+    be gone or stalled). Left to interpreter exit, the group's gloo threads can abort the process after
+    its one-line error (std::terminate, a C++ exception and its stack from a thread, exit -6)."""
+    if active():
+        dist.destroy_process_group()
+        # the failed collective's frames, kept in reference cycles by its traceback, still hold the
+        # group: collected now, its threads are joined here rather than during interpreter exit
+        gc.collect()
 
 
 @_collective
