@@ -91,8 +91,8 @@ def test_a_16_bit_mask_value_cannot_make_65536_classes(tmp_path, capsys):
 
 
 def test_experts_that_cannot_fit_are_refused_before_building(tiny_mnist, tmp_path, capsys):
-    """The settings alone say the model cannot fit: one line in well under a second of building, from
-    the command line and from a model folder's config.json (what zoo.predict builds)."""
+    """The settings alone say the model cannot fit: one line, with nothing built (it took minutes and
+    ended out of memory), from the command line and from a model folder's config.json (zoo.predict)."""
     started = time.perf_counter()
     rc, err = run_cli(["--task", "foreground", "--data-root", str(tiny_mnist), "--out", str(tmp_path / "o"),
                        "--architecture", "cgc", "--architecture-arg", "shared_experts=1000000"], capsys)
