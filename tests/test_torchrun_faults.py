@@ -87,6 +87,7 @@ sys.exit(main(["--task", "circlization", "--encoder", "scratch", "--epochs", "3"
     lines = [line for line in err.splitlines() if "rank 0 of 2" in line]
     assert len(lines) == 1 and lines[0].startswith("error: rank 0 of 2 lost rank 1 at epoch 2, step 1 of "), err[-3000:]
     assert "died or exited" in lines[0] and "Connection" in lines[0], lines[0]
+    assert "(rank 1 was last at the val evaluation)" in lines[0], lines[0]  # its last phase, not a stale step
     assert "waited more than" not in err and "Traceback" not in err, err[-3000:]
     assert "pair.cc" not in err and "frame #" not in err and "GLHF" not in err, err[-3000:]  # no C++ internals
     if _gloo_threads_supported():

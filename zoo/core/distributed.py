@@ -42,17 +42,19 @@ def timeout_seconds() -> float:
     return seconds
 
 
-_published = 0.0  # when this rank last told the others where it is
+_published = (0.0, "")  # when this rank last told the others where it is, and the phase it named
 
 
 def at(where: str) -> None:
     """Where this rank is (e.g. ``epoch 3, step 120``): named by the error if a collective times out.
-    Ranks also leave it in the process group's key-value store, at most once a second (a host write,
-    no device sync), so the rank that times out can say where each of the others was last."""
+    Ranks also leave it in the process group's key-value store (a host write, no device sync), so the
+    rank that times out can say where each of the others was last: at each new phase (an epoch, an
+    evaluation), and within one at most once a second."""
     global _where, _published
     _where = where
-    if active() and time.monotonic() - _published >= 1.0:
-        _published = time.monotonic()
+    phase = where.split(", step")[0]
+    if active() and (phase != _published[1] or time.monotonic() - _published[0] >= 1.0):
+        _published = (time.monotonic(), phase)
         try:
             _store().set(f"zoo/where/{rank()}", where)
         except Exception:  # the store is a convenience for the message, never a reason to stop
