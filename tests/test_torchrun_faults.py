@@ -16,10 +16,13 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# the run every script here trains: two ranks of 48 samples and a OneCycle schedule (its length follows
-# the number of processes)
-CFG = ('dict(task="circlization", encoder="scratch", weighting="fixed", epochs={epochs}, batch_size=8, train_limit=48, '
-       'test_limit=16, data_root={root!r}, encoder_settings={{"width": 4, "depth": 2}}, schedule="onecycle")')
+
+
+def _cfg(epochs: int, root: Path) -> dict:
+    """The run every script here trains: 48 samples and a OneCycle schedule (its length follows the
+    number of processes)."""
+    return dict(task="circlization", encoder="scratch", weighting="fixed", epochs=epochs, batch_size=8, train_limit=48,
+                test_limit=16, data_root=str(root), encoder_settings={"width": 4, "depth": 2}, schedule="onecycle")
 
 
 def _free_port() -> int:
@@ -32,9 +35,9 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra}
 
 
-def _torchrun(script: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+def _torchrun(script: Path, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           str(script)]
+           str(script), *args]
     return subprocess.run(cmd, env=_env(**env), capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
@@ -129,7 +132,7 @@ def test_resuming_with_another_number_of_processes_is_refused_before_training(ti
     from zoo.engine.train import fit
 
     run_dir = tmp_path / "run"
-    cfg = CFG.format(epochs=2, root=str(tiny_mnist))
+    cfg = _cfg(2, tiny_mnist)
     script = tmp_path / "interrupted.py"
     script.write_text(f"""
 import json, os, sys
@@ -146,7 +149,7 @@ def stop(epoch, row):
 dist.init()
 resume = {str(run_dir / "last.pt")!r} if sys.argv[1:] == ["resume"] else None
 try:
-    r = fit(RunConfig(**{cfg}), out_dir={str(run_dir)!r}, resume=resume, show_progress=False,
+    r = fit(RunConfig(**{cfg!r}), out_dir={str(run_dir)!r}, resume=resume, show_progress=False,
             on_epoch_end=None if resume else stop)
     json.dump({{"epochs": r.epochs}}, open(f"rank{{dist.rank()}}.json", "w"))
 except Interrupted:
@@ -158,9 +161,10 @@ dist.shutdown()
     saved = torch.load(run_dir / "last.pt", weights_only=True)
     assert saved["epoch"] == 1 and saved["world_size"] == 2
 
-    config = RunConfig(**eval(cfg))
+    config = RunConfig(**cfg)
     with pytest.raises(ValueError, match=r"last.pt was written by a run of 2 processes \(torchrun\) and this run has "
-                                         r"one process: .* resume it under torchrun --nproc_per_node 2"):
+                                         r"one process: .* resume it under torchrun with 2 processes "
+                                         r"\(--nproc_per_node 2\)"):
         fit(config, out_dir=run_dir, resume=run_dir / "last.pt", show_progress=False)
     assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1  # nothing trained over it
 
@@ -172,9 +176,7 @@ dist.shutdown()
                                          r"processes \(torchrun\)"):
         fit(config, out_dir=old.parent, resume=old, show_progress=False)
 
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           str(_free_port()), str(script), "resume"], env=_env(), capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    proc = _torchrun(script, tmp_path, "resume")  # under torchrun again: it continues to its end
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [json.loads((tmp_path / f"rank{r}.json").read_text())["epochs"] for r in (0, 1)] == [2, 2]
 
@@ -196,7 +198,7 @@ def threads():
     return sorted(open(f"/proc/self/task/{{t}}/comm").read().strip() for t in os.listdir("/proc/self/task"))
 
 dist.init()
-fit(RunConfig(**{CFG.format(epochs=1, root=str(tiny_mnist))}), show_progress=False)
+fit(RunConfig(**{_cfg(1, tiny_mnist)!r}), show_progress=False)
 during = threads()
 rank = dist.rank()
 dist.shutdown()

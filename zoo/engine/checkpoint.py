@@ -65,8 +65,7 @@ def check_world_size(saved: dict[str, Any], path: str | Path, world: int) -> Non
     def procs(n: int) -> str:
         return "one process" if n == 1 else f"{n} processes (torchrun)"
 
-    how = ("without torchrun" if int(was) == 1 else f"under torchrun --nproc_per_node {was} (or --nnodes x "
-           f"--nproc_per_node = {was})")
+    how = "without torchrun" if int(was) == 1 else f"under torchrun with {was} processes (--nproc_per_node {was})"
     raise ValueError(f"checkpoint {path} was written by a run of {procs(int(was))} and this run has {procs(world)}: "
                      "the data each process trains on, the global batch and the learning-rate schedule follow the "
                      f"number of processes; resume it {how}, or start a new run without --resume")
