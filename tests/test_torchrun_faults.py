@@ -130,9 +130,11 @@ def test_resuming_with_another_number_of_processes_is_refused_before_training(ti
     "Tried to step N times")."""
     from zoo.engine.config import RunConfig
     from zoo.engine.train import fit
+    from zoo.runs.rundir import new_run_dir, unfinished_run
 
-    run_dir = tmp_path / "run"
     cfg = _cfg(2, tiny_mnist)
+    config = RunConfig(**cfg)
+    run_dir = new_run_dir(tmp_path / "out", config, "custom")  # where a grid looks for runs to continue
     script = tmp_path / "interrupted.py"
     script.write_text(f"""
 import json, os, sys
@@ -161,7 +163,7 @@ dist.shutdown()
     saved = torch.load(run_dir / "last.pt", weights_only=True)
     assert saved["epoch"] == 1 and saved["world_size"] == 2
 
-    config = RunConfig(**cfg)
+    assert unfinished_run(tmp_path / "out", config, "custom") is None  # a one-process grid never continues it
     with pytest.raises(ValueError, match=r"last.pt was written by a run of 2 processes \(torchrun\) and this run has "
                                          r"one process: .* resume it under torchrun with 2 processes "
                                          r"\(--nproc_per_node 2\)"):
