@@ -32,6 +32,7 @@ class Description:
     mask: torch.Tensor | None = None
     circle: tuple[float, float, float] | None = None
     label: tuple[int, float] | None = None
+    text: str | None = None  # anything else the overlay writes (a regression head's values)
 
 
 class Head(nn.Module):
@@ -116,8 +117,20 @@ class Head(nn.Module):
             prob = output.float().softmax(1)[0]
             label = (int(prob.argmax()), round(float(prob.max()), 6))
             return Description({"class": label[0], "prob": label[1]}, label=label)
-        if self.output_kind in DENSE_KINDS:
-            return Description(mask=pred[0])
+        if self.output_kind in DENSE_KINDS:  # the record says what the mask holds; the mask is a PNG beside it
+            mask = pred[0]
+            if self.output_kind == "binary_mask":
+                return Description({"foreground_pct": round(100.0 * float((mask > 0).float().mean()), 4)}, mask=mask)
+            return Description({"classes": " ".join(str(int(c)) for c in torch.unique(mask).tolist())}, mask=mask)
+        if self.output_kind == "values":  # the raw values, and the head's own prediction when it differs (rounded)
+            raw = output[0].flatten().tolist()
+            values: dict[str, float | int] = ({"value": raw[0]} if len(raw) == 1 else
+                                              {f"value_{i}": v for i, v in enumerate(raw)})
+            hard = pred[0].flatten().tolist() if pred.dim() else [pred.item()]
+            if hard != raw:
+                values.update({"pred": hard[0]} if len(hard) == 1 else {f"pred_{i}": v for i, v in enumerate(hard)})
+            shown = hard if hard != raw else raw
+            return Description(values, text=" ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in shown))
         return Description()
 
     def figure_panels(self, sample: dict[str, torch.Tensor], pred: torch.Tensor,
@@ -128,6 +141,8 @@ class Head(nn.Module):
             return (f"{int(sample[target])}->{int(pred)}" if sample.get(target) is not None else f"{int(pred)}"), []
         if self.output_kind in DENSE_KINDS or self.output_kind == "circle":
             return "", [(sample[self.figure_truth or target], "true"), (pred, "pred")]
+        if self.output_kind == "values":  # the predicted values go into the title
+            return " ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in pred.flatten().tolist()), []
         return "", []
 
 

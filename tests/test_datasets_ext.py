@@ -463,4 +463,4 @@ def test_predict_the_unlabelled_mars_test_set(tmp_path):
     assert predict_main([str(ckpt), f"{f}:test_set", "--out", str(tmp_path / "p")]) == 0
     preds = json.loads((tmp_path / "p" / "predictions.json").read_text())["predictions"]
     assert [p["file"] for p in preds] == [f"{f}:test_set[{i}]" for i in range(3)]
-    assert all((tmp_path / "p" / p["seg_mask"]).is_file() for p in preds)
+    assert all((tmp_path / "p" / p["seg_png"]).is_file() for p in preds)

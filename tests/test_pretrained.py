@@ -83,5 +83,5 @@ def test_a_joint_configuration_ships_as_joint_encoder_and_predicts_every_head(ti
     assert predict([str(out / "joint-scratch.safetensors"), str(image), "--out", str(tmp_path / "pred")]) == 0
     rec = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     rec = rec[0] if isinstance(rec, list) else rec
-    for key in ("digit_class", "digit_prob", "circle_cx", "circle_cy", "circle_r", "mask_mask", "seg_mask"):
+    for key in ("digit_class", "digit_prob", "circle_cx", "circle_cy", "circle_r", "mask_png", "seg_png"):
         assert key in json.dumps(rec), key

@@ -288,3 +288,61 @@ def test_mtl_step_benchmark_times_every_configuration_against_hard_sharing_fixed
     # MTAN adds attention modules and their activations to the same encoder and heads
     assert rows["mtan", "fixed"]["peak_mb"] > ref["peak_mb"]
     assert "| hard_sharing | upgrad |" in (tmp_path / "cpu.md").read_text()
+
+
+VALUES_HEAD = '''
+from torch import nn
+from zoo import Head
+
+
+class TwoValues(Head):
+    output_kind = "values"
+    default_target, default_loss = "mask", "bce"
+
+    def __init__(self, channels, reductions):
+        super().__init__(channels, reductions)
+        self.fc = nn.Linear(channels[-1], 2)
+
+    def forward(self, features):
+        return self.fc(features[-1].mean((2, 3))) * 10
+
+    def predict(self, output, size=None):
+        return output.round()
+'''
+
+
+@pytest.mark.parametrize("head,settings", HEAD_CASES + [("two_values", {})],
+                         ids=[f"{h}{'-' + s['mode'] if s else ''}" for h, s in HEAD_CASES] + ["values"])
+def test_every_output_kind_is_in_predicts_record_and_overlay(tmp_path, monkeypatch, head, settings):
+    """Every registered head, and a regression (``values``) head, says something in each image's record:
+    a class and probability, a circle, a mask's share or classes, or the values themselves."""
+    from zoo.predict import predict_image
+
+    (tmp_path / "valuesmod.py").write_text(VALUES_HEAD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "r.yaml").write_text("heads:\n  two_values: {target: 'valuesmod:TwoValues'}\n")
+    registry = zoo.load_registry([tmp_path / "r.yaml"])
+    torch.manual_seed(0)
+    model = zoo.build_model("scratch", {"out": {"head": head, "settings": settings}}, registry=registry,
+                            encoder_settings={"input_skip": True, "width": 8}).eval()
+    model.meta = {"input": ("resize", (28, 28)), "in_channels": 1}
+    image = (np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)
+    record, masks, said = predict_image(model, image)
+    keys = [k for k in record if k.startswith("out_")]
+    assert keys, f"{head} ({model.heads['out'].output_kind}) is missing from the record {record}"
+    kind = model.heads["out"].output_kind
+    if kind == "values":
+        from zoo.data.inputs import prepare
+
+        x, _ = prepare(image, "resize", 1, (28, 28))  # what predict gives the model
+        with torch.no_grad():
+            out = model(torch.from_numpy(x.astype(np.float32) / 255)[None, None])["out"][0]
+        assert record["out_value_0"] == pytest.approx(float(out[0]), abs=1e-4)
+        assert record["out_pred_1"] == round(float(out[1]))
+        assert said["out"].text  # written on the overlay
+    elif head == "circle":  # either mode reports the circle itself
+        assert {"out_cx", "out_cy", "out_r"} <= set(record)
+    elif kind == "binary_mask":
+        assert 0.0 <= record["out_foreground_pct"] <= 100.0 and "out" in masks
+    elif kind == "dense_classes":
+        assert set(map(int, record["out_classes"].split())) == set(np.unique(masks["out"]).tolist())

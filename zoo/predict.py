@@ -147,7 +147,8 @@ def overlay(image: np.ndarray, said: dict[str, Description], masks: dict[str, np
         if d.circle is not None:
             cx, cy, r = d.circle
             cv2.circle(rgb, (round(cx), round(cy)), max(1, round(r)), (255, 0, 0), scale)
-    text = " ".join(f"{name}: {d.label[0]} ({d.label[1]:.2f})" for name, d in said.items() if d.label is not None)
+    text = " ".join([f"{name}: {d.label[0]} ({d.label[1]:.2f})" for name, d in said.items() if d.label is not None]
+                    + [f"{name}: {d.text}" for name, d in said.items() if d.text])
     if text:
         cv2.putText(rgb, text, (2, 10 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.3 * scale, (0, 255, 0), max(1, scale // 2))
     return rgb
@@ -184,7 +185,7 @@ def predict(model: MultiTaskModel | str | Path, inputs: Iterable[str | Path], ou
         if out is not None:
             for name, mask in masks.items():
                 atomic_write_bytes(out / f"{stem}_{name}.png", _png(mask.astype(np.uint8)))
-                record[f"{name}_mask"] = f"{stem}_{name}.png"
+                record[f"{name}_png"] = f"{stem}_{name}.png"
             atomic_write_bytes(out / f"{stem}_overlay.png", _png(overlay(image, said, masks)))
             record["overlay"] = f"{stem}_overlay.png"
         records.append(record)
