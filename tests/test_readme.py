@@ -35,6 +35,7 @@ def test_readme_custom_head_example_runs_verbatim(tiny_mnist, tmp_path):
         assert "Traceback" not in proc.stderr
     rows = json.loads((tmp_path / "runs" / "results.json").read_text())["rows"]
     assert [r["task"] for r in rows] == ["foreground_count"] and rows[0]["heads"] == "count+mask"
+    assert rows[0]["count_mae"] >= 0.0  # the declared metric is a column of the row
     run = tmp_path / rows[0]["run_dir"]  # relative to where the command ran
     assert (run / "figure.png").stat().st_size > 1000 and (run / "best.pt").is_file()
 
