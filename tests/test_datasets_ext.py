@@ -464,3 +464,22 @@ def test_predict_the_unlabelled_mars_test_set(tmp_path):
     preds = json.loads((tmp_path / "p" / "predictions.json").read_text())["predictions"]
     assert [p["file"] for p in preds] == [f"{f}:test_set[{i}]" for i in range(3)]
     assert all((tmp_path / "p" / p["seg_png"]).is_file() for p in preds)
+
+
+def test_a_tiny_folder_run_warns_about_its_step_count_before_training(tmp_path, capsys):
+    """A bring-your-own-data run of a few optimizer steps says so before the first epoch, with the numbers
+    and what to change; a --quick run is told it is a smoke run instead; a run of enough steps says nothing."""
+    src = write_folder(tmp_path / "data", n=12)
+    args = ["--task", "folder", "--encoder", "scratch", "--data-root", str(src), "--encoder-arg", "width=4", "--quiet"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*args, "--out", str(tmp_path / "a"), "--epochs", "2", "--batch-size", "64"]) == 0
+        err = capsys.readouterr().err.replace("\n", " ")
+        # 12 images: 8 train after the validation and test splits, one batch of 64 -> 1 step per epoch
+        assert "warning: this run takes only 2 optimizer step(s) (1 per epoch x 2 epoch(s) at batch size 64)" in err
+        assert "give --epochs 50" in err and err.index("warning: this run") < err.index("epoch 1/")
+        assert main([*args, "--out", str(tmp_path / "b"), "--quick"]) == 0
+        err = capsys.readouterr().err.replace("\n", " ")
+        assert "note: smoke-sized run (--quick)" in err and "warning: this run" not in err
+        assert main([*args, "--out", str(tmp_path / "c"), "--epochs", "50", "--batch-size", "64"]) == 0
+        assert "optimizer step" not in capsys.readouterr().err

@@ -175,7 +175,7 @@ def command_line(argv: Sequence[str]) -> str:
 
 def list_registry(registry: Registry, console: Console) -> None:
     """Rich tables of everything registered: name, where it comes from, key settings."""
-    for kind in ("encoders", "heads", "architectures", "tasks", "losses", "metrics", "weightings"):
+    for kind in ("encoders", "heads", "decoders", "architectures", "tasks", "losses", "metrics", "weightings"):
         table = Table(title=kind)
         for col in ("name", "from", "settings"):
             table.add_column(col, style="bold" if col == "name" else None)
@@ -307,7 +307,7 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, c
     while True:
         try:
             result = fit(cfg, out_dir=run_dir, resume=args.resume, console=err, show_progress=not args.quiet,
-                         registry=registry, spec=spec)
+                         registry=registry, spec=spec, smoke=mode == "quick" or mode.startswith("custom-quick-"))
             break
         except torch.cuda.OutOfMemoryError:
             # a CUDA out-of-memory halves the batch and starts again (one process, no resume to mix)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from zoo.core import distributed as dist
@@ -179,7 +180,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, s: Setup, run_dir: Path | None) -> None:
         self.cfg, self.s, self.run_dir = cfg, s, run_dir
         self.train_loaders = s.loaders("train")
-        steps = max(len(self.train_loaders[h.stream]) for h in s.plans)
+        steps = self.steps_per_epoch = max(len(self.train_loaders[h.stream]) for h in s.plans)
         # fused on CUDA: one kernel for the whole update instead of a few per parameter
         fused = {"fused": True} if s.device.type == "cuda" else {}
         # the encoder its own group (--encoder-lr-scale); heads, the architecture's modules and the
@@ -310,12 +311,33 @@ def _log_line(cfg: RunConfig, row: dict[str, Any], improved: bool) -> str:
             f"lr={row['lr']:.2e}  {'*' if improved else ''}")
 
 
+# Fewer optimizer steps than this and a model has barely moved from its initialisation: the run says so
+MIN_STEPS = 50
+
+
+def few_steps_note(cfg: RunConfig, steps_per_epoch: int, smoke: bool = False) -> str | None:
+    """What to tell the user before a run of fewer than :data:`MIN_STEPS` optimizer steps (``None``: enough).
+    A smoke run (``--quick``) is short on purpose: it is told that its numbers are not a result."""
+    total = steps_per_epoch * cfg.epochs
+    if total >= MIN_STEPS:
+        return None
+    how = f"{total} optimizer step(s) ({steps_per_epoch} per epoch x {cfg.epochs} epoch(s) at batch size {cfg.batch_size})"
+    if smoke:
+        return (f"smoke-sized run (--quick): {how}; it checks that the pipeline runs, and its metrics are not what "
+                "the model reaches (run without --quick for that)")
+    return (f"this run takes only {how}; a model learns little in fewer than about {MIN_STEPS}: give --epochs "
+            f"{math.ceil(MIN_STEPS / steps_per_epoch)}, or a smaller --batch-size (each halving doubles the steps "
+            "per epoch)")
+
+
 def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | None = None,
         console: Console | None = None, on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-        show_progress: bool = True, registry: Registry | None = None, spec: TaskSpec | None = None) -> RunResult:
+        show_progress: bool = True, registry: Registry | None = None, spec: TaskSpec | None = None,
+        smoke: bool = False) -> RunResult:
     """Train ``cfg``. With ``out_dir`` (a run directory of its own) ``last.pt``, ``best.pt`` and
     ``log.txt`` go there; ``resume`` continues from a ``last.pt`` of the same run. ``registry`` and
-    ``spec``: the caller's, built once (see ``setup``)."""
+    ``spec``: the caller's, built once (see ``setup``). ``smoke``: a deliberately short run (``--quick``),
+    which is told so instead of being warned about its few steps."""
     console = console or Console(stderr=True, soft_wrap=True)
     run_dir = Path(out_dir) if out_dir is not None else None
     if cfg.tensorboard and run_dir is None:
@@ -327,12 +349,12 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, resume: str | Path | 
                                  f"that run with resume={run_dir / 'last.pt'}")
             run_dir.mkdir(parents=True, exist_ok=True)
             held.enter_context(hold(run_dir))  # until the run is scored: a grid never resumes a live run
-        return _fit(cfg, run_dir, resume, console, on_epoch_end, show_progress, registry, spec)
+        return _fit(cfg, run_dir, resume, console, on_epoch_end, show_progress, registry, spec, smoke)
 
 
 def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, console: Console,
          on_epoch_end: Callable[[int, dict[str, Any]], None] | None, show_progress: bool,
-         registry: Registry | None, spec: TaskSpec | None) -> RunResult:
+         registry: Registry | None, spec: TaskSpec | None, smoke: bool = False) -> RunResult:
     saved = load_checkpoint(resume) if resume is not None else None  # read once: setup builds for its weights
     s = setup(cfg, saved.get("model") if saved is not None else None, registry, spec)
     if s.device.type == "cuda":
@@ -341,6 +363,8 @@ def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, consol
     if resume is not None:
         t.resume(resume, saved)
         console.print(f"resumed from {resume} at epoch {t.state.epoch}")
+    elif dist.is_main() and (note := few_steps_note(cfg, t.steps_per_epoch, smoke)):
+        console.print(f"[yellow]{'note' if smoke else 'warning'}:[/] {escape(note)}")
     log = open(run_dir / "log.txt", "a") if run_dir is not None and dist.is_main() else None
     tb = TensorBoardLog(run_dir) if cfg.tensorboard and run_dir is not None and dist.is_main() else None
     progress = _progress(console, show_progress)
