@@ -1,8 +1,31 @@
-"""A U-Net decoder over an encoder's skips, built from segmentation-models-pytorch's blocks."""
+"""The decoder contract of the dense heads, and the U-Net decoder (the default) built from smp's blocks.
+
+A decoder turns the encoder's levels (``channels``/``reductions``, high to low resolution) into one map
+with ``out_channels`` channels at stride ``out_reduction`` of the input. The dense heads put smp's
+``SegmentationHead`` on it: a ``head_kernel`` convolution, then bilinear upsampling to the input's size.
+``refuse`` says, before anything is built, why a decoder cannot serve an encoder's levels.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+class Decoder(nn.Module):
+    """What a dense head's decoder declares; subclasses set the three attributes in ``__init__``."""
+
+    out_channels: int
+    #: the stride of the output map: the dense head upsamples it by this factor (1: input size already)
+    out_reduction: int = 1
+    #: the kernel of the convolution the dense head puts on the output (smp's ``SegmentationHead``)
+    head_kernel: int = 3
+    #: inputs are padded to a multiple of this (besides the encoder's total stride)
+    input_multiple: int = 1
+
+    @classmethod
+    def refuse(cls, channels: list[int], reductions: list[int], **settings) -> str | None:
+        """Why this decoder cannot read levels of these channels and strides (``None``: it can)."""
+        return None
 
 
 def default_decoder_channels(channels: list[int]) -> list[int]:
@@ -11,7 +34,7 @@ def default_decoder_channels(channels: list[int]) -> list[int]:
     return [max(16, c // 2) for c in rev[1:]] + [max(16, rev[-1] // 2)]
 
 
-class SkipDecoder(nn.Module):
+class SkipDecoder(Decoder):
     """smp's ``UnetDecoder`` driven by any encoder that meets the zoo contract.
 
     smp's decoder expects a stride-1 entry first (it only reads its size) and drops it as a

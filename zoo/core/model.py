@@ -1,6 +1,8 @@
 """The shared-encoder multi-task model: one encoder, a dict of named heads."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,7 +17,8 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm
 class MultiTaskModel(nn.Module):
     """``forward(x) -> dict[str, Tensor]``, one entry per head (or per requested head).
 
-    Inputs whose size is not a multiple of the encoder's total stride are padded on the
+    Inputs whose size is not a multiple of the encoder's total stride (or of what a head's decoder needs,
+    ``input_multiple``) are padded on the
     bottom/right (so pixel coordinates are unchanged) and dense outputs cropped back, so
     every dense output has the input's height and width.
     """
@@ -65,7 +68,7 @@ class MultiTaskModel(nn.Module):
         h, w = x.shape[-2:]
         if self.training:
             self.check_train_batch(x.shape[0], h, w)
-        stride = self.encoder.total_stride
+        stride = self.input_multiple
         ph, pw = (-h) % stride, (-w) % stride
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
@@ -82,6 +85,12 @@ class MultiTaskModel(nn.Module):
                 out = out[..., :h, :w]
             outputs[name] = out
         return outputs
+
+    @property
+    def input_multiple(self) -> int:
+        """Inputs are padded to a multiple of this: the encoder's total stride, and what a head's decoder
+        needs beyond it (PAN halves the deepest map three more times)."""
+        return math.lcm(self.encoder.total_stride, *(getattr(h, "input_multiple", 1) for h in self.heads.values()))
 
     def check_train_batch(self, batch: int, height: int, width: int, fix: str | None = None) -> None:
         """Refuse a training batch that leaves one value per channel at the deepest features (one image

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 import yaml
 
-KINDS = ("encoders", "heads", "architectures", "tasks", "losses", "metrics", "weightings")
+KINDS = ("encoders", "heads", "decoders", "architectures", "tasks", "losses", "metrics", "weightings")
 ENTRY_FIELDS = {"target", "settings", "override", "prefix", "paper", "description"}
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import torch
+
 from zoo.heads.base import Head
+from zoo.heads.dense import DEFAULT_DECODER, DenseHead, merge_unet_settings, resolve_decoder
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import Registry, RegistryError
@@ -50,10 +53,56 @@ def build_model(encoder: str = "scratch", heads: Mapping[str, Any] | Iterable[He
         if cls.needs_input_skip and not enc.input_skip:
             raise RegistryError(f"head {head_name!r} ({name!r}) reads the raw input image, so the encoder must pass it on: "
                                 f"build {encoder!r} with input_skip: true (--encoder-arg input_skip=true)")
+        if isinstance(cls, type) and issubclass(cls, DenseHead):
+            settings = with_decoder(registry, encoder, name, settings, enc.out_channels, enc.reductions)
         built[name] = registry.build("heads", head_name, channels=enc.out_channels, reductions=enc.reductions, **settings)
     arch = registry.build("architectures", architecture, channels=enc.out_channels, reductions=enc.reductions,
                           heads=list(built), raw_levels=1 if enc.input_skip else 0, **dict(architecture_settings or {}))
     return MultiTaskModel(enc, built, arch)
+
+
+def with_decoder(registry: Registry, encoder: str, head: str, settings: dict[str, Any], channels: list[int],
+                 reductions: list[int]) -> dict[str, Any]:
+    """A dense head's settings with its ``decoder`` name replaced by the caller's registry entry, after the
+    checks: an unknown name or setting, or a decoder that cannot read the encoder's levels, is one line
+    naming the decoder, the encoder and the reason."""
+    name = settings.get("decoder", DEFAULT_DECODER)
+    if not isinstance(name, str):
+        raise RegistryError(f"head {head!r}: decoder must be a registered decoder's name, got {name!r}")
+    entry = registry.entry("decoders", name)
+    try:
+        merged = merge_unet_settings(name, settings.get("decoder_settings"), decoder_channels=settings.get(
+            "decoder_channels"), attention=settings.get("attention"))
+        _, cls, merged = resolve_decoder(entry, merged)
+    except ValueError as exc:
+        raise RegistryError(f"head {head!r}: {exc}") from None
+    reason = cls.refuse(list(channels), list(reductions), **merged)
+    if reason:
+        raise RegistryError(f"decoder {name!r} cannot serve encoder {encoder!r} (head {head!r}): {reason}")
+    return {**settings, "decoder": entry}
+
+
+def check_decoders(registry: Registry, encoder: str, encoder_settings: Mapping[str, Any] | None,
+                   heads: Iterable[HeadSpec]) -> None:
+    """The dense heads' decoders against the encoder's levels, before any data is read: the encoder is
+    built on the ``meta`` device (its strides and widths, no memory, no weights read)."""
+    dense = []
+    for h in heads:
+        cls = registry.entry("heads", h.head).obj
+        if isinstance(cls, type) and issubclass(cls, DenseHead):
+            dense.append(h)
+    if not dense:
+        return
+    settings = {k: v for k, v in dict(encoder_settings or {}).items() if k != "pretrained"}
+    try:
+        with torch.device("meta"):
+            enc = registry.build("encoders", encoder, **settings)
+    except RegistryError:
+        raise
+    except Exception:  # an encoder that cannot be built on meta: the real build checks the decoders
+        return
+    for h in dense:
+        with_decoder(registry, encoder, h.name, dict(h.settings), enc.out_channels, enc.reductions)
 
 
 def task_spec(name: str, registry: Registry, settings: Mapping[str, Any] | None = None) -> TaskSpec:

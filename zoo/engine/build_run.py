@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from zoo.engine.build import build_model, load_registry, task_spec
+from zoo.engine.build import build_model, check_decoders, load_registry, task_spec
 from zoo.engine.config import RunConfig
 from zoo.core.architectures import host_memory, valid_detach
 from zoo.core.metrics import Metric, build_metric
@@ -159,6 +159,7 @@ def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None, regist
     encoder = registry.entry("encoders", cfg.encoder)  # unknown encoder: fail before loading data
     registry.entry("weightings", cfg.weighting)
     check_architecture(registry, cfg, [h.name for h in spec.heads])
+    check_decoders(registry, cfg.encoder, cfg.encoder_settings, spec.heads)  # a decoder the encoder cannot feed
     settings = settings_for_state(cfg.encoder_settings, weights) if weights is not None else cfg.encoder_settings
     if isinstance(encoder.obj, type) and issubclass(encoder.obj, Encoder):
         encoder.obj.prepare({**encoder.settings, **settings})  # e.g. pretrained weights fetched before any data

@@ -1,0 +1,205 @@
+"""The registered decoders (issue 37): every decoder on every test encoder under every dense head, their
+one-line refusals, equality with smp's own models, and ONNX export. Parametrized over the registry, so a
+new decoder is tested by registering it."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import zoo
+from zoo.core.registry import RegistryError
+
+REG = zoo.load_registry()
+DECODERS = REG.names("decoders")
+DENSE_HEADS = ["binary_mask", "segmentation"]
+# nothing is downloaded: the timm encoders are built without weights (pretrained is never set)
+ENCODERS = {"scratch": {"width": 8}, "resnet18": {}, "mobilenetv3_small_100": {}}
+
+
+def _refusal(decoder: str, encoder: str, settings: dict) -> str | None:
+    """What the decoder's own declaration says about the encoder's levels (None: it serves them)."""
+    with torch.device("meta"):
+        enc = REG.build("encoders", encoder, **settings)
+    return REG.entry("decoders", decoder).obj.refuse(enc.out_channels, enc.reductions)
+
+
+def _head(head: str, decoder: str, settings: dict | None = None) -> dict:
+    s = {"decoder": decoder, **({"decoder_settings": settings} if settings else {})}
+    return {"head": head, "settings": {**s, **({"num_classes": 3} if head == "segmentation" else {})}}
+
+
+def _one_line_error(exc: pytest.ExceptionInfo, *names: str) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg and all(n in msg for n in names), msg
+    return msg
+
+
+def test_the_registry_lists_every_decoder_with_its_paper(capsys):
+    from zoo.bench import main
+
+    assert {"unet", "unetplusplus", "fpn", "pspnet", "deeplabv3", "deeplabv3plus", "linknet", "manet", "pan",
+            "upernet", "segformer", "dpt"} <= set(DECODERS)
+    assert all(e.spec.get("paper") for e in REG.entries("decoders"))
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "decoders" in out and "SegFormer" in out
+
+
+@pytest.mark.parametrize("head", DENSE_HEADS)
+@pytest.mark.parametrize("encoder", list(ENCODERS))
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_every_decoder_gives_the_input_size_and_trains_or_refuses_in_one_line(decoder, encoder, head):
+    settings = ENCODERS[encoder]
+    reason = _refusal(decoder, encoder, settings)
+    if reason is not None:
+        with pytest.raises(RegistryError) as exc:
+            zoo.build_model(encoder, {"out": _head(head, decoder)}, encoder_settings=settings)
+        _one_line_error(exc, repr(decoder), repr(encoder), reason)
+        return
+    torch.manual_seed(0)
+    model = zoo.build_model(encoder, {"out": _head(head, decoder)}, encoder_settings=settings).train()
+    # large squares that every decoder can place, even at stride 32; the size is no multiple of any stride
+    target = torch.zeros(2, 44, 52, dtype=torch.long)
+    target[0, 4:28, 6:30], target[1, 16:40, 20:44], target[1, 2:14, 2:14] = 1, 1, 2
+    x = (target > 0).float().unsqueeze(1) * 0.6 + 0.4 * torch.rand(2, 1, 44, 52)
+    if head == "binary_mask":
+        loss_of = lambda out: F.binary_cross_entropy_with_logits(out[:, 0], (target > 0).float())  # noqa: E731
+    else:
+        loss_of = lambda out: F.cross_entropy(out, target)  # noqa: E731
+
+    def measured() -> float:  # the same dropout draws before and after training
+        torch.manual_seed(1)
+        with torch.no_grad():
+            out = model(x)["out"]
+        assert out.shape == (2, 1 if head == "binary_mask" else 3, 44, 52)
+        return loss_of(out).item()
+
+    before = measured()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(5):  # a batch of 2: some decoders' pooled BatchNorm cannot take one image
+        loss = loss_of(model(x)["out"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = measured()
+    assert np.isfinite(after) and after < before, (decoder, encoder, before, after)
+
+
+@pytest.mark.parametrize("decoder,encoder,settings,expect", [
+    ("dpt", "scratch", {"width": 8}, "ViT"),
+    ("deeplabv3plus", "resnet18", {}, "output stride of 8 or 16"),
+    ("fpn", "scratch", {"width": 8, "depth": 2}, "at least 3 levels"),
+    ("pan", "scratch", {"width": 8, "depth": 3}, "at least 3 levels"),
+    ("fpn", "resnet18", {"output_stride": 8}, "undilated"),
+    ("unetplusplus", "resnet18", {"output_stride": 16}, "undilated"),
+])
+def test_a_decoder_that_cannot_serve_an_encoder_is_one_line(decoder, encoder, settings, expect):
+    with pytest.raises(RegistryError) as exc:
+        zoo.build_model(encoder, {"m": _head("binary_mask", decoder)}, encoder_settings=settings)
+    _one_line_error(exc, repr(decoder), repr(encoder), expect)
+
+
+@pytest.mark.parametrize("settings,expect", [
+    ({"decoder": "fpnn"}, "Did you mean 'fpn'"),
+    ({"decoder": "fpn", "decoder_settings": {"pyramid": 64}}, "unknown setting(s) 'pyramid'; valid: pyramid_channels"),
+    ({"decoder": "fpn", "decoder_settings": [64]}, "decoder_settings must be a mapping"),
+    ({"decoder": "fpn", "decoder_channels": [16, 16, 16, 16]}, "unet decoder"),
+    ({"decoder_channels": [16, 16, 16, 16], "decoder_settings": {"decoder_channels": [8, 8, 8, 8]}}, "given twice"),
+])
+def test_bad_decoder_names_and_settings_are_one_line(settings, expect):
+    with pytest.raises(RegistryError) as exc:
+        zoo.build_model("scratch", {"m": {"head": "binary_mask", "settings": settings}}, encoder_settings={"width": 8})
+    _one_line_error(exc, expect)
+
+
+def test_decoder_settings_reach_the_decoder_and_unet_stays_the_default():
+    model = zoo.build_model("scratch", {"a": "binary_mask", "b": _head("binary_mask", "fpn", {"pyramid_channels": 24})},
+                            encoder_settings={"width": 8})
+    assert type(model.heads["a"].decoder).__name__ == "SkipDecoder"
+    assert model.heads["b"].decoder.decoder.p5.out_channels == 24
+    # the U-Net's state dict is the one from before decoders were registered (shipped models load unchanged)
+    assert {"heads.a.segmentation_head.weight", "heads.a.decoder.decoder.blocks.0.conv1.0.weight"} <= set(
+        model.state_dict())
+
+
+def test_a_refused_decoder_in_a_task_is_one_line_before_any_data(tmp_path, capsys):
+    from zoo.bench import main
+
+    reg = tmp_path / "r.yaml"
+    reg.write_text("tasks:\n  fg_dpt:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
+                   "      mask: {head: binary_mask, settings: {decoder: dpt}, loss: bce, target: mask}\n"
+                   "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n    monitor: iou\n"
+                   "    budget: {epochs: 1, batch_size: 8, lr: 0.001}\n    quick: {epochs: 1, batch_size: 8}\n")
+    rc = main(["--task", "fg_dpt", "--registry", str(reg), "--encoder", "scratch", "--data-root",
+               str(tmp_path / "no-data"), "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert rc == 2 and "Traceback" not in err and "no-data" not in err, err
+    assert "decoder 'dpt' cannot serve encoder 'scratch'" in err, err
+
+
+# smp's model for each decoder, with the encoder settings that make zoo's resnet18 smp's (its default depth,
+# output stride) and the decoder settings that are smp's defaults where zoo's differ (the U-Nets' widths)
+SMP = {
+    "unet": ("unet", {}, {"decoder_channels": [256, 128, 64, 32, 16]}),
+    "unetplusplus": ("unetplusplus", {}, {"decoder_channels": [256, 128, 64, 32, 16]}),
+    "fpn": ("fpn", {}, {}),
+    "pspnet": ("pspnet", {"out_indices": [0, 1, 2]}, {}),  # smp cuts the encoder at depth 3
+    "deeplabv3": ("deeplabv3", {"output_stride": 8}, {}),  # smp dilates to output stride 8
+    "deeplabv3plus": ("deeplabv3plus", {"output_stride": 16}, {}),
+    "linknet": ("linknet", {}, {}),
+    "manet": ("manet", {}, {"decoder_channels": [256, 128, 64, 32, 16]}),
+    "pan": ("pan", {"output_stride": 16}, {}),  # smp dilates to output stride 16
+    "upernet": ("upernet", {}, {}),
+    "segformer": ("segformer", {}, {}),
+}
+
+
+@pytest.mark.parametrize("decoder", [d for d in DECODERS if d != "dpt"])
+def test_each_decoder_is_smps_model(decoder):
+    """zoo's one-head model on resnet18 has smp's parameter count and, with smp's weights, its outputs."""
+    import segmentation_models_pytorch as smp
+
+    arch, enc_settings, dec_settings = SMP[decoder]
+    torch.manual_seed(0)
+    ref = smp.create_model(arch, encoder_name="tu-resnet18", encoder_weights=None, in_channels=3, classes=5).eval()
+    model = zoo.build_model("resnet18", {"seg": {"head": "segmentation", "settings": {
+        "num_classes": 5, "decoder": decoder, "decoder_settings": dec_settings}}}, in_channels=3,
+        encoder_settings=enc_settings).eval()
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ref.parameters())
+    prefix = {"encoder.": "encoder.", "decoder.": "heads.seg.decoder.decoder.",
+              "segmentation_head.0.": "heads.seg.segmentation_head."}
+    state = {}
+    for k, v in ref.state_dict().items():
+        p = next(p for p in prefix if k.startswith(p))
+        state[prefix[p] + k[len(p):]] = v
+    model.load_state_dict(state, strict=True)
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        assert (model(x)["seg"] - ref(x)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("decoder", [d for d in DECODERS if _refusal(d, "scratch", ENCODERS["scratch"]) is None])
+def test_every_decoder_exports_to_onnx_on_scratch(tmp_path, decoder):
+    import onnxruntime as ort
+
+    from zoo.export import export
+
+    torch.manual_seed(0)
+    model = zoo.build_model("scratch", {"out": _head("segmentation", decoder)},
+                            encoder_settings={"width": 8, "input_skip": True}).eval()
+    model.meta = {"input": ("resize", (56, 56)), "in_channels": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = export(model, "onnx", tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path))
+    for batch in (1, 3):
+        x = torch.rand(batch, 1, 56, 56)
+        got = session.run(None, {"image": x.numpy()})[0]
+        with torch.no_grad():
+            want = model(x)["out"].numpy()
+        assert got.shape == want.shape == (batch, 3, 56, 56)
+        assert np.abs(got - want).max() <= 1e-4
