@@ -168,6 +168,10 @@ class FPN(SmpDecoder):
         super().__init__(channels, reductions)
         from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
 
+        if segmentation_channels % 32:  # smp normalises them with GroupNorm(32, ...)
+            raise ValueError(f"decoder 'fpn': segmentation_channels must be a multiple of 32 (smp's GroupNorm of 32 "
+                             f"groups), got {segmentation_channels}")
+
         p = self.pyramid
         self.decoder = FPNDecoder(list(p.channels), p.depth, pyramid_channels, segmentation_channels, dropout,
                                   merge_policy, interpolation)

@@ -141,6 +141,32 @@ def test_a_refused_decoder_in_a_task_is_one_line_before_any_data(tmp_path, capsy
     assert "decoder 'dpt' cannot serve encoder 'scratch'" in err, err
 
 
+def test_a_task_trained_with_a_decoder_reloads_with_it(tiny_mnist, tmp_path, capsys):
+    """A decoder set in a task entry is trained, saved and rebuilt from the file (the caller's registry)."""
+    import json
+    from pathlib import Path
+
+    from zoo.bench import main
+
+    reg = tmp_path / "r.yaml"
+    reg.write_text("tasks:\n  fg_fpn:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
+                   "      mask: {head: binary_mask, settings: {decoder: fpn, decoder_settings: {pyramid_channels: 16, "
+                   "segmentation_channels: 32}}, loss: bce, target: mask}\n"
+                   "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n    monitor: iou\n"
+                   "    budget: {epochs: 1, batch_size: 16, lr: 0.003}\n    quick: {epochs: 1, batch_size: 16}\n")
+    assert main(["--task", "fg_fpn", "--registry", str(reg), "--encoder", "scratch", "--encoder-arg", "width=4",
+                 "--train-limit", "64", "--test-limit", "16", "--data-root", str(tiny_mnist), "--out",
+                 str(tmp_path / "o"), "--quiet", "--no-figures", "--no-speed"]) == 0
+    capsys.readouterr()
+    row = json.loads((tmp_path / "o" / "results.json").read_text())["rows"][0]
+    model = zoo.load_model(Path(row["run_dir"]) / "best.pt", registry_files=[reg])
+    head = model.heads["mask"]
+    assert type(head.decoder).__name__ == "FPN" and head.decoder.decoder.p5.out_channels == 16
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert model(x)["mask"].shape == (2, 1, 28, 28)
+
+
 # smp's model for each decoder, with the encoder settings that make zoo's resnet18 smp's (its default depth,
 # output stride) and the decoder settings that are smp's defaults where zoo's differ (the U-Nets' widths)
 SMP = {
