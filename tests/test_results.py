@@ -306,3 +306,40 @@ def test_foreground_errors_split_a_joint_rows_iou_into_false_positives_and_negat
                   "--device", "cpu"]) == 0
     with pytest.raises(SystemExit, match="no binary iou metric"):
         script.mask_errors(str(Path(load_rows(tmp_path / "c")[0]["run_dir"]) / "best.pt"))
+
+
+def test_tables_show_the_budget_and_label_smoke_rows(tmp_path):
+    """A quick row sits beside a real one only with its budget named and marked as a smoke run, in the
+    Markdown and in the terminal table."""
+    from rich.console import Console
+
+    from zoo.runs.results import print_table
+
+    base = {"task": "foreground", "encoder": "scratch", "weighting": "fixed", "seed": 0}
+    rows = [{**base, "budget_mode": "default", "iou": 99.7}, {**base, "budget_mode": "quick", "iou": 41.0},
+            {**base, "budget_mode": "custom-quick-1a2b3c4d", "iou": 40.0}]
+    write_results(tmp_path, rows, "h")
+    md = (tmp_path / "results.md").read_text()
+    assert "| encoder | weighting | budget |" in md
+    assert "| scratch | fixed | default |" in md and "| scratch | fixed | quick (smoke) |" in md
+    assert "| custom-quick-1a2b3c4d (smoke) |" in md
+    console = Console(record=True, width=200)
+    print_table(load_rows(tmp_path), "t", console)
+    assert "quick (smoke)" in console.export_text()
+
+
+def test_a_nan_delta_m_says_why():
+    """A baseline that scored 0 (a smoke run can) makes delta_m undefined: the row names the baseline and
+    the reason, and a later baseline that scored drops it."""
+    from zoo.runs.gain import REASON, add_gain
+
+    base = {"encoder": "scratch", "weighting": "fixed", "budget_mode": "quick", "seed": 0}
+    rows = [{**base, "task": "circlization", "accuracy": 13.0, "gated_iou": 0.0, "parameters": 10, "train_seconds": 1.0}]
+    joint = {**base, "task": "joint", "accuracy": 12.0, "gated_iou": 1.0}
+    baselines = {"accuracy": "circlization.accuracy", "gated_iou": "circlization.gated_iou"}
+    assert add_gain(joint, baselines, rows) == []
+    assert joint["delta_m"] != joint["delta_m"]  # NaN
+    assert "baseline circlization.gated_iou is 0" in joint[REASON]
+    rows[0]["gated_iou"] = 50.0
+    add_gain(joint, baselines, rows)
+    assert REASON not in joint and joint["delta_m"] == pytest.approx(100 * ((12 - 13) / 13 + (1 - 50) / 50) / 2, abs=1e-3)

@@ -19,13 +19,16 @@ if TYPE_CHECKING:
 LOWER_IS_BETTER: set[str] = set()
 #: the single-task values a row's delta_m compared with (``single_<metric>``) and their sums
 SINGLE = "single_"
+#: why a row's delta_m is NaN, when it is
+REASON = "delta_m_reason"
 #: what a results table shows of the gain, in order
-GAIN_SUMMARY = ("delta_m", f"{SINGLE}parameters_sum", f"{SINGLE}train_seconds_sum")
+GAIN_SUMMARY = ("delta_m", f"{SINGLE}parameters_sum", f"{SINGLE}train_seconds_sum", REASON)
 
 
 def is_gain_detail(column: str) -> bool:
-    """A column this module writes beside delta_m: a baseline's value or a sum over the baselines."""
-    return column.startswith(SINGLE)
+    """A column this module writes beside delta_m: a baseline's value, a sum over the baselines, or why
+    delta_m could not be computed."""
+    return column.startswith(SINGLE) or column == REASON
 
 
 def delta_m(joint: dict[str, float], single: dict[str, float], tasks: dict[str, str] | None = None,
@@ -83,6 +86,10 @@ def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str
     zero = [k for k, v in single.items() if v == 0]
     tasks = {metric: split_ref(ref)[0] for metric, ref in baselines.items()}
     row["delta_m"] = float("nan") if zero else round(delta_m({k: float(row[k]) for k in single}, single, tasks), 3)
+    row.pop(REASON, None)
+    if zero:  # a relative change from 0 has no value: the row says which baseline, not just "nan"
+        row[REASON] = (f"baseline {', '.join(baselines[k] for k in zero)} is 0 (the single-task model scored nothing, "
+                       "as a smoke run can): a relative change from 0 is undefined")
     row[GAIN_SUMMARY[1]] = sum(int(b["parameters"]) for b in used.values())
     row[GAIN_SUMMARY[2]] = round(sum(float(b["train_seconds"]) for b in used.values()), 1)
     for metric, ref in baselines.items():

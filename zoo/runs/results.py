@@ -125,32 +125,42 @@ def _read_json(out: Path) -> tuple[list[dict[str, Any]], str | None]:
 
 
 def load_rows(out: Path) -> list[dict[str, Any]]:
-    """The rows of ``out/results.json``, the source of truth. When ``results.csv`` or ``results.md`` disagree
-    with it (a run killed, or a disk that filled, between the writes), they are rebuilt from it."""
+    """The rows of ``out/results.json``, the source of truth. When ``results.csv`` disagrees with it (a run
+    killed, or a disk that filled, between the writes), both views are rebuilt from it."""
     out = Path(out)
     rows, header = _read_json(out)
-    if header is not None and _views(rows, header) != _on_disk(out):
+    if header is not None and not _csv_agrees(out, rows):
         with contextlib.suppress(OSError):  # a folder we cannot write (a shipped table) is read as it is
             with locked(out):
                 rows, header = _read_json(out)  # what the lock's last holder wrote
-                if header is not None:
+                if header is not None and not _csv_agrees(out, rows):
                     _write_views(out, rows, header)
     return rows
 
 
-def _views(rows: list[dict[str, Any]], header: str) -> dict[str, str]:
-    """``results.csv`` and ``results.md`` as ``rows`` render them."""
+def _csv(rows: list[dict[str, Any]], fieldnames: list[str]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns(rows), extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=fieldnames, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
-    return {"results.csv": buf.getvalue(), "results.md": markdown(rows, header)}
+    return buf.getvalue()
 
 
-def _on_disk(out: Path) -> dict[str, str | None]:
-    """The views as written (bytes decoded, not newline-translated: the CSV's lines end in \\r\\n)."""
-    return {name: (out / name).read_bytes().decode("utf-8", "replace") if (out / name).is_file() else None
-            for name in ("results.csv", "results.md")}
+def _csv_agrees(out: Path, rows: list[dict[str, Any]]) -> bool:
+    """Whether ``results.csv`` holds exactly ``rows``, read in its own columns (a table written by an older
+    zoo, whose renderer differed, still agrees). The CSV is written last, so when it agrees the Markdown
+    written before it does too."""
+    path = out / "results.csv"
+    if not path.is_file():
+        return False
+    text = path.read_bytes().decode("utf-8", "replace")  # not newline-translated: its lines end in \r\n
+    header = next(csv.reader(io.StringIO(text)), [])
+    return _csv(rows, header) == text
+
+
+def _views(rows: list[dict[str, Any]], header: str) -> dict[str, str]:
+    """``results.md`` and ``results.csv`` as ``rows`` render them, in the order they are written."""
+    return {"results.md": markdown(rows, header), "results.csv": _csv(rows, columns(rows))}
 
 
 def _write_views(out: Path, rows: list[dict[str, Any]], header: str) -> None:
@@ -160,6 +170,20 @@ def _write_views(out: Path, rows: list[dict[str, Any]], header: str) -> None:
         except OSError as exc:  # the JSON holds the rows: say where they are, and that this view catches up
             raise OSError(exc.errno, f"{exc.strerror or exc} (results.json holds every row; {name} is rebuilt from it "
                                      "on the next read or write)", str(out / name)) from None
+
+
+def budget_label(row: dict[str, Any]) -> str:
+    """The row's budget for a table; a quick (smoke) run says so, so its numbers are never read as results."""
+    mode = str(row.get("budget_mode") or "")
+    return f"{mode} (smoke)" if mode == "quick" or mode.startswith("custom-quick-") else mode
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    if column == "architecture":
+        return _fmt(row_architecture(row), column)
+    if column == "budget":
+        return budget_label(row)
+    return _fmt(row.get(column, ""), column)
 
 
 def _fmt(v: Any, column: str = "") -> str:
@@ -179,9 +203,10 @@ def write_results(out: str | Path, rows: list[dict[str, Any]], header: str) -> l
 def write_rows(out: Path, rows: list[dict[str, Any]], header: str) -> list[Path]:
     """Write exactly ``rows`` (the caller holds the folder's lock and merged them).
 
-    ``results.json`` is the source of truth, written first (atomically); ``results.csv`` and ``results.md``
-    are views rendered from it. A kill or a full disk after the JSON leaves the views behind it, never
-    ahead, and the next read (``load_rows``) rebuilds them; a full disk during the JSON changes nothing."""
+    ``results.json`` is the source of truth, written first (atomically); ``results.md`` and then
+    ``results.csv`` are views rendered from it. A kill or a full disk after the JSON leaves the CSV behind
+    it, never ahead, and the next read (``load_rows``) rebuilds both views; a full disk during the JSON
+    changes nothing."""
     atomic_write_text(out / "results.json", json.dumps({"header": header, "columns": columns(rows), "rows": rows},
                                                        indent=2))
     _write_views(out, rows, header)
@@ -193,13 +218,12 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
     parts = [header, ""]
     for task in dict.fromkeys(r["task"] for r in rows):
         trs = [r for r in rows if r["task"] == task]
-        cols = ["encoder", "weighting", *arch_column(trs), "parameters", "epochs", "train_seconds",
+        cols = ["encoder", "weighting", *arch_column(trs), "budget", "parameters", "epochs", "train_seconds",
                 "train_samples_per_s"] + metric_columns(trs)
         cols += [c for c in speed_columns_of(trs) if "_std" not in c]
         cols += [c for c in GAIN_SUMMARY if any(c in r for r in trs) and c not in cols]
         parts += [f"### {task}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        parts += ["| " + " | ".join(_fmt(row_architecture(r) if c == "architecture" else r.get(c, ""), c) for c in cols)
-                  + " |" for r in trs]
+        parts += ["| " + " | ".join(_cell(r, c) for c in cols) + " |" for r in trs]
         prov = trs[0]
         unit = "digits" if "train_digits" in prov else "samples"
         data = (f"data: {prov.get('data_source')} (train {prov.get('train_' + unit)}, val {prov.get('val_' + unit)}, "
@@ -212,23 +236,24 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
 
 def rich_table(rows: list[dict[str, Any]], title: str, width: int = 120) -> Table:
     """One row per run; transposed (one column per run) when that would not fit ``width``."""
-    cols = ["task", "encoder", "weighting", *arch_column(rows), "parameters", "epochs", "train_seconds"] + \
+    cols = ["task", "encoder", "weighting", *arch_column(rows), "budget", "parameters", "epochs", "train_seconds"] + \
         [c for c in metric_columns(rows) if c != "wall_seconds"] + \
-        [c for c in speed_columns_of(rows) if c.startswith(("gflops", "infer_img_s_b1")) and "_std" not in c]
+        [c for c in speed_columns_of(rows) if c.startswith(("gflops", "infer_img_s_b1")) and "_std" not in c] + \
+        [c for c in GAIN_SUMMARY[3:] if any(c in r for r in rows)]
     table = Table(title=title)
     if len(cols) * 11 <= width:
         for c in cols:  # fold, never truncate: a narrow terminal must still show every name
             table.add_column(c.replace("_", " "), overflow="fold",
                              justify="left" if c in ("task", "encoder", "weighting", "architecture") else "right")
         for r in rows:
-            table.add_row(*(_fmt(r.get(c, ""), c) for c in cols))
+            table.add_row(*(_cell(r, c) for c in cols))
         return table
     table.add_column("", style="bold", overflow="fold")
     for r in rows:
         arch = f" / {r['architecture']}" if r.get("architecture") else ""
         table.add_column(f"{r.get('encoder')} / {r.get('weighting')}{arch}", justify="right", overflow="fold")
     for c in cols:
-        table.add_row(c, *(_fmt(r.get(c, ""), c) for r in rows))
+        table.add_row(c, *(_cell(r, c) for r in rows))
     return table
 
 
