@@ -70,6 +70,10 @@ def test_an_npz_of_object_arrays_names_the_file_and_array(tmp_path, capsys):
     np.savez(path, images=images, masks=np.zeros((3, 8, 8), np.uint8))
     rc, err = run_cli(["--task", "npz", "--data-root", str(path), "--out", str(tmp_path / "o")], capsys)
     assert_clear(rc, err, f"{path}: array 'images' holds Python objects (dtype object)", "never unpickles")
+    from zoo.predict import main as predict_cli  # predict's FILE.npz:KEY reads arrays the same way
+
+    rc = predict_cli(["foreground/scratch", f"{path}:images", "--out", str(tmp_path / "p")])
+    assert_clear(rc, capsys.readouterr().err.replace("\n", " "), f"{path}: array 'images' holds Python objects")
 
 
 # ----------------------------------------------------------------------------- sizes from untrusted numbers

@@ -80,13 +80,11 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path | ArrayImage]:
 def _npz_images(file: Path, key: str) -> np.ndarray:
     """Array ``key`` of ``file`` as uint8 images ``[N, H, W]`` or ``[N, H, W, 3]``, scaled once for the
     whole array as the npz task scales it (``zoo.data.arrays.to_uint8``)."""
-    from zoo.data.arrays import to_uint8
+    from zoo.data.arrays import npz_array, to_uint8
 
     try:
         with np.load(file, allow_pickle=False) as z:
-            if key not in z.files:
-                raise DataError(f"{file}: no array {key!r}; arrays in the file: {', '.join(z.files)}")
-            a = z[key]
+            a = npz_array(z, file, key)
     except FileNotFoundError:
         raise DataError(f"{file}: no such file") from None
     except (ValueError, OSError, EOFError) as exc:

@@ -1,12 +1,34 @@
 """Images and integer masks held in numpy arrays (the npz task), and class weights from mask pixels."""
 from __future__ import annotations
 
+import zipfile
+import zlib
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from zoo.data.folder import resize_pair, to_sample
 from zoo.data.idx import DataError
+
+
+def npz_array(z: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
+    """Array ``key`` of an open ``.npz`` (``np.load(path, allow_pickle=False)``), every fault one line naming the
+    file and the array. Arrays are read lazily, on first access: their faults surface here, not at np.load."""
+    if key not in z.files:
+        raise DataError(f"{path}: no array {key!r}; arrays in the file: {', '.join(z.files)}")
+    try:
+        return z[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # an object array is a pickle, and unpickling can run code
+            raise DataError(f"{path}: array {key!r} holds Python objects (dtype object), which zoo never "
+                            "unpickles; save it as a numeric array, e.g. np.savez(file, "
+                            f"{key}=np.stack(arrays).astype(np.uint8))") from None
+        raise DataError(f"{path}: array {key!r} is unreadable: {exc}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{path}: array {key!r} is unreadable (truncated or corrupt): "
+                        f"{str(exc) or type(exc).__name__}") from None
 
 
 def class_weights(masks: np.ndarray, num_classes: int) -> list[float]:

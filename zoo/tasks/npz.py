@@ -16,13 +16,11 @@ from the mean IoU.
 from __future__ import annotations
 
 import warnings
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from zoo.data.arrays import ArrayDataset, check_masks, class_weights, to_uint8
+from zoo.data.arrays import ArrayDataset, check_masks, class_weights, npz_array, to_uint8
 from zoo.data.folder import check_class_count, check_size
 from zoo.data.idx import DataError
 from zoo.data.split import limit, split_indices
@@ -55,19 +53,7 @@ class NpzTask(Task):
         def get(key: str | None) -> np.ndarray | None:
             if key is None:
                 return None
-            if key not in z.files:
-                raise DataError(f"{path}: no array {key!r}; arrays in the file: {', '.join(z.files)}")
-            try:  # arrays are read lazily, on first access: their faults surface here, not at np.load
-                a = z[key]
-            except ValueError as exc:
-                if "allow_pickle" in str(exc):  # an object array is a pickle, and unpickling can run code
-                    raise DataError(f"{path}: array {key!r} holds Python objects (dtype object), which zoo never "
-                                    "unpickles; save it as a numeric array, e.g. np.savez(file, "
-                                    f"{key}=np.stack(arrays).astype(np.uint8))") from None
-                raise DataError(f"{path}: array {key!r} is unreadable: {exc}") from None
-            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-                raise DataError(f"{path}: array {key!r} is unreadable (truncated or corrupt): "
-                                f"{str(exc) or type(exc).__name__}") from None
+            a = npz_array(z, path, key)
             if a.ndim == 0:
                 raise DataError(f"{path}: array {key!r} is a 0-d scalar ({a!r:.40}); it must hold one image or mask "
                                 "per row, e.g. (N, H, W)")
