@@ -100,7 +100,7 @@ def train_one_epoch(t: "Trainer", loaders: dict[str, Any] | None = None, progres
     sums = torch.zeros(len(names) + 1, device=device)
     bad = torch.full((), -1, dtype=torch.long, device=device)  # the first step whose loss was not finite
     seen = 0
-    bar = progress.add_task("train", total=steps, loss=float("nan")) if progress else None
+    bar = progress.add_task("train", total=steps, loss="-") if progress else None  # no loss before the first step
     from zoo.core.weighting import _identity  # (here: --list never imports the strategies)
 
     scale = t.scaler.scale if t.scaler is not None else _identity
@@ -129,7 +129,7 @@ def train_one_epoch(t: "Trainer", loaders: dict[str, Any] | None = None, progres
         if (step + 1) % CHECK_EVERY == 0:
             _check_finite(bad, names, epoch, cfg)
         if progress is not None and ((step + 1) % PROGRESS_EVERY == 0 or step + 1 == steps):
-            progress.update(bar, completed=step + 1, loss=float(total))
+            progress.update(bar, completed=step + 1, loss=f"{float(total):.4f}")
     _check_finite(bad, names, epoch, cfg)
     if progress is not None:
         progress.remove_task(bar)
@@ -301,7 +301,7 @@ def _progress(console: Console, show: bool) -> Progress | None:
     if not (show and dist.is_main()):
         return None
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=console, transient=True)
+                    TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console, transient=True)
 
 
 def _log_line(cfg: RunConfig, row: dict[str, Any], improved: bool) -> str:
@@ -397,7 +397,11 @@ def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, consol
         if tb is not None:
             tb.close()
     t.load_best()
-    test = evaluate(s, "test")
+    # scoring a whole test split takes a while on a CPU: say what is happening (a spinner, gone when done)
+    scoring = console.status(f"scoring the kept checkpoint (epoch {t.state.best_epoch}) on the test split") \
+        if show_progress and dist.is_main() else nullcontext()
+    with scoring:
+        test = evaluate(s, "test")
     st = t.state
     val_best = st.history[st.best_epoch - 1]["val"] if st.best_epoch and st.best_epoch <= len(st.history) else {}
     return RunResult(cfg, test, val_best, dict(s.data.info), st.epoch, st.best_epoch, st.train_seconds, st.samples,
