@@ -483,3 +483,24 @@ def test_a_tiny_folder_run_warns_about_its_step_count_before_training(tmp_path, 
         assert "note: smoke-sized run (--quick)" in err and "warning: this run" not in err
         assert main([*args, "--out", str(tmp_path / "c"), "--epochs", "50", "--batch-size", "64"]) == 0
         assert "optimizer step" not in capsys.readouterr().err
+
+
+def test_colour_images_read_as_grey_are_said_so_in_the_console_and_the_row(tmp_path, capsys):
+    """The folder task reads grey by default: colour images are converted, and the run says so (console and
+    row) with the setting that keeps colour; grey images, or channels=3, are read as they are, with no word."""
+    colour = write_folder(tmp_path / "colour", n=8)
+    for path in (colour / "Images").iterdir():
+        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(path), np.stack([img, 255 - img, img // 2], -1))
+    grey = write_folder(tmp_path / "grey", n=8)
+    args = ["--task", "folder", "--encoder", "scratch", "--encoder-arg", "width=4", "--quiet", "--epochs", "1",
+            "--no-speed", "--no-figures"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for root, extra, said in ((colour, [], True), (colour, ["--task-arg", "channels=3"], False), (grey, [], False)):
+            out = tmp_path / f"o-{root.name}-{len(extra)}"
+            assert main([*args, "--data-root", str(root), "--out", str(out), *extra]) == 0
+            err = capsys.readouterr().err.replace("\n", " ")
+            row = json.loads((out / "results.json").read_text())["rows"][0]
+            assert ("colour images read as grey" in err) == said, err
+            assert ("--task-arg channels=3 keeps their colour" in row.get("input_conversion", "")) == said

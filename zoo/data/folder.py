@@ -32,6 +32,18 @@ def read_image(path: Path, channels: int) -> np.ndarray:
     return img if channels == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def colour_images(paths: list[Path], sample: int = 8) -> int:
+    """How many of the first ``sample`` images hold colour (channels that differ): a grey read of them is a
+    conversion the run must state."""
+    found = 0
+    for path in paths[:sample]:
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+        if img is not None and img.ndim == 3 and img.shape[2] >= 3 and not (
+                np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])):
+            found += 1
+    return found
+
+
 def read_mask(path: Path) -> np.ndarray:
     """An index mask: one channel of class indices (8- or 16-bit PNG)."""
     m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

@@ -1,9 +1,11 @@
 """Segmentation from an image folder (``Images/`` + ``Masks/`` index PNGs), e.g. from ``zoo.data export``."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from zoo.data.folder import FolderDataset, check_class_count, check_readable, check_size, find_pairs, scan_classes
+from zoo.data.folder import (FolderDataset, check_class_count, check_readable, check_size, colour_images, find_pairs,
+                             scan_classes)
 from zoo.data.idx import DataError
 from zoo.data.split import limit, split_items
 from zoo.data.config import DataConfig
@@ -44,6 +46,12 @@ class FolderTask(Task):
         n = scan_classes([p.mask for p in train + val + test]) if self.num_classes == "auto" else self.num_classes
         n = max(n, 2)
         make = lambda pairs: {"main": FolderDataset(pairs, n, self.channels, self.size)}  # noqa: E731
+        info = {"data_source": str(root), **sample_info(train, val, test), "num_classes": n}
+        colour = colour_images([p.image for p in train]) if self.channels == 1 else 0
+        if colour:  # never a silent conversion: the console and the row say it, and how to keep colour
+            info["input_conversion"] = ("colour images read as grey (channels: 1, the folder task's default); "
+                                        "--task-arg channels=3 keeps their colour")
+            print(f"folder: {colour} of the first {min(8, len(train))} training images hold colour; "
+                  f"{info['input_conversion']}", file=sys.stderr)
         return TaskData(train=make(train), val=make(val), test=make(test), in_channels=self.channels,
-                        info={"data_source": str(root), **sample_info(train, val, test), "num_classes": n},
-                        num_classes=n, exclude=self.exclude)
+                        info=info, num_classes=n, exclude=self.exclude)
