@@ -346,3 +346,21 @@ def test_every_output_kind_is_in_predicts_record_and_overlay(tmp_path, monkeypat
         assert 0.0 <= record["out_foreground_pct"] <= 100.0 and "out" in masks
     elif kind == "dense_classes":
         assert set(map(int, record["out_classes"].split())) == set(np.unique(masks["out"]).tolist())
+
+
+def test_figure_error_panels_colour_false_positives_and_negatives():
+    """The errors panel, hand-computed: binary false positives red, false negatives blue, true positives grey;
+    a class map's wrong pixels red."""
+    from zoo.use.figures import error_image, with_errors
+
+    truth = torch.tensor([[1, 1], [0, 0]])
+    pred = torch.tensor([[1, 0], [1, 0]])
+    img = error_image(truth, pred)
+    assert img[0, 0].tolist() == pytest.approx([0.8, 0.8, 0.8])  # true positive
+    assert img[0, 1].tolist() == pytest.approx([0.0, 0.4, 1.0])  # false negative: blue
+    assert img[1, 0].tolist() == pytest.approx([1.0, 0.0, 0.0])  # false positive: red
+    assert img[1, 1].tolist() == [0.0, 0.0, 0.0]  # true negative
+    classes = error_image(torch.tensor([[3, 2]]), torch.tensor([[3, 5]]))
+    assert classes[0, 0].tolist() == pytest.approx([0.25] * 3) and classes[0, 1].tolist() == [1.0, 0.0, 0.0]
+    assert [label for _, label in with_errors([(truth, "true"), (pred, "pred")])] == ["true", "pred", "errors"]
+    assert len(with_errors([(torch.zeros(3), "true"), (torch.zeros(3), "pred")])) == 2  # not masks: no panel
