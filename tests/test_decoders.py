@@ -167,6 +167,58 @@ def test_a_task_trained_with_a_decoder_reloads_with_it(tiny_mnist, tmp_path, cap
         assert model(x)["mask"].shape == (2, 1, 28, 28)
 
 
+DENSE_TASK = ("tasks:\n  fg_dense:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
+              "      mask: {head: binary_mask, loss: bce, target: mask}\n"
+              "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n    monitor: iou\n"
+              "    budget: {epochs: 1, batch_size: 16, lr: 0.003}\n    quick: {epochs: 1, batch_size: 16}\n")
+
+
+def test_decoder_is_a_grid_axis_and_keys_its_rows(tiny_mnist, tmp_path, capsys):
+    """--decoder sets every dense head's decoder; a row names it unless it is unet (older rows keep their
+    key); a grid of decoders skips the rows it has; the model reloads with its decoder."""
+    import json
+    from pathlib import Path
+
+    from zoo.bench import main
+    from zoo.runs.keys import row_key
+
+    reg = tmp_path / "r.yaml"
+    reg.write_text(DENSE_TASK)
+    common = ["--task", "fg_dense", "--registry", str(reg), "--encoder", "scratch", "--encoder-arg", "width=4",
+              "--train-limit", "64", "--test-limit", "16", "--data-root", str(tiny_mnist), "--out",
+              str(tmp_path / "o"), "--quiet", "--no-figures", "--no-speed"]
+    assert main(common) == 0
+    assert main([*common, "--decoder", "linknet"]) == 0
+    assert main([*common, "--decoder", "unet,linknet,pspnet"]) == 0  # one new combination, in a grid child
+    capsys.readouterr()
+    rows = json.loads((tmp_path / "o" / "results.json").read_text())["rows"]
+    assert sorted(r.get("decoder", "-") for r in rows) == ["-", "linknet", "pspnet"]  # unet rows name none
+    assert len({row_key(r) for r in rows}) == 3
+    psp = next(r for r in rows if r.get("decoder") == "pspnet")
+    assert "-pspnet-" in Path(psp["run_dir"]).name
+    model = zoo.load_model(Path(psp["run_dir"]) / "best.pt", registry_files=[reg])
+    assert type(model.heads["mask"].decoder).__name__ == "PSPNet"
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--decoder", "dpt"], "decoder 'dpt' cannot serve encoder 'scratch' (head 'mask')"),
+    (["--decoder", "fpn", "--decoder-arg", "bogus=1"], "unknown setting(s) 'bogus'; valid: pyramid_channels"),
+    (["--decoder", "fpnn"], "Did you mean 'fpn'"),
+    (["--encoder", "resnet18", "--decoder", "deeplabv3plus"], "output stride of 8 or 16"),
+    (["--task", "foreground", "--decoder", "fpn"], "task 'foreground' has no dense head"),
+    (["--task", "joint", "--decoder", "fpn"], "not trained per decoder yet"),
+])
+def test_bad_decoder_flags_are_one_line_before_any_data(tmp_path, capsys, args, expect):
+    from zoo.bench import main
+
+    reg = tmp_path / "r.yaml"
+    reg.write_text(DENSE_TASK)
+    rc = main(["--task", "fg_dense", "--registry", str(reg), "--encoder", "scratch", "--data-root",
+               str(tmp_path / "no-data"), "--out", str(tmp_path / "o"), "--quiet", *args])
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert rc == 2 and "Traceback" not in err and expect in err and "no-data" not in err, err
+
+
 # smp's model for each decoder, with the encoder settings that make zoo's resnet18 smp's (its default depth,
 # output stride) and the decoder settings that are smp's defaults where zoo's differ (the U-Nets' widths)
 SMP = {

@@ -22,13 +22,15 @@ def test_rows_are_keyed_by_task_encoder_weighting_budget_and_seed(tmp_path):
     write_results(tmp_path, [{**base, "seed": 1, "iou": 3.0}], "h")  # another seed adds a row
     write_results(tmp_path, [{**base, "iou": 4.0}], "h")  # the same combination replaces its row
     write_results(tmp_path, [{**base, "architecture": "mtan", "iou": 5.0}], "h")  # another architecture adds one
+    write_results(tmp_path, [{**base, "decoder": "fpn", "iou": 6.0}], "h")  # another decoder adds one
     rows = {row_key(r): r["iou"] for r in load_rows(tmp_path)}
-    # (the last two fields: the world size of a torchrun run, None for one process; the architecture,
-    # None for hard sharing)
-    assert rows == {("fg", "scratch", "fixed", "default", 0, None, None): 4.0,
-                    ("fg", "scratch", "fixed", "quick", 0, None, None): 2.0,
-                    ("fg", "scratch", "fixed", "default", 1, None, None): 3.0,
-                    ("fg", "scratch", "fixed", "default", 0, None, "mtan"): 5.0}
+    # (the last three fields: the world size of a torchrun run, None for one process; the architecture,
+    # None for hard sharing; the decoder --decoder gave, None for each head's own)
+    assert rows == {("fg", "scratch", "fixed", "default", 0, None, None, None): 4.0,
+                    ("fg", "scratch", "fixed", "quick", 0, None, None, None): 2.0,
+                    ("fg", "scratch", "fixed", "default", 1, None, None, None): 3.0,
+                    ("fg", "scratch", "fixed", "default", 0, None, "mtan", None): 5.0,
+                    ("fg", "scratch", "fixed", "default", 0, None, None, "fpn"): 6.0}
 
 
 def test_files_follow_the_umask(tmp_path):

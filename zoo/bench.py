@@ -24,14 +24,14 @@ from rich.table import Table
 
 from zoo.core import distributed as dist
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
-from zoo.engine.build import load_registry, task_spec
+from zoo.engine.build import check_decoders, load_registry, task_spec, with_decoder_of_run
 from zoo.engine.config import (STRATEGY_FIELDS, RunConfig, add_run_options, budget_fingerprint, budget_mode,
-                               run_config)
+                               cli_overrides, run_config)
 from zoo.data.idx import DataError
 from zoo.runs import gain as gains
 from zoo.runs.gain import add_gain, baseline_tasks
 from zoo.runs.grid import run_grid
-from zoo.runs.keys import architecture_field
+from zoo.runs.keys import architecture_field, decoder_field
 from zoo.core.registry import Registry, RegistryError
 from zoo.runs.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
 from zoo.core.files import check_writable
@@ -48,7 +48,7 @@ HEADER = ("zoo benchmark results. Metrics are percentages on the test split; the
 
 
 # what a grid gives each of its children itself (one combination, run now), not from its own command line
-GRID_ONLY = ("task", "encoder", "weighting", "architecture", "jobs", "job_timeout", "resume")
+GRID_ONLY = ("task", "encoder", "weighting", "architecture", "decoder", "jobs", "job_timeout", "resume")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", default=DEFAULT_ARCHITECTURE,
                    help="how the heads share the encoder (hard_sharing, mtan, cgc, mmoe; see --list), comma-separated "
                         "names, or 'all'")
+    p.add_argument("--decoder", default=None,
+                   help="the decoder of every dense head (unet, fpn, deeplabv3plus, ...; see --list), comma-separated "
+                        "names, or 'all' (those that can read the encoder); default: each head's own (unet)")
     add_run_options(p)
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help=f"results folder (default {DEFAULT_OUT}/; committed tables use --out benchmarks/results/...)")
@@ -143,6 +146,7 @@ def result_row(r: RunResult, heads: list[str], command: str, mode: str) -> dict[
     cfg = r.config
     row: dict[str, Any] = {
         "task": cfg.task, "encoder": cfg.encoder, "weighting": cfg.weighting, **architecture_field(cfg.architecture),
+        **decoder_field(cfg.decoder),
         "heads": "+".join(heads),
         "parameters": r.parameters, "epochs": r.epochs, "best_epoch": r.best_epoch,
         "train_seconds": round(r.train_seconds, 1),
@@ -195,10 +199,10 @@ def list_registry(registry: Registry, console: Console) -> None:
 
 
 def row_ident(task: str, encoder: str, weighting: str, mode: str, seed: int,
-              architecture: str = DEFAULT_ARCHITECTURE) -> dict[str, Any]:
+              architecture: str = DEFAULT_ARCHITECTURE, decoder: str | None = None) -> dict[str, Any]:
     """The fields that key a run's result row (``zoo.runs.results.KEY``), as its row will hold them."""
     return {"task": task, "encoder": encoder, "weighting": weighting, "budget_mode": mode, "seed": seed,
-            "world_size": launched_world(), **architecture_field(architecture)}
+            "world_size": launched_world(), **architecture_field(architecture), **decoder_field(decoder)}
 
 
 @dataclass
@@ -207,6 +211,7 @@ class Job:
     encoder: str
     weighting: str
     architecture: str = DEFAULT_ARCHITECTURE
+    decoder: str | None = None  # --decoder (None: each dense head's own)
     cfg: RunConfig | None = None
     spec: TaskSpec | None = None
     mode: str = ""
@@ -219,11 +224,13 @@ class Job:
     @property
     def ident(self) -> dict[str, Any]:
         """The fields that key this job's result row (``zoo.runs.results.KEY``)."""
-        return row_ident(self.task, self.encoder, self.weighting, self.mode, self.cfg.seed, self.architecture)
+        return row_ident(self.task, self.encoder, self.weighting, self.mode, self.cfg.seed, self.architecture,
+                         self.decoder)
 
     @property
     def label(self) -> str:
         arch = f" | {self.architecture}" if self.architecture != DEFAULT_ARCHITECTURE else ""
+        arch += f" | {self.decoder}" if self.decoder not in (None, "unet") else ""
         return f"{self.task} | {self.encoder} | {self.weighting}{arch}"
 
     @property
@@ -247,9 +254,11 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
     # first unless the results folder already has them.
     have = {row_key(r) for r in (load_rows(out) if dist.is_main() else [])}
     # tasks compared with baselines run after them, so one invocation can fill delta_m
-    asked = [Job(t, e, w, a) for t in sorted(tasks, key=lambda t: bool(specs[t].baselines))
-             for e in encoders for w in weightings for a in architectures]
-    planned = {row_key(row_ident(j.task, j.encoder, j.weighting, mode, args.seed, j.architecture)) for j in asked}
+    decoders = plan_decoders(args, registry, specs, encoders)
+    asked = [Job(t, e, w, a, d) for t in sorted(tasks, key=lambda t: bool(specs[t].baselines))
+             for e in encoders for w in weightings for a in architectures for d in decoders[e]]
+    planned = {row_key(row_ident(j.task, j.encoder, j.weighting, mode, args.seed, j.architecture, j.decoder))
+               for j in asked}
     # baselines are hard sharing with fixed weighting, whatever the asked jobs use, and trained without
     # the command's strategy and architecture settings (fixed takes none): under their own budget mode
     base_mode = budget_mode(args, strategy=False)
@@ -266,13 +275,46 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
     for job in jobs:  # every setting of every run is checked before the first one trains
         spec = specs.get(job.task) or task_spec(job.task, registry)
         job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(spec, args.quick, job.encoder),
-                             job.architecture)
+                             job.architecture, job.decoder)
         if job.drop:  # a baseline: the strategy's and architecture's settings are not its own
             job.cfg = dataclasses.replace(job.cfg, **{f: {} for f in STRATEGY_FIELDS})
         job.mode, job.base_mode = job.mode or mode, base_mode
         # the job's own spec, built once with its --task-arg values (checked here) and handed to fit
         job.spec = task_spec(job.task, registry, job.cfg.task_settings) if job.cfg.task_settings else spec
+        # --decoder and --decoder-arg: checked against the job's encoder here, before the first run trains
+        decoded = with_decoder_of_run(job.spec, registry, job.cfg.decoder, job.cfg.decoder_settings)
+        check_decoders(registry, job.encoder, job.cfg.encoder_settings, decoded.heads)
     return jobs
+
+
+def plan_decoders(args: argparse.Namespace, registry: Registry, specs: dict[str, TaskSpec],
+                  encoders: list[str]) -> dict[str, list[str | None]]:
+    """Each encoder's decoders of ``--decoder`` (``[None]`` without it: each head's own). Names given are
+    checked (a decoder that cannot read an encoder is refused with the job); ``all`` is every registered
+    decoder that can read the encoder's levels. A joint task's single-task baselines are not trained per
+    decoder, so its delta_m would compare decoders: refused."""
+    if args.decoder is None:
+        return {e: [None] for e in encoders}
+    joint = sorted(t for t, spec in specs.items() if spec.baselines)
+    if joint:
+        raise RegistryError(f"--decoder: the single-task baselines of joint task {joint[0]!r} (its delta_m) are not "
+                            "trained per decoder yet; run its single tasks with --decoder")
+    if args.decoder != "all":
+        names = expand("decoders", args.decoder, registry)
+        return {e: list(names) for e in encoders}
+    out = {}
+    for e in encoders:
+        try:
+            with torch.device("meta"):
+                given = cli_overrides(args).get("encoder_settings", {})  # (each job checks its full settings)
+                enc = registry.build("encoders", e, **{k: v for k, v in given.items() if k != "pretrained"})
+            out[e] = [d for d in registry.names("decoders")
+                      if not registry.entry("decoders", d).obj.refuse(enc.out_channels, enc.reductions)]
+        except RegistryError:
+            raise
+        except Exception:  # an encoder that cannot be built on meta: every decoder, each checked with its job
+            out[e] = registry.names("decoders")
+    return out
 
 
 def interrupted_twin(out: Path, cfg: RunConfig, mode: str) -> tuple[Path, int] | None:

@@ -1,6 +1,7 @@
 """Building models and task specs from the registry."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -103,6 +104,42 @@ def check_decoders(registry: Registry, encoder: str, encoder_settings: Mapping[s
         return
     for h in dense:
         with_decoder(registry, encoder, h.name, dict(h.settings), enc.out_channels, enc.reductions)
+
+
+def _dense(registry: Registry, head: str) -> bool:
+    cls = registry.entry("heads", head).obj
+    return isinstance(cls, type) and issubclass(cls, DenseHead)
+
+
+def with_decoder_of_run(spec: TaskSpec, registry: Registry, decoder: str | None,
+                        decoder_settings: Mapping[str, Any] | None) -> TaskSpec:
+    """The task spec with ``decoder`` (``--decoder``; None: each head's own) and ``decoder_settings``
+    (``--decoder-arg``) given to every dense head. A task without a dense head is refused: the flag would
+    change nothing, and its rows would be keyed by a decoder they never had."""
+    if decoder is None and not decoder_settings:
+        return spec
+    dense = [h.name for h in spec.heads if _dense(registry, h.head)]
+    if not dense:
+        kinds = ", ".join(n for n in registry.names("heads") if _dense(registry, n))
+        have = ", ".join(f"{h.name} ({h.head})" for h in spec.heads)
+        raise RegistryError(f"--decoder/--decoder-arg: task {spec.name!r} has no dense head ({kinds}) to decode; its "
+                            f"heads: {have}")
+    if decoder is not None:
+        registry.entry("decoders", decoder)  # an unknown name lists the registered ones
+    heads = []
+    for h in spec.heads:
+        if h.name in dense:
+            settings = dict(h.settings)
+            if decoder is not None and decoder != settings.get("decoder", DEFAULT_DECODER):
+                # the entry's decoder settings were its own decoder's
+                for key in ("decoder_settings", "decoder_channels", "attention"):
+                    settings.pop(key, None)
+                settings["decoder"] = decoder
+            if decoder_settings:
+                settings["decoder_settings"] = {**dict(settings.get("decoder_settings") or {}), **decoder_settings}
+            h = dataclasses.replace(h, settings=settings)
+        heads.append(h)
+    return dataclasses.replace(spec, heads=heads)
 
 
 def task_spec(name: str, registry: Registry, settings: Mapping[str, Any] | None = None) -> TaskSpec:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from zoo.engine.build import build_model, check_decoders, load_registry, task_spec
+from zoo.engine.build import build_model, check_decoders, load_registry, task_spec, with_decoder_of_run
 from zoo.engine.config import RunConfig
 from zoo.core.architectures import host_memory, valid_detach
 from zoo.core.metrics import Metric, build_metric
@@ -154,6 +154,7 @@ def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None, regist
     registry of ``cfg.registry``, the task spec with ``cfg.task_settings``), so a job builds each once."""
     registry = registry or load_registry(cfg.registry)
     spec = spec or task_spec(cfg.task, registry, cfg.task_settings)
+    spec = with_decoder_of_run(spec, registry, cfg.decoder, cfg.decoder_settings)  # --decoder, --decoder-arg
     if spec.name != cfg.task:
         raise ValueError(f"setup got the spec of task {spec.name!r} for a run of task {cfg.task!r}")
     encoder = registry.entry("encoders", cfg.encoder)  # unknown encoder: fail before loading data

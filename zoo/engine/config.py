@@ -66,6 +66,8 @@ class RunConfig:
     encoder: str = field(metadata={"cli": False})
     weighting: str = field(default="fixed", metadata={"cli": False})
     architecture: str = field(default=DEFAULT_ARCHITECTURE, metadata={"cli": False})
+    # every dense head's decoder (None: each head's own, from its task entry; absent from older checkpoints)
+    decoder: str | None = field(default=None, metadata={"cli": False})
     epochs: int = _opt(10, "override the task's default number of epochs", budget=True)
     batch_size: int = _opt(64, "override the task's default batch size", budget=True)
     lr: float = _opt(3e-3, "override the task's default peak learning rate", budget=True)
@@ -89,6 +91,9 @@ class RunConfig:
     architecture_settings: dict[str, Any] = _opt({}, "architecture setting (YAML value), e.g. ratio=8 for mtan or "
                                                  "shared_experts=4 for cgc (repeatable)", budget=True,
                                                  flag="--architecture-arg")
+    decoder_settings: dict[str, Any] = _opt({}, "setting (YAML value) of every dense head's decoder, e.g. "
+                                            "pyramid_channels=128 for fpn (repeatable)", budget=True,
+                                            flag="--decoder-arg")
     seed: int = _opt(0, "random seed (>= 0): data split, initialisation, shuffling, augmentation")
     device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps", resumable=True)
     amp: bool = _opt(True, "disable mixed precision on CUDA", flag="--no-amp")
@@ -134,6 +139,7 @@ class RunConfig:
              f"weighting_settings must be a mapping, got {self.weighting_settings!r}"),
             (isinstance(self.architecture_settings, dict),
              f"architecture_settings must be a mapping, got {self.architecture_settings!r}"),
+            (isinstance(self.decoder_settings, dict), f"decoder_settings must be a mapping, got {self.decoder_settings!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -156,7 +162,8 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         d = dict(d)
         d["registry"] = tuple(d.get("registry", ()))
-        for key in ("encoder_settings", "task_settings", "weighting_settings", "architecture_settings"):
+        for key in ("encoder_settings", "task_settings", "weighting_settings", "architecture_settings",
+                    "decoder_settings"):
             # older checkpoints stored sorted pairs (and have no architecture settings)
             d[key] = dict(d.get(key) or {})
         known = {f.name for f in dataclasses.fields(cls)}
@@ -264,8 +271,9 @@ def budget_fingerprint(cfg: RunConfig) -> str:
     """A short hash of ``cfg``'s training settings (its budget fields): a finished row whose fingerprint
     differs from a job's was trained under another budget (``registry.yaml`` changed since)."""
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig) if f.metadata.get("budget")}
-    if not values["architecture_settings"]:  # added after rows were fingerprinted: unused, old fingerprints hold
-        del values["architecture_settings"]
+    for key in ("architecture_settings", "decoder_settings"):  # added after rows were fingerprinted: unused,
+        if not values[key]:                                     # old fingerprints hold
+            del values[key]
     return _digest(values)
 
 
@@ -275,7 +283,7 @@ def _digest(values: dict[str, Any]) -> str:
 
 
 def run_config(args: argparse.Namespace, task: str, encoder: str, weighting: str, budget: dict[str, Any],
-               architecture: str = DEFAULT_ARCHITECTURE) -> RunConfig:
+               architecture: str = DEFAULT_ARCHITECTURE, decoder: str | None = None) -> RunConfig:
     """The task's budget, then the command line's overrides, then the run fields."""
     unknown = set(budget) - BUDGET_KEYS
     if unknown:
@@ -287,4 +295,5 @@ def run_config(args: argparse.Namespace, task: str, encoder: str, weighting: str
         if f.metadata.get("cli") is not False and not f.metadata.get("budget"):
             v = getattr(args, f.name)
             cfg[f.name] = tuple(v) if isinstance(v, list) else v
-    return RunConfig(task=task, encoder=encoder, weighting=weighting, architecture=architecture, **cfg)
+    return RunConfig(task=task, encoder=encoder, weighting=weighting, architecture=architecture, decoder=decoder,
+                     **cfg)

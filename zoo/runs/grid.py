@@ -35,7 +35,7 @@ from zoo.runs.results import load_rows, locked, machine, merge_rows, row_key, wr
 from zoo.runs.rundir import run_name, unfinished_run
 
 def child_argv(argv: Sequence[str], task: str, encoder: str, weighting: str, grid_only: dict[str, int],
-               architecture: str = DEFAULT_ARCHITECTURE) -> list[str]:
+               architecture: str = DEFAULT_ARCHITECTURE, decoder: str | None = None) -> list[str]:
     """The grid's command line for one combination (its own options kept, the grid's dropped):
     ``grid_only`` maps each flag the grid sets itself to the number of values it takes (from
     ``zoo.bench``'s parser, ``zoo.bench.grid_only_options``)."""
@@ -50,6 +50,7 @@ def child_argv(argv: Sequence[str], task: str, encoder: str, weighting: str, gri
             continue
         out.append(a)
     arch = ["--architecture", architecture] if architecture != DEFAULT_ARCHITECTURE else []
+    arch += ["--decoder", decoder] if decoder is not None else []
     return ["--task", task, "--encoder", encoder, "--weighting", weighting, *arch, "--no-baselines", *out]
 
 
@@ -110,7 +111,8 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
             job = todo.pop(0)
             log = logs / f"{run_name(job.cfg, job.mode)}.log"
             cmd = [sys.executable, "-m", "zoo.bench", *child_argv(argv, job.task, job.encoder, job.weighting,
-                                                                  {**grid_only, **job.drop}, job.architecture)]
+                                                                  {**grid_only, **job.drop}, job.architecture,
+                                                                  job.decoder)]
             ckpt = unfinished_run(out, job.cfg, job.mode)
             if ckpt is not None:
                 cmd += ["--resume", str(ckpt)]
@@ -153,6 +155,7 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
                    "command": "python -m zoo.bench " + " ".join(child_argv(argv, r.job.task, r.job.encoder,
                                                                             r.job.weighting,
                                                                             {**grid_only, **r.job.drop},
-                                                                            r.job.architecture))}
+                                                                            r.job.architecture,
+                                                                            r.job.decoder))}
             record_failure(out, row, header)
             console.print(f"[{finished}/{total}] [red]{status}[/] {name}: {escape(error)}")

@@ -8,8 +8,10 @@ from zoo.core.architectures import DEFAULT_ARCHITECTURE
 # world_size: set on rows of runs under torchrun (absent = one process), so a distributed run never
 # replaces the one-process row of the same combination
 # architecture: set on rows of runs with an architecture other than hard sharing (absent = hard sharing)
-KEY = ("task", "encoder", "weighting", "budget_mode", "seed", "world_size", "architecture")
-OPTIONAL_KEY = frozenset({"world_size", "architecture"})  # absent: one process, hard sharing
+# decoder: set on rows of runs whose dense heads were given a decoder other than unet (--decoder; absent = each
+# head's own from its task entry, the U-Net unless the entry names another)
+KEY = ("task", "encoder", "weighting", "budget_mode", "seed", "world_size", "architecture", "decoder")
+OPTIONAL_KEY = frozenset({"world_size", "architecture", "decoder"})  # absent: one process, hard sharing, unet
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -25,3 +27,9 @@ def architecture_field(name: str) -> dict[str, str]:
 def row_architecture(row: dict[str, Any]) -> str:
     """The architecture a row (or a saved run config) was trained with: absent means hard sharing."""
     return row.get("architecture") or DEFAULT_ARCHITECTURE
+
+
+def decoder_field(name: str | None) -> dict[str, str]:
+    """A row names the decoder ``--decoder`` gave its dense heads unless it is none or unet (rows from before
+    decoders have none)."""
+    return {} if name in (None, "unet") else {"decoder": name}

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import torch
 
-from zoo.engine.build import build_model, load_registry, task_spec
+from zoo.engine.build import build_model, load_registry, task_spec, with_decoder_of_run
 from zoo.engine.checkpoint import read_weights
 from zoo.runs.keys import row_architecture
 from zoo.encoders.base import settings_for_state
@@ -128,7 +128,8 @@ def _build(task: str, encoder: str, state: dict[str, torch.Tensor] | None, meta:
     """The task's model with ``state`` loaded (if any), as its ``meta`` record describes it."""
     registry = load_registry(registry_files)
     cfg = meta.get("config") or {}
-    spec = task_spec(task, registry, cfg.get("task_settings"))
+    spec = with_decoder_of_run(task_spec(task, registry, cfg.get("task_settings")), registry, cfg.get("decoder"),
+                               cfg.get("decoder_settings"))
     # the weights come from ``state``: nothing is fetched again, the normalisation is the state's
     encoder_settings = settings_for_state(cfg.get("encoder_settings", spec.budget_for(encoder).get(
         "encoder_settings", {})), state)
