@@ -149,3 +149,24 @@ def test_distributed_two_processes_equal_single_process_evaluation(tiny_mnist, t
     single = evaluate_checkpoint(Path(row["run_dir"]) / "best.pt", split="test")
     assert row["iou"] == pytest.approx(round(single["iou"], 4), abs=1e-4)
     assert not list(out.glob("**/*.tmp"))
+
+
+def test_list_is_readable_at_80_columns_with_each_tasks_description():
+    """--list folds, never cuts: every registered name, its source and settings are whole at 80 columns, and
+    each task shows its description (which says what data it needs)."""
+    from rich.console import Console
+
+    from zoo.bench import list_registry
+    from zoo.engine.build import load_registry
+
+    registry = load_registry()
+    console = Console(record=True, width=80)
+    list_registry(registry, console)
+    text = console.export_text()
+    assert "…" not in text
+    for kind in ("encoders", "heads", "tasks", "weightings"):
+        for e in registry.entries(kind):
+            assert e.name in text
+    for e in registry.entries("tasks"):
+        if e.spec.get("description"):
+            assert "description=" + e.spec["description"].split()[0] in text, e.name

@@ -195,7 +195,8 @@ def test_heads_describe_structured_fields():
     pred = torch.ones(1, 8, 8, dtype=torch.long)
     d = mask.describe(torch.zeros(1, 1, 8, 8), pred, ident)
     assert d.mask is pred[0] or torch.equal(d.mask, pred[0])
-    assert d.values == {} and d.label is None and d.circle is None
+    # the record says what the mask holds (its foreground share); the mask itself is drawn and written
+    assert d.values == {"foreground_pct": 100.0} and d.label is None and d.circle is None
 
 
 def test_result_columns_are_classified_by_their_owners_declarations():

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import os
@@ -181,14 +182,16 @@ def list_registry(registry: Registry, console: Console) -> None:
     """Rich tables of everything registered: name, where it comes from, key settings."""
     for kind in ("encoders", "heads", "decoders", "architectures", "tasks", "losses", "metrics", "weightings"):
         table = Table(title=kind)
-        for col in ("name", "from", "settings"):
-            table.add_column(col, style="bold" if col == "name" else None)
+        for col in ("name", "from", "settings"):  # folded, never cut: every name readable at 80 columns
+            table.add_column(col, style="bold" if col == "name" else None, overflow="fold")
         for e in registry.entries(kind):
             settings = dict(e.settings)
             if kind == "tasks":
                 heads = ", ".join(f"{n}:{h.get('head')}({h.get('loss', '')} x{h.get('weight', 1)})"
                                   for n, h in (e.spec.get("heads") or {}).items())
-                settings = {"heads": heads, "metrics": ", ".join(e.spec.get("metrics") or {}),
+                # the description first: it says which tasks need your own data (--data-root)
+                settings = {**({"description": e.spec["description"]} if e.spec.get("description") else {}),
+                            "heads": heads, "metrics": ", ".join(e.spec.get("metrics") or {}),
                             "budget": e.spec.get("budget", {})}
             for key in ("paper", "description"):
                 if e.spec.get(key) and kind != "tasks":
@@ -332,6 +335,11 @@ def interrupted_twin(out: Path, cfg: RunConfig, mode: str) -> tuple[Path, int] |
     return None
 
 
+def _doing(err: Console, args: argparse.Namespace, what: str) -> Any:
+    """A spinner naming the step after training that takes a while (none with --quiet, or off rank 0)."""
+    return err.status(what) if not args.quiet and dist.is_main() else contextlib.nullcontext()
+
+
 def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, command: str,
             err: Console) -> dict[str, Any]:
     """Train one combination in its own run directory, write its row (under the folder's lock) and figure."""
@@ -343,7 +351,8 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, c
                   f"one instead, rerun this job alone with --resume {escape(str(twin[0]))}")
     run_dir = Path(args.resume).parent if args.resume else new_run_dir(out, cfg, mode)
     if dist.is_main():
-        err.rule(f"{job.label}  ->  {run_dir}")
+        err.rule(job.label)  # the folder on its own line: a rule would cut a long path at 80 columns
+        err.print(f"run folder: {escape(str(run_dir))}", soft_wrap=True)
     t0 = time.perf_counter()
     halved = []
     while True:
@@ -377,8 +386,9 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, c
     row.update({f"val_{m}": round(result.val.get(m, float("nan")), 4) for m in spec.monitor})
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
     if not args.no_speed and dist.is_main():  # one process measures: ranks timing at once would slow each other
-        row.update(speed_columns(result.model, result.setup.data.test, result.setup.plans, result.setup.device,
-                                 eval_batch_size(cfg.batch_size), speed_stream=spec.task.speed_stream))
+        with _doing(err, args, "measuring inference speed (GFLOPs, images/s) and memory"):
+            row.update(speed_columns(result.model, result.setup.data.test, result.setup.plans, result.setup.device,
+                                     eval_batch_size(cfg.batch_size), speed_stream=spec.task.speed_stream))
     else:  # the run's own peak is valid even when runs share a machine (timings are not)
         row["peak_memory_mb"] = round(peak_memory_mb(result.setup.device), 1)
     if spec.baselines:
@@ -389,8 +399,9 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, c
         if not args.no_figures:
             from zoo.use.figures import prediction_figure
 
-            prediction_figure(result.model, result.setup.data.test, result.setup.plans, run_dir / "figure.png",
-                              result.setup.device)
+            with _doing(err, args, "drawing the prediction figure"):
+                prediction_figure(result.model, result.setup.data.test, result.setup.plans, run_dir / "figure.png",
+                                  result.setup.device)
             if cfg.tensorboard:
                 log_figure(run_dir, run_dir / "figure.png", result.epochs)
         write_results(out, [row], HEADER)  # after every run: a long grid keeps what finished
