@@ -281,3 +281,14 @@ def test_every_decoder_exports_to_onnx_on_scratch(tmp_path, decoder):
             want = model(x)["out"].numpy()
         assert got.shape == want.shape == (batch, 3, 56, 56)
         assert np.abs(got - want).max() <= 1e-4
+
+
+def test_a_pooled_decoder_on_a_training_batch_of_one_is_one_line():
+    """smp's DeepLab, PAN and UPerNet decoders pool to 1x1 in a global branch: a training batch of one is a
+    clear error naming the head and the fix (torch's own message names neither); eval mode predicts."""
+    model = zoo.build_model("scratch", {"seg": {"head": "segmentation", "settings": {"num_classes": 3,
+                                                                                   "decoder": "deeplabv3"}}},
+                            encoder_settings={"width": 8})
+    with pytest.raises(ValueError, match=r"training batch of 1 image\(s\): head 'seg' pools its features to 1x1"):
+        model.train()(torch.rand(1, 1, 64, 64))
+    assert model.eval()(torch.rand(1, 1, 64, 64))["seg"].shape == (1, 3, 64, 64)

@@ -80,7 +80,15 @@ class MultiTaskModel(nn.Module):
             # A detached head's loss never reaches the encoder (the architecture's ``detach``).
             shared = [f.detach() for f in features] if name in getattr(self.architecture, "detach", ()) else features
             mine = self.architecture(shared, name)
-            out = head(mine, size=(h, w)) if head.needs_input_size else head(mine)
+            try:
+                out = head(mine, size=(h, w)) if head.needs_input_size else head(mine)
+            except ValueError as exc:  # a decoder's pooled branch (smp's ASPP, PAN, UPerNet) is 1x1 by design
+                if not (self.training and "more than 1 value per channel" in str(exc)):
+                    raise
+                raise ValueError(f"a training batch of {x.shape[0]} image(s): head {name!r} pools its features to "
+                                 "1x1 (its decoder's global branch), and BatchNorm cannot normalise one value per "
+                                 "channel; train on batches of 2 or more images, or call model.eval() to "
+                                 "predict") from None
             if head.output_kind in DENSE_KINDS and (ph or pw):  # the head's declaration, not its shape
                 out = out[..., :h, :w]
             outputs[name] = out
@@ -96,8 +104,9 @@ class MultiTaskModel(nn.Module):
         """Refuse a training batch that leaves one value per channel at the deepest features (one image
         that the encoder reduces to 1x1): BatchNorm cannot normalise it, and torch's own message names
         neither the batch nor the fix."""
-        stride = self.encoder.total_stride
-        if batch * -(-height // stride) * -(-width // stride) != 1:
+        stride, m = self.encoder.total_stride, self.input_multiple
+        # the encoder sees the input padded to a multiple of ``m`` (forward): its deepest map has that size / stride
+        if batch * (-(-height // m) * m // stride) * (-(-width // m) * m // stride) != 1:
             return
         if any(isinstance(m, _BATCH_NORMS) for m in self.modules()):
             raise ValueError(f"a training batch of {batch} image of {height}x{width}: this model's deepest features "
