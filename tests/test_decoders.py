@@ -292,3 +292,24 @@ def test_a_pooled_decoder_on_a_training_batch_of_one_is_one_line():
     with pytest.raises(ValueError, match=r"training batch of 1 image\(s\): head 'seg' pools its features to 1x1"):
         model.train()(torch.rand(1, 1, 64, 64))
     assert model.eval()(torch.rand(1, 1, 64, 64))["seg"].shape == (1, 3, 64, 64)
+
+
+def test_a_task_that_decodes_with_another_decoder_never_shares_a_row_with_unet(tiny_mnist, tmp_path, capsys):
+    """A task entry whose dense head decodes with linknet: its plain run and --decoder linknet are the same
+    model (one row key, the second run skipped), while --decoder unet is another model with a row of its own."""
+    import json
+
+    from zoo.bench import main
+
+    reg = tmp_path / "r.yaml"
+    reg.write_text(DENSE_TASK.replace("{head: binary_mask, loss: bce,",
+                                      "{head: binary_mask, settings: {decoder: linknet}, loss: bce,"))
+    common = ["--task", "fg_dense", "--registry", str(reg), "--encoder", "scratch", "--encoder-arg", "width=4",
+              "--train-limit", "64", "--test-limit", "16", "--data-root", str(tiny_mnist), "--out",
+              str(tmp_path / "o"), "--quiet", "--no-figures", "--no-speed"]
+    assert main(common) == 0
+    assert main([*common, "--decoder", "unet,linknet"]) == 0  # linknet is the plain run: only unet trains
+    capsys.readouterr()
+    rows = json.loads((tmp_path / "o" / "results.json").read_text())["rows"]
+    assert sorted(r.get("decoder", "-") for r in rows) == ["-", "unet"]
+    assert len(rows) == 2 and rows[0]["parameters"] != rows[1]["parameters"]

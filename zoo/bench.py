@@ -25,7 +25,7 @@ from rich.table import Table
 
 from zoo.core import distributed as dist
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
-from zoo.engine.build import check_decoders, load_registry, task_spec, with_decoder_of_run
+from zoo.engine.build import check_decoders, load_registry, own_decoder, task_spec, with_decoder_of_run
 from zoo.engine.config import (STRATEGY_FIELDS, RunConfig, add_run_options, budget_fingerprint, budget_mode,
                                cli_overrides, run_config)
 from zoo.data.idx import DataError
@@ -233,7 +233,7 @@ class Job:
     @property
     def label(self) -> str:
         arch = f" | {self.architecture}" if self.architecture != DEFAULT_ARCHITECTURE else ""
-        arch += f" | {self.decoder}" if self.decoder not in (None, "unet") else ""
+        arch += f" | {self.decoder}" if self.decoder is not None else ""
         return f"{self.task} | {self.encoder} | {self.weighting}{arch}"
 
     @property
@@ -258,7 +258,10 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
     have = {row_key(r) for r in (load_rows(out) if dist.is_main() else [])}
     # tasks compared with baselines run after them, so one invocation can fill delta_m
     decoders = plan_decoders(args, registry, specs, encoders)
-    asked = [Job(t, e, w, a, d) for t in sorted(tasks, key=lambda t: bool(specs[t].baselines))
+    # the task's own decoder is its plain run (no decoder in the key); any other is named, unet included, so a
+    # task whose entry decodes with fpn never shares a row key with its run under --decoder unet
+    own = {t: own_decoder(spec, registry) for t, spec in specs.items()}
+    asked = [Job(t, e, w, a, None if d == own[t] else d) for t in sorted(tasks, key=lambda t: bool(specs[t].baselines))
              for e in encoders for w in weightings for a in architectures for d in decoders[e]]
     planned = {row_key(row_ident(j.task, j.encoder, j.weighting, mode, args.seed, j.architecture, j.decoder))
                for j in asked}

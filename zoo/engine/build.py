@@ -111,6 +111,13 @@ def _dense(registry: Registry, head: str) -> bool:
     return isinstance(cls, type) and issubclass(cls, DenseHead)
 
 
+def own_decoder(spec: TaskSpec, registry: Registry) -> str | None:
+    """The one decoder every dense head of ``spec`` has in its task entry (unet where a head names none), or
+    None when the heads differ or there is no dense head. A run asking for it runs the task as it is."""
+    names = {h.settings.get("decoder", DEFAULT_DECODER) for h in spec.heads if _dense(registry, h.head)}
+    return names.pop() if len(names) == 1 else None
+
+
 def with_decoder_of_run(spec: TaskSpec, registry: Registry, decoder: str | None,
                         decoder_settings: Mapping[str, Any] | None) -> TaskSpec:
     """The task spec with ``decoder`` (``--decoder``; None: each head's own) and ``decoder_settings``

@@ -30,6 +30,6 @@ def row_architecture(row: dict[str, Any]) -> str:
 
 
 def decoder_field(name: str | None) -> dict[str, str]:
-    """A row names the decoder ``--decoder`` gave its dense heads unless it is none or unet (rows from before
-    decoders have none)."""
-    return {} if name in (None, "unet") else {"decoder": name}
+    """A row names the decoder ``--decoder`` gave its dense heads unless it is none (the task's own decoder:
+    the plan leaves it out, and rows from before decoders have none)."""
+    return {} if name is None else {"decoder": name}

@@ -27,7 +27,7 @@ __all__ = ["check_resumable", "hold", "in_use", "new_run_dir", "remove_if_empty"
 
 def run_name(cfg: RunConfig, budget: str) -> str:
     arch = f"-{cfg.architecture}" if cfg.architecture != DEFAULT_ARCHITECTURE else ""
-    arch += f"-{cfg.decoder}" if getattr(cfg, "decoder", None) not in (None, "unet") else ""
+    arch += f"-{cfg.decoder}" if getattr(cfg, "decoder", None) is not None else ""
     return f"{cfg.task}-{cfg.encoder.replace(':', '_')}-{cfg.weighting}{arch}-{budget}-s{cfg.seed}"
 
 
