@@ -447,14 +447,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      grid_only_options())
             keys = {j.key for j in jobs}
             rows = [r for r in refresh_gains(out, registry) if row_key(r) in keys]
-            print_table(rows, f"results ({mode} budget) -> {out}", console)
+            print_table(rows, f"results ({mode} budget)", console)
+            console.print(f"-> {out / 'results.md'} (.csv, .json)", soft_wrap=True, markup=False)
             failed = [r for r in rows if r.get("status")]
             return 1 if failed else 0
         dist.init()
         rows = [run_job(job, args, registry, out, command, err) for job in jobs]
         if dist.is_main():
             refresh_gains(out, registry)
-            print_table(rows, f"results ({mode} budget) -> {out}", console)
+            print_table(rows, f"results ({mode} budget)", console)  # a short title: a path would wrap it
+            console.print(f"-> {out / 'results.md'} (.csv, .json)", soft_wrap=True, markup=False)
         dist.shutdown()
         return 0
     except (RegistryError, DataError, ValueError, FileNotFoundError, FloatingPointError, dist.StalledRanks) as exc:
