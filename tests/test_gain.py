@@ -40,6 +40,7 @@ def test_a_timed_out_single_task_row_is_no_baseline():
     assert add_gain(joint, {"iou": "fg.iou"}, [timeout, done]) == [] and joint["delta_m"] == pytest.approx(10.0)
 
 
+@pytest.mark.slow
 def test_joint_cli_trains_baselines_and_reports_gain(tiny_mnist, tmp_path):
     out = tmp_path / "j"
     rc = main(["--task", "joint", "--encoder", "scratch", "--weighting", "fixed,uncertainty", "--data-root", str(tiny_mnist),
@@ -79,6 +80,7 @@ def test_a_replaced_baseline_row_refreshes_the_joint_rows_delta_m(tmp_path):
     assert row["delta_m"] == pytest.approx(round(100 * (-0.99 / 99) / 3, 3)) and row["single_dice"] == 99.0
 
 
+@pytest.mark.slow
 def test_a_joint_grid_with_strategy_settings_trains_its_baselines_without_them(tiny_mnist, tmp_path):
     """``--weighting-arg leave_out=[mask]`` is MGDA's setting, not the baselines' (fixed takes none): they
     train without it, under the budget mode the rest of the command gives, and the joint row names

@@ -12,6 +12,7 @@ import sysconfig
 from pathlib import Path
 
 import cv2
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +23,7 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.Comple
     return proc
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_runs_from_another_folder(tmp_path):
     """As a new user on an offline machine: the main command without --data-root, predict on a PNG
     with circlization/scratch, export to ONNX and run it, all from the wheel in another folder."""

@@ -34,6 +34,7 @@ def test_metadata_record(name):
     assert meta["metrics"] and "10,000" in meta["metrics_data"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_scores_its_metadata(name):
     """Scored on the test digits, each shipped model reproduces its recorded metrics to 0.01."""

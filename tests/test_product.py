@@ -267,6 +267,7 @@ def test_a_full_disk_leaves_earlier_files_whole(circ_run, tmp_path, capsys, monk
     assert "No space left on device" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_mtl_step_benchmark_times_every_configuration_against_hard_sharing_fixed(tiny_mnist, tmp_path):
     """benchmarks/mtl_step.py: each architecture x strategy trains real steps in one process, the
     reference row is 1 by construction and the others are measured beside it."""
