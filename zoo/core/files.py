@@ -20,6 +20,11 @@ def publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def give_folder_mode(path: str | Path) -> None:
+    """Give a folder made by ``tempfile.mkdtemp`` (mode 0700) the mode a plain ``mkdir`` would."""
+    os.chmod(path, 0o777 & ~_umask())
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename over ``path``: never a half file."""
     path = Path(path)

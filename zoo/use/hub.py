@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import torch
 
-from zoo.core.files import _umask, atomic_write_bytes, atomic_write_text
+from zoo.core.files import atomic_write_bytes, atomic_write_text, give_folder_mode
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import RegistryError
 
@@ -69,7 +69,7 @@ def save_pretrained(model: MultiTaskModel, directory: str | Path) -> Path:
         atomic_write_bytes(tmp / WEIGHTS, weights)
         atomic_write_text(tmp / CONFIG, json.dumps(config, indent=2, sort_keys=True))
         atomic_write_text(tmp / CARD, card)
-        os.chmod(tmp, 0o777 & ~_umask())
+        give_folder_mode(tmp)
         if target.exists():
             os.replace(target, old)
         try:
