@@ -22,6 +22,7 @@ import torch
 from zoo.core.files import atomic_write_bytes, atomic_write_text, give_folder_mode
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import RegistryError
+from zoo.use.record import model_from_record
 
 FORMAT = 1  # config.json's zoo_format: bumped when a folder written now could not be read by older code
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
@@ -280,8 +281,6 @@ def from_pretrained(name: str | Path, task: str | None = None,
     A folder is untrusted: the registry files that name its task, heads or encoder (when they are not
     built in) come from the caller's ``registry_files``, never from its config (a registry names code to
     import and call)."""
-    from zoo.use.pretrained import _build
-
     text = str(name)
     folder = _download(text) if text.startswith(HUB_PREFIX) else Path(text)
     # a hub snapshot's files are links into its cache repo's blobs (models--ORG--NAME/blobs): that repo is the root
@@ -291,7 +290,7 @@ def from_pretrained(name: str | Path, task: str | None = None,
     meta = {k: v for k, v in config.items()
             if k not in ("library_name", "zoo_format", "zoo_version", "normalization", "card_sha256")}
     try:
-        model = _build(config["task"], config["encoder"], state, meta, registry_files)
+        model = model_from_record(config["task"], config["encoder"], state, meta, registry_files)
     except RuntimeError as exc:  # load_state_dict: the weights do not fit the model the config describes
         detail = " ".join(str(exc).split())[:200]
         raise ValueError(f"{folder / WEIGHTS} does not fit the {config['task']}/{config['encoder']} model its "

@@ -13,15 +13,12 @@ from typing import Any, Iterable
 
 import torch
 
-from zoo.engine.build import build_model, load_registry, task_spec, with_decoder_of_run
 from zoo.engine.checkpoint import read_weights
-from zoo.runs.keys import row_architecture
-from zoo.encoders.base import settings_for_state
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import RegistryError, unknown_name_error
 from zoo.data.config import is_count
-from zoo.tasks.base import TaskData
 from zoo.use.hub import is_model_folder
+from zoo.use.record import model_from_record
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
@@ -42,12 +39,6 @@ def pretrained_meta(name: str) -> dict[str, Any]:
     if name not in index:
         raise unknown_name_error("pretrained model", name, index)
     return index[name]
-
-
-def _in_channels(state: dict[str, torch.Tensor]) -> int:
-    """The input channels of saved weights: the first convolution of the encoder."""
-    first = next((v for k, v in state.items() if k.startswith("encoder.") and v.dim() == 4), None)
-    return int(first.shape[1]) if first is not None else 1
 
 
 TEST_DATA = {"foreground": "MNIST test set: the genuine 10,000 test digits",
@@ -120,30 +111,7 @@ def create_model(task: str, encoder: str = "scratch", pretrained: bool | str | P
         saved = meta["config"]
         if (saved["task"], saved["encoder"]) != (task, encoder):
             raise RegistryError(f"{pretrained} holds a {saved['task']}/{saved['encoder']} model, not {task}/{encoder}")
-    return _build(task, encoder, state, meta, registry_files)
-
-
-def _build(task: str, encoder: str, state: dict[str, torch.Tensor] | None, meta: dict[str, Any],
-           registry_files: Iterable[str | Path] | None) -> MultiTaskModel:
-    """The task's model with ``state`` loaded (if any), as its ``meta`` record describes it."""
-    registry = load_registry(registry_files)
-    cfg = meta.get("config") or {}
-    spec = with_decoder_of_run(task_spec(task, registry, cfg.get("task_settings")), registry, cfg.get("decoder"),
-                               cfg.get("decoder_settings"))
-    # the weights come from ``state``: nothing is fetched again, the normalisation is the state's
-    encoder_settings = settings_for_state(cfg.get("encoder_settings", spec.budget_for(encoder).get(
-        "encoder_settings", {})), state)
-    info = meta.get("info", {})
-    in_channels = int(meta.get("in_channels") or (_in_channels(state) if state is not None else 1))
-    data = TaskData({}, {}, {}, info, in_channels=in_channels, num_classes=info.get("num_classes"))
-    resolved = spec.task.resolve(spec, data, registry)
-    model = build_model(encoder, resolved.heads, data.in_channels, encoder_settings, registry,
-                        row_architecture(cfg), cfg.get("architecture_settings") or {})
-    if state is not None:
-        model.load_state_dict(state)
-    model.meta = {**meta, "input": spec.task.input_spec(), "in_channels": in_channels,
-                  "head_specs": {h.name: h.record() for h in resolved.heads}}
-    return model.eval()
+    return model_from_record(task, encoder, state, meta, registry_files)
 
 
 def load_model(model: str | Path, registry_files: Iterable[str | Path] | None = None) -> MultiTaskModel:
@@ -167,7 +135,7 @@ def load_model(model: str | Path, registry_files: Iterable[str | Path] | None = 
     state, meta = read_weights(name)  # read once: the file says which task and encoder it holds
     cfg = meta["config"]
     try:
-        built = _build(cfg["task"], cfg["encoder"], state, meta, registry_files)
+        built = model_from_record(cfg["task"], cfg["encoder"], state, meta, registry_files)
     except RegistryError as exc:  # a task, head or encoder of a registry the caller did not give
         raise RegistryError(f"{name}: {exc}{registry_hint(meta)}") from None
     row = run_row(name) if Path(name).name == "best.pt" else None  # the row scored best.pt, not last.pt
