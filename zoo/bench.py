@@ -27,7 +27,7 @@ from zoo.core import distributed as dist
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.build import check_decoders, load_registry, own_decoder, task_spec, with_decoder_of_run
 from zoo.engine.config import (STRATEGY_FIELDS, RunConfig, add_run_options, budget_fingerprint, budget_mode,
-                               cli_overrides, run_config)
+                               cli_overrides, is_smoke, run_config)
 from zoo.data.idx import DataError
 from zoo.runs import gain as gains
 from zoo.runs.gain import add_gain, baseline_tasks
@@ -361,7 +361,7 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, c
     while True:
         try:
             result = fit(cfg, out_dir=run_dir, resume=args.resume, console=err, show_progress=not args.quiet,
-                         registry=registry, spec=spec, smoke=mode == "quick" or mode.startswith("custom-quick-"))
+                         registry=registry, spec=spec, smoke=is_smoke(mode))
             break
         except torch.cuda.OutOfMemoryError:
             # a CUDA out-of-memory halves the batch and starts again (one process, no resume to mix)

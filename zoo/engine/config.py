@@ -267,6 +267,11 @@ def budget_mode(args: argparse.Namespace, strategy: bool = True) -> str:
     return f"custom-{base}-{_digest(over)}"
 
 
+def is_smoke(mode: str) -> bool:
+    """Whether a budget mode (``budget_mode``) is a quick run's: its numbers check the pipeline, not the model."""
+    return mode == "quick" or mode.startswith("custom-quick-")
+
+
 def budget_fingerprint(cfg: RunConfig) -> str:
     """A short hash of ``cfg``'s training settings (its budget fields): a finished row whose fingerprint
     differs from a job's was trained under another budget (``registry.yaml`` changed since)."""

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zoo.core.files import atomic_write_text
+from zoo.engine.config import is_smoke
 from zoo.data.config import SPLITS, is_count, split_counts
 from zoo.runs.gain import GAIN_SUMMARY, is_gain_detail
 from zoo.runs.keys import KEY, OPTIONAL_KEY, row_architecture, row_key  # noqa: F401 - the rows' one key, imported from here too
@@ -176,7 +177,7 @@ def _write_views(out: Path, rows: list[dict[str, Any]], header: str) -> None:
 def budget_label(row: dict[str, Any]) -> str:
     """The row's budget for a table; a quick (smoke) run says so, so its numbers are never read as results."""
     mode = str(row.get("budget_mode") or "")
-    return f"{mode} (smoke)" if mode == "quick" or mode.startswith("custom-quick-") else mode
+    return f"{mode} (smoke)" if is_smoke(mode) else mode
 
 
 def _cell(row: dict[str, Any], column: str) -> str:
