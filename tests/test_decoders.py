@@ -96,6 +96,7 @@ def test_every_decoder_gives_the_input_size_and_trains_or_refuses_in_one_line(de
     ("pan", "scratch", {"width": 8, "depth": 3}, "at least 3 levels"),
     ("fpn", "resnet18", {"output_stride": 8}, "undilated"),
     ("unetplusplus", "resnet18", {"output_stride": 16}, "undilated"),
+    ("fpn", "scratch", {"width": 8, "depth": 5, "output_stride": 8}, "undilated"),
 ])
 def test_a_decoder_that_cannot_serve_an_encoder_is_one_line(decoder, encoder, settings, expect):
     with pytest.raises(RegistryError) as exc:
@@ -313,3 +314,25 @@ def test_a_task_that_decodes_with_another_decoder_never_shares_a_row_with_unet(t
     rows = json.loads((tmp_path / "o" / "results.json").read_text())["rows"]
     assert sorted(r.get("decoder", "-") for r in rows) == ["-", "unet"]
     assert len(rows) == 2 and rows[0]["parameters"] != rows[1]["parameters"]
+
+
+def test_the_scratch_encoder_dilates_to_its_output_stride_and_deeplab_reads_it():
+    """``output_stride`` on the scratch encoder: the deeper blocks keep the resolution and dilate (the
+    same weights), so DeepLabV3+ (which needs stride 8 or 16) serves it, at the input's size."""
+    plain = zoo.build_model("scratch", {"m": _head("binary_mask", "unet")}, encoder_settings={"width": 8, "depth": 5})
+    model = zoo.build_model("scratch", {"m": _head("binary_mask", "deeplabv3plus")},
+                            encoder_settings={"width": 8, "depth": 5, "output_stride": 8})
+    assert plain.encoder.reductions == [1, 2, 4, 8, 16] and model.encoder.reductions == [1, 2, 4, 8, 8]
+    assert {k: v.shape for k, v in plain.encoder.state_dict().items()} == \
+        {k: v.shape for k, v in model.encoder.state_dict().items()}
+    feats = model.encoder(torch.rand(2, 1, 32, 32))
+    assert [tuple(f.shape[2:]) for f in feats] == [(32, 32), (16, 16), (8, 8), (4, 4), (4, 4)]
+    assert model(torch.rand(2, 1, 32, 32))["m"].shape == (2, 1, 32, 32)
+
+
+@pytest.mark.parametrize("stride", [1, 3, 32, True])
+def test_the_scratch_encoder_refuses_an_output_stride_it_cannot_give_in_one_line(stride):
+    with pytest.raises((RegistryError, ValueError)) as exc:
+        zoo.build_model("scratch", {"m": _head("binary_mask", "unet")},
+                        encoder_settings={"width": 8, "depth": 5, "output_stride": stride})
+    _one_line_error(exc, "output_stride", "one of 2, 4, 8, 16", repr(stride))
