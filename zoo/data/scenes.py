@@ -453,8 +453,9 @@ def render(sc: Scenes, h: int, w: int, settings: SceneSettings) -> dict[str, tor
         cos = sum(nc * dc_ for nc, dc_ in zip(n, d)).abs() / dw.norm(dim=-1)
         hole = (linear.mean(-1) < DARK) | (t > settings.max_depth) | (cos < GRAZING)
         depth = torch.where(hole, torch.full_like(t, math.nan), t)
-    nw = torch.stack(n, -1)  # world normals -> camera frame: n_cam = R^T n_world
-    ncam = (nw @ sc.rotation)
+    # world normals -> camera frame (n_cam = R^T n_world), renormalised: a sphere's (p - c) / r is unit
+    # only to float rounding at a distant hit
+    ncam = torch.nn.functional.normalize(torch.stack(n, -1) @ sc.rotation, dim=-1)
     return {"image": image.view(b, h, w, 3).permute(0, 3, 1, 2).contiguous(),
             "mask": cls.view(b, h, w).long(),
             "depth": depth.view(b, 1, h, w).float(),
