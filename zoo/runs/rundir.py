@@ -18,17 +18,16 @@ from typing import Iterator
 
 from zoo.core import distributed as dist
 from zoo.engine.checkpoint import LOCK as _LOCK, check_world_size, hold, in_use, load_checkpoint
-from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.config import RunConfig, check_resumable
+from zoo.runs.identity import RunIdentity
 
 __all__ = ["check_resumable", "hold", "in_use", "new_run_dir", "remove_if_empty", "resumable_runs", "run_name",
            "training_done", "unfinished_run"]
 
 
 def run_name(cfg: RunConfig, budget: str) -> str:
-    arch = f"-{cfg.architecture}" if cfg.architecture != DEFAULT_ARCHITECTURE else ""
-    arch += f"-{cfg.decoder}" if getattr(cfg, "decoder", None) is not None else ""
-    return f"{cfg.task}-{cfg.encoder.replace(':', '_')}-{cfg.weighting}{arch}-{budget}-s{cfg.seed}"
+    """The prefix of a run's folders (``RunIdentity.folder``)."""
+    return RunIdentity.of(cfg, budget).folder
 
 
 def new_run_dir(out: str | Path, cfg: RunConfig, budget: str) -> Path:
