@@ -1,6 +1,7 @@
 """Training throughput of each reference task, the old data path and the new one side by side.
 
     python benchmarks/throughput.py --device cpu [--steps 40] [--compile] [--out benchmarks/results/throughput]
+    python benchmarks/throughput.py --device cpu --task scenes,scenes_seg --engines device   # rendered scenes
 
 For each reference task (foreground, circlization, semantic, joint; scratch encoder, the task's
 default budget: batch size, augmentation, encoder settings) on the run's device, and each engine:
@@ -12,6 +13,8 @@ default budget: batch size, augmentation, encoder settings) on the run's device,
 
 it measures, in samples per second (a joint step counts its digits and its composites):
 
+- ``render`` (rendered tasks, ``scenes``): the renderer alone, one training batch of new scenes at a
+  time on the device (what a split too large to keep there costs per step), and ``render / model``;
 - ``data``: the loaders alone, as the training loop draws them (every stream each step);
 - ``model``: training steps on batches built beforehand and already on the device;
 - ``end_to_end``: training steps drawing their batches as a run does;
@@ -79,11 +82,34 @@ def samples_per_step(batches: dict[str, list[dict]]) -> float:
     return sum(len(b[0]["image"]) for b in batches.values())
 
 
-def measure(task: str, engine: str, steps: int, chunk: int, device: str, data_root: str | None) -> dict[str, Any]:
-    reg = load_registry()
+def render_rate(t: Trainer, steps: int) -> float | None:
+    """Scenes per second of a rendered task's renderer (``None`` for stored data): ``steps`` training
+    batches of scenes drawn anew on the run's device."""
+    rendered = {k: ds for k, ds in t.s.data.train.items() if hasattr(ds, "render")}
+    if not rendered:
+        return None
+    dev, n = t.s.device, 0
+    gen = torch.Generator().manual_seed(0)
+
+    def go() -> None:
+        nonlocal n
+        for ds in rendered.values():
+            for _ in range(steps):
+                index = torch.randint(len(ds), (t.cfg.batch_size,), generator=gen).to(dev)
+                n += len(ds.render(index)["image"])
+
+    go()  # warm-up: first-call allocations
+    n = 0
+    seconds = _timed(go, dev)
+    return n / seconds
+
+
+def measure(task: str, engine: str, steps: int, chunk: int, device: str, data_root: str | None,
+            registry: tuple[str, ...] = ()) -> dict[str, Any]:
+    reg = load_registry(list(registry))
     spec = task_spec(task, reg)
     budget = {k: v for k, v in spec.budget_for("scratch").items() if k != "epochs"}
-    cfg = RunConfig(task=task, encoder="scratch", device=device, data_root=data_root, epochs=1,
+    cfg = RunConfig(task=task, encoder="scratch", device=device, data_root=data_root, epochs=1, registry=registry,
                     device_data=engine != "loader", compile=engine.endswith("compile"), **budget)
     torch.manual_seed(0)
     s = setup(cfg)
@@ -111,18 +137,26 @@ def measure(task: str, engine: str, steps: int, chunk: int, device: str, data_ro
         model.append(_timed(lambda: train_one_epoch(t, prebuilt), dev))
         e2e.append(_timed(lambda: train_one_epoch(t, {k: Take(v, chunk) for k, v in t.train_loaders.items()}), dev))
     model_s, e2e_s = statistics.median(model), statistics.median(e2e)
-    return {"task": task, "engine": engine, "steps": steps, "batch": per_step, "data": per_step * steps / data_s,
-            "model": per_step * chunk / model_s, "end_to_end": per_step * chunk / e2e_s, "ratio": model_s / e2e_s}
+    row = {"task": task, "engine": engine, "steps": steps, "batch": per_step, "data": per_step * steps / data_s,
+           "model": per_step * chunk / model_s, "end_to_end": per_step * chunk / e2e_s, "ratio": model_s / e2e_s}
+    rate = render_rate(t, steps) if engine != "loader" else None
+    if rate is not None:
+        row.update(render=rate, render_vs_model=rate / row["model"])
+    return row
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| task | engine | samples/step | data samples/s | model samples/s | end-to-end samples/s | "
-           "ratio (end-to-end / model) | end-to-end vs loader |", "|---|---|---|---|---|---|---|---|"]
+    rendered = any("render" in r for r in rows)
+    head = ["task", "engine", "samples/step"] + (["render samples/s", "render / model"] if rendered else []) + [
+        "data samples/s", "model samples/s", "end-to-end samples/s", "ratio (end-to-end / model)", "end-to-end vs loader"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base = {r["task"]: r["end_to_end"] for r in rows if r["engine"] == "loader"}
     for r in rows:
         vs = f"{r['end_to_end'] / base[r['task']]:.2f}x" if r["task"] in base else ""
-        out.append(f"| {r['task']} | {r['engine']} | {r['batch']:.0f} | {r['data']:,.0f} | {r['model']:,.0f} | "
-                   f"{r['end_to_end']:,.0f} | {r['ratio']:.3f} | {vs} |")
+        render = ([f"{r['render']:,.0f}", f"{r['render_vs_model']:.1f}x"] if "render" in r else ["", ""]) if rendered else []
+        cells = [r["task"], r["engine"], f"{r['batch']:.0f}"] + render + [
+            f"{r['data']:,.0f}", f"{r['model']:,.0f}", f"{r['end_to_end']:,.0f}", f"{r['ratio']:.3f}", vs]
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
@@ -149,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="also measure the device engine under torch.compile")
     p.add_argument("--engines", default=None, help="comma-separated: loader, device, device+compile")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--registry", action="append", default=[], help="a registry file merged onto the built-in one")
     p.add_argument("--out", default=None, help="folder for <device>.md and <device>.json")
     a = p.parse_args(argv)
     engines = a.engines.split(",") if a.engines else ["loader", "device"] + (["device+compile"] if a.compile else [])
@@ -156,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for task in a.task.split(","):
         for engine in engines:
-            r = measure(task, engine, a.steps, a.chunk, a.device, a.data_root)
+            r = measure(task, engine, a.steps, a.chunk, a.device, a.data_root, tuple(a.registry))
             rows.append(r)
-            print(f"  {task} {engine}: data {r['data']:,.0f} model {r['model']:,.0f} end-to-end "
+            render = f"render {r['render']:,.0f} ({r['render_vs_model']:.1f}x model) " if "render" in r else ""
+            print(f"  {task} {engine}: {render}data {r['data']:,.0f} model {r['model']:,.0f} end-to-end "
                   f"{r['end_to_end']:,.0f} samples/s, ratio {r['ratio']:.3f}", file=sys.stderr, flush=True)
     wall = time.perf_counter() - t0
     command = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -170,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     new = "device+compile" if "device+compile" in engines and "device" not in engines else "device"
     for r in rows:
         if r["engine"] == new:
-            print(f"{r['task']} data={r['data']:.0f} model={r['model']:.0f} end_to_end={r['end_to_end']:.0f} "
+            render = f"render={r['render']:.0f} " if "render" in r else ""
+            print(f"{r['task']} {render}data={r['data']:.0f} model={r['model']:.0f} end_to_end={r['end_to_end']:.0f} "
                   f"ratio={r['ratio']:.3f}")
     return 0
 

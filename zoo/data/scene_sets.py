@@ -60,6 +60,10 @@ class SceneDataset(Dataset):
             out = scale_crop_flip(out, gen)
         return {k: v[0] for k, v in out.items()}
 
+    def render(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Scenes ``index`` of this split, rendered on ``index``'s device (unaugmented)."""
+        return render_chunked(self.settings, self.seed, self.split, index)
+
     def device_view(self, device: torch.device, fields: set[str] | None = None) -> "SceneView":
         return SceneView(self, device, fields)
 
@@ -76,7 +80,7 @@ class SceneView:
         self.cache: dict[str, torch.Tensor] | None = None
         if need <= max_bytes:
             index = torch.arange(len(ds), device=self.device)
-            out = render_chunked(ds.settings, ds.seed, ds.split, index)
+            out = ds.render(index)
             self.cache = {f: (out[f].to(torch.int8) if f == "mask" else out[f]) for f in self.fields}
 
     def __len__(self) -> int:
@@ -89,6 +93,6 @@ class SceneView:
             if "mask" in out:
                 out["mask"] = out["mask"].long()
         else:
-            full = render_chunked(self.ds.settings, self.ds.seed, self.ds.split, index)
+            full = self.ds.render(index)
             out = {f: full[f] for f in self.fields}
         return scale_crop_flip(out, gen) if self.ds.augment else out

@@ -1,0 +1,72 @@
+"""``scenes``: procedural indoor scenes (``zoo.data.scenes``) with exact semantics, depth and normals,
+rendered on the training device: an offline dense-geometry task in NYUv2's shape (795 training scenes,
+654 test scenes, LibMTL's augmentation), whose single-task variants are its delta_m baselines."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from zoo.data.config import DataConfig, split_counts
+from zoo.data.scene_sets import SceneDataset
+from zoo.data.scenes import CLASSES, SceneSettings
+from zoo.tasks.base import Task, TaskData
+
+if TYPE_CHECKING:
+    from zoo.core.registry import Registry
+    from zoo.tasks.base import ResolvedTask, TaskSpec
+
+
+class ScenesTask(Task):
+    """Scenes of ``scene_seed`` (one fixed set, whatever the run's seed, as a real dataset): ``train_size``,
+    ``val_size`` and ``test_size`` per split, every other setting a :class:`SceneSettings` field
+    (``size``, ``objects``, ``fov``, ``holes``, ...). ``augment``: LibMTL's NYUv2 scale-crop and flip on
+    training batches."""
+
+    in_all = False  # not one of the MNIST reference tasks of --task all
+    mirrors = True  # a mirrored room is a room (test-time augmentation may flip; normals' x negated)
+
+    def __init__(self, train_size: int = 795, val_size: int = 200, test_size: int = 654, scene_seed: int = 0,
+                 augment: bool = True, **scene: Any) -> None:
+        unknown = sorted(set(scene) - set(SceneSettings.names()))
+        if unknown:
+            raise ValueError(f"scenes task: unknown setting(s) {', '.join(map(repr, unknown))}; valid: train_size, "
+                             f"val_size, test_size, scene_seed, augment, {', '.join(SceneSettings.names())}")
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        for split, n in self.sizes.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"scenes setting {split}_size must be an integer >= 1 (scenes in the {split} "
+                                 f"split), got {n!r}")
+        if isinstance(scene_seed, bool) or not isinstance(scene_seed, int) or scene_seed < 0:
+            raise ValueError(f"scenes setting scene_seed must be an integer >= 0, got {scene_seed!r}")
+        if not isinstance(augment, bool):
+            raise ValueError(f"scenes setting augment must be true or false, got {augment!r}")
+        self.settings = SceneSettings(**scene)
+        self.scene_seed, self.augment = scene_seed, augment
+        self.size = self.settings.size
+
+    def split_sizes(self, data: DataConfig) -> dict[str, int]:
+        """Scenes per split; quick runs (limits) cap them as they cap the MNIST tasks' samples."""
+        cap = {"train": data.train_limit, "val": data.train_limit, "test": data.test_limit}
+        return {k: min(n, cap[k]) if cap[k] else n for k, n in self.sizes.items()}
+
+    def datasets(self, data: DataConfig) -> TaskData:
+        sizes = self.split_sizes(data)
+
+        def split(name: str) -> dict[str, SceneDataset]:
+            return {"main": SceneDataset(self.settings, name, sizes[name], self.scene_seed,
+                                         augment=self.augment and name == "train")}
+
+        h, w = self.settings.size
+        info = {"data_source": f"scenes {h}x{w}, rendered (scene_seed {self.scene_seed})",
+                **split_counts(sizes, "samples")}
+        return TaskData(train=split("train"), val=split("val"), test=split("test"), info=info, in_channels=3,
+                        num_classes=len(CLASSES))
+
+    def resolve(self, spec: "TaskSpec", data: TaskData, registry: "Registry") -> "ResolvedTask":
+        """As every task; a variant without a class head (``scenes_depth``) leaves the class count unused
+        rather than refused: the same scenes carry labels it does not train on."""
+        kinds = [registry.entry("heads", h.head).obj.output_for({**registry.entry("heads", h.head).settings,
+                                                                  **h.settings}) for h in spec.heads]
+        if "dense_classes" not in kinds:
+            data = replace(data, num_classes=None)
+        return super().resolve(spec, data, registry)
