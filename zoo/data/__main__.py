@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from zoo.engine.build import load_registry, task_spec
-from zoo.data.export import export_dataset
+from zoo.data.export import export_dataset, export_nyuv2
 from zoo.data.idx import DataError
 from zoo.core.files import check_writable
 from zoo.core.registry import RegistryError
@@ -21,7 +21,8 @@ SPLITS = ("train", "val", "test")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.data", description="dataset tools")
     sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("export", help="write a task split as Images/ + Masks/ (index PNGs)")
+    e = sub.add_parser("export", help="write a task split as Images/ + Masks/ (index PNGs), or a task with depth and "
+                                      "normals (scenes) in NYUv2's layout: train -> DIR/train/, val and test -> DIR/val/")
     e.add_argument("--task", required=True)
     e.add_argument("--split", default="test", choices=SPLITS)
     e.add_argument("--n", type=int, default=1000)
@@ -40,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         if len(split) != 1:
             raise DataError(f"task {args.task!r} has several data streams; export one single-stream task")
         ds = next(iter(split.values()))
+        if getattr(ds, "export_layout", "images") == "nyuv2":  # the dataset says which files hold its samples
+            n, folder = export_nyuv2(ds, out, args.n, args.split)
+            console.print(f"wrote {n} {args.split} scenes to {folder} (image/, label/, depth/, normal/ N.npy: the "
+                          f"nyuv2 task's layout; missing depth written as 0)")
+            return 0
         if "mask" not in ds[0]:
             raise DataError(f"task {args.task!r} samples have no 'mask' to export")
         n = export_dataset(ds, out, args.n)

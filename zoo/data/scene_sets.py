@@ -38,6 +38,9 @@ class SceneDataset(Dataset):
     training uses :meth:`device_view`.
     """
 
+    #: ``python -m zoo.data export`` writes these samples as the nyuv2 task reads them
+    export_layout = "nyuv2"
+
     def __init__(self, settings: SceneSettings, split: str, size: int, seed: int = 0, augment: bool = False) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"scenes in the {split} split must be an integer >= 1, got {size!r}")
