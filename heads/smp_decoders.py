@@ -347,17 +347,44 @@ class Segformer(SmpDecoder):
 
 
 class DPT(SmpDecoder):
-    """smp's DPT (Ranftl et al., Vision Transformers for Dense Prediction, 2021) reassembles a ViT's
-    single-stride tokens into a pyramid. zoo's encoders do not pass a ViT's tokens yet, so it is
-    registered and refused: a CNN's levels are already a pyramid (use fpn, upernet or segformer)."""
+    """smp's ``DPTDecoder`` (Ranftl et al., Vision Transformers for Dense Prediction, 2021): it reassembles a
+    ViT's single-stride token maps (every level at one stride, e.g. ``timm:vit_tiny_patch16_224`` with
+    ``out_indices: [2, 5, 8, 11]``, the blocks smp samples) into strides 4, 8, 16, 32 and fuses them to
+    stride 2, where smp's ``DPTSegmentationHead`` body (conv3x3-BN-ReLU-dropout) runs before the head's
+    1x1 convolution. zoo's levels are maps, not tokens, so the class token is not read: this is smp's DPT
+    with ``decoder_readout="ignore"`` (smp's default, ``"cat"``, concatenates the class token to each
+    patch token first)."""
 
     @classmethod
-    def refuse(cls, channels: list[int], reductions: list[int], **settings) -> str | None:
+    def refuse(cls, channels: list[int], reductions: list[int], intermediate_channels: list[int] | None = None,
+               **settings) -> str | None:
         if len(set(reductions)) > 1:
-            return (f"it reassembles a ViT's single-stride tokens, and this encoder is a CNN pyramid (strides "
-                    f"{_strides(reductions)}); use fpn, upernet or segformer")
-        return ("it reads a ViT's tokens (with its class token), which zoo's encoders do not pass yet; the "
-                "transformer path of issue 37 is not built")
+            return (f"it reassembles a ViT's single-stride tokens (every level at one stride, e.g. "
+                    f"timm:vit_tiny_patch16_224), and this encoder is a multi-stride pyramid (strides "
+                    f"{_strides(reductions)}; without input_skip for a ViT); use fpn, upernet or segformer")
+        if intermediate_channels is not None and len(intermediate_channels) != len(channels):
+            return (f"intermediate_channels needs one width per encoder level ({len(channels)}), got "
+                    f"{list(intermediate_channels)}")
+        return None
 
-    def __init__(self, channels: list[int], reductions: list[int]) -> None:  # pragma: no cover - always refused
-        super().__init__(channels, reductions)
+    def __init__(self, channels: list[int], reductions: list[int], intermediate_channels: list[int] | None = None,
+                 fusion_channels: int = 256) -> None:
+        Decoder.__init__(self)  # the levels are one stride: no pyramid to read
+        reason = self.refuse(channels, reductions, intermediate_channels)
+        if reason:
+            raise ValueError(f"DPT cannot read this encoder: {reason}")
+        from segmentation_models_pytorch.decoders.dpt.decoder import DPTDecoder
+
+        # smp's widths for its four levels; other level counts take its first ones
+        widths = list(intermediate_channels) if intermediate_channels is not None else [256, 512, 1024, 1024, 1024,
+                                                                                       1024][:len(channels)]
+        self.decoder = DPTDecoder(list(channels), list(reductions), False, "ignore", widths, fusion_channels)
+        self.head_body = torch.nn.Sequential(  # smp's DPTSegmentationHead before its last convolution
+            torch.nn.Conv2d(fusion_channels, fusion_channels, 3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(fusion_channels), torch.nn.ReLU(inplace=True), torch.nn.Dropout(0.1))
+        self.out_channels, self.out_reduction, self.head_kernel = fusion_channels, 2, 1
+        # the stride-32 reassembly halves the token map: an odd map would not fuse back
+        self.input_multiple = 2 * reductions[0]
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.head_body(self.decoder(features, [None] * len(features)))

@@ -17,7 +17,15 @@ REG = zoo.load_registry()
 DECODERS = REG.names("decoders")
 DENSE_HEADS = ["binary_mask", "segmentation"]
 # nothing is downloaded: the timm encoders are built without weights (pretrained is never set)
-ENCODERS = {"scratch": {"width": 8}, "resnet18": {}, "mobilenetv3_small_100": {}}
+ENCODERS = {"scratch": {"width": 8}, "resnet18": {}, "mobilenetv3_small_100": {},
+            # the transformer path, shrunk for the CPU: a ViT's single-stride token maps (four blocks, as DPT
+            # reads them) and a Swin's channels-last pyramid at strides 4-32
+            "timm:vit_tiny_patch16_224": {"depth": 4, "embed_dim": 48, "num_heads": 2, "out_indices": [0, 1, 2, 3]},
+            "timm:swin_tiny_patch4_window7_224": {"embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1]}}
+
+
+# DPT's default widths (256-1024 per level) are ViT-Base's: narrower for a ViT shrunk to 48 channels
+SMALL = {"dpt": {"intermediate_channels": [32, 32, 32, 32], "fusion_channels": 32}}
 
 
 def _refusal(decoder: str, encoder: str, settings: dict) -> str | None:
@@ -61,7 +69,8 @@ def test_every_decoder_gives_the_input_size_and_trains_or_refuses_in_one_line(de
         _one_line_error(exc, repr(decoder), repr(encoder), reason)
         return
     torch.manual_seed(0)
-    model = zoo.build_model(encoder, {"out": _head(head, decoder)}, encoder_settings=settings).train()
+    model = zoo.build_model(encoder, {"out": _head(head, decoder, SMALL.get(decoder))},
+                            encoder_settings=settings).train()
     # large squares that every decoder can place, even at stride 32; the size is no multiple of any stride
     target = torch.zeros(2, 44, 52, dtype=torch.long)
     target[0, 4:28, 6:30], target[1, 16:40, 20:44], target[1, 2:14, 2:14] = 1, 1, 2
@@ -79,7 +88,8 @@ def test_every_decoder_gives_the_input_size_and_trains_or_refuses_in_one_line(de
         return loss_of(out).item()
 
     before = measured()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    # (transformers train at a lower rate, as timm and smp train them)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3 if encoder.startswith("timm:") else 3e-3)
     for _ in range(5):  # a batch of 2: some decoders' pooled BatchNorm cannot take one image
         loss = loss_of(model(x)["out"])
         opt.zero_grad()
@@ -237,6 +247,64 @@ SMP = {
 }
 
 
+def _load_smp(model: torch.nn.Module, ref: torch.nn.Module, prefix: dict[str, str]) -> int:
+    """smp's weights into zoo's model, renamed by prefix; returns the number of smp's values zoo has no
+    place for (smp's ViT encoder keeps the classifier timm's features_only model drops)."""
+    own, state, unused = model.state_dict(), {}, 0
+    for k, v in ref.state_dict().items():
+        p = next(p for p in prefix if k.startswith(p))
+        key = prefix[p] + k[len(p):]
+        if key in own:
+            state[key] = v
+        else:
+            assert k.startswith(("encoder.model.norm.", "encoder.model.head.")), k
+            unused += v.numel()
+    model.load_state_dict(state, strict=True)
+    return unused
+
+
+def test_dpt_on_a_vit_is_smps_dpt_with_the_class_token_ignored():
+    """zoo's DPT on ViT-Tiny's blocks 2, 5, 8, 11 is smp's DPT built with decoder_readout="ignore" (zoo's
+    levels are maps, not tokens): its parameters, but for the final norm and classifier smp's ViT encoder
+    keeps unused, and with smp's weights its outputs, exactly."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    ref = smp.create_model("dpt", encoder_name="tu-vit_tiny_patch16_224", encoder_weights=None, in_channels=3,
+                           classes=5, decoder_readout="ignore", dynamic_img_size=True).eval()
+    model = zoo.build_model("timm:vit_tiny_patch16_224", {"seg": {"head": "segmentation", "settings": {
+        "num_classes": 5, "decoder": "dpt"}}}, in_channels=3, encoder_settings={"out_indices": [2, 5, 8, 11]}).eval()
+    unused = _load_smp(model, ref, {"encoder.model.": "encoder.model.model.", "decoder.": "heads.seg.decoder.decoder.",
+                                    "segmentation_head.head.0.": "heads.seg.decoder.head_body.0.",
+                                    "segmentation_head.head.1.": "heads.seg.decoder.head_body.1.",
+                                    "segmentation_head.head.4.": "heads.seg.segmentation_head."})
+    assert unused == 192 * 2 + 192 * 1000 + 1000  # the norm and the 1000-class classifier
+    assert sum(p.numel() for p in model.parameters()) + unused == sum(p.numel() for p in ref.parameters())
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        assert (model(x)["seg"] - ref(x)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("decoder", ["fpn", "upernet", "segformer"])
+def test_a_decoder_on_swin_is_smps_model(decoder):
+    """The transformer pyramid: Swin-Tiny's channels-last maps go through zoo's contract as smp's
+    TimmUniversalEncoder takes them (equal parameters, equal outputs). smp itself cannot build DeepLabV3
+    or PAN on Swin (they pass output_stride, which Swin does not take); zoo reads Swin's stride 32."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    ref = smp.create_model(decoder, encoder_name="tu-swin_tiny_patch4_window7_224", encoder_weights=None,
+                           in_channels=3, classes=5, img_size=128).eval()
+    model = zoo.build_model("timm:swin_tiny_patch4_window7_224", {"seg": {"head": "segmentation", "settings": {
+        "num_classes": 5, "decoder": decoder}}}, in_channels=3, encoder_settings={"img_size": 128}).eval()
+    assert _load_smp(model, ref, {"encoder.": "encoder.", "decoder.": "heads.seg.decoder.decoder.",
+                                  "segmentation_head.0.": "heads.seg.segmentation_head."}) == 0
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ref.parameters())
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        assert (model(x)["seg"] - ref(x)).abs().max().item() <= 1e-5
+
+
 @pytest.mark.parametrize("decoder", [d for d in DECODERS if d != "dpt"])
 def test_each_decoder_is_smps_model(decoder):
     """zoo's one-head model on resnet18 has smp's parameter count and, with smp's weights, its outputs."""
@@ -261,15 +329,25 @@ def test_each_decoder_is_smps_model(decoder):
         assert (model(x)["seg"] - ref(x)).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("decoder", [d for d in DECODERS if _refusal(d, "scratch", ENCODERS["scratch"]) is None])
-def test_every_decoder_exports_to_onnx_on_scratch(tmp_path, decoder):
+ONNX_ENCODERS = {"scratch": {"width": 8, "input_skip": True}, "resnet18": {"output_stride": 16}}
+
+
+@pytest.mark.parametrize("encoder", list(ONNX_ENCODERS))
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_every_decoder_exports_to_onnx(tmp_path, decoder, encoder):
+    """Every decoder that serves scratch or resnet18 (at output stride 16, which every smp decoder but the
+    undilated ones reads; those are exported on scratch) exports, and onnxruntime gives PyTorch's output."""
     import onnxruntime as ort
 
     from zoo.export import export
 
+    settings = ONNX_ENCODERS[encoder]
+    if _refusal(decoder, encoder, settings) is not None:
+        settings = {k: v for k, v in settings.items() if k != "output_stride"}
+    if _refusal(decoder, encoder, settings) is not None:
+        pytest.skip(f"{decoder} cannot serve {encoder}: its refusal is tested above")
     torch.manual_seed(0)
-    model = zoo.build_model("scratch", {"out": _head("segmentation", decoder)},
-                            encoder_settings={"width": 8, "input_skip": True}).eval()
+    model = zoo.build_model(encoder, {"out": _head("segmentation", decoder)}, encoder_settings=settings).eval()
     model.meta = {"input": ("resize", (56, 56)), "in_channels": 1}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -60,6 +60,7 @@ class TimmEncoder(Encoder):
         check_timm_name(model_name)
         source = weights_source(model_name, pretrained)
         extra = {"out_indices": tuple(out_indices)} if out_indices is not None else {}
+        kwargs = transformer_defaults(model_name, kwargs)
         args = dict(features_only=True, in_chans=in_channels, **extra, **kwargs)
         if source is not None and source.kind == "timm":
             path = fetch(source.where)
@@ -76,6 +77,8 @@ class TimmEncoder(Encoder):
             if source is not None:
                 self._load_file(source.where, in_channels, model_name, kwargs)
         self._declare(self.model.feature_info.channels(), self.model.feature_info.reduction(), in_channels)
+        # Swin-style backbones return channels-last maps (timm's output_fmt); zoo's levels are [B, C, H, W]
+        self.channels_last_maps = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
         self.model_name = model_name
         # timm's own weights declare what they expect; a local file's origin is unknown, so it says its own
         # with mean/std (a guess here would change what older runs of that file were trained with)
@@ -108,4 +111,18 @@ class TimmEncoder(Encoder):
                              "model's weights?")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self._output(x, self.model(self.normalize(x)))
+        maps = self.model(self.normalize(x))
+        if self.channels_last_maps:
+            maps = [m.permute(0, 3, 1, 2) for m in maps]
+        return self._output(x, maps)
+
+
+def transformer_defaults(model_name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A transformer built for one input size (timm's ``fixed_input_size``: ViT, Swin) asserts that size in
+    ``forward``; zoo's inputs are the data's own size, padded to the encoder's stride, so such a model is
+    built with timm's ``dynamic_img_size`` (its position embeddings resampled to the input) unless the
+    user fixes ``img_size`` or ``dynamic_img_size`` themselves."""
+    cfg = timm.get_pretrained_cfg(model_name)
+    if cfg is None or not getattr(cfg, "fixed_input_size", False) or {"img_size", "dynamic_img_size"} & set(kwargs):
+        return kwargs
+    return {**kwargs, "dynamic_img_size": True}
