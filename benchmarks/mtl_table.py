@@ -61,7 +61,7 @@ def table(rows: list[dict], step: dict | None = None, task: str = "joint",
         dm, rel, rel_mem = [], [], []
         for r in rs:
             scored = dict(r)  # delta_m against this seed's single-task rows, by zoo.runs.gain's one rule
-            if not add_gain(scored, spec.baselines, rows):
+            if not add_gain(scored, spec.baselines, rows, spec.lower_is_better):
                 dm.append(float(scored["delta_m"]))
             ref = reference.get((r["seed"], r["budget_mode"]))
             if ref:

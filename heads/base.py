@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,12 +15,14 @@ OUTPUT_KINDS = {
     "class_logits": "[B, N] class logits",
     "circle": "[B, 3] a circle (cx, cy, r) in pixels",
     "values": "[B, K] real values (regression)",
+    "dense_values": "[B, C, H, W] real values per pixel (depth, normals); target [B, C, H, W], NaN where invalid",
 }
 #: the kinds with one value per pixel
-DENSE_KINDS = ("binary_mask", "dense_classes")
-#: the loss mode each kind trains in: smp's ``binary`` and ``multiclass``, and ``regression``
+DENSE_KINDS = ("binary_mask", "dense_classes", "dense_values")
+#: the loss mode each kind trains in: smp's ``binary`` and ``multiclass``, ``regression``, and
+#: ``dense_regression`` (per-pixel values whose invalid pixels, NaN in the target, are left out)
 LOSS_MODES = {"binary_mask": "binary", "dense_classes": "multiclass", "class_logits": "multiclass",
-              "circle": "regression", "values": "regression"}
+              "circle": "regression", "values": "regression", "dense_values": "dense_regression"}
 
 
 @dataclass
@@ -33,6 +36,9 @@ class Description:
     circle: tuple[float, float, float] | None = None
     label: tuple[int, float] | None = None
     text: str | None = None  # anything else the overlay writes (a regression head's values)
+    #: per-pixel values ``[C, H, W]`` (model pixels): ``zoo.predict`` maps them onto the user's image and
+    #: writes them as ``.npy`` and as the head's picture (``Head.picture``)
+    dense: torch.Tensor | None = None
 
 
 class Head(nn.Module):
@@ -60,6 +66,8 @@ class Head(nn.Module):
     figure_truth: str | None = None
     #: what an exported graph's output is, and the post-processing ``predict`` does outside it
     export_note: str = "raw output; see the head's predict"
+    #: output channels that change sign when the image is mirrored left-right (a normal's x)
+    mirror_channels: tuple[int, ...] = ()
 
     @classmethod
     def defaults(cls, settings: dict) -> tuple[str | None, str | None]:
@@ -96,11 +104,32 @@ class Head(nn.Module):
             return output - output.new_tensor([dx, dy, 0])
         return output
 
+    def flip_output(self, output: torch.Tensor, width: int) -> torch.Tensor:
+        """Undo a left-right mirror of an input ``width`` pixels wide on this head's output (test-time
+        augmentation of a task whose images may be mirrored): dense maps mirror back and the channels in
+        ``mirror_channels`` change sign (a normal's x), a circle's centre mirrors, classes and values
+        are left as they are."""
+        if self.output_kind in DENSE_KINDS:
+            out = torch.flip(output, (3,))
+            if self.mirror_channels:
+                sign = torch.ones(out.shape[1], dtype=out.dtype, device=out.device)
+                sign[list(self.mirror_channels)] = -1
+                out = out * sign.view(1, -1, 1, 1)
+            return out
+        if self.output_kind == "circle":
+            return output * output.new_tensor([-1, 1, 1]) + output.new_tensor([width - 1, 0, 0])
+        return output
+
     def check_output(self, output: torch.Tensor, target: torch.Tensor) -> str | None:
         """What is wrong with training ``output`` against ``target`` (``None``: they fit). The
         default: one output per sample, and what the declared kind needs of its target."""
         if output.shape[0] != target.shape[0]:
             return "batch sizes differ"
+        if self.output_kind == "dense_values":
+            if target.dim() != 4 or target.shape[1:] != output.shape[1:] or not target.is_floating_point():
+                return (f"a dense_values output {list(output.shape[1:])} needs a float target [B, "
+                        f"{', '.join(map(str, output.shape[1:]))}] (NaN where invalid)")
+            return None
         if self.output_kind in DENSE_KINDS and (target.dim() != 3 or output.shape[-2:] != target.shape[-2:]):
             return "a dense output [B, C, H, W] needs a target [B, H, W] of the same height and width"
         if self.output_kind == "class_logits" and target.dim() != 1:
@@ -117,6 +146,10 @@ class Head(nn.Module):
             prob = output.float().softmax(1)[0]
             label = (int(prob.argmax()), round(float(prob.max()), 6))
             return Description({"class": label[0], "prob": label[1]}, label=label)
+        if self.output_kind == "dense_values":  # the values go to .npy and a picture; the record their range
+            v = pred[0].float()
+            return Description({"min": round(float(v.min()), 6), "mean": round(float(v.mean()), 6),
+                                "max": round(float(v.max()), 6)}, dense=v)
         if self.output_kind in DENSE_KINDS:  # the record says what the mask holds; the mask is a PNG beside it
             mask = pred[0]
             if self.output_kind == "binary_mask":
@@ -139,11 +172,38 @@ class Head(nn.Module):
         A mask (a dense head's, or a circle's) is drawn beside its truth; a class goes into the title."""
         if self.output_kind == "class_logits":  # (a sample may lack the label: partial labels)
             return (f"{int(sample[target])}->{int(pred)}" if sample.get(target) is not None else f"{int(pred)}"), []
+        if self.output_kind == "dense_values":  # truth and prediction in one colour scale: the truth's
+            truth = sample[self.figure_truth or target].float()
+            lo, hi = value_range(truth)
+            return "", [(torch.from_numpy(self.picture(truth, lo, hi)) / 255.0, "true"),
+                        (torch.from_numpy(self.picture(pred.float(), lo, hi)) / 255.0, "pred")]
         if self.output_kind in DENSE_KINDS or self.output_kind == "circle":
             return "", [(sample[self.figure_truth or target], "true"), (pred, "pred")]
         if self.output_kind == "values":  # the predicted values go into the title
             return " ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in pred.flatten().tolist()), []
         return "", []
+
+
+    def picture(self, values: torch.Tensor, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+        """Per-pixel values ``[C, H, W]`` as an RGB uint8 picture ``[H, W, 3]``: the first channel through
+        the viridis colour map from ``lo`` to ``hi`` (default: its own finite range); NaN pixels black.
+        A head whose values are a direction (normals) overrides this."""
+        import cv2  # only when a picture is drawn
+
+        v = values[0].float()  # (a [C, H, W] map)
+        if lo is None or hi is None:
+            lo, hi = value_range(v)
+        scaled = ((v - lo) / max(hi - lo, 1e-12)).clamp(0, 1).nan_to_num(0.0)
+        rgb = cv2.applyColorMap((scaled * 255).round().to(torch.uint8).cpu().numpy(), cv2.COLORMAP_VIRIDIS)[..., ::-1]
+        rgb = np.ascontiguousarray(rgb)
+        rgb[~torch.isfinite(values).all(0).cpu().numpy()] = 0
+        return rgb
+
+
+def value_range(values: torch.Tensor) -> tuple[float, float]:
+    """The finite range of ``values`` (0, 1 when none is finite): a picture's colour scale."""
+    finite = values[torch.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 1.0)
 
 
 def global_pool(features: torch.Tensor) -> torch.Tensor:

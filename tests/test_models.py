@@ -119,8 +119,13 @@ def test_head_declares_its_contract(head, settings):
     if out.dim() == 4:
         rolled = torch.roll(out, (1, -2), (2, 3))
         assert torch.equal(h.shift_output(rolled, 1, -2), out)
-        target = torch.zeros(2, 28, 28, dtype=torch.long)
-        assert h.check_output(out, target) is None
+        if h.output_kind == "dense_values":  # a float target per channel, NaN where invalid
+            assert h.check_output(out, torch.full_like(out, float("nan"))) is None
+            assert h.check_output(out, torch.zeros(2, 28, 28, dtype=torch.long)) is not None
+            assert torch.equal(h.flip_output(torch.flip(out, (3,)), 28)[:, 1:], out[:, 1:])
+        else:
+            target = torch.zeros(2, 28, 28, dtype=torch.long)
+            assert h.check_output(out, target) is None
         assert h.check_output(out, torch.zeros(2, 14, 14, dtype=torch.long)) is not None
     elif settings.get("mode") == "regress":
         assert torch.allclose(h.shift_output(out + out.new_tensor([-2, 1, 0]), 1, -2), out)
@@ -132,5 +137,10 @@ def test_head_declares_its_contract(head, settings):
     sample = {"image": x[0], "mask": torch.zeros(28, 28, dtype=torch.long), "label": torch.tensor(3),
               "circle_mask": torch.zeros(28, 28, dtype=torch.long), "circle": torch.zeros(3)}
     target = "label" if pred.dim() == 1 else "mask"
+    if h.output_kind == "dense_values":  # pictures in one colour scale, the truth's (invalid pixels NaN)
+        target, sample["values"] = "values", torch.where(torch.rand(out.shape[1:]) < 0.5, 1.0, float("nan"))
+        title, panels = h.figure_panels(sample, pred[0], target)
+        assert len(panels) == 2 and all(p.shape == (28, 28, 3) for p, _ in panels)
+        return
     title, panels = h.figure_panels(sample, pred[0], target)
     assert (title and not panels) if pred.dim() == 1 else (len(panels) == 2 and panels[1][0].shape == (28, 28))

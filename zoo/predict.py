@@ -4,7 +4,10 @@ MODEL is a shipped model (``circlization/scratch``, see ``zoo.list_pretrained()`
 file / training checkpoint, a model folder (``zoo.save_pretrained``) or ``hf-hub:ORG/NAME``. Each image (any size, grayscale, RGB or RGBA) is brought to the model's
 input the way its task defines (``zoo.data.inputs``); predictions are mapped back onto the image.
 Writes ``<name>_overlay.png`` per image (masks, circles and classes drawn on it), a
-``<name>_<head>.png`` mask per dense head, and ``predictions.csv`` + ``predictions.json``.
+``<name>_<head>.png`` mask per dense head, and ``predictions.csv`` + ``predictions.json``. A head of
+per-pixel values (depth, normals) writes its values as ``<name>_<head>.npy`` (float32 ``[C, H, W]``, the
+image's size) and a picture ``<name>_<head>.png`` (depth colour-mapped from the record's ``<head>_min`` to
+``<head>_max``; normals as RGB = (n + 1) / 2).
 """
 from __future__ import annotations
 
@@ -127,6 +130,8 @@ def predict_image(model: MultiTaskModel, image: np.ndarray
         record.update({f"{name}_{k}": v for k, v in d.values.items()})
         if d.mask is not None:
             masks[name] = frame.mask_to_original(d.mask.cpu().numpy())
+        if d.dense is not None:  # per-pixel values: onto the user's image, drawn as the head draws them
+            d.dense = torch.from_numpy(frame.values_to_original(d.dense.float().cpu().numpy()))
     return record, masks, said
 
 
@@ -184,6 +189,14 @@ def predict(model: MultiTaskModel | str | Path, inputs: Iterable[str | Path], ou
             for name, mask in masks.items():
                 atomic_write_bytes(out / f"{stem}_{name}.png", _png(mask.astype(np.uint8)))
                 record[f"{name}_png"] = f"{stem}_{name}.png"
+            for name, d in said.items():
+                if d.dense is not None:
+                    buf = io.BytesIO()
+                    np.save(buf, d.dense.numpy().astype(np.float32), allow_pickle=False)
+                    atomic_write_bytes(out / f"{stem}_{name}.npy", buf.getvalue())
+                    atomic_write_bytes(out / f"{stem}_{name}.png", _png(model.heads[name].picture(
+                        d.dense, record.get(f"{name}_min"), record.get(f"{name}_max"))))
+                    record[f"{name}_npy"], record[f"{name}_png"] = f"{stem}_{name}.npy", f"{stem}_{name}.png"
             atomic_write_bytes(out / f"{stem}_overlay.png", _png(overlay(image, said, masks)))
             record["overlay"] = f"{stem}_overlay.png"
         records.append(record)

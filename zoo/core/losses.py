@@ -3,7 +3,8 @@
 Every loss is called as ``loss(output, target)``: ``output`` is the head's raw tensor,
 ``target`` the batch field named by the task. As in smp, a loss is told its ``mode`` rather than
 guessing it from the output's shape: ``binary`` (one-channel logits, a 0/1 target), ``multiclass``
-(N-class logits ``[B, N]`` or ``[B, N, H, W]``, class-index targets) or ``regression``. A loss
+(N-class logits ``[B, N]`` or ``[B, N, H, W]``, class-index targets), ``regression`` or
+``dense_regression`` (per-pixel values ``[B, C, H, W]``; a target pixel that is NaN is left out). A loss
 declares the modes it takes (``modes``); the task gives it the mode of its head's declared output
 kind (``zoo.heads.base.LOSS_MODES``), and a registered name may fix one (``ce_dice`` is
 multi-class, ``bce_dice`` binary), so a loss that contradicts its head is an error before training.
@@ -128,3 +129,78 @@ class CircleL1(ModeLoss):
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.smooth_l1_loss(output.float(), target.float(), beta=self.beta)
+
+
+# --- per-pixel values (output kind dense_values): a target pixel with NaN in any channel is invalid
+
+
+def valid_pixels(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(pred [N, C], truth [N, C], sample [N])`` of the valid pixels of ``[B, C, H, W]`` maps: those whose
+    target is finite in every channel, selected before any arithmetic (a NaN target times a zero
+    weight would still give a NaN gradient)."""
+    valid = torch.isfinite(target).all(1)
+    sample = valid.nonzero()[:, 0]
+    return output.permute(0, 2, 3, 1)[valid].float(), target.permute(0, 2, 3, 1)[valid].float(), sample
+
+
+class DenseLoss(ModeLoss):
+    """A loss on per-pixel values over the target's valid pixels; none valid: zero, with no gradient."""
+
+    modes = ("dense_regression",)
+
+    def __init__(self, mode: str = "dense_regression") -> None:
+        super().__init__(mode)
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred, truth, sample = valid_pixels(output, target)
+        if not len(pred):
+            return output.sum() * 0.0
+        return self.pixels(pred, truth, sample, output.shape[0])
+
+    def pixels(self, pred: torch.Tensor, truth: torch.Tensor, sample: torch.Tensor, batch: int
+               ) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class MaskedL1(DenseLoss):
+    """Mean absolute error over the valid pixels' values: LibMTL's NYUv2 depth loss (its sum of
+    ``|pred - gt|`` over valid pixels divided by their count; per value when C > 1)."""
+
+    def pixels(self, pred, truth, sample, batch) -> torch.Tensor:
+        return (pred - truth).abs().mean()
+
+
+class Cosine(DenseLoss):
+    """1 - cosine similarity of predicted and true vectors, averaged over the valid pixels: LibMTL's NYUv2
+    normal loss (the prediction normalised per pixel; the target is a unit vector)."""
+
+    def pixels(self, pred, truth, sample, batch) -> torch.Tensor:
+        return 1 - (F.normalize(pred, dim=1, eps=1e-12) * truth).sum(1).mean()
+
+
+class ScaleInvariantLog(DenseLoss):
+    """Eigen, Puhrsch & Fergus 2014 (Depth Map Prediction from a Single Image using a Multi-Scale Deep
+    Network), eq. 4: per image, with d = log(pred) - log(true) over its n valid pixels,
+    ``mean(d^2) - lam * mean(d)^2``, averaged over the images with a valid pixel. ``lam`` 0.5 is the
+    paper's training value (1: fully scale-invariant, 0: the plain log MSE). Pixels with a true depth
+    <= 0 are invalid too (no logarithm); predictions are clamped to ``eps`` (a depth head's softplus
+    can underflow to 0)."""
+
+    def __init__(self, mode: str = "dense_regression", lam: float = 0.5, eps: float = 1e-6) -> None:
+        super().__init__(mode)
+        self.lam, self.eps = float(lam), float(eps)
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if output.shape[1] != 1:
+            raise ValueError(f"the scale-invariant log loss is a depth loss: one channel, got {output.shape[1]}")
+        positive = target.where(target > 0, torch.full_like(target, float("nan")))  # 0 or less: no log
+        return super().forward(output, positive)
+
+    def pixels(self, pred, truth, sample, batch) -> torch.Tensor:
+        d = torch.log(pred[:, 0].clamp(min=self.eps)) - torch.log(truth[:, 0])
+        n = torch.bincount(sample, minlength=batch).to(d.dtype)
+        s1 = torch.zeros(batch, dtype=d.dtype, device=d.device).index_add(0, sample, d)
+        s2 = torch.zeros(batch, dtype=d.dtype, device=d.device).index_add(0, sample, d * d)
+        has = n > 0
+        n, s1, s2 = n[has], s1[has], s2[has]
+        return (s2 / n - self.lam * (s1 / n) ** 2).mean()

@@ -15,6 +15,10 @@ Definitions (also in the README):
   ``pixel_acc``. A class absent from both prediction and truth is left out of the averages.
 * ``gated_iou``: per sample, IoU of predicted and true circle masks if the predicted class
   is right, else 0; averaged over samples.
+* ``depth`` and ``normals``: errors of per-pixel values (``zoo.core.dense_metrics``), some better lower.
+
+Every metric declares which of its values are better lower (``Metric.lower_is_better``); all these
+are better higher.
 """
 from __future__ import annotations
 
@@ -30,6 +34,14 @@ class Metric:
     #: takes ``num_classes`` and ``exclude``: on a head that predicts a class per pixel, the task
     #: fills them from the data (the declaration, not the constructor's signature, says so)
     takes_class_count: bool = False
+    #: the direction of each value ``compute`` returns: these (``<name>_<suffix>``) are better lower (an
+    #: error), every other one higher. delta_m reads it (``lower_is_better``), with a minus sign
+    lower_is_better: tuple[str, ...] = ()
+
+    @classmethod
+    def lower_keys(cls, name: str) -> set[str]:
+        """The result keys of a metric of this class named ``name`` that are better lower."""
+        return {f"{name}_{suffix}" for suffix in cls.lower_is_better}
 
     def __init__(self, name: str, head: str, target: str) -> None:
         self.name, self.head, self.target = name, head, target

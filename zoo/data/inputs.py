@@ -45,6 +45,14 @@ class Frame:
         return cv2.warpAffine(mask.astype(np.uint8), cv2.invertAffineTransform(self.matrix), (w, h),
                               flags=cv2.INTER_NEAREST, borderValue=0)
 
+    def values_to_original(self, values: np.ndarray) -> np.ndarray:
+        """Per-pixel values ``[C, H, W]`` (model pixels) on the original image: linear interpolation, NaN
+        outside what the model saw."""
+        h, w = self.original
+        inv = cv2.invertAffineTransform(self.matrix)
+        return np.stack([cv2.warpAffine(np.ascontiguousarray(c, dtype=np.float32), inv, (w, h), flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan")) for c in values])
+
 
 GRAY_MODES = ("L", "1", "I", "I;16", "I;16B", "I;16L", "F")
 COLOUR_MODES = {"RGB": "RGB", "RGBA": "RGB", "P": "RGB", "PA": "RGB", "LA": "L"}

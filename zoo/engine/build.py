@@ -10,6 +10,7 @@ import torch
 from zoo.heads.base import Head
 from zoo.heads.dense import DEFAULT_DECODER, DenseHead, merge_unet_settings, resolve_decoder
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
+from zoo.core.metrics import Metric
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import Registry, RegistryError
 from zoo.tasks.base import HeadSpec, Task, TaskSpec
@@ -162,8 +163,16 @@ def task_spec(name: str, registry: Registry, settings: Mapping[str, Any] | None 
         registry.entry("heads", h.head)
         if h.loss is not None:
             registry.entry("losses", h.loss)
+    lower: set[str] = set()
     for m in spec.metrics:
-        registry.entry("metrics", m.metric)
+        cls = registry.entry("metrics", m.metric).obj
+        if isinstance(cls, type) and issubclass(cls, Metric):  # each metric declares its direction
+            lower |= cls.lower_keys(m.name)
+    spec.lower_is_better = frozenset(lower)
+    wrong = [m for m in spec.monitor if m in lower]
+    if wrong:  # the best checkpoint is the one whose monitor is highest
+        raise RegistryError(f"{where}: monitor {wrong[0]!r} is better lower (an error); monitor metrics that are "
+                            "better higher (e.g. depth_delta1, normals_within_11_25, miou)")
     for enc in spec.encoder_budgets:  # a misspelt encoder would silently get the task's budget
         try:
             registry.entry("encoders", enc)

@@ -32,7 +32,7 @@ def evaluate(s, split: str = "val", loaders: dict[str, Any] | None = None) -> di
         for batch in loaders[stream]:
             batch = to_device(batch, device, channels_last)
             with autocast(device, cfg.amp):
-                out = run_heads(s.model, batch["image"], heads, tta=cfg.tta)
+                out = run_heads(s.model, batch["image"], heads, tta=cfg.tta, mirror=s.task.spec.task.mirrors)
             preds = predictions(s.model, out, batch["image"])
             for m in s.metrics:
                 if s.metric_streams[m.name] == stream:

@@ -53,17 +53,24 @@ def autocast(device: torch.device, amp: bool):
 
 
 def run_heads(model: MultiTaskModel, images: torch.Tensor, heads: list[HeadPlan] | list[str],
-              tta: bool = False) -> dict[str, torch.Tensor]:
+              tta: bool = False, mirror: bool = False) -> dict[str, torch.Tensor]:
     """The raw outputs of ``heads`` on ``images``. With ``tta`` they are averaged over the input and
-    its 1-pixel shifts, each head undoing the shift on its own output (``Head.shift_output``)."""
+    its 1-pixel shifts, each head undoing the shift on its own output (``Head.shift_output``); with
+    ``mirror`` too (a task whose images may be mirrored, ``Task.mirrors``) over the left-right mirrored
+    input, each head mirroring its output back (``Head.flip_output``: a normal's x changes sign)."""
     names = [h if isinstance(h, str) else h.name for h in heads]
     if not tta:
         return model(images, heads=names)
     acc: dict[str, torch.Tensor] = {}
+    n = len(TTA_SHIFTS) + bool(mirror)
     for dy, dx in TTA_SHIFTS:
         out = model(torch.roll(images, (dy, dx), (2, 3)), heads=names)
         for k, v in out.items():
-            acc[k] = acc.get(k, 0) + model.heads[k].shift_output(v.float(), dy, dx) / len(TTA_SHIFTS)
+            acc[k] = acc.get(k, 0) + model.heads[k].shift_output(v.float(), dy, dx) / n
+    if mirror:
+        out = model(torch.flip(images, (3,)), heads=names)
+        for k, v in out.items():
+            acc[k] = acc[k] + model.heads[k].flip_output(v.float(), images.shape[3]) / n
     return acc
 
 

@@ -2,14 +2,18 @@
 
 LibMTL's definition: delta_m = 100 / T * sum_t 1 / N_t * sum_i (-1)^{l_ti} (M_joint,ti - M_single,ti)
 / M_single,ti -- the mean over the T tasks of the mean over each task's N_t metrics of the signed
-relative change, with l_ti = 1 for metrics where lower is better. Every zoo metric is
-higher-is-better (l = 0), so a positive delta_m means the joint model beats its single-task
-counterparts on average. Circlization's two metrics (accuracy, gated IoU) count as one task.
+relative change, with l_ti = 1 for metrics where lower is better (LibMTL's ``count_improvement``).
+Each metric declares which of its values are better lower (``zoo.core.metrics.Metric.lower_is_better``:
+depth and angle errors); the task spec collects them (``TaskSpec.lower_is_better``), so a positive
+delta_m means the joint model beats its single-task counterparts on average, whatever the directions.
+Every MNIST metric is higher-is-better. Circlization's two metrics (accuracy, gated IoU) count as one task.
+A row's ``single_<metric>`` columns are the metrics that went into its delta_m, and ``delta_m_negated``
+(written when there are any) lists those counted with a minus sign.
 """
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection
 
 from zoo.runs.keys import row_key
 
@@ -21,14 +25,16 @@ LOWER_IS_BETTER: set[str] = set()
 SINGLE = "single_"
 #: why a row's delta_m is NaN, when it is
 REASON = "delta_m_reason"
+#: the metrics of a row's delta_m that are better lower (counted with a minus sign), when there are any
+NEGATED = "delta_m_negated"
 #: what a results table shows of the gain, in order
-GAIN_SUMMARY = ("delta_m", f"{SINGLE}parameters_sum", f"{SINGLE}train_seconds_sum", REASON)
+GAIN_SUMMARY = ("delta_m", f"{SINGLE}parameters_sum", f"{SINGLE}train_seconds_sum", REASON, NEGATED)
 
 
 def is_gain_detail(column: str) -> bool:
     """A column this module writes beside delta_m: a baseline's value, a sum over the baselines, or why
     delta_m could not be computed."""
-    return column.startswith(SINGLE) or column == REASON
+    return column.startswith(SINGLE) or column in (REASON, NEGATED)
 
 
 def delta_m(joint: dict[str, float], single: dict[str, float], tasks: dict[str, str] | None = None,
@@ -69,8 +75,10 @@ def baseline_key(row: dict[str, Any], task: str) -> tuple:
                     "budget_mode": row.get("baseline_mode", row.get("budget_mode"))})
 
 
-def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str, Any]]) -> list[str]:
-    """Fill delta_m and the parameter / time accounting into ``row``; returns missing baseline tasks."""
+def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str, Any]],
+             lower_is_better: Collection[str] = ()) -> list[str]:
+    """Fill delta_m and the parameter / time accounting into ``row``; returns missing baseline tasks.
+    ``lower_is_better``: the row's metrics that are better lower (its task's ``TaskSpec.lower_is_better``)."""
     index = {row_key(r): r for r in rows if not r.get("status")}  # a failed or timed-out row has no metrics
     single, used, missing = {}, {}, []
     for metric, ref in baselines.items():
@@ -85,8 +93,13 @@ def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str
         return sorted(set(missing))
     zero = [k for k, v in single.items() if v == 0]
     tasks = {metric: split_ref(ref)[0] for metric, ref in baselines.items()}
-    row["delta_m"] = float("nan") if zero else round(delta_m({k: float(row[k]) for k in single}, single, tasks), 3)
+    lower = {k for k in single if k in set(lower_is_better)}
+    row["delta_m"] = float("nan") if zero else round(delta_m({k: float(row[k]) for k in single}, single, tasks,
+                                                             lower), 3)
     row.pop(REASON, None)
+    row.pop(NEGATED, None)
+    if lower:
+        row[NEGATED] = " ".join(k for k in single if k in lower)
     if zero:  # a relative change from 0 has no value: the row says which baseline, not just "nan"
         row[REASON] = (f"baseline {', '.join(baselines[k] for k in zero)} is 0 (the single-task model scored nothing, "
                        "as a smoke run can): a relative change from 0 is undefined")
@@ -117,6 +130,6 @@ def refresh_gains(rows: list[dict[str, Any]], registry: "Registry") -> tuple[lis
         if spec is None or not spec.baselines:
             continue
         old = json.dumps(r, sort_keys=True, default=str)
-        add_gain(r, spec.baselines, rows)
+        add_gain(r, spec.baselines, rows, spec.lower_is_better)
         changed |= json.dumps(r, sort_keys=True, default=str) != old
     return rows, changed

@@ -69,6 +69,9 @@ class Task:
     # Part of `--task all`: the MNIST reference tasks are; tasks that need a dataset of
     # their own (folder, coco, ...) are run by name.
     in_all: bool = True
+    # Its images may be mirrored left-right (indoor and street scenes; not digits): test-time
+    # augmentation then averages the mirrored input too (``zoo.engine.step.run_heads``).
+    mirrors: bool = False
 
     def datasets(self, data: DataConfig) -> TaskData:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -202,6 +205,8 @@ class TaskSpec:
     baselines: dict[str, str] = field(default_factory=dict)
     # encoder -> budget settings laid over ``budget`` for that encoder
     encoder_budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the metric results that are better lower (each metric's declaration; delta_m negates them)
+    lower_is_better: frozenset[str] = frozenset()
 
     def budget_for(self, encoder: str | None) -> dict[str, Any]:
         """The default budget of this task with ``encoder``: ``budget``, then its ``encoder_budgets`` entry."""
