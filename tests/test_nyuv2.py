@@ -13,7 +13,7 @@ from test_bad_input import assert_clear, run_cli
 from zoo.data.config import DataConfig
 from zoo.data.dense_augment import scale_crop_flip
 from zoo.data.idx import DataError
-from zoo.data.nyuv2 import NYUv2Dataset
+from zoo.data.nyuv2 import DenseScenes
 from zoo.tasks.nyuv2 import NYUv2Task
 
 H, W = 16, 24
@@ -87,7 +87,7 @@ def test_training_scenes_get_libmtls_scale_crop_and_flip(nyu):
             np.save(nyu / "train" / name / f"{i}.npy", value)
     data = load(nyu, augment=True)
     train = data.train["main"]
-    plain = NYUv2Dataset(train.scenes)
+    plain = DenseScenes(train.scenes)
     seen_depth, seen_x = set(), set()
     for epoch in range(4):
         train.set_epoch(epoch)

@@ -59,14 +59,14 @@ class SplitStats:
         return round(100.0 * n / self.pixels, 3) if self.pixels else 0.0
 
 
-def scene_indices(split: Path) -> int:
+def scene_indices(split: Path, folders: tuple[str, ...] = FOLDERS, layout: str = LAYOUT) -> int:
     """The number of scenes in ``split`` (``train`` or ``val``): every folder holds ``0.npy .. (n-1).npy`` and
     nothing else that ends in ``.npy``; a gap, an extra index or a stray name is one line naming the file."""
     found: dict[str, set[int]] = {}
-    for name in FOLDERS:
+    for name in folders:
         folder = split / name
         if not folder.is_dir():
-            raise DataError(f"{folder}: no such folder; the nyuv2 task reads {LAYOUT}, as in {WHERE}")
+            raise DataError(f"{folder}: no such folder; the task reads {layout}")
         idx = set()
         for p in folder.iterdir():
             if p.suffix != ".npy":
@@ -78,9 +78,9 @@ def scene_indices(split: Path) -> int:
         found[name] = idx
     n = len(found["image"])
     if not n:
-        raise DataError(f"{split / 'image'}: no N.npy files; the nyuv2 task reads {LAYOUT}")
+        raise DataError(f"{split / 'image'}: no N.npy files; the task reads {layout}")
     want = set(range(n))
-    for name in FOLDERS:
+    for name in folders:
         missing, extra = sorted(want - found[name]), sorted(found[name] - want)
         if missing:
             raise DataError(f"{split / name / f'{missing[0]}.npy'}: missing ({split.name}/image holds {n} scenes, so "
@@ -92,7 +92,7 @@ def scene_indices(split: Path) -> int:
     return n
 
 
-def _load(path: Path, shapes: tuple[tuple[int, ...], ...], kinds: str, what: str) -> np.ndarray:
+def load_npy(path: Path, shapes: tuple[tuple[int, ...], ...], kinds: str, what: str) -> np.ndarray:
     """A ``.npy`` whose header is checked (shape one of ``shapes``, dtype kind in ``kinds``) before its data
     is read; never unpickled."""
     try:
@@ -108,6 +108,32 @@ def _load(path: Path, shapes: tuple[tuple[int, ...], ...], kinds: str, what: str
     return np.array(a)
 
 
+def check_labels(label: np.ndarray, path: Path, num_classes: int) -> np.ndarray:
+    """Whole-number labels ``0 .. num_classes - 1`` or :data:`IGNORE`, as int64; anything else is one line."""
+    if label.dtype.kind == "f" and not (np.isfinite(label).all() and (label == np.round(label)).all()):
+        raise DataError(f"{path}: labels must be whole numbers (classes 0..{num_classes - 1}, {IGNORE} ignore); it "
+                        "holds NaN/inf or fractions")
+    label = label.astype(np.int64)
+    bad = (label != IGNORE) & ((label < 0) | (label >= num_classes))
+    if bad.any():
+        raise DataError(f"{path}: label {int(label[bad][0])} is neither one of the {num_classes} classes "
+                        f"0..{num_classes - 1} nor the ignore value {IGNORE} ({int(bad.sum())} pixels)")
+    return label
+
+
+def missing_depth(depth: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(depth float32 with NaN where missing, missing, finite)``: 0 and NaN/inf are missing; a negative
+    depth is one line."""
+    depth = depth.astype(np.float32)
+    finite = np.isfinite(depth)
+    if (depth[finite] < 0).any():
+        raise DataError(f"{path}: negative depth {float(depth[finite].min()):.4g}; depths are >= 0 (0 marks a "
+                        "missing one)")
+    invalid = ~finite | (depth == 0)
+    depth[invalid] = np.nan
+    return depth, invalid, finite
+
+
 class Scene:
     """One scene's four files, read and converted to batch fields (NaN where invalid)."""
 
@@ -119,28 +145,15 @@ class Scene:
 
     def read(self, stats: SplitStats | None = None) -> dict[str, np.ndarray]:
         h, w = self.size
-        image = _load(self.path("image"), ((h, w, 3),), "f", "the image")
+        image = load_npy(self.path("image"), ((h, w, 3),), "f", "the image")
         if not np.isfinite(image).all():
             raise DataError(f"{self.path('image')}: the image holds {int((~np.isfinite(image)).sum())} NaN/inf "
                             "values; images must be finite")
-        label = _load(self.path("label"), ((h, w),), "fiu", "the label map")
-        if label.dtype.kind == "f" and not (np.isfinite(label).all() and (label == np.round(label)).all()):
-            raise DataError(f"{self.path('label')}: labels must be whole numbers (classes 0..{NUM_CLASSES - 1}, "
-                            f"{IGNORE} ignore); it holds NaN/inf or fractions")
-        label = label.astype(np.int64)
-        bad = (label != IGNORE) & ((label < 0) | (label >= NUM_CLASSES))
-        if bad.any():
-            raise DataError(f"{self.path('label')}: label {int(label[bad][0])} is neither one of the "
-                            f"{NUM_CLASSES} classes 0..{NUM_CLASSES - 1} nor the ignore value {IGNORE} "
-                            f"({int(bad.sum())} pixels)")
-        depth = _load(self.path("depth"), ((h, w, 1), (h, w)), "f", "the depth map").reshape(h, w).astype(np.float32)
-        finite = np.isfinite(depth)
-        if (depth[finite] < 0).any():
-            raise DataError(f"{self.path('depth')}: negative depth {float(depth[finite].min()):.4g}; depths are metres "
-                            ">= 0 (0 marks a missing one)")
-        invalid = ~finite | (depth == 0)
-        depth[invalid] = np.nan
-        normal = _load(self.path("normal"), ((h, w, 3),), "f", "the normal map").astype(np.float32)
+        label = check_labels(load_npy(self.path("label"), ((h, w),), "fiu", "the label map"), self.path("label"),
+                             NUM_CLASSES)
+        depth = load_npy(self.path("depth"), ((h, w, 1), (h, w)), "f", "the depth map").reshape(h, w)
+        depth, invalid, finite = missing_depth(depth, self.path("depth"))
+        normal = load_npy(self.path("normal"), ((h, w, 3),), "f", "the normal map").astype(np.float32)
         norm = np.linalg.norm(normal, axis=-1)
         n_invalid = ~np.isfinite(norm) | (norm == 0)
         valid_norms = norm[~n_invalid]
@@ -167,7 +180,7 @@ class Scene:
 
 def scan(split: Path, size: tuple[int, int], normalise: bool) -> tuple[list[Scene], SplitStats]:
     """Every scene of a split, each file checked once; a split without one valid depth pixel is refused."""
-    scenes = [Scene(split, i, size, normalise) for i in range(scene_indices(split))]
+    scenes = [Scene(split, i, size, normalise) for i in range(scene_indices(split, layout=f"{LAYOUT}, as in {WHERE}"))]
     stats = SplitStats()
     for s in scenes:
         s.read(stats)
@@ -177,8 +190,9 @@ def scan(split: Path, size: tuple[int, int], normalise: bool) -> tuple[list[Scen
     return scenes, stats
 
 
-class NYUv2Dataset(Dataset):
-    """Scenes as batch fields; with ``augment``, LibMTL's random scale-crop and flip
+class DenseScenes(Dataset):
+    """Scenes (anything whose ``read()`` gives ``image`` HxWx3, ``mask``, ``depth`` HxW and optionally
+    ``normals`` HxWx3) as batch fields; with ``augment``, LibMTL's random scale-crop and flip
     (``zoo.data.dense_augment``), drawn per (seed, epoch, index) so workers and resumed runs agree."""
 
     def __init__(self, scenes: list[Scene], augment: bool = False, seed: int = 0) -> None:
@@ -194,8 +208,9 @@ class NYUv2Dataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         a = self.scenes[i].read()
         sample = {"image": torch.from_numpy(np.ascontiguousarray(a["image"].transpose(2, 0, 1), dtype=np.float32)),
-                  "mask": torch.from_numpy(a["mask"]), "depth": torch.from_numpy(a["depth"])[None],
-                  "normals": torch.from_numpy(np.ascontiguousarray(a["normals"].transpose(2, 0, 1)))}
+                  "mask": torch.from_numpy(a["mask"]), "depth": torch.from_numpy(a["depth"])[None]}
+        if "normals" in a:
+            sample["normals"] = torch.from_numpy(np.ascontiguousarray(a["normals"].transpose(2, 0, 1)))
         if not self.augment:
             return sample
         gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + int(i))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from zoo.data.config import DataConfig
 from zoo.data.idx import DataError
-from zoo.data.nyuv2 import LAYOUT, NORM_TOLERANCE, NUM_CLASSES, SIZE, WHERE, NYUv2Dataset, scan
+from zoo.data.nyuv2 import LAYOUT, NORM_TOLERANCE, NUM_CLASSES, SIZE, WHERE, DenseScenes, scan
 from zoo.data.split import limit, split_indices
 from zoo.tasks.base import Task, TaskData, sample_info
 
@@ -65,7 +65,7 @@ class NYUv2Task(Task):
             if max(1 - lo, hi - 1) > NORM_TOLERANCE:
                 info["input_conversion"] = f"normals divided by their length (norms were {lo:.4g} .. {hi:.4g})"
                 print(f"nyuv2: {info['input_conversion']}", file=sys.stderr)
-        return TaskData(train={"main": NYUv2Dataset(train, self.augment, data.seed)},
-                        val={"main": NYUv2Dataset(val)}, test={"main": NYUv2Dataset(test)},
+        return TaskData(train={"main": DenseScenes(train, self.augment, data.seed)},
+                        val={"main": DenseScenes(val)}, test={"main": DenseScenes(test)},
                         info=info, in_channels=3, num_classes=NUM_CLASSES, exclude=[])
 
