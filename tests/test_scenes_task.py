@@ -1,0 +1,107 @@
+"""The scenes tasks (zoo.tasks.scenes): a few joint training steps lower every head's loss, the
+single-task variants are the joint task's baselines, bad settings are one line before training."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from zoo.bench import main
+from zoo.engine.build import load_registry, task_spec
+from zoo.engine.build_run import setup
+from zoo.engine.config import RunConfig
+from zoo.engine.train import Trainer, train_one_epoch
+
+TINY = {"train_size": 16, "val_size": 4, "test_size": 4, "size": [32, 32], "objects": [2, 4]}
+
+
+def test_a_few_joint_steps_lower_every_loss():
+    """Eight epochs of two steps on 16 tiny scenes (scratch encoder, width 8): each head's mean loss over
+    the last two epochs is below its first two epochs' (segmentation, depth and normals alike)."""
+    cfg = RunConfig(task="scenes", encoder="scratch", device="cpu", epochs=1, batch_size=8, lr=0.01,
+                    schedule="none", seed=0, encoder_settings={"width": 8}, task_settings=dict(TINY))
+    torch.manual_seed(0)
+    t = Trainer(cfg, setup(cfg), None)
+    history = []
+    for epoch in range(8):
+        for loader in t.train_loaders.values():
+            loader.set_epoch(epoch)
+        losses, seen = train_one_epoch(t, epoch=epoch)
+        assert seen == 16
+        history.append(losses)
+    heads = ("seg", "depth", "normals")
+    assert set(heads) <= set(history[0])
+    for h in heads:
+        first = (history[0][h] + history[1][h]) / 2
+        last = (history[-1][h] + history[-2][h]) / 2
+        assert last < 0.9 * first, (h, [round(e[h], 4) for e in history])
+
+
+def test_the_single_task_variants_are_the_joint_tasks_baselines():
+    reg = load_registry()
+    joint = task_spec("scenes", reg)
+    heads = {h.name: (h.head, h.loss, h.target) for h in joint.heads}
+    for task, head in (("scenes_seg", "seg"), ("scenes_depth", "depth"), ("scenes_normals", "normals")):
+        single = task_spec(task, reg)
+        assert [h.name for h in single.heads] == [head]
+        h = single.heads[0]
+        assert (h.head, h.loss, h.target) == heads[head]  # like for like: the same head, loss and target
+        assert single.budget == joint.budget  # and the same budget (the joint run sees each task's samples)
+        assert type(single.task).__name__ == type(joint.task).__name__
+        assert vars(single.task) == vars(joint.task)  # the same scenes
+        assert any(ref.startswith(task + ".") for ref in joint.baselines.values())
+    # delta_m reads every metric's direction: the errors count negated
+    assert {"depth_abs_err", "depth_rel_err", "normals_mean", "normals_median"} <= joint.lower_is_better
+    assert not {"seg_miou", "seg_pixel_acc", "normals_within_11_25"} & joint.lower_is_better
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main([*args, "--quiet", "--no-figures"])
+    return rc, capsys.readouterr().err.replace("\n", " ")
+
+
+@pytest.mark.parametrize("arg, expect", [
+    ("objects=[0, 3]", "objects must be between 1 and 64 per scene, got [0, 3]"),
+    ("size=[16, 16]", "size [16, 16] is outside 32..4096 pixels a side"),
+    ("fov=[0, 60]", "fov must lie inside (0, 180) degrees, got [0, 60]"),
+    ("fov=[60, 180]", "fov must lie inside (0, 180) degrees, got [60, 180]"),
+    ("train_size=0", "train_size must be an integer >= 1"),
+    ("lights=2", "unknown setting(s) 'lights'"),
+])
+def test_bad_scene_settings_are_one_line_before_training(tmp_path, capsys, arg, expect):
+    rc, err = run_cli(["--task", "scenes", "--encoder", "scratch", "--quick", "--out", str(tmp_path),
+                       "--task-arg", arg], capsys)
+    assert rc == 2, err
+    assert "Traceback" not in err and "error:" in err
+    assert expect in err[err.index("error:"):], err
+    assert "epoch 1/" not in err
+
+
+def test_export_writes_nyuv2_files_that_the_nyuv2_task_reads_back(tmp_path, capsys):
+    """``python -m zoo.data export --task scenes`` writes train/ and (for the test split) val/ in MTAN's
+    NYUv2 layout; the nyuv2 task reads them back as the very scenes rendered: image, labels, depth (holes
+    NaN again, written as 0) and normals."""
+    from zoo.data.__main__ import main as data_main
+    from zoo.data.config import DataConfig
+    from zoo.data.scenes import SceneSettings, render_scenes
+    from zoo.tasks.nyuv2 import NYUv2Task
+
+    out = tmp_path / "nyu"
+    for split in ("train", "test"):
+        assert data_main(["export", "--task", "scenes", "--split", split, "--n", "5", "--out", str(out)]) == 0
+    assert "wrote 5 test scenes to" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "val").iterdir()) == ["depth", "image", "label", "normal"]
+    data = NYUv2Task(size=[64, 64], augment=False).datasets(DataConfig(root=str(out), val_fraction=0.2))
+    test = data.test["main"]
+    assert len(test) == 5
+    truth = render_scenes(SceneSettings(), 0, "test", torch.arange(5))
+    assert truth["depth"].isnan().any()  # the round trip carries holes
+    for i in range(5):
+        got = test[i]
+        assert torch.equal(got["image"], truth["image"][i])
+        assert torch.equal(got["mask"], truth["mask"][i])
+        assert torch.equal(got["depth"].nan_to_num(-1.0), truth["depth"][i].nan_to_num(-1.0))
+        assert torch.allclose(got["normals"], truth["normals"][i], atol=1e-6)  # (the reader renormalises)
