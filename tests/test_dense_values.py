@@ -251,3 +251,10 @@ def test_a_rows_delta_m_negates_the_tasks_lower_is_better_metrics(tmp_path):
     plain = dict(joint)
     add_gain(plain, baselines, rows)
     assert plain["delta_m"] == pytest.approx(100 * (0.1 + 0.2) / 2, abs=1e-3) and NEGATED not in plain
+
+
+def test_a_figures_error_panel_leaves_ignored_labels_black():
+    from zoo.use.figures import error_image
+
+    img = error_image(torch.tensor([[3, -1, 2]]), torch.tensor([[3, 5, 5]]))
+    assert img[0].tolist() == [[0.25] * 3, [0.0] * 3, [1.0, 0.0, 0.0]]

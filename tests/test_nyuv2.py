@@ -154,6 +154,22 @@ def test_every_bad_input_is_one_line_naming_the_file(nyu, case):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("task", ["nyuv2_depth", "nyuv2_normals", "nyuv2_seg", "nyuv2"])
+def test_each_variant_resolves_on_the_same_files(nyu, task):
+    """The single-task variants read the same scenes: one without a class head leaves the labels unused."""
+    import zoo
+    from zoo.engine.build import task_spec
+
+    reg = zoo.load_registry()
+    spec = task_spec(task, reg, {"size": [H, W]})
+    resolved = spec.task.resolve(spec, spec.task.datasets(DataConfig(root=str(nyu))), reg)
+    assert [h.output for h in resolved.heads] == [
+        {"seg": "dense_classes", "depth": "dense_values", "normals": "dense_values"}[h.name] for h in spec.heads]
+    assert spec.lower_is_better == {"nyuv2": {"depth_abs_err", "depth_rel_err", "normals_mean", "normals_median"},
+                                    "nyuv2_depth": {"depth_abs_err", "depth_rel_err"},
+                                    "nyuv2_normals": {"normals_mean", "normals_median"}, "nyuv2_seg": set()}[task]
+
+
 def test_nan_and_inf_depth_are_invalid_and_counted_not_refused(nyu):
     depth = np.full((H, W, 1), 3.0, np.float32)
     depth[0, 0], depth[0, 1] = np.inf, -np.inf

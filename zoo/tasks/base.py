@@ -72,6 +72,9 @@ class Task:
     # Its images may be mirrored left-right (indoor and street scenes; not digits): test-time
     # augmentation then averages the mirrored input too (``zoo.engine.step.run_heads``).
     mirrors: bool = False
+    # Its samples carry class labels beside other targets (NYUv2: labels, depth, normals): a variant without
+    # a class head (nyuv2_depth) leaves them unused instead of being refused as a misconfigured task.
+    labels_optional: bool = False
 
     def datasets(self, data: DataConfig) -> TaskData:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -114,7 +117,7 @@ class Task:
             _loss_mode(where, loss, loss_settings, kind, registry)
             heads.append(replace(h, settings=settings, loss=loss, loss_settings=loss_settings, target=target,
                                  output=kind))
-        if data.num_classes is not None and data.num_classes > 2 and not class_heads:
+        if data.num_classes is not None and data.num_classes > 2 and not class_heads and not self.labels_optional:
             raise RegistryError(f"task {spec.name!r}: the data has {data.num_classes} classes, but none of its heads "
                                 f"({', '.join(f'{h.name}: {h.head}' for h in spec.heads)}) predicts a class per pixel "
                                 "(e.g. segmentation)")

@@ -20,6 +20,7 @@ from zoo.tasks.base import Task, TaskData, sample_info
 
 class CityscapesTask(Task):
     in_all = False
+    labels_optional = True  # the depth variant leaves the labels unused
     mirrors = True  # street scenes: test-time augmentation may average the mirrored image too
 
     def __init__(self, num_classes: int = 7, size: list[int] | None = None, augment: bool = True) -> None:

@@ -20,6 +20,7 @@ from zoo.tasks.base import Task, TaskData, sample_info
 
 class NYUv2Task(Task):
     in_all = False
+    labels_optional = True  # the depth and normals variants leave the labels unused
     mirrors = True  # indoor scenes: test-time augmentation may average the mirrored image too
 
     def __init__(self, augment: bool = True, size: list[int] | None = None, normalise_normals: bool = False) -> None:

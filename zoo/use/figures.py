@@ -15,7 +15,8 @@ from zoo.engine.step import predictions, run_heads  # noqa: E402
 
 def error_image(truth: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     """``[H, W, 3]`` in [0, 1]: what went wrong where. A binary mask's false positives are red and false
-    negatives blue (true positives grey); a class map's wrong pixels are red (right ones dark grey)."""
+    negatives blue (true positives grey); a class map's wrong pixels are red (right ones dark grey); ignored
+    pixels (a negative label) black."""
     truth, pred = truth.long(), pred.long()
     out = torch.zeros(*truth.shape, 3)
     if max(int(truth.max()), int(pred.max())) <= 1:
@@ -25,6 +26,7 @@ def error_image(truth: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     else:
         out[truth == pred] = 0.25
         out[truth != pred] = torch.tensor([1.0, 0.0, 0.0])
+    out[truth < 0] = 0.0  # an ignored pixel (label -1) is neither right nor wrong: black
     return out
 
 
