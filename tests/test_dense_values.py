@@ -91,7 +91,7 @@ def test_predict_writes_a_depth_and_a_normal_picture_and_the_values(tmp_path):
     assert saved["depth_mean"] == rec["depth_mean"]
 
 
-def test_the_new_heads_export_to_onnx_with_parity(tmp_path):
+def test_the_new_heads_export_to_onnx_and_torchscript_with_parity(tmp_path):
     import onnxruntime as ort
 
     from zoo.export import export
@@ -110,6 +110,9 @@ def test_the_new_heads_export_to_onnx_with_parity(tmp_path):
         want = model(x)
     for g, name in zip(got, ["depth", "normals", "r"]):
         assert np.abs(g - want[name].numpy()).max() <= 1e-4, name
+    traced = torch.jit.load(str(export(model, "torchscript", tmp_path / "m.pt")))
+    for g, name in zip(traced(x), ["depth", "normals", "r"]):
+        assert torch.allclose(g, want[name], atol=1e-5), name
 
 
 # ----------------------------------------------------------------------------- masked losses
