@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from zoo.bench import main
+from zoo.data.config import DataConfig
 from zoo.engine.build import load_registry, task_spec
 from zoo.engine.build_run import setup
 from zoo.engine.config import RunConfig
@@ -51,6 +52,9 @@ def test_the_single_task_variants_are_the_joint_tasks_baselines():
         assert type(single.task).__name__ == type(joint.task).__name__
         assert vars(single.task) == vars(joint.task)  # the same scenes
         assert any(ref.startswith(task + ".") for ref in joint.baselines.values())
+        # a variant without the class head trains on the same labelled scenes (their labels unused)
+        resolved = single.task.resolve(single, single.task.datasets(DataConfig(train_limit=2, test_limit=2)), reg)
+        assert [h.name for h in resolved.heads] == [head]
     # delta_m reads every metric's direction: the errors count negated
     assert {"depth_abs_err", "depth_rel_err", "normals_mean", "normals_median"} <= joint.lower_is_better
     assert not {"seg_miou", "seg_pixel_acc", "normals_within_11_25"} & joint.lower_is_better
@@ -85,7 +89,6 @@ def test_export_writes_nyuv2_files_that_the_nyuv2_task_reads_back(tmp_path, caps
     NYUv2 layout; the nyuv2 task reads them back as the very scenes rendered: image, labels, depth (holes
     NaN again, written as 0) and normals."""
     from zoo.data.__main__ import main as data_main
-    from zoo.data.config import DataConfig
     from zoo.data.scenes import SceneSettings, render_scenes
     from zoo.tasks.nyuv2 import NYUv2Task
 

@@ -3,17 +3,12 @@ rendered on the training device: an offline dense-geometry task in NYUv2's shape
 654 test scenes, LibMTL's augmentation), whose single-task variants are its delta_m baselines."""
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from zoo.data.config import DataConfig, split_counts
 from zoo.data.scene_sets import SceneDataset
 from zoo.data.scenes import CLASSES, SceneSettings
 from zoo.tasks.base import Task, TaskData
-
-if TYPE_CHECKING:
-    from zoo.core.registry import Registry
-    from zoo.tasks.base import ResolvedTask, TaskSpec
 
 
 class ScenesTask(Task):
@@ -24,6 +19,7 @@ class ScenesTask(Task):
 
     in_all = False  # not one of the MNIST reference tasks of --task all
     mirrors = True  # a mirrored room is a room (test-time augmentation may flip; normals' x negated)
+    labels_optional = True  # scenes_depth / scenes_normals: the same scenes, their labels unused
 
     def __init__(self, train_size: int = 795, val_size: int = 200, test_size: int = 654, scene_seed: int = 0,
                  augment: bool = True, **scene: Any) -> None:
@@ -62,11 +58,3 @@ class ScenesTask(Task):
         return TaskData(train=split("train"), val=split("val"), test=split("test"), info=info, in_channels=3,
                         num_classes=len(CLASSES))
 
-    def resolve(self, spec: "TaskSpec", data: TaskData, registry: "Registry") -> "ResolvedTask":
-        """As every task; a variant without a class head (``scenes_depth``) leaves the class count unused
-        rather than refused: the same scenes carry labels it does not train on."""
-        kinds = [registry.entry("heads", h.head).obj.output_for({**registry.entry("heads", h.head).settings,
-                                                                  **h.settings}) for h in spec.heads]
-        if "dense_classes" not in kinds:
-            data = replace(data, num_classes=None)
-        return super().resolve(spec, data, registry)
