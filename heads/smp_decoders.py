@@ -358,10 +358,13 @@ class DPT(SmpDecoder):
     @classmethod
     def refuse(cls, channels: list[int], reductions: list[int], intermediate_channels: list[int] | None = None,
                **settings) -> str | None:
+        if len(set(reductions)) > 1 and reductions[0] == 1 and len(set(reductions[1:])) == 1:
+            return (f"it reads a ViT's single-stride token maps only, and input_skip adds the raw input at stride 1 "
+                    f"(strides {_strides(reductions)}): build the encoder with --encoder-arg input_skip=false")
         if len(set(reductions)) > 1:
             return (f"it reassembles a ViT's single-stride tokens (every level at one stride, e.g. "
                     f"timm:vit_tiny_patch16_224), and this encoder is a multi-stride pyramid (strides "
-                    f"{_strides(reductions)}; without input_skip for a ViT); use fpn, upernet or segformer")
+                    f"{_strides(reductions)}); use fpn, upernet or segformer")
         if intermediate_channels is not None and len(intermediate_channels) != len(channels):
             return (f"intermediate_channels needs one width per encoder level ({len(channels)}), got "
                     f"{list(intermediate_channels)}")
