@@ -317,7 +317,7 @@ def _room(o: list[torch.Tensor], d: list[torch.Tensor], sc: Scenes):
     tz = (torch.where(dz > 0, hz, -hz) - o[2]) / dz
     up = dy > 0
     ty = torch.where(up, (sc.height[:, None] - o[1]) / dy, -o[1] / dy)
-    ty = torch.where(up & ~sc.has_ceiling[:, None], torch.full_like(ty, math.inf), ty)
+    ty = ty.masked_fill(up & ~sc.has_ceiling[:, None], math.inf)
     t = torch.minimum(torch.minimum(tx, tz), ty)
     on_y, on_x = ty <= t, (tx <= t) & ~(ty <= t)
     surface = torch.where(on_y, torch.where(up, 1, 0), torch.where(on_x, torch.where(dx > 0, 2, 3),
@@ -344,7 +344,7 @@ def _box(o, d, c, e, yaw, normals: bool):
         far.append(torch.maximum(t1, t2))
     t_near = torch.maximum(torch.maximum(near[0], near[1]), near[2])
     t_far = torch.minimum(torch.minimum(far[0], far[1]), far[2])
-    t = torch.where((t_near <= t_far) & (t_near > _EPS), t_near, torch.full_like(t_near, math.inf))
+    t = t_near.masked_fill(~((t_near <= t_far) & (t_near > _EPS)), math.inf)
     if not normals:
         return t, None
     ax = near[0] >= t_near
@@ -364,7 +364,7 @@ def _sphere(o, d, c, e, normals: bool):
     b = ox * d[0] + oy * d[1] + oz * d[2]
     disc = b * b - a * (ox * ox + oy * oy + oz * oz - r * r)
     t = (-b - disc.clamp_min(0).sqrt()) / a
-    t = torch.where((disc >= 0) & (t > _EPS), t, torch.full_like(t, math.inf))
+    t = t.masked_fill(~((disc >= 0) & (t > _EPS)), math.inf)
     if not normals:
         return t, None
     return t, tuple((oc + t * dc) / r for oc, dc in zip((ox, oy, oz), d))
@@ -384,8 +384,7 @@ def _cylinder(o, d, c, e, normals: bool):
     tc = (hh - oy) / dy
     px, pz = ox + tc * d[0], oz + tc * d[2]
     cap = (d[1] < 0) & (tc > _EPS) & (px * px + pz * pz <= r * r)
-    inf = torch.full_like(ts, math.inf)
-    t = torch.minimum(torch.where(side, ts, inf), torch.where(cap, tc, inf))
+    t = torch.minimum(ts.masked_fill(~side, math.inf), tc.masked_fill(~cap, math.inf))
     if not normals:
         return t, None
     on_cap = cap & (tc <= t)
@@ -406,7 +405,7 @@ def _objects(sc: Scenes, o, d, normals: bool):
         c = [sc.centre[:, k, i:i + 1] for i in range(3)]
         e = [sc.extent[:, k, i:i + 1] for i in range(3)]
         t, n = _INTERSECT[kind](o, d, c, e, sc.obj_yaw[:, k:k + 1], normals)
-        t = torch.where(sc.present[:, k:k + 1], t, torch.full_like(t, math.inf))
+        t = t.masked_fill(~sc.present[:, k:k + 1], math.inf)
         yield k, t, n
 
 
@@ -463,13 +462,15 @@ def render(sc: Scenes, h: int, w: int, settings: SceneSettings) -> dict[str, tor
 
 
 def _gauss(keys: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Standard normal noise ``[B, *shape]`` from the scenes' keys (Box-Muller on hashed uniforms)."""
+    """Standard normal noise ``[B, *shape]`` from the scenes' keys: one hash per pair of values, its two
+    16-bit halves the uniforms of a Box-Muller pair (tails cut at 4.7 sigma)."""
     n = math.prod(shape)
-    counters = torch.arange(n, device=keys.device)[None]
-    k = _fmix(keys[:, None] ^ 0x6E015E)
-    u1 = _uniform(k, counters).clamp_min(1.0 / (1 << 24))
-    u2 = _uniform(k ^ 0x1B873593, counters)
-    return ((-2 * u1.log()).sqrt() * torch.cos(2 * math.pi * u2)).view(len(keys), *shape)
+    h = _fmix(_fmix(keys[:, None] ^ 0x6E015E) ^ torch.arange((n + 1) // 2, device=keys.device)[None])
+    u1 = ((h >> 16).float() + 0.5) * (1.0 / 65536)  # in (0, 1): log(u1) is finite
+    angle = (h & 0xFFFF).float() * (2 * math.pi / 65536)
+    r = (-2 * u1.log()).sqrt()
+    return torch.stack([r * torch.cos(angle), r * torch.sin(angle)], -1).view(len(keys), -1)[:, :n].view(
+        len(keys), *shape)
 
 
 def render_scenes(settings: SceneSettings, seed: int, split: str, index: torch.Tensor) -> dict[str, torch.Tensor]:
