@@ -338,7 +338,9 @@ def _box(o, d, c, e, yaw, normals: bool):
     ld = (cs * d[0] - sn * d[2], d[1], sn * d[0] + cs * d[2])
     near, far = [], []
     for a in range(3):
-        inv = 1.0 / _safe(ld[a])
+        # a zero direction component gives inf (the slab is never left or always missed, as it should be);
+        # only a ray lying exactly in a face's plane gives NaN, and a NaN is a miss below
+        inv = torch.reciprocal(ld[a])
         t1, t2 = (-e[a] - lo[a]) * inv, (e[a] - lo[a]) * inv
         near.append(torch.minimum(t1, t2))
         far.append(torch.maximum(t1, t2))
@@ -380,8 +382,7 @@ def _cylinder(o, d, c, e, normals: bool):
     ts = (-b - disc.clamp_min(0).sqrt()) / a
     ys = oy + ts * d[1]
     side = (disc >= 0) & (ts > _EPS) & (ys.abs() <= hh)
-    dy = _safe(d[1])
-    tc = (hh - oy) / dy
+    tc = (hh - oy) / d[1]  # (+-inf for a level ray: never a cap hit, which needs d[1] < 0)
     px, pz = ox + tc * d[0], oz + tc * d[2]
     cap = (d[1] < 0) & (tc > _EPS) & (px * px + pz * pz <= r * r)
     t = torch.minimum(ts.masked_fill(~side, math.inf), tc.masked_fill(~cap, math.inf))
