@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo.heads.base import positive_int
+from zoo.heads.base import Description, positive_int
 from zoo.heads.dense import DEFAULT_DECODER, DenseHead
 
 
@@ -80,6 +80,11 @@ class NormalsHead(DenseRegressionHead):
 
     def predict(self, output: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         return F.normalize(output, dim=1, eps=1e-12)
+
+    def describe(self, output: torch.Tensor, pred: torch.Tensor, to_original) -> Description:
+        """The mean direction (x, y, z; renormalised) in the record, the normals as .npy and a picture."""
+        mean = F.normalize(pred[0].float().flatten(1).mean(1), dim=0)
+        return Description({f"mean_{a}": round(float(v), 6) for a, v in zip("xyz", mean)}, dense=pred[0].float())
 
     def picture(self, values: torch.Tensor, lo: float | None = None, hi: float | None = None) -> np.ndarray:
         """The usual RGB encoding of normals: (n + 1) / 2 per channel, x -> red, y -> green, z -> blue;

@@ -87,6 +87,9 @@ def test_predict_writes_a_depth_and_a_normal_picture_and_the_values(tmp_path):
     pic = cv2.imread(str(tmp_path / "out" / rec["normals_png"]))[..., ::-1].astype(float)
     finite = np.isfinite(normals).all(0)
     assert np.abs(pic[finite] - (normals.transpose(1, 2, 0)[finite] + 1) / 2 * 255).max() <= 1.0  # (n + 1) / 2
+    assert np.isfinite(depth).all() and np.isfinite(normals).all()  # every pixel of the image has a value
+    mean = normals.reshape(3, -1).mean(1)
+    assert [rec[f"normals_mean_{a}"] for a in "xyz"] == pytest.approx(mean / np.linalg.norm(mean), abs=0.02)
     saved = json.loads((tmp_path / "out" / "predictions.json").read_text())["predictions"][0]
     assert saved["depth_mean"] == rec["depth_mean"]
 

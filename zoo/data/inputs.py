@@ -46,12 +46,13 @@ class Frame:
                               flags=cv2.INTER_NEAREST, borderValue=0)
 
     def values_to_original(self, values: np.ndarray) -> np.ndarray:
-        """Per-pixel values ``[C, H, W]`` (model pixels) on the original image: linear interpolation, NaN
-        outside what the model saw."""
+        """Per-pixel values ``[C, H, W]`` (model pixels) on the original image: linear interpolation, the edge
+        values continued past the model's last pixel centres (a resize's inverse reaches up to half a model
+        pixel beyond them)."""
         h, w = self.original
         inv = cv2.invertAffineTransform(self.matrix)
         return np.stack([cv2.warpAffine(np.ascontiguousarray(c, dtype=np.float32), inv, (w, h), flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan")) for c in values])
+                                        borderMode=cv2.BORDER_REPLICATE) for c in values])
 
 
 GRAY_MODES = ("L", "1", "I", "I;16", "I;16B", "I;16L", "F")
