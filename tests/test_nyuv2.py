@@ -77,6 +77,15 @@ def test_the_layout_loads_with_its_shapes_classes_and_validity(nyu):
     assert [s.index for s in again.val["main"].scenes] == [s.index for s in val.scenes]
 
 
+def test_the_shipped_288x384_shape_loads_without_a_size_setting(tmp_path):
+    write_split(tmp_path / "train", 3, 0, 288, 384)
+    write_split(tmp_path / "val", 1, 1, 288, 384)
+    data = NYUv2Task(augment=False).datasets(DataConfig(root=str(tmp_path)))
+    s = data.test["main"][0]
+    assert (s["image"].shape, s["depth"].shape, s["normals"].shape) == ((3, 288, 384), (1, 288, 384), (3, 288, 384))
+    assert NYUv2Task().input_spec() == ("resize", (288, 384))  # what zoo.predict brings a user's image to
+
+
 def test_training_scenes_get_libmtls_scale_crop_and_flip(nyu):
     """The training split applies zoo.data.dense_augment's scale_crop_flip (LibMTL's), drawn per (seed, epoch,
     index); evaluation splits are left as they are. On a scene of constant depth 2 and normals (0.6, 0, 0.8):
