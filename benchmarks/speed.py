@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from zoo.bench import budget_of, expand
 from zoo.engine.build import load_registry, task_spec
 from zoo.engine.config import run_config, add_run_options
+from zoo.runs.plan import budget_of, expand
 from zoo.runs.results import machine, print_table, write_results
 from zoo.engine.build_run import setup
 from zoo.engine.loaders import eval_batch_size

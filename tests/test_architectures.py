@@ -249,10 +249,10 @@ def test_hard_sharing_baselines_are_planned_whatever_the_asked_architecture(tmp_
 
     args = parse_args(["--task", "foreground,joint", "--architecture", "mtan", "--out", str(tmp_path)])
     jobs = plan_jobs(args, REG, "default", tmp_path)
-    base = [(j.task, j.weighting, j.architecture) for j in jobs if j.architecture == "hard_sharing"]
+    base = [(j.cfg.task, j.cfg.weighting, j.cfg.architecture) for j in jobs if j.cfg.architecture == "hard_sharing"]
     assert sorted(base) == [("circlization", "fixed", "hard_sharing"), ("foreground", "fixed", "hard_sharing"),
                             ("semantic", "fixed", "hard_sharing")]
-    assert [(j.task, j.architecture) for j in jobs[-2:]] == [("foreground", "mtan"), ("joint", "mtan")]
+    assert [(j.cfg.task, j.cfg.architecture) for j in jobs[-2:]] == [("foreground", "mtan"), ("joint", "mtan")]
 
 
 def test_torchrun_gives_both_ranks_the_same_cgc_model(tiny_mnist, tmp_path):

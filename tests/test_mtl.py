@@ -14,7 +14,7 @@ from zoo.bench import main, parse_args, plan_jobs
 from zoo.engine.config import budget_mode
 from zoo.engine.evaluate import _update
 from zoo.runs.gain import delta_m
-from zoo.runs.grid import child_argv, record_failure
+from zoo.runs.grid import record_failure
 from zoo.core.metrics import Accuracy
 from zoo.runs.results import load_rows, write_results
 from zoo.runs.rundir import hold, new_run_dir, unfinished_run
@@ -139,18 +139,31 @@ def test_delta_m_is_the_mean_over_tasks_of_the_mean_over_their_metrics():
 
 
 # ----------------------------------------------------------------------------- grid runner
-def test_child_command_drops_the_grid_options():
-    """The flags the grid sets itself come from the parser (so a new grid option is one edit there)."""
-    from zoo.bench import grid_only_options
+def test_a_grid_job_is_data_that_round_trips_and_keys_its_row(tiny_mnist, tmp_path):
+    """A grid hands its children a serialised job (zoo.runs.job), never an edited command line: the job read
+    back is the job written, and its identity is the row key, label and run folder the grid always used."""
+    from zoo.runs.job import Job
 
-    argv = ["--task", "all", "--encoder=all", "--jobs", "4", "--job-timeout=60", "--epochs", "2", "--out", "x"]
-    assert child_argv(argv, "foreground", "resnet18", "fixed", grid_only_options()) == [
-        "--task", "foreground", "--encoder", "resnet18", "--weighting", "fixed", "--no-baselines", "--epochs", "2",
-        "--out", "x"]
-    argv = ["--task", "joint", "--architecture", "mtan,cgc", "--weighting=all", "--out", "x"]
-    assert child_argv(argv, "joint", "scratch", "upgrad", grid_only_options(), "cgc") == [
-        "--task", "joint", "--encoder", "scratch", "--weighting", "upgrad", "--architecture", "cgc", "--no-baselines",
-        "--out", "x"]
+    args = parse_args(["--task", "joint", "--architecture", "cgc", "--weighting", "upgrad", "--weighting-arg",
+                       "pref_vector=[1,1]", "--data-root", str(tiny_mnist), "--out", str(tmp_path), "--epochs", "2"])
+    jobs = plan_jobs(args, REG, budget_mode(args), tmp_path)
+    joint = jobs[-1]
+    back = Job.read(joint.write(tmp_path / "logs"))
+    assert back == joint and back.cfg == joint.cfg
+    # each row's command trains its combination (a baseline's without the strategy's settings)
+    assert joint.command.startswith("python -m zoo.bench --task joint --encoder scratch --weighting upgrad "
+                                    "--architecture cgc --epochs 2 --weighting-arg 'pref_vector=[1,1]' ")
+    assert joint.ident.fields == {"task": "joint", "encoder": "scratch", "weighting": "upgrad", "architecture": "cgc",
+                                  "budget_mode": joint.mode, "seed": 0, "world_size": None}
+    assert joint.label == "joint | scratch | upgrad | cgc"
+    assert joint.ident.folder == f"joint-scratch-upgrad-cgc-{joint.mode}-s0"
+    base = jobs[0]  # a baseline: hard sharing, fixed, without the strategy's settings (its own budget mode)
+    assert "architecture" not in base.ident.fields and base.cfg.weighting_settings == {}
+    assert "--epochs 2" in base.command and "weighting-arg" not in base.command
+    assert base.ident.folder == f"{base.cfg.task}-scratch-fixed-{joint.base_mode}-s0"
+    assert base.key == joint.ident.baseline(base.cfg.task, joint.base_mode).key
+    with pytest.raises(ValueError, match="cannot read it as a zoo job"):
+        Job.read(tmp_path / "nope.json")
 
 
 def test_failure_rows_never_replace_finished_rows(tmp_path):
@@ -181,7 +194,7 @@ def test_grid_records_failures_goes_on_and_skips_finished_rows(tiny_mnist, tmp_p
     again = {r["encoder"]: r for r in load_rows(out)}
     assert again["scratch"] == {r["encoder"]: r for r in first["rows"]}["scratch"]  # not retrained
     log = next((out / "logs").glob("foreground-broken-*.log")).read_text()  # retried: both attempts kept
-    assert log.count("=== ") == 2 and log.count("--encoder broken") == 2, log
+    assert log.count("=== ") == 2 and log.count("foreground | broken | fixed: python -m zoo.bench --job") == 2, log
     assert again["broken"]["status"] == "failed" and again["broken"]["error"] == rows["broken"]["error"]
 
 
@@ -238,7 +251,7 @@ def test_grid_resumes_an_interrupted_run_and_never_a_live_one(tiny_mnist, tmp_pa
             str(tiny_mnist), "--out", str(out), "--epochs", "2", "--batch-size", "16", "--jobs", "2"]
     parsed = parse_args(args)
     mode = budget_mode(parsed)
-    job = next(j for j in plan_jobs(parsed, zoo.load_registry([small]), mode, out) if j.encoder == "small")
+    job = next(j for j in plan_jobs(parsed, zoo.load_registry([small]), mode, out) if j.cfg.encoder == "small")
     cut = new_run_dir(out, job.cfg, mode)
     interrupt_after_first_epoch(job.cfg, cut)
     with hold(cut):  # another process training in it: not a run to continue, by the grid or by hand

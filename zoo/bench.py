@@ -14,7 +14,6 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,22 +24,23 @@ from rich.table import Table
 
 from zoo.core import distributed as dist
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
-from zoo.engine.build import check_decoders, load_registry, own_decoder, task_spec, with_decoder_of_run
-from zoo.engine.config import (STRATEGY_FIELDS, RunConfig, add_run_options, budget_fingerprint, budget_mode,
-                               cli_overrides, is_smoke, run_config)
+from zoo.engine.build import load_registry, task_spec
+from zoo.engine.config import RunConfig, add_run_options, budget_fingerprint, budget_mode, is_smoke, run_config
 from zoo.data.idx import DataError
 from zoo.runs import gain as gains
-from zoo.runs.gain import add_gain, baseline_tasks
+from zoo.runs import slurm
+from zoo.runs.gain import add_gain
 from zoo.runs.grid import run_grid
-from zoo.runs.keys import architecture_field, decoder_field
+from zoo.runs.identity import RunIdentity, launched_world
+from zoo.runs.job import Job
+from zoo.runs.plan import budget_of, plan_jobs
 from zoo.core.registry import Registry, RegistryError
 from zoo.runs.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
 from zoo.core.files import check_writable
-from zoo.runs.rundir import new_run_dir, remove_if_empty, resumable_runs, training_done
+from zoo.runs.rundir import new_run_dir, remove_if_empty, resumable_runs, training_done, unfinished_run
 from zoo.engine.loaders import eval_batch_size
 from zoo.use.speed import peak_memory_mb, speed_columns
 from zoo.engine.tblog import log_figure
-from zoo.tasks.base import TaskSpec
 from zoo.engine.train import RunResult, fit
 
 DEFAULT_OUT = Path("runs")
@@ -48,28 +48,8 @@ HEADER = ("zoo benchmark results. Metrics are percentages on the test split; the
           "the one scored.")
 
 
-# what a grid gives each of its children itself (one combination, run now), not from its own command line
-GRID_ONLY = ("task", "encoder", "weighting", "architecture", "decoder", "jobs", "job_timeout", "resume")
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
-
-
-def grid_only_options() -> dict[str, int]:
-    """The flags of :data:`GRID_ONLY` and how many values each takes, read off the parser."""
-    return _options(GRID_ONLY)
-
-
-def strategy_options() -> dict[str, int]:
-    """The flags of the strategy's and architecture's settings (``STRATEGY_FIELDS``), which a grid
-    child training a single-task baseline leaves out."""
-    return _options(STRATEGY_FIELDS)
-
-
-def _options(dests) -> dict[str, int]:
-    return {opt: 0 if a.nargs == 0 else 1 for a in build_parser()._actions if a.dest in dests
-            for opt in a.option_strings}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,29 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grids: run N combinations at once (each in its own subprocess; one GPU holds several)")
     p.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
                    help="grids: stop a combination after this long and record it as a timeout row")
+    slurm.add_options(p)
+    # one run of a grid, as the local launcher writes it (zoo.runs.job): not a user's flag
+    p.add_argument("--job", default=None, metavar="FILE", help=argparse.SUPPRESS)
     return p
-
-
-def expand(kind: str, value: str, registry: Registry) -> list[str]:
-    """'all', one name, or comma-separated names; each checked against the registry."""
-    if value == "all":
-        return registry.names(kind)
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    for n in names:
-        registry.entry(kind, n)
-    return names
-
-
-def budget_of(spec: TaskSpec, quick: bool, encoder: str | None = None) -> dict[str, Any]:
-    """The task's default budget with ``encoder``'s own settings over it (``encoder_budgets``), then the quick
-    budget over that when ``quick`` (same architecture, less training)."""
-    budget = spec.budget_for(encoder)
-    if not quick:
-        return budget
-    if not spec.quick:
-        raise RegistryError(f"task {spec.name!r} has no quick budget in its registry entry; run it without --quick "
-                            "or give --epochs/--train-limit yourself")
-    return {**budget, **spec.quick}
 
 
 def config_for(task: str, encoder: str = "scratch", quick: bool = False,
@@ -145,9 +106,9 @@ def config_for(task: str, encoder: str = "scratch", quick: bool = False,
 
 def result_row(r: RunResult, heads: list[str], command: str, mode: str) -> dict[str, Any]:
     cfg = r.config
+    named = RunIdentity.of(cfg, mode).named()  # the architecture and decoder, where the row names them
     row: dict[str, Any] = {
-        "task": cfg.task, "encoder": cfg.encoder, "weighting": cfg.weighting, **architecture_field(cfg.architecture),
-        **decoder_field(cfg.decoder),
+        "task": cfg.task, "encoder": cfg.encoder, "weighting": cfg.weighting, **named,
         "heads": "+".join(heads),
         "parameters": r.parameters, "epochs": r.epochs, "best_epoch": r.best_epoch,
         "train_seconds": round(r.train_seconds, 1),
@@ -160,12 +121,6 @@ def result_row(r: RunResult, heads: list[str], command: str, mode: str) -> dict[
     if launched_world():
         row.update(world_size=launched_world(), global_batch_size=cfg.batch_size * launched_world())
     return row
-
-
-def launched_world() -> int | None:
-    """The number of processes torchrun started (None for a plain one-process run): part of a row's key."""
-    n = int(os.environ.get("WORLD_SIZE", "1"))
-    return n if n > 1 else None
 
 
 def command_line(argv: Sequence[str]) -> str:
@@ -201,128 +156,6 @@ def list_registry(registry: Registry, console: Console) -> None:
         console.print(table)
 
 
-def row_ident(task: str, encoder: str, weighting: str, mode: str, seed: int,
-              architecture: str = DEFAULT_ARCHITECTURE, decoder: str | None = None) -> dict[str, Any]:
-    """The fields that key a run's result row (``zoo.runs.results.KEY``), as its row will hold them."""
-    return {"task": task, "encoder": encoder, "weighting": weighting, "budget_mode": mode, "seed": seed,
-            "world_size": launched_world(), **architecture_field(architecture), **decoder_field(decoder)}
-
-
-@dataclass
-class Job:
-    task: str
-    encoder: str
-    weighting: str
-    architecture: str = DEFAULT_ARCHITECTURE
-    decoder: str | None = None  # --decoder (None: each dense head's own)
-    cfg: RunConfig | None = None
-    spec: TaskSpec | None = None
-    mode: str = ""
-    # the budget mode of the single-task rows this job's row is compared with (its own mode, unless the
-    # command gives strategy or architecture settings, which baselines are trained without)
-    base_mode: str = ""
-    # flags a grid child of this job leaves out of the command line, besides the grid's own
-    drop: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def ident(self) -> dict[str, Any]:
-        """The fields that key this job's result row (``zoo.runs.results.KEY``)."""
-        return row_ident(self.task, self.encoder, self.weighting, self.mode, self.cfg.seed, self.architecture,
-                         self.decoder)
-
-    @property
-    def label(self) -> str:
-        arch = f" | {self.architecture}" if self.architecture != DEFAULT_ARCHITECTURE else ""
-        arch += f" | {self.decoder}" if self.decoder is not None else ""
-        return f"{self.task} | {self.encoder} | {self.weighting}{arch}"
-
-    @property
-    def key(self) -> tuple:
-        return row_key(self.ident)
-
-
-def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path) -> list[Job]:
-    """Every run the command asks for, with any missing single-task baselines of a joint task first."""
-    if args.task == "all":  # the reference tasks; dataset-specific tasks run by name
-        tasks = [t for t in registry.names("tasks") if getattr(registry.entry("tasks", t).obj, "in_all", True)]
-    else:
-        tasks = expand("tasks", args.task, registry)
-    encoders = registry.names("encoders") if args.encoder == "all" else expand("encoders", args.encoder, registry)
-    weightings = expand("weightings", args.weighting, registry)
-    architectures = expand("architectures", args.architecture, registry)
-    specs = {t: task_spec(t, registry) for t in tasks}
-    for spec in specs.values():
-        budget_of(spec, args.quick)  # a task without a quick budget fails before anything trains
-    # A joint task is compared with single-task models of the same encoder, budget and seed: train those
-    # first unless the results folder already has them.
-    have = {row_key(r) for r in (load_rows(out) if dist.is_main() else [])}
-    # tasks compared with baselines run after them, so one invocation can fill delta_m
-    decoders = plan_decoders(args, registry, specs, encoders)
-    # the task's own decoder is its plain run (no decoder in the key); any other is named, unet included, so a
-    # task whose entry decodes with fpn never shares a row key with its run under --decoder unet
-    own = {t: own_decoder(spec, registry) for t, spec in specs.items()}
-    asked = [Job(t, e, w, a, None if d == own[t] else d) for t in sorted(tasks, key=lambda t: bool(specs[t].baselines))
-             for e in encoders for w in weightings for a in architectures for d in decoders[e]]
-    planned = {row_key(row_ident(j.task, j.encoder, j.weighting, mode, args.seed, j.architecture, j.decoder))
-               for j in asked}
-    # baselines are hard sharing with fixed weighting, whatever the asked jobs use, and trained without
-    # the command's strategy and architecture settings (fixed takes none): under their own budget mode
-    base_mode = budget_mode(args, strategy=False)
-    strategy_flags = strategy_options()
-    jobs: list[Job] = []
-    if not args.no_baselines:
-        for spec in specs.values():
-            for base in baseline_tasks(spec.baselines):
-                for e in encoders:
-                    key = row_key(row_ident(base, e, "fixed", base_mode, args.seed))
-                    if key not in have and key not in planned and (base, e) not in {(j.task, j.encoder) for j in jobs}:
-                        jobs.append(Job(base, e, "fixed", mode=base_mode, drop=strategy_flags))
-    jobs += asked
-    for job in jobs:  # every setting of every run is checked before the first one trains
-        spec = specs.get(job.task) or task_spec(job.task, registry)
-        job.cfg = run_config(args, job.task, job.encoder, job.weighting, budget_of(spec, args.quick, job.encoder),
-                             job.architecture, job.decoder)
-        if job.drop:  # a baseline: the strategy's and architecture's settings are not its own
-            job.cfg = dataclasses.replace(job.cfg, **{f: {} for f in STRATEGY_FIELDS})
-        job.mode, job.base_mode = job.mode or mode, base_mode
-        # the job's own spec, built once with its --task-arg values (checked here) and handed to fit
-        job.spec = task_spec(job.task, registry, job.cfg.task_settings) if job.cfg.task_settings else spec
-        # --decoder and --decoder-arg: checked against the job's encoder here, before the first run trains
-        decoded = with_decoder_of_run(job.spec, registry, job.cfg.decoder, job.cfg.decoder_settings)
-        check_decoders(registry, job.encoder, job.cfg.encoder_settings, decoded.heads)
-    return jobs
-
-
-def plan_decoders(args: argparse.Namespace, registry: Registry, specs: dict[str, TaskSpec],
-                  encoders: list[str]) -> dict[str, list[str | None]]:
-    """Each encoder's decoders of ``--decoder`` (``[None]`` without it: each head's own). Names given are
-    checked (a decoder that cannot read an encoder is refused with the job); ``all`` is every registered
-    decoder that can read the encoder's levels. A joint task's single-task baselines are not trained per
-    decoder, so its delta_m would compare decoders: refused."""
-    if args.decoder is None:
-        return {e: [None] for e in encoders}
-    joint = sorted(t for t, spec in specs.items() if spec.baselines)
-    if joint:
-        raise RegistryError(f"--decoder: the single-task baselines of joint task {joint[0]!r} (its delta_m) are not "
-                            "trained per decoder yet; run its single tasks with --decoder")
-    if args.decoder != "all":
-        names = expand("decoders", args.decoder, registry)
-        return {e: list(names) for e in encoders}
-    out = {}
-    for e in encoders:
-        try:
-            with torch.device("meta"):
-                given = cli_overrides(args).get("encoder_settings", {})  # (each job checks its full settings)
-                enc = registry.build("encoders", e, **{k: v for k, v in given.items() if k != "pretrained"})
-            out[e] = [d for d in registry.names("decoders")
-                      if not registry.entry("decoders", d).obj.refuse(enc.out_channels, enc.reductions)]
-        except RegistryError:
-            raise
-        except Exception:  # an encoder that cannot be built on meta: every decoder, each checked with its job
-            out[e] = registry.names("decoders")
-    return out
-
-
 def interrupted_twin(out: Path, cfg: RunConfig, mode: str) -> tuple[Path, int] | None:
     """The newest interrupted run of ``cfg`` in ``out`` (resumable, its training not done) and its
     last epoch, or None.
@@ -338,21 +171,22 @@ def interrupted_twin(out: Path, cfg: RunConfig, mode: str) -> tuple[Path, int] |
     return None
 
 
-def _doing(err: Console, args: argparse.Namespace, what: str) -> Any:
+def _doing(err: Console, job: Job, what: str) -> Any:
     """A spinner naming the step after training that takes a while (none with --quiet, or off rank 0)."""
-    return err.status(what) if not args.quiet and dist.is_main() else contextlib.nullcontext()
+    return err.status(what) if not job.quiet and dist.is_main() else contextlib.nullcontext()
 
 
-def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, command: str,
-            err: Console) -> dict[str, Any]:
-    """Train one combination in its own run directory, write its row (under the folder's lock) and figure."""
-    spec, cfg, mode = job.spec, job.cfg, job.mode
-    twin = interrupted_twin(out, cfg, mode) if dist.is_main() and not args.resume else None
+def run_job(job: Job, registry: Registry, err: Console, write: bool = True) -> dict[str, Any]:
+    """Train one combination in its own run directory, draw its figure and return its row; ``write``: merge the
+    row into ``job.out`` (under the folder's lock), as a run on this machine does (a Slurm job leaves that to
+    the process that submitted it, the one writer of its results)."""
+    spec, cfg, mode, out, resume = job.spec, job.cfg, job.mode, Path(job.out), job.resume
+    twin = interrupted_twin(out, cfg, mode) if dist.is_main() and not resume else None
     if twin is not None:
         err.print(f"[yellow]note:[/] {escape(str(twin[0].parent))} holds an interrupted run of {escape(job.label)} "
                   f"(epoch {twin[1]} of {cfg.epochs}); this command starts a new run beside it. To continue that "
                   f"one instead, rerun this job alone with --resume {escape(str(twin[0]))}")
-    run_dir = Path(args.resume).parent if args.resume else new_run_dir(out, cfg, mode)
+    run_dir = Path(resume).parent if resume else new_run_dir(out, cfg, mode)
     if dist.is_main():
         err.rule(job.label)  # the folder on its own line: a rule would cut a long path at 80 columns
         err.print(f"run folder: {escape(str(run_dir))}", soft_wrap=True)
@@ -360,12 +194,12 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, c
     halved = []
     while True:
         try:
-            result = fit(cfg, out_dir=run_dir, resume=args.resume, console=err, show_progress=not args.quiet,
+            result = fit(cfg, out_dir=run_dir, resume=resume, console=err, show_progress=not job.quiet,
                          registry=registry, spec=spec, smoke=is_smoke(mode))
             break
         except torch.cuda.OutOfMemoryError:
             # a CUDA out-of-memory halves the batch and starts again (one process, no resume to mix)
-            if cfg.batch_size == 1 or args.resume or dist.world_size() > 1:
+            if cfg.batch_size == 1 or resume or dist.world_size() > 1:
                 raise
             halved.append(cfg.batch_size)
             cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size // 2)
@@ -376,20 +210,20 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, c
                 run_dir = new_run_dir(out, cfg, mode)
             err.print(f"[yellow]CUDA out of memory[/]: retrying with batch size {cfg.batch_size} in {escape(str(run_dir))}")
         except BaseException:
-            if dist.is_main() and not args.resume:
+            if dist.is_main() and not resume:
                 remove_if_empty(run_dir)
             raise
-    row = result_row(result, [h.name for h in result.setup.task.heads], command, mode)
+    row = result_row(result, [h.name for h in result.setup.task.heads], job.command, mode)
     row["budget_hash"] = budget_fingerprint(job.cfg)  # the job's, before any out-of-memory halving
-    if args.resume:
-        row["note"] = (f"resumed from {args.resume}: wall_seconds is the resumed process's, train_seconds and "
+    if resume:
+        row["note"] = (f"resumed from {resume}: wall_seconds is the resumed process's, train_seconds and "
                        "train_samples_per_s count every epoch")
     if halved:
         row["note"] = f"batch size {' -> '.join(map(str, halved + [cfg.batch_size]))} after CUDA out of memory"
     row.update({f"val_{m}": round(result.val.get(m, float("nan")), 4) for m in spec.monitor})
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    if not args.no_speed and dist.is_main():  # one process measures: ranks timing at once would slow each other
-        with _doing(err, args, "measuring inference speed (GFLOPs, images/s) and memory"):
+    if job.speed and dist.is_main():  # one process measures: ranks timing at once would slow each other
+        with _doing(err, job, "measuring inference speed (GFLOPs, images/s) and memory"):
             row.update(speed_columns(result.model, result.setup.data.test, result.setup.plans, result.setup.device,
                                      eval_batch_size(cfg.batch_size), speed_stream=spec.task.speed_stream))
     else:  # the run's own peak is valid even when runs share a machine (timings are not)
@@ -397,18 +231,36 @@ def run_job(job: Job, args: argparse.Namespace, registry: Registry, out: Path, c
     if spec.baselines:
         if job.base_mode != mode:  # its baselines were trained without its strategy/architecture settings
             row["baseline_mode"] = job.base_mode
-        add_gain(row, spec.baselines, load_rows(out))
+        add_gain(row, spec.baselines, load_rows(out), spec.lower_is_better)
     if dist.is_main():
-        if not args.no_figures:
+        if job.figures:
             from zoo.use.figures import prediction_figure
 
-            with _doing(err, args, "drawing the prediction figure"):
+            with _doing(err, job, "drawing the prediction figure"):
                 prediction_figure(result.model, result.setup.data.test, result.setup.plans, run_dir / "figure.png",
                                   result.setup.device)
             if cfg.tensorboard:
                 log_figure(run_dir, run_dir / "figure.png", result.epochs)
-        write_results(out, [row], HEADER)  # after every run: a long grid keeps what finished
+        if write:
+            write_results(out, [row], HEADER)  # after every run: a long grid keeps what finished
     return row
+
+
+def run_serialised(job: Job, err: Console, write: bool = True, find_resume: bool = False) -> dict[str, Any] | None:
+    """Run a serialised job (``zoo.runs.job``) in this process (and the others of its process group): what
+    ``--job FILE`` does, and what a Slurm job calls (``write=False``: its row is returned, never written;
+    ``find_resume``: continue the newest resumable run of its configuration, as a requeued job must). Returns
+    the row on rank 0."""
+    registry = load_registry(job.cfg.registry)
+    job.spec = task_spec(job.cfg.task, registry, job.cfg.task_settings or None)
+    dist.init()
+    if find_resume and job.resume is None:
+        found = unfinished_run(job.out, job.cfg, job.mode) if dist.is_main() else None
+        job.resume = dist.broadcast_object(str(found) if found else None)
+    row = run_job(job, registry, err, write)
+    main_rank = dist.is_main()
+    dist.shutdown()
+    return row if main_rank else None
 
 
 def refresh_gains(out: Path, registry: Registry) -> list[dict[str, Any]]:
@@ -426,6 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console, err = Console(), Console(stderr=True, soft_wrap=True)
     command = command_line(sys.argv[1:] if argv is None else argv)
     try:
+        if args.job:  # one run of a grid, as the local launcher hands it over
+            run_serialised(Job.read(args.job), err)
+            return 0
         registry = load_registry(args.registry)
         if args.list:
             list_registry(registry, console)
@@ -433,8 +288,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.task:
             raise RegistryError(f"--task is required (one of {', '.join(registry.names('tasks'))}, or all); see --list")
         mode = budget_mode(args)
+        # the Slurm options are checked before the plan builds anything (the cluster itself after it)
+        cluster = slurm.settings(args) if args.launcher == "slurm" else None
+        if args.detach and cluster is None:
+            raise ValueError("--detach submits a grid to Slurm and exits: give it with --launcher slurm")
+        if cluster is not None and (args.jobs != 1 or args.job_timeout is not None):
+            raise ValueError("--jobs and --job-timeout are the local grid's; on Slurm, --slurm-parallel N runs N jobs "
+                             "at once and --slurm-time limits each (a job that reaches it is requeued, not stopped)")
+        if cluster is not None and args.resume:
+            raise ValueError("--resume continues one run on this machine; a Slurm grid continues its interrupted runs "
+                             "from their last.pt by itself: run the same command again")
         out = check_writable(args.out) if dist.is_main() else Path(args.out)
-        jobs = plan_jobs(args, registry, mode, out)
+        jobs = plan_jobs(args, registry, mode, out, cluster.processes if cluster else None)
         if args.resume and len(jobs) != 1:
             raise RegistryError("--resume continues one run: give a single --task, --encoder, --weighting and "
                                 "--architecture")
@@ -442,17 +307,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--jobs must be an integer >= 1, got {args.jobs}")
         if args.job_timeout is not None and args.job_timeout <= 0:
             raise ValueError(f"--job-timeout must be > 0 seconds, got {args.job_timeout}")
-        if len(jobs) > 1 and not launched_world():
-            run_grid(jobs, sys.argv[1:] if argv is None else list(argv), out, args.jobs, args.job_timeout, HEADER, err,
-                     grid_only_options())
+        if cluster is not None or (len(jobs) > 1 and not launched_world()):
+            if cluster is not None:
+                slurm.check_cluster(cluster)
+                waiting = slurm.run_grid(jobs, out, cluster, HEADER, err, detach=args.detach)
+            else:
+                run_grid(jobs, out, args.jobs, args.job_timeout, HEADER, err)
+                waiting = 0
             keys = {j.key for j in jobs}
             rows = [r for r in refresh_gains(out, registry) if row_key(r) in keys]
-            print_table(rows, f"results ({mode} budget)", console)
-            console.print(f"-> {out / 'results.md'} (.csv, .json)", soft_wrap=True, markup=False)
+            if rows:
+                print_table(rows, f"results ({mode} budget)", console)
+                console.print(f"-> {out / 'results.md'} (.csv, .json)", soft_wrap=True, markup=False)
+            if waiting:
+                err.print(f"{waiting} of {len(jobs)} jobs are queued or running on Slurm: run the same command again "
+                          "to collect their rows", soft_wrap=True)
             failed = [r for r in rows if r.get("status")]
             return 1 if failed else 0
         dist.init()
-        rows = [run_job(job, args, registry, out, command, err) for job in jobs]
+        for job in jobs:  # run here: the command typed (torchrun's launch included) is each row's
+            job.command = command
+        rows = [run_job(job, registry, err) for job in jobs]
         if dist.is_main():
             refresh_gains(out, registry)
             print_table(rows, f"results ({mode} budget)", console)  # a short title: a path would wrap it

@@ -220,6 +220,27 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                            help=help_)
 
 
+def run_flags(args: argparse.Namespace, leave_out: tuple[str, ...] = ()) -> list[str]:
+    """The flags that give ``args``' run options again (the inverse of :func:`add_run_options`): only those given
+    (a budget setting) or set away from their default, so the command they make keeps its budget mode. A grid
+    row's command is built from them. ``leave_out``: fields not to give (a baseline's strategy settings)."""
+    out: list[str] = []
+    for f in dataclasses.fields(RunConfig):
+        if f.metadata.get("cli") is False or f.name in leave_out:
+            continue
+        flag, value = _flag(f), getattr(args, f.name, None)
+        if isinstance(value, list):  # repeatable: each as given
+            for item in value:
+                out += [flag, str(item)]
+        elif value is None or value == (None if f.metadata.get("budget") else f.default):
+            continue
+        elif isinstance(value, bool):  # --x / --no-x where unset decides per device, else the flag that flips it
+            out.append(flag if f.default is not None or value else "--no-" + flag[2:])
+        else:
+            out += [flag, str(value)]
+    return out
+
+
 def parse_kv(items: list[str], what: str) -> dict[str, Any]:
     """``["width=32", "input_skip=true"]`` -> ``{"width": 32, "input_skip": True}`` (YAML values)."""
     out = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Collection
 
+from zoo.runs.identity import RunIdentity
 from zoo.runs.keys import row_key
 
 if TYPE_CHECKING:
@@ -67,12 +68,11 @@ def baseline_tasks(baselines: dict[str, str]) -> list[str]:
 
 
 def baseline_key(row: dict[str, Any], task: str) -> tuple:
-    """Which single-task row a joint row is compared with: the row key with that task, the fixed
-    weighting and hard sharing (same encoder, budget and seed), whatever the joint row's architecture.
-    A row trained with strategy or architecture settings names its baselines' budget mode, which
-    leaves them out (``baseline_mode``)."""
-    return row_key({**row, "task": task, "weighting": "fixed", "architecture": None,
-                    "budget_mode": row.get("baseline_mode", row.get("budget_mode"))})
+    """Which single-task row a joint row is compared with (``RunIdentity.baseline``): the row key with that task,
+    the fixed weighting and hard sharing (same encoder, budget and seed), whatever the joint row's architecture.
+    A row trained with strategy or architecture settings names its baselines' budget mode, which leaves them
+    out (``baseline_mode``)."""
+    return RunIdentity.of_row(row).baseline(task, row.get("baseline_mode")).key
 
 
 def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str, Any]],

@@ -13,50 +13,33 @@ runner does), so one crash, hang or out-of-memory costs one row, never the grid.
   a session is finished by running the same command in the next one.
 - ``--jobs N`` runs N jobs at once (one GPU holds many small runs); each job's output goes to
   ``<out>/logs/<task>-<encoder>-<weighting>-<budget>-s<seed>.log``, each attempt appended under a
-  ``=== <time> <command>`` line.
+  ``=== <time> <job> <command>`` line; a job is a file (``zoo.runs.job``) that
+  ``python -m zoo.bench --job FILE`` runs, kept beside the log when the job failed.
+- ``--launcher slurm`` runs the same jobs as a Slurm job array (``zoo.runs.slurm``).
 """
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.config import budget_fingerprint
+from zoo.runs.job import Job
 from zoo.runs.results import load_rows, locked, machine, merge_rows, row_key, write_rows
-from zoo.runs.rundir import run_name, unfinished_run
-
-def child_argv(argv: Sequence[str], task: str, encoder: str, weighting: str, grid_only: dict[str, int],
-               architecture: str = DEFAULT_ARCHITECTURE, decoder: str | None = None) -> list[str]:
-    """The grid's command line for one combination (its own options kept, the grid's dropped):
-    ``grid_only`` maps each flag the grid sets itself to the number of values it takes (from
-    ``zoo.bench``'s parser, ``zoo.bench.grid_only_options``)."""
-    out, skip = [], 0
-    for a in argv:
-        if skip:
-            skip -= 1
-            continue
-        name = a.split("=", 1)[0]
-        if name in grid_only:
-            skip = 0 if "=" in a else grid_only[name]
-            continue
-        out.append(a)
-    arch = ["--architecture", architecture] if architecture != DEFAULT_ARCHITECTURE else []
-    arch += ["--decoder", decoder] if decoder is not None else []
-    return ["--task", task, "--encoder", encoder, "--weighting", weighting, *arch, "--no-baselines", *out]
+from zoo.runs.rundir import unfinished_run
 
 
 @dataclass
 class _Running:
-    job: Any
+    job: Job
+    path: Path  # the job's file
     proc: subprocess.Popen
     log: Path
     offset: int  # where this attempt's output starts in ``log`` (earlier attempts stay above it)
@@ -68,7 +51,7 @@ class _Running:
             return f.read().decode(errors="replace")
 
 
-def _last_error(text: str) -> str:
+def last_error(text: str) -> str:
     # the last error line, else the last line that is not a rich rule (a job's banner)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip()[0] != "─"]
     for ln in reversed(lines):
@@ -86,10 +69,8 @@ def record_failure(out: Path, row: dict[str, Any], header: str) -> None:
             write_rows(out, merge_rows(rows, [row]), header)
 
 
-def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeout: float | None, header: str,
-             console: Console, grid_only: dict[str, int]) -> None:
-    """Run ``jobs`` (``zoo.bench.Job``: its ``key`` and ``ident`` name its row) in subprocesses, at
-    most ``n_parallel`` at once; each writes its row (or its failure's) into ``out``."""
+def to_run(jobs: list[Job], out: Path, console: Console) -> list[Job]:
+    """The jobs of a grid without a finished row in ``out`` of their budget (any launcher), each said."""
     done = {row_key(r): r for r in load_rows(out) if not r.get("status")}
     todo = []
     for job in jobs:
@@ -102,6 +83,21 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
                               f"under other settings (budget_hash {row['budget_hash']}, now {now}); the new row "
                               "replaces it")
             todo.append(job)
+    return todo
+
+
+def failure_row(job: Job, status: str, error: str, log: str | Path, seconds: float | None = None) -> dict[str, Any]:
+    """The row of a job that did not finish: its key, what happened, and where its output is; ``seconds``, the
+    time it ran on this machine (a job run elsewhere, on Slurm, has its node and times in its log)."""
+    ran = {} if seconds is None else {"wall_seconds": round(seconds, 1), "machine": machine()}
+    return {**job.ident.fields, "status": status, "error": error, **ran, "log": str(log), "command": job.command}
+
+
+def run_grid(jobs: list[Job], out: Path, n_parallel: int, timeout: float | None, header: str,
+             console: Console) -> None:
+    """Run ``jobs`` in subprocesses (``python -m zoo.bench --job FILE``), at most ``n_parallel`` at once; each
+    writes its row (or its failure's) into ``out``."""
+    todo = to_run(jobs, out, console)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     running: list[_Running] = []
@@ -109,21 +105,18 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
     while todo or running:
         while todo and len(running) < n_parallel:
             job = todo.pop(0)
-            log = logs / f"{run_name(job.cfg, job.mode)}.log"
-            cmd = [sys.executable, "-m", "zoo.bench", *child_argv(argv, job.task, job.encoder, job.weighting,
-                                                                  {**grid_only, **job.drop}, job.architecture,
-                                                                  job.decoder)]
-            ckpt = unfinished_run(out, job.cfg, job.mode)
-            if ckpt is not None:
-                cmd += ["--resume", str(ckpt)]
+            log = logs / f"{job.ident.folder}.log"
+            job.resume = str(unfinished_run(out, job.cfg, job.mode) or "") or None
+            path = job.write(logs)  # beside its log; kept when the job fails, to rerun it alone
+            cmd = [sys.executable, "-m", "zoo.bench", "--job", str(path)]
             # appended, never truncated: an interrupted attempt's output is what explains it
             with open(log, "a") as f:
-                f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd[1:])}\n")
+                f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.label}: python -m zoo.bench --job {path}\n")
                 f.flush()
                 offset = f.tell()  # before the child writes: it shares this file offset
                 proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-                running.append(_Running(job, proc, log, offset))
-            how = f"resume from {ckpt}" if ckpt is not None else "start"
+                running.append(_Running(job, path, proc, log, offset))
+            how = f"resume from {job.resume}" if job.resume else "start"
             console.print(f"{how} {job.label}  (log {log})")
         time.sleep(0.5)
         for r in list(running):
@@ -139,6 +132,7 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
             finished += 1
             name = r.job.label
             if rc == 0:
+                r.path.unlink(missing_ok=True)  # a failed job's file stays: its log names it, to rerun it alone
                 console.print(f"[{finished}/{total}] done {name} ({elapsed:.0f} s)")
                 continue
             text = r.text()
@@ -148,14 +142,12 @@ def run_grid(jobs: list, argv: Sequence[str], out: Path, n_parallel: int, timeou
                 status = "killed"
                 error = f"killed by signal {-rc}" + (" (the OS out-of-memory killer?)" if rc == -9 else "")
             else:
-                status = "out of memory" if "OutOfMemoryError" in text or "out of memory" in text else "failed"
-                error = _last_error(text)
-            row = {**r.job.ident, "status": status, "error": error, "wall_seconds": round(elapsed, 1),
-                   "log": str(r.log), "machine": machine(),
-                   "command": "python -m zoo.bench " + " ".join(child_argv(argv, r.job.task, r.job.encoder,
-                                                                            r.job.weighting,
-                                                                            {**grid_only, **r.job.drop},
-                                                                            r.job.architecture,
-                                                                            r.job.decoder))}
-            record_failure(out, row, header)
+                status, error = failure_of(text)
+            record_failure(out, failure_row(r.job, status, error, r.log, elapsed), header)
             console.print(f"[{finished}/{total}] [red]{status}[/] {name}: {escape(error)}")
+
+
+def failure_of(text: str) -> tuple[str, str]:
+    """The status and error line of a job that exited with an error, from its output."""
+    status = "out of memory" if "OutOfMemoryError" in text or "out of memory" in text else "failed"
+    return status, last_error(text)

@@ -46,7 +46,7 @@ class RunIdentity:
     @classmethod
     def of_row(cls, row: dict[str, Any]) -> "RunIdentity":
         """The identity a result row holds (absent optional fields are their defaults)."""
-        return cls(row["task"], row["encoder"], row["weighting"], row["budget_mode"], row["seed"],
+        return cls(row.get("task"), row.get("encoder"), row.get("weighting"), row.get("budget_mode"), row.get("seed"),
                    row.get("architecture") or DEFAULT_ARCHITECTURE, row.get("decoder"), row.get("world_size"))
 
     def named(self) -> dict[str, Any]:

@@ -65,7 +65,7 @@ class Job:
     def write(self, folder: Path) -> Path:
         """This job as a new JSON file in ``folder`` (never another job's: a unique name, written atomically)."""
         folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"{self.ident.folder}-", suffix=".json", dir=folder)
+        fd, name = tempfile.mkstemp(prefix=f"{self.ident.folder}-", suffix=".job.json", dir=folder)
         os.close(fd)
         atomic_write_text(name, json.dumps(self.to_dict(), indent=1))
         return Path(name)

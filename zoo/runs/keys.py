@@ -19,17 +19,6 @@ def row_key(row: dict[str, Any]) -> tuple:
     return tuple(row.get(k) for k in KEY)
 
 
-def architecture_field(name: str) -> dict[str, str]:
-    """A row names its architecture unless it is hard sharing (rows from before architectures have none)."""
-    return {} if name == DEFAULT_ARCHITECTURE else {"architecture": name}
-
-
 def row_architecture(row: dict[str, Any]) -> str:
     """The architecture a row (or a saved run config) was trained with: absent means hard sharing."""
     return row.get("architecture") or DEFAULT_ARCHITECTURE
-
-
-def decoder_field(name: str | None) -> dict[str, str]:
-    """A row names the decoder ``--decoder`` gave its dense heads unless it is none (the task's own decoder:
-    the plan leaves it out, and rows from before decoders have none)."""
-    return {} if name is None else {"decoder": name}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import torch
 from zoo.core import distributed as dist
 from zoo.core.registry import Registry, RegistryError
 from zoo.engine.build import check_decoders, own_decoder, task_spec, with_decoder_of_run
-from zoo.engine.config import STRATEGY_FIELDS, budget_mode, cli_overrides, run_config
+from zoo.engine.config import STRATEGY_FIELDS, budget_mode, cli_overrides, run_config, run_flags
 from zoo.runs.gain import baseline_tasks
 from zoo.runs.identity import RunIdentity, launched_world
 from zoo.runs.job import Job
@@ -42,10 +43,11 @@ def budget_of(spec: TaskSpec, quick: bool, encoder: str | None = None) -> dict[s
     return {**budget, **spec.quick}
 
 
-def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path, world_size: int | None = None,
-              command: str = "") -> list[Job]:
+def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path,
+              world_size: int | None = None) -> list[Job]:
     """Every run the command asks for, with any missing single-task baselines of a joint task first; each run
-    as ``world_size`` processes (default: as many as this process was launched with)."""
+    as ``world_size`` processes (default: as many as this process was launched with), with the command that
+    runs it alone (:func:`command_of`)."""
     world = world_size if world_size is not None else launched_world()
     world = world if world and world > 1 else None
     if args.task == "all":  # the reference tasks; dataset-specific tasks run by name
@@ -93,9 +95,21 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
         # --decoder and --decoder-arg: checked against the job's encoder here, before the first run trains
         decoded = with_decoder_of_run(job_spec, registry, cfg.decoder, cfg.decoder_settings)
         check_decoders(registry, ident.encoder, cfg.encoder_settings, decoded.heads)
-        jobs.append(Job(cfg, ident.budget_mode, base_mode, world, str(out), command, resume=args.resume,
+        jobs.append(Job(cfg, ident.budget_mode, base_mode, world, str(out), command_of(args, ident, ident in bases),
+                        resume=args.resume,
                         figures=not args.no_figures, speed=not args.no_speed, quiet=args.quiet, spec=job_spec))
     return jobs
+
+
+def command_of(args: argparse.Namespace, ident: RunIdentity, baseline: bool = False) -> str:
+    """The command that trains ``ident`` alone (a grid row's provenance): its combination, then the command's
+    own options as flags (``zoo.engine.config.run_flags``), a baseline's without the strategy's settings."""
+    named = [a for k, v in ident.named().items() for a in (f"--{k}", v)]
+    argv = ["--task", ident.task, "--encoder", ident.encoder, "--weighting", ident.weighting, *named,
+            *(["--quick"] if args.quick else []), *run_flags(args, STRATEGY_FIELDS if baseline else ()),
+            "--out", str(args.out), *[f"--{f.replace('_', '-')}" for f in ("no_figures", "no_speed")
+                                      if getattr(args, f)]]
+    return "python -m zoo.bench " + shlex.join(argv)
 
 
 def plan_decoders(args: argparse.Namespace, registry: Registry, specs: dict[str, TaskSpec],

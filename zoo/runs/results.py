@@ -34,7 +34,7 @@ LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_e
 COUNTS = [c for unit in ("digits", "samples") for c in split_counts(dict.fromkeys(SPLITS, 0), unit)]  # (composites last)
 TAIL = ["status", "error", "note", "budget_mode", "baseline_mode", "budget_hash", "data_source", "input_conversion",
         "validation", "invalid_pixels", *COUNTS, "device", "machine", "torch",
-        "seed", "world_size", "global_batch_size", "run_dir", "log", "command"]
+        "seed", "world_size", "global_batch_size", "run_dir", "log", "launcher", "slurm_job", "command"]
 
 
 def machine() -> str:
