@@ -101,6 +101,17 @@ def test_the_official_layout_maps_label_ids_and_turns_disparity_into_depth(tmp_p
     assert data.info["invalid_pixels"].startswith("depth train 50.0 %, val 50.0 %")
 
 
+def test_official_images_are_resized_to_the_task_size_labels_and_depth_by_nearest(tmp_path):
+    write_official(tmp_path)
+    data = CityscapesTask(num_classes=19, size=[2 * H, 2 * W], augment=False).datasets(
+        DataConfig(root=str(tmp_path), val_fraction=0.34))
+    s = data.test["main"][0]
+    assert s["image"].shape == (3, 2 * H, 2 * W)
+    assert s["mask"][:, 0].tolist() == [0] * 4 + [13] * 4 + [-1] * 4 + [10] * 4  # each band twice as tall
+    assert s["depth"][0, 0].tolist()[16:] == pytest.approx([400.0] * 8 + [200.0] * 8)
+    assert bool(torch.isnan(s["depth"][0, :, :16]).all())
+
+
 @pytest.mark.parametrize("omit,names", [("disparity", "disparity/train/aachen/aachen_000001_000019_disparity.png: missing"),
                                         ("camera", "camera/train/aachen/aachen_000001_000019_camera.json: missing"),
                                         ("label", "aachen_000001_000019_gtFine_labelIds.png: missing")])
