@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _, images, by_image, _, _, skipped = CocoSemanticTask()._split(Path(tmp), "train")
+            _, images, by_image, _, _, skipped = CocoSemanticTask().read_split(Path(tmp), "train")
         seconds = time.perf_counter() - t0
     line = (f"{a.images:,} images, {a.annotations:,} polygon annotations ({size / 2**20:,.0f} MB JSON): start-up "
             f"{seconds:.1f} s ({skipped} annotations skipped; {len(caught)} warning)")

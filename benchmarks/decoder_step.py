@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import _sync, write_report  # noqa: E402  (the benchmarks' one report writer)
+from throughput import write_report  # noqa: E402  (the benchmarks' one report writer)
 
 import zoo  # noqa: E402
+from zoo.use.speed import sync  # noqa: E402
 
 # arch -> (zoo encoder settings, zoo decoder settings) that make zoo's model smp's default one
 SAME_AS_SMP = {
@@ -83,11 +84,11 @@ def stepper(model: torch.nn.Module, zoo_model: bool, x: torch.Tensor, y: torch.T
 
 
 def chunk_seconds(step, n: int, device: torch.device) -> float:
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(n):
         step()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - t0) / n
 
 
@@ -126,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=2, help="steps per timed chunk (the two models alternate)")
     p.add_argument("--size", type=int, default=128, help="input height and width")
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's own)")
     p.add_argument("--out", default=None, help="folder for <device>.md and <device>.json")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = list(SAME_AS_SMP) if args.decoder == "all" else args.decoder.split(",")
     unknown = [n for n in names if n not in SAME_AS_SMP]
     if unknown:

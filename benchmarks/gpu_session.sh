@@ -23,6 +23,10 @@
 #
 # usage (device machine, repo root; wheels of the packages the image lacks in .whl/):
 #   bash benchmarks/gpu_session.sh        (about 9 minutes: throughput 2, circlization 1.5, grid 5)
+#   PART=decoders bash benchmarks/gpu_session.sh   the decoder table instead (issue 37): every decoder x
+#     {scratch, resnet18, mobilenetv3_large_100} on foreground and semantic with per-pixel heads
+#     (benchmarks/decoders/registry.yaml) at the default budget, seed 0, with its speed columns; then each
+#     decoder's training step, zoo / smp, on the idle GPU (benchmarks/decoder_step.py)
 # The grid's finished rows are skipped when RES already holds them (carry benchmarks/results/zoo
 # and set RES_ZOO to its absolute path there to finish the grid instead of starting it again).
 # on a CPU machine, a smoke test of the script itself:
@@ -70,6 +74,21 @@ GRID_ENCODERS=all
 
 log "start"
 DEV=cuda; [ -n "${SMOKE:-}" ] && DEV=cpu
+if [ "${PART:-}" = decoders ]; then
+  DEC_ENCODERS=scratch,resnet18,mobilenetv3_large_100; DECS=all; DS=(--steps 20 --chunk 2); DJ=24
+  [ -n "${SMOKE:-}" ] && DEC_ENCODERS=scratch && DECS=unet,fpn && DJ=2 && DS=(--steps 1 --chunk 1 --size 32 --batch 2 --decoder unet,fpn)
+  # finished rows are skipped: carry benchmarks/results/decoders and set RES_DEC to it to finish the table
+  $PY -m zoo.bench --registry "$REPO/benchmarks/decoders/registry.yaml" --task foreground,semantic \
+    --encoder $DEC_ENCODERS --decoder $DECS --out "${RES_DEC:-$RES/decoders}" --jobs $DJ --data-root "$DATA" --quiet \
+    --no-figures --job-timeout "$DEADLINE" "${EXTRA[@]}" > "$RES/decoders.log" 2>&1
+  log "decoder table done ($?)"
+  timeout 120 $PY "$REPO/benchmarks/decoder_step.py" --device $DEV "${DS[@]}" --out "$RES/decoders_step" \
+    > "$RES/decoders_step.log" 2>&1
+  log "decoder step time done ($?)"
+  cd "$RES" && tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='*.safetensors' . && ls -la "$OUT"
+  log "packed"
+  exit 0
+fi
 TP=(--steps 40 --compile)
 # smoke: one task, no compile (compiling on a 2-core CPU alone outlasts the step's time limit)
 [ -n "${SMOKE:-}" ] && TP=(--steps 3 --chunk 3 --task foreground)

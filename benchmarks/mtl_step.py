@@ -33,13 +33,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import Take, _sync, write_report  # noqa: E402  (the same chunked-step machinery and report)
+from throughput import Take, write_report  # noqa: E402  (the same chunked-step machinery and report)
 
 from zoo.engine.build import load_registry, task_spec  # noqa: E402
 from zoo.engine.build_run import setup  # noqa: E402
 from zoo.engine.config import RunConfig, parse_kv  # noqa: E402
 from zoo.engine.train import Trainer, train_one_epoch  # noqa: E402
-from zoo.use.speed import train_peak_memory_mb  # noqa: E402
+from zoo.use.speed import sync, train_peak_memory_mb  # noqa: E402
 
 REFERENCE = ("hard_sharing", "fixed")
 
@@ -71,10 +71,10 @@ def measure(configs: list[tuple[str, str]], a: argparse.Namespace) -> list[dict[
     times: dict[tuple[str, str], list[float]] = {c: [] for c in configs}
     for _ in range(max(1, a.steps // a.chunk)):
         for c, (t, batches) in built.items():
-            _sync(dev)
+            sync(dev)
             t0 = time.perf_counter()
             train_one_epoch(t, batches)
-            _sync(dev)
+            sync(dev)
             times[c].append((time.perf_counter() - t0) / a.chunk)
     peaks = {c: train_peak_memory_mb(t.cfg, t.s) for c, (t, _) in built.items()}
     ref = REFERENCE if REFERENCE in times else configs[0]

@@ -47,6 +47,7 @@ from zoo.core.files import atomic_write_text
 from zoo.engine.config import RunConfig
 from zoo.engine.train import Trainer, train_one_epoch
 from zoo.runs.results import machine
+from zoo.use.speed import sync
 
 TASKS = ("foreground", "circlization", "semantic", "joint")
 
@@ -64,16 +65,11 @@ class Take:
         return itertools.islice(itertools.chain.from_iterable(itertools.repeat(self.loader)), self.n)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn, device: torch.device) -> float:
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     fn()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0
 
 

@@ -22,7 +22,7 @@ from zoo.use.hub import from_pretrained, push_to_hub, save_pretrained
 from zoo.use.pretrained import create_model, list_pretrained, load_model, pretrained_meta
 from zoo.core.registry import Registry, RegistryError
 
-__version__ = "0.1.0"
+from zoo.version import __version__
 
 if TYPE_CHECKING:
     from zoo.engine.config import RunConfig

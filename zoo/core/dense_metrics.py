@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.core.losses import valid_pixels
-from zoo.core.metrics import Metric, _pct
+from zoo.core.metrics import Metric, pct
 
 #: the normals' histogram bin width, degrees (the median angle is exact to half of it)
 ANGLE_BIN = 0.01
@@ -51,7 +51,7 @@ class DepthErrors(Metric):
         n = float(self.state[0])
         mean = (lambda v: float(v) / n) if n else (lambda v: float("nan"))
         out = {f"{self.name}_abs_err": mean(self.state[1]), f"{self.name}_rel_err": mean(self.state[2])}
-        out.update({f"{self.name}_delta{k}": _pct(self.state[2 + k], n) for k in (1, 2, 3)})
+        out.update({f"{self.name}_delta{k}": pct(self.state[2 + k], n) for k in (1, 2, 3)})
         return out
 
 
@@ -78,6 +78,6 @@ class NormalErrors(Metric):
             k = int(torch.searchsorted(hist.cumsum(0), torch.tensor(math.ceil(n / 2), dtype=torch.float64)))
             median = (k + 0.5) * ANGLE_BIN
         out = {f"{self.name}_mean": float(self.state[1]) / n if n else float("nan"), f"{self.name}_median": median}
-        out.update({f"{self.name}_within_{str(a).rstrip('0').rstrip('.').replace('.', '_')}": _pct(self.state[2 + i], n)
+        out.update({f"{self.name}_within_{str(a).rstrip('0').rstrip('.').replace('.', '_')}": pct(self.state[2 + i], n)
                     for i, a in enumerate(ANGLES)})
         return out

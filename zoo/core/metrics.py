@@ -65,7 +65,7 @@ class Metric:
         raise NotImplementedError
 
 
-def _pct(num: torch.Tensor | float, den: torch.Tensor | float) -> float:
+def pct(num: torch.Tensor | float, den: torch.Tensor | float) -> float:
     den = float(den)
     return 100.0 * float(num) / den if den > 0 else float("nan")
 
@@ -79,7 +79,7 @@ class Accuracy(Metric):
         self.state += torch.tensor([(p == t).sum().item(), t.numel()], dtype=torch.float64)
 
     def compute(self) -> dict[str, float]:
-        return {self.name: _pct(self.state[0], self.state[1])}
+        return {self.name: pct(self.state[0], self.state[1])}
 
 
 class BinaryIoU(Metric):
@@ -93,7 +93,7 @@ class BinaryIoU(Metric):
 
     def compute(self) -> dict[str, float]:
         i, u, sp, st = self.state.tolist()
-        return {self.name: _pct(i, u), f"{self.name}_dice": _pct(2 * i, sp + st)}
+        return {self.name: pct(i, u), f"{self.name}_dice": pct(2 * i, sp + st)}
 
 
 class Confusion(Metric):
@@ -136,7 +136,7 @@ class Confusion(Metric):
 
         p = self.prefix
         out = {f"{p}dice": mean(dice, keep), f"{p}dice_all": mean(dice, present), f"{p}miou": mean(iou, keep),
-               f"{p}miou_all": mean(iou, present), f"{p}pixel_acc": _pct(tp.sum(), cm.sum())}
+               f"{p}miou_all": mean(iou, present), f"{p}pixel_acc": pct(tp.sum(), cm.sum())}
         if self.per_class:
             out.update({f"{p}iou_{c}": 100.0 * float(iou[c]) for c in range(self.num_classes) if present[c]})
         return out
@@ -163,7 +163,7 @@ class GatedIoU(Metric):
         self.state += torch.tensor([(iou * correct).sum().item(), len(iou)], dtype=torch.float64)
 
     def compute(self) -> dict[str, float]:
-        return {self.name: _pct(self.state[0], self.state[1])}
+        return {self.name: pct(self.state[0], self.state[1])}
 
 
 def build_metric(registry: Any, name: str, metric: str, settings: dict[str, Any]) -> Metric:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from zoo.core import distributed as dist
-from zoo.core.weighting import Scale, Weighting, _identity
+from zoo.core.weighting import Scale, Weighting, identity
 
 # Settings the adapter fills in itself (from the number of heads).
 _FILLED = ("shape", "n_tasks")
@@ -100,7 +100,7 @@ class Scalarized(_TorchJD):
     def _values(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         return dist.global_value(torch.stack([self.base[n] * losses[n].float() for n in self.names]))
 
-    def backward(self, losses, shared, scale: Scale = _identity, task_params=None):
+    def backward(self, losses, shared, scale: Scale = identity, task_params=None):
         # d total / d value_i is the weight the update gives head i: read through a zero
         # probe added to the values (a tiny backward through the scalarizer alone)
         probe = torch.zeros(len(self.names), device=losses[self.names[0]].device, requires_grad=True)
@@ -181,7 +181,7 @@ class Aggregated(_TorchJD):
         got = dict(zip(self.aggregated, self._weights.float().cpu().tolist()))
         return {n: self.base[n] * got[n] if n in got else 0.0 for n in self.names}
 
-    def backward(self, losses, shared, scale: Scale = _identity, task_params=None):
+    def backward(self, losses, shared, scale: Scale = identity, task_params=None):
         from torchjd.autojac import backward as jac_backward, jac_to_grad
         from torchjd.aggregation import WeightedAggregator
         shared = [p for p in shared if p.requires_grad]
@@ -189,7 +189,7 @@ class Aggregated(_TorchJD):
         # seeds every row with one dtype (on CUDA: "Expected grad_output to have type BFloat16")
         weighted = [self.base[n] * losses[n].float() for n in self.names]
         # the GradScaler's factor (a host read, only under a scaler: fp16 without bf16)
-        factor = 1.0 if scale is _identity else float(scale(torch.ones((), device=weighted[0].device)))
+        factor = 1.0 if scale is identity else float(scale(torch.ones((), device=weighted[0].device)))
         scaled = [scale(w) for w in weighted]
         # Heads get their own loss's plain gradient. The encoder gets one Jacobian row per head.
         # Not mtl_backward: it differentiates through `features` as if they were independent,

@@ -24,7 +24,8 @@ from zoo.core import distributed as dist
 Scale = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _identity(t: torch.Tensor) -> torch.Tensor:
+def identity(t: torch.Tensor) -> torch.Tensor:
+    """The loss scale of a run without a gradient scaler (float32, bf16): the loss as it is."""
     return t
 
 
@@ -51,7 +52,7 @@ class Weighting(nn.Module):
     # that the architecture detaches from the encoder would enter them as a zero gradient
     reads_shared_gradients = False
 
-    def backward(self, losses: dict[str, torch.Tensor], shared: list[nn.Parameter], scale: Scale = _identity,
+    def backward(self, losses: dict[str, torch.Tensor], shared: list[nn.Parameter], scale: Scale = identity,
                  task_params: list[nn.Parameter] | None = None) -> torch.Tensor:
         total = self.total(losses)
         scale(total).backward()
@@ -86,7 +87,7 @@ class GradNorm(Weighting):
     def weights(self) -> dict[str, float]:
         return {n: self.base[n] * float(v) for n, v in zip(self.names, self.w.detach())}
 
-    def backward(self, losses, shared, scale=_identity, task_params=None):
+    def backward(self, losses, shared, scale=identity, task_params=None):
         names = [n for n in self.names if n in losses]
         idx = [self.names.index(n) for n in names]
         trainable = [p for p in shared if p.requires_grad]

@@ -101,9 +101,9 @@ def train_one_epoch(t: "Trainer", loaders: dict[str, Any] | None = None, progres
     bad = torch.full((), -1, dtype=torch.long, device=device)  # the first step whose loss was not finite
     seen = 0
     bar = progress.add_task("train", total=steps, loss="-") if progress else None  # no loss before the first step
-    from zoo.core.weighting import _identity  # (here: --list never imports the strategies)
+    from zoo.core.weighting import identity  # (here: --list never imports the strategies)
 
-    scale = t.scaler.scale if t.scaler is not None else _identity
+    scale = t.scaler.scale if t.scaler is not None else identity
     channels_last = cfg.uses_channels_last(device)
     for step in range(steps):
         dist.at(f"epoch {epoch}, step {step + 1} of {steps}")  # named if a collective times out

@@ -41,7 +41,7 @@ class CocoTask(Task):
             raise ValueError(f"COCO task channels must be 1 or 3, got {channels!r}")
         self.channels, self.categories = channels, categories
 
-    def _split(self, root: Path, split: str):
+    def read_split(self, root: Path, split: str):
         ann_file, image_dir = _split_dirs(root, split)
         data, index, names = load_coco(ann_file, self.categories)
         if not image_dir.is_dir():
@@ -81,8 +81,8 @@ class CocoTask(Task):
         if not data.root:
             raise DataError("COCO tasks need --data-root DIR (with annotations/ and image folders)")
         root = Path(data.root)
-        tr_dir, tr_imgs, tr_anns, index, names, skip_tr = self._split(root, "train")
-        te_dir, te_imgs, te_anns, _, _, skip_te = self._split(root, "val")
+        tr_dir, tr_imgs, tr_anns, index, names, skip_tr = self.read_split(root, "train")
+        te_dir, te_imgs, te_anns, _, _, skip_te = self.read_split(root, "val")
         train, val, _ = split_items(tr_imgs, data.val_fraction, 0.0, data.seed, "COCO train images")
         train, te_imgs = limit(train, data.train_limit), limit(te_imgs, data.test_limit)
         for split, d, imgs in (("train", tr_dir, train), ("val", tr_dir, val), ("test", te_dir, te_imgs)):

@@ -29,7 +29,7 @@ def _augment(settings: dict[str, Any] | None) -> Augment | None:
     return Augment(**settings)
 
 
-class _DigitTask(Task):
+class DigitTask(Task):
     def __init__(self, augment: dict[str, Any] | None = None) -> None:
         self.augment = _augment(augment)
 
@@ -46,11 +46,11 @@ class _DigitTask(Task):
         )
 
 
-class ForegroundTask(_DigitTask):
+class ForegroundTask(DigitTask):
     """Binary mask of each digit (Otsu foreground), scored by IoU."""
 
 
-class CirclizationTask(_DigitTask):
+class CirclizationTask(DigitTask):
     """Digit class plus its minimum enclosing circle, scored by accuracy and gated IoU."""
 
 

@@ -8,10 +8,10 @@ from zoo.data.datasets import DigitDataset
 from zoo.data.partial import PartialLabels
 from zoo.data.config import DataConfig
 from zoo.tasks.base import TaskData
-from zoo.tasks.mnist import _DigitTask, mnist_splits
+from zoo.tasks.mnist import DigitTask, mnist_splits
 
 
-class MixedDigitsTask(_DigitTask):
+class MixedDigitsTask(DigitTask):
     """Training digits ``i < mask_share * n`` carry only ``mask``; the rest only ``label``.
     Validation and test digits carry both, so both heads are scored on every digit."""
 

@@ -22,6 +22,7 @@ import torch
 from zoo.core.files import atomic_write_bytes, atomic_write_text, give_folder_mode
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import RegistryError
+from zoo.version import __version__
 from zoo.use.record import model_from_record
 
 FORMAT = 1  # config.json's zoo_format: bumped when a folder written now could not be read by older code
@@ -32,11 +33,6 @@ MAX_CONFIG_BYTES = 10 * 2**20  # a config.json is a few KB; a bigger one is not 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DERIVED = ("input", "head_specs", "file", "file_size_mb", "sha256")  # rebuilt at load, or the shipped file's own
 
-
-def _version() -> str:
-    from zoo import __version__
-
-    return __version__
 
 
 def save_pretrained(model: MultiTaskModel, directory: str | Path) -> Path:
@@ -53,7 +49,7 @@ def save_pretrained(model: MultiTaskModel, directory: str | Path) -> Path:
     target = Path(directory)
     check_replaceable(target)
     record = portable({k: v for k, v in meta.items() if k not in _DERIVED})
-    config = {**record, "library_name": "zoo", "zoo_format": FORMAT, "zoo_version": _version(),
+    config = {**record, "library_name": "zoo", "zoo_format": FORMAT, "zoo_version": __version__,
               "task": cfg["task"], "encoder": cfg["encoder"], "in_channels": meta.get("in_channels", 1),
               "heads": {n: {"class": type(h).__name__, "target": (meta.get("head_specs") or {}).get(n, {}).get("target"),
                             "output": h.output_kind} for n, h in model.heads.items()},
@@ -247,7 +243,7 @@ def read_config(folder: str | Path, root: Path | None = None) -> dict[str, Any]:
         raise ValueError(f"{path} is not a zoo model config (no library_name: zoo); it was written by another library")
     if config.get("zoo_format") != FORMAT:
         raise ValueError(f"{path} is zoo model format {config.get('zoo_format')!r} (written by zoo "
-                         f"{config.get('zoo_version', '?')}); this zoo ({_version()}) reads format {FORMAT}: "
+                         f"{config.get('zoo_version', '?')}); this zoo ({__version__}) reads format {FORMAT}: "
                          "upgrade zoo, or save the model again with this version")
     missing = [k for k in ("task", "encoder", "config") if not config.get(k)]
     if missing or not isinstance(config["config"], dict):

@@ -19,7 +19,8 @@ from zoo.core.model import MultiTaskModel
 from zoo.engine.step import run_heads, streams
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a timer around CUDA kernels measures their launch otherwise)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -44,10 +45,10 @@ def images_per_second(model: MultiTaskModel, image: torch.Tensor, heads: list, b
         run_heads(model, x, heads)
     rates = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         run_heads(model, x, heads)
-        _sync(device)
+        sync(device)
         rates.append(batch / (time.perf_counter() - t0))
     return statistics.fmean(rates), statistics.stdev(rates) if len(rates) > 1 else 0.0
 
