@@ -210,16 +210,21 @@ def test_a_bad_file_through_the_cli_is_one_line_before_training(nyu, tmp_path, c
     assert_clear(code, err, "4.npy: label 13 is neither one of the 13 classes")
 
 
-def test_a_few_steps_of_the_joint_model_lower_every_loss(nyu):
+def test_a_few_steps_of_the_joint_model_lower_every_loss(nyu, monkeypatch):
     """seg (cross-entropy, -1 ignored), depth (masked L1) and normals (1 - cosine) all fall on a fixture, with
-    every metric finite."""
+    every metric finite; with --tta the evaluation also averages the mirrored scenes (nyuv2 mirrors)."""
     from zoo.engine.config import RunConfig
     from zoo.engine.train import fit
+    from zoo.heads.dense_values import NormalsHead
 
+    mirrored = []
+    flip = NormalsHead.flip_output
+    monkeypatch.setattr(NormalsHead, "flip_output", lambda self, out, w: mirrored.append(w) or flip(self, out, w))
     cfg = RunConfig(task="nyuv2", encoder="scratch", epochs=6, batch_size=4, lr=1e-2, schedule="none",
                     data_root=str(nyu), val_fraction=0.2, encoder_settings={"width": 8, "depth": 2},
-                    task_settings={"size": [H, W], "augment": False})
+                    task_settings={"size": [H, W], "augment": False}, tta=True)
     r = fit(cfg, show_progress=False)
+    assert mirrored and set(mirrored) == {W}
     first, last = r.history[0]["losses"], r.history[-1]["losses"]
     assert all(last[h] < first[h] for h in ("seg", "depth", "normals")), (first, last)
     scores = r.history[-1]["val"]
