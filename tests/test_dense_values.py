@@ -195,6 +195,12 @@ def test_normal_metrics_by_hand_with_the_median_within_half_a_bin():
     assert r["normals_within_11_25"] == pytest.approx(200 / 7)
     assert r["normals_within_22_5"] == pytest.approx(300 / 7) and r["normals_within_30"] == pytest.approx(400 / 7)
     assert NormalErrors.lower_keys("normals") == {"normals_mean", "normals_median"}
+    # an even count: numpy's median is the mean of the two middle angles (10 and 50 -> 30)
+    two = NormalErrors("n", "n", "t")
+    rad = np.deg2rad([10.0, 50.0])
+    two.update({"n": torch.tensor([np.sin(rad), [0, 0], np.cos(rad)], dtype=torch.float32).view(1, 3, 1, 2)},
+               {"t": torch.tensor([[0.0, 0], [0, 0], [1, 1]]).view(1, 3, 1, 2)})
+    assert abs(two.compute()["n_median"] - 30.0) <= ANGLE_BIN / 2 + 1e-6
 
 
 def test_normal_metrics_agree_with_libmtls_formula_on_random_maps():

@@ -11,8 +11,8 @@ computed over every valid pixel of the split (LibMTL averages the depth errors p
 * ``normals`` -> the angle between the (normalised) predicted and the true normal, in degrees:
   ``<name>_mean`` and ``<name>_median`` (lower-is-better) and ``<name>_within_11_25``, ``_within_22_5``,
   ``_within_30``, the % of pixels under those angles. The median is read from a histogram of
-  :data:`ANGLE_BIN` degree bins (what sums across ranks): the centre of the bin that holds it, within half
-  a bin of the exact median.
+  :data:`ANGLE_BIN` degree bins (what sums across ranks): the centre of the bin holding the middle angle (the
+  mean of the two middle ones' bins for an even count, as numpy's median), within half a bin of the exact one.
 """
 from __future__ import annotations
 
@@ -74,9 +74,10 @@ class NormalErrors(Metric):
         n = float(self.state[0])
         hist = self.state[2 + len(ANGLES):]
         median = float("nan")
-        if n:  # the bin holding the ceil(n/2)-th smallest angle
-            k = int(torch.searchsorted(hist.cumsum(0), torch.tensor(math.ceil(n / 2), dtype=torch.float64)))
-            median = (k + 0.5) * ANGLE_BIN
+        if n:  # as numpy's: the middle angle, or the mean of the two middle ones, each its bin's centre
+            cum = hist.cumsum(0)
+            ranks = torch.tensor([math.floor((n + 1) / 2), math.ceil((n + 1) / 2)], dtype=torch.float64)
+            median = (float(torch.searchsorted(cum, ranks).double().mean()) + 0.5) * ANGLE_BIN
         out = {f"{self.name}_mean": float(self.state[1]) / n if n else float("nan"), f"{self.name}_median": median}
         out.update({f"{self.name}_within_{str(a).rstrip('0').rstrip('.').replace('.', '_')}": pct(self.state[2 + i], n)
                     for i, a in enumerate(ANGLES)})
