@@ -111,7 +111,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, dest="slurm_setup", action="append", default=None, metavar="LINE", help=HELP[f.name])
         else:
             kind = int if f.name in ("gpus", "tasks", "cpus", "parallel") else str
-            p.add_argument(flag, dest="slurm_" + f.name, type=kind, default=None, help=HELP[f.name])
+            metavar = "N" if kind is int else {"time": "TIME", "mem": "SIZE"}.get(f.name, "NAME")
+            p.add_argument(flag, dest="slurm_" + f.name, type=kind, default=None, metavar=metavar, help=HELP[f.name])
 
 
 def time_minutes(value: str) -> int:
