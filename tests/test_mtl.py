@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import warnings
 
 import pytest
@@ -160,6 +161,10 @@ def test_a_grid_job_is_data_that_round_trips_and_keys_its_row(tiny_mnist, tmp_pa
     base = jobs[0]  # a baseline: hard sharing, fixed, without the strategy's settings (its own budget mode)
     assert "architecture" not in base.ident.fields and base.cfg.weighting_settings == {}
     assert "--epochs 2" in base.command and "weighting-arg" not in base.command
+    for job in (joint, base):  # a row's command plans that run again: the same settings and row key
+        again = parse_args(shlex.split(job.command)[3:])
+        (same,) = [j for j in plan_jobs(again, REG, budget_mode(again), tmp_path) if j.key == job.key]
+        assert same.cfg == job.cfg
     assert base.ident.folder == f"{base.cfg.task}-scratch-fixed-{joint.base_mode}-s0"
     assert base.key == joint.ident.baseline(base.cfg.task, joint.base_mode).key
     with pytest.raises(ValueError, match="cannot read it as a zoo job"):
