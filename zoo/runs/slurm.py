@@ -164,8 +164,9 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
             raise ValueError(f"{path}: [slurm] {k} = {v!r} has the wrong type")
     if "setup" in out:
         out["setup"] = tuple(out["setup"])
-    if "time" in out:
-        out["time"] = str(out["time"])
+    for key in ("time", "mem"):  # (TOML gives 90 or 16000 as numbers; Slurm reads them as text)
+        if key in out:
+            out[key] = str(out[key])
     return out
 
 
