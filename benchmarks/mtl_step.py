@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import Take, write_report  # noqa: E402  (the same chunked-step machinery and report)
 
 from zoo.engine.build import load_registry, task_spec  # noqa: E402
-from zoo.engine.build_run import setup  # noqa: E402
+from zoo.engine.build_run import Setup, setup  # noqa: E402
 from zoo.engine.config import RunConfig, parse_kv  # noqa: E402
-from zoo.engine.train import Trainer, train_one_epoch  # noqa: E402
+from zoo.engine.train import build_optimizer, build_scaler, train_one_epoch  # noqa: E402
 from zoo.use.speed import sync, train_peak_memory_mb  # noqa: E402
 
 REFERENCE = ("hard_sharing", "fixed")
@@ -46,8 +46,9 @@ REFERENCE = ("hard_sharing", "fixed")
 
 def build(task: str, encoder: str, architecture: str, weighting: str, device: str, chunk: int,
           encoder_settings: dict[str, Any], data_root: str | None,
-          train_limit: int | None) -> tuple[Trainer, dict[str, list[dict]]]:
-    """A run's trainer (learning rate held where it starts) and ``chunk`` batches of each stream on its device."""
+          train_limit: int | None) -> tuple[Setup, Callable[[dict[str, Any]], Any], dict[str, list[dict]]]:
+    """A run's setup, a function training it on given loaders (its optimizer, learning rate held where it
+    starts), and ``chunk`` batches of each stream on its device."""
     spec = task_spec(task, load_registry())
     budget = {k: v for k, v in spec.budget_for(encoder).items() if k != "epochs"}
     budget["encoder_settings"] = {**budget.get("encoder_settings", {}), **encoder_settings}
@@ -55,28 +56,31 @@ def build(task: str, encoder: str, architecture: str, weighting: str, device: st
                     data_root=data_root, epochs=1, **{**budget, "train_limit": train_limit or budget.get("train_limit")})
     torch.manual_seed(0)
     s = setup(cfg)
-    t = Trainer(cfg, s, None)
-    t.scheduler = None
+    optimizer, scaler = build_optimizer(s.model, s.weighting, cfg, s.device), build_scaler(cfg, s.device)
+
+    def train(loaders: dict[str, Any]) -> Any:  # no learning-rate schedule: a measurement, not a run
+        return train_one_epoch(s.model, s.plans, s.weighting, optimizer, loaders, s.device, cfg, scaler=scaler)
+
     batches = {k: [{f: (x.to(s.device) if torch.is_tensor(x) else x) for f, x in b.items()} for b in Take(v, chunk)]
-               for k, v in t.train_loaders.items()}
-    return t, batches
+               for k, v in s.loaders("train").items()}
+    return s, train, batches
 
 
 def measure(configs: list[tuple[str, str]], a: argparse.Namespace) -> list[dict[str, Any]]:
     settings = parse_kv(a.encoder_arg, "--encoder-arg")
     built = {c: build(a.task, a.encoder, *c, a.device, a.chunk, settings, a.data_root, a.train_limit) for c in configs}
-    dev = next(iter(built.values()))[0].s.device
-    for t, batches in built.values():  # first-call costs (allocations, solver set-up) stay out of the clock
-        train_one_epoch(t, {k: Take(v, 3) for k, v in batches.items()})
+    dev = next(iter(built.values()))[0].device
+    for _, train, batches in built.values():  # first-call costs (allocations, solver set-up) stay out of the clock
+        train({k: Take(v, 3) for k, v in batches.items()})
     times: dict[tuple[str, str], list[float]] = {c: [] for c in configs}
     for _ in range(max(1, a.steps // a.chunk)):
-        for c, (t, batches) in built.items():
+        for c, (_, train, batches) in built.items():
             sync(dev)
             t0 = time.perf_counter()
-            train_one_epoch(t, batches)
+            train(batches)
             sync(dev)
             times[c].append((time.perf_counter() - t0) / a.chunk)
-    peaks = {c: train_peak_memory_mb(t.cfg, t.s) for c, (t, _) in built.items()}
+    peaks = {c: train_peak_memory_mb(s.cfg, s) for c, (s, _, _) in built.items()}
     ref = REFERENCE if REFERENCE in times else configs[0]
     ref_s = statistics.median(times[ref])
     rows = []

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import platform
 import statistics
 import sys
@@ -42,10 +43,10 @@ from typing import Any
 import torch
 
 from zoo.engine.build import load_registry, task_spec
-from zoo.engine.build_run import setup
+from zoo.engine.build_run import Setup, setup
 from zoo.core.files import atomic_write_text
 from zoo.engine.config import RunConfig
-from zoo.engine.train import Trainer, train_one_epoch
+from zoo.engine.train import build_optimizer, build_scaler, train_one_epoch
 from zoo.runs.results import machine
 from zoo.use.speed import sync
 
@@ -78,20 +79,20 @@ def samples_per_step(batches: dict[str, list[dict]]) -> float:
     return sum(len(b[0]["image"]) for b in batches.values())
 
 
-def render_rate(t: Trainer, steps: int) -> float | None:
+def render_rate(s: Setup, steps: int) -> float | None:
     """Scenes per second of a rendered task's renderer (``None`` for stored data): ``steps`` training
     batches of scenes drawn anew on the run's device."""
-    rendered = {k: ds for k, ds in t.s.data.train.items() if hasattr(ds, "render")}
+    rendered = {k: ds for k, ds in s.data.train.items() if hasattr(ds, "render")}
     if not rendered:
         return None
-    dev, n = t.s.device, 0
+    dev, n = s.device, 0
     gen = torch.Generator().manual_seed(0)
 
     def go() -> None:
         nonlocal n
         for ds in rendered.values():
             for _ in range(steps):
-                index = torch.randint(len(ds), (t.cfg.batch_size,), generator=gen).to(dev)
+                index = torch.randint(len(ds), (s.cfg.batch_size,), generator=gen).to(dev)
                 n += len(ds.render(index)["image"])
 
     go()  # warm-up: first-call allocations
@@ -109,33 +110,36 @@ def measure(task: str, engine: str, steps: int, chunk: int, device: str, data_ro
                     device_data=engine != "loader", compile=engine.endswith("compile"), **budget)
     torch.manual_seed(0)
     s = setup(cfg)
-    t = Trainer(cfg, s, None)
-    t.scheduler = None  # a measurement: the learning rate stays where it starts
+    train_loaders = s.loaders("train")
+    optimizer, scaler = build_optimizer(s.model, s.weighting, cfg, s.device), build_scaler(cfg, s.device)
     dev = s.device
 
+    def train(loaders: dict[str, Any]) -> None:  # no learning-rate schedule: the rate stays where it starts
+        train_one_epoch(s.model, s.plans, s.weighting, optimizer, loaders, dev, cfg, scaler=scaler)
+
     def draw() -> None:
-        iters = {k: iter(Take(v, steps)) for k, v in t.train_loaders.items()}
+        iters = {k: iter(Take(v, steps)) for k, v in train_loaders.items()}
         for _ in range(steps):
             last = [next(it)["image"].to(dev, non_blocking=True) for it in iters.values()]
         last[0].sum()  # the copies are done when this is
 
     prebuilt = {k: [{f: (x.to(dev) if torch.is_tensor(x) else x) for f, x in b.items()} for b in Take(v, chunk)]
-                for k, v in t.train_loaders.items()}
+                for k, v in train_loaders.items()}
     per_step = samples_per_step(prebuilt)
     # first-call costs (allocations, compilation) stay out of the clock
-    train_one_epoch(t, {k: Take(v, 3) for k, v in prebuilt.items()})
-    train_one_epoch(t, {k: Take(v, 3) for k, v in t.train_loaders.items()})
+    train({k: Take(v, 3) for k, v in prebuilt.items()})
+    train({k: Take(v, 3) for k, v in train_loaders.items()})
     data_s = _timed(draw, dev)
     # model-only and end-to-end alternate in chunks of steps, and each keeps its median chunk: a
     # burst of other work on a shared machine slows one chunk, not one of the two kinds
     model, e2e = [], []
     for _ in range(max(1, steps // chunk)):
-        model.append(_timed(lambda: train_one_epoch(t, prebuilt), dev))
-        e2e.append(_timed(lambda: train_one_epoch(t, {k: Take(v, chunk) for k, v in t.train_loaders.items()}), dev))
+        model.append(_timed(lambda: train(prebuilt), dev))
+        e2e.append(_timed(lambda: train({k: Take(v, chunk) for k, v in train_loaders.items()}), dev))
     model_s, e2e_s = statistics.median(model), statistics.median(e2e)
     row = {"task": task, "engine": engine, "steps": steps, "batch": per_step, "data": per_step * steps / data_s,
            "model": per_step * chunk / model_s, "end_to_end": per_step * chunk / e2e_s, "ratio": model_s / e2e_s}
-    rate = render_rate(t, steps) if engine != "loader" else None
+    rate = render_rate(s, steps) if engine != "loader" else None
     if rate is not None:
         row.update(render=rate, render_vs_model=rate / row["model"])
     return row
@@ -184,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     engines = a.engines.split(",") if a.engines else ["loader", "device"] + (["device+compile"] if a.compile else [])
     rows = []
+    load0 = os.getloadavg()[0]  # a shared machine: the numbers hold for the load they were measured under
     t0 = time.perf_counter()
     for task in a.task.split(","):
         for engine in engines:
@@ -197,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.out:
         write_report(a.out, a.device, command, wall, rows, "Training throughput",
                      f"{a.steps} timed steps of each kind, in chunks of {a.chunk} alternating model-only and "
-                     "end-to-end (median chunk of each)", table(rows))
+                     f"end-to-end (median chunk of each); load average (1 min) {load0:.1f} at the start, "
+                     f"{os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} cores: above that, other work shared "
+                     "them)", table(rows))
     print("\n".join(table(rows)))
     new = "device+compile" if "device+compile" in engines and "device" not in engines else "device"
     for r in rows:

@@ -238,12 +238,15 @@ def test_step_loop_reads_nothing_back_per_step(tiny_mnist, monkeypatch, task, we
     cfg = RunConfig(task=task, encoder="scratch", weighting=weighting, epochs=1, batch_size=8, lr=1e-3,
                     data_root=str(tiny_mnist), encoder_settings={"width": 4, "input_skip": True})
     t = Trainer(cfg, setup(cfg), None)
+    s = t.s
     counts = {}
     for steps in (2, 5):
         n = [0]
         with monkeypatch.context() as m:
             _counting_host_reads(m, n)
-            losses, _ = train_one_epoch(t, {k: _Steps(v, steps) for k, v in t.train_loaders.items()})
+            losses, _ = train_one_epoch(s.model, s.plans, s.weighting, t.optimizer,
+                                        {k: _Steps(v, steps) for k, v in t.train_loaders.items()}, s.device, cfg,
+                                        scheduler=t.scheduler, scaler=t.scaler)
         counts[steps] = n[0]
         assert all(math.isfinite(v) for v in losses.values())
     assert counts[2] == counts[5] <= 3, counts
@@ -257,7 +260,8 @@ def test_a_non_finite_loss_names_its_step(tiny_mnist, monkeypatch):
 
     cfg = RunConfig(task="foreground", encoder="scratch", epochs=1, batch_size=8, data_root=str(tiny_mnist),
                     encoder_settings={"width": 4, "input_skip": True})
-    t = train_mod.Trainer(cfg, setup(cfg), None)
+    s = setup(cfg)
+    optimizer = train_mod.build_optimizer(s.model, s.weighting, cfg, s.device)
     real, calls = train_mod.step_losses, [0]
 
     def poisoned(*a, **k):
@@ -267,4 +271,5 @@ def test_a_non_finite_loss_names_its_step(tiny_mnist, monkeypatch):
 
     monkeypatch.setattr(train_mod, "step_losses", poisoned)
     with pytest.raises(FloatingPointError, match=r"NaN or inf at step 3 of epoch 7; try a lower --lr"):
-        train_mod.train_one_epoch(t, {k: _Steps(v, 6) for k, v in t.train_loaders.items()}, epoch=7)
+        train_mod.train_one_epoch(s.model, s.plans, s.weighting, optimizer,
+                                  {k: _Steps(v, 6) for k, v in s.loaders("train").items()}, s.device, cfg, epoch=7)

@@ -12,7 +12,7 @@ from zoo.data.config import DataConfig
 from zoo.engine.build import load_registry, task_spec
 from zoo.engine.build_run import setup
 from zoo.engine.config import RunConfig
-from zoo.engine.train import Trainer, train_one_epoch
+from zoo.engine.train import build_optimizer, train_one_epoch
 
 TINY = {"train_size": 16, "val_size": 4, "test_size": 4, "size": [32, 32], "objects": [2, 4]}
 
@@ -23,12 +23,13 @@ def test_a_few_joint_steps_lower_every_loss():
     cfg = RunConfig(task="scenes", encoder="scratch", device="cpu", epochs=1, batch_size=8, lr=0.01,
                     schedule="none", seed=0, encoder_settings={"width": 8}, task_settings=dict(TINY))
     torch.manual_seed(0)
-    t = Trainer(cfg, setup(cfg), None)
+    s = setup(cfg)
+    loaders, optimizer = s.loaders("train"), build_optimizer(s.model, s.weighting, cfg, s.device)
     history = []
     for epoch in range(8):
-        for loader in t.train_loaders.values():
+        for loader in loaders.values():
             loader.set_epoch(epoch)
-        losses, seen = train_one_epoch(t, epoch=epoch)
+        losses, seen = train_one_epoch(s.model, s.plans, s.weighting, optimizer, loaders, s.device, cfg, epoch)
         assert seen == 16
         history.append(losses)
     heads = ("seg", "depth", "normals")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import time
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 from rich.console import Console
@@ -32,13 +32,17 @@ from zoo.tasks.base import TaskSpec
 from zoo.engine.tblog import TensorBoardLog
 from zoo.engine.build_run import Setup, seed_everything, select_device, setup
 
-__all__ = ["HeadPlan", "RunConfig", "RunResult", "Trainer", "evaluate", "evaluate_checkpoint", "fit", "make_loaders",
-           "select_device", "setup", "step_losses", "train_one_epoch"]
+if TYPE_CHECKING:  # (annotations only: --list never imports the strategies)
+    from zoo.core.weighting import Weighting
+
+__all__ = ["HeadPlan", "RunConfig", "RunResult", "Trainer", "build_optimizer", "build_scaler", "evaluate",
+           "evaluate_checkpoint", "fit", "make_loaders", "select_device", "setup", "step_losses", "train_one_epoch"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunResult:
-    """What one run produced, with the trained model (best weights on validation) and its setup."""
+    """What one run produced, with the trained model (best weights on validation) and its setup.
+    Built by keyword: ten of its fields are numbers or dicts, which a positional call can swap unseen."""
 
     config: RunConfig
     test: dict[str, float]
@@ -73,37 +77,44 @@ def _cycle(loader) -> Iterator:
         yield from loader
 
 
-def train_one_epoch(t: "Trainer", loaders: dict[str, Any] | None = None, progress: Progress | None = None,
-                    epoch: int = 0) -> tuple[dict[str, float], int]:
-    """One pass over the longest stream of ``t``'s training loaders (or ``loaders``; shorter streams
-    start again). Returns mean losses and samples seen.
+def train_one_epoch(model: MultiTaskModel, plans: list[HeadPlan], weighting: Weighting,
+                    optimizer: torch.optim.Optimizer, loaders: dict[str, Any], device: torch.device, cfg: RunConfig,
+                    epoch: int = 0, *, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                    scaler: torch.amp.GradScaler | None = None, encoder_frozen: bool = False,
+                    progress: Progress | None = None) -> tuple[dict[str, float], int]:
+    """One pass over the longest stream of ``loaders`` (one per stream; shorter streams start again),
+    each step every head of ``plans`` through ``model``, combined by ``weighting``, one ``optimizer``
+    step. Returns mean losses and samples seen (all ranks).
+
+    ``cfg`` gives the step's precision and memory format (``amp``, channels_last) and the advice of a
+    non-finite loss's error. ``scheduler`` is stepped after every step: give it only for a per-step
+    schedule (the caller steps a per-epoch one on the validation score). ``scaler``: float16's loss
+    scaling, where bfloat16 is missing. ``encoder_frozen``: the encoder runs in eval mode, so its
+    BatchNorm statistics stay as they are (``--freeze-encoder-epochs``; its parameters take no gradient).
 
     Nothing in the step reads a value back to the host: losses are summed on the device and read
     once at the end, a non-finite loss sets a device flag holding its step (read every
     ``CHECK_EVERY`` steps and at the end), and the progress bar reads the loss every
     ``PROGRESS_EVERY`` steps.
     """
-    s, cfg = t.s, t.cfg
-    model, weighting, device = s.model, s.weighting, s.device
-    loaders = loaders if loaders is not None else t.train_loaders
     model.train()
-    if t.encoder_frozen:
-        model.encoder.eval()  # (--freeze-encoder-epochs) its BatchNorm statistics stay as they are
-    by_stream = streams(s.plans)
+    if encoder_frozen:
+        model.encoder.eval()
+    by_stream = streams(plans)
     steps = max(len(loaders[k]) for k in by_stream)
     iters = {k: iter(loaders[k]) if len(loaders[k]) == steps else _cycle(loaders[k]) for k in by_stream}
     shared = [p for p in model.shared_parameters() if p.requires_grad]  # the encoder's, the architecture's shared
     task_params = [p for p in model.task_parameters() if p.requires_grad]
     # the weighting's own learnable parameters (uncertainty, IMTL-L) are averaged over ranks too
     params = [p for p in list(model.parameters()) + list(weighting.parameters()) if p.requires_grad]
-    names = [p.name for p in s.plans]
+    names = [p.name for p in plans]
     sums = torch.zeros(len(names) + 1, device=device)
     bad = torch.full((), -1, dtype=torch.long, device=device)  # the first step whose loss was not finite
     seen = 0
     bar = progress.add_task("train", total=steps, loss="-") if progress else None  # no loss before the first step
     from zoo.core.weighting import identity  # (here: --list never imports the strategies)
 
-    scale = t.scaler.scale if t.scaler is not None else identity
+    scale = scaler.scale if scaler is not None else identity
     channels_last = cfg.uses_channels_last(device)
     for step in range(steps):
         dist.at(f"epoch {epoch}, step {step + 1} of {steps}")  # named if a collective times out
@@ -111,21 +122,21 @@ def train_one_epoch(t: "Trainer", loaders: dict[str, Any] | None = None, progres
         with autocast(device, cfg.amp):
             losses = step_losses(model, batches, by_stream)
         seen += sum(len(b["image"]) for b in batches.values())
-        t.optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         total = weighting.backward(losses, shared, scale, task_params=task_params)
         dist.all_reduce_grads(params)
         values = torch.stack([losses[n].detach().float() for n in names] + [total.detach().float()])
         bad = torch.where((bad < 0) & ~torch.isfinite(values).all(), step, bad)
         sums += values
-        if t.scaler is not None:
-            t.scaler.step(t.optimizer)
-            t.scaler.update()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
         else:
-            t.optimizer.step()
+            optimizer.step()
         if weighting.wants_losses_after_step:
             weighting.after_step(_losses_after_step(model, batches, by_stream, device, cfg))
-        if t.scheduler is not None and SCHEDULE_KINDS[cfg.schedule].per_step:
-            t.scheduler.step()
+        if scheduler is not None:
+            scheduler.step()
         if (step + 1) % CHECK_EVERY == 0:
             _check_finite(bad, names, epoch, cfg)
         if progress is not None and ((step + 1) % PROGRESS_EVERY == 0 or step + 1 == steps):
@@ -161,6 +172,25 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def build_optimizer(model: MultiTaskModel, weighting: Weighting, cfg: RunConfig,
+                    device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the model's and the weighting's parameters: the encoder one group (its learning rate
+    scaled by ``--encoder-lr-scale``), heads, the architecture's modules and the weighting the other."""
+    # fused on CUDA: one kernel for the whole update instead of a few per parameter
+    fused = {"fused": True} if device.type == "cuda" else {}
+    encoder = {id(p) for p in model.encoder.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in encoder] + list(weighting.parameters())
+    groups = [{"params": list(model.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale},
+              {"params": rest, "lr": cfg.lr}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+
+
+def build_scaler(cfg: RunConfig, device: torch.device) -> torch.amp.GradScaler | None:
+    """float16's loss scaler: mixed precision on a CUDA device without bfloat16 (bfloat16 needs none)."""
+    use_scaler = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler("cuda") if use_scaler else None
+
+
 @dataclass
 class _State:
     """What a checkpoint carries between epochs (and across a resume)."""
@@ -173,6 +203,17 @@ class _State:
     train_seconds: float = 0.0
     samples: int = 0
 
+    def to_checkpoint(self) -> dict[str, Any]:
+        """The fields by name, as a checkpoint stores them next to the weights."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any]) -> "_State":
+        """The state a checkpoint stored (every field is a key of it, since the first checkpoints)."""
+        state = cls(**{f.name: saved[f.name] for f in fields(cls)})
+        state.history = list(state.history)  # appended to by the resumed run: not the loaded list
+        return state
+
 
 class Trainer:
     """The objects one run trains with, and its checkpoint files (rank 0 writes them)."""
@@ -181,21 +222,11 @@ class Trainer:
         self.cfg, self.s, self.run_dir = cfg, s, run_dir
         self.train_loaders = s.loaders("train")
         steps = self.steps_per_epoch = max(len(self.train_loaders[h.stream]) for h in s.plans)
-        # fused on CUDA: one kernel for the whole update instead of a few per parameter
-        fused = {"fused": True} if s.device.type == "cuda" else {}
-        # the encoder its own group (--encoder-lr-scale); heads, the architecture's modules and the
-        # weighting's parameters the other
-        encoder = {id(p) for p in s.model.encoder.parameters()}
-        rest = [p for p in s.model.parameters() if id(p) not in encoder] + list(s.weighting.parameters())
-        groups = [{"params": list(s.model.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale},
-                  {"params": rest, "lr": cfg.lr}]
-        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
-                                           weight_decay=cfg.weight_decay, **fused)
+        self.optimizer = build_optimizer(s.model, s.weighting, cfg, s.device)
         self.encoder_frozen = False
         kind = SCHEDULE_KINDS[cfg.schedule]
         self.scheduler = kind.build(self.optimizer, cfg, steps) if kind is not None else None
-        use_scaler = cfg.amp and s.device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.scaler = build_scaler(cfg, s.device)
         self.state = _State()
         self.best_weights: dict[str, torch.Tensor] | None = None
 
@@ -213,8 +244,7 @@ class Trainer:
         self.s.weighting.load_state_dict(saved["weighting"])
         if self.scheduler is not None and saved.get("scheduler"):
             self.scheduler.load_state_dict(saved["scheduler"])
-        self.state = _State(saved["epoch"], saved["best"], saved["best_epoch"], saved["stale"], list(saved["history"]),
-                            saved["train_seconds"], saved["samples"])
+        self.state = _State.from_checkpoint(saved)
 
     def _check_schedule_length(self, saved: dict[str, Any], path: str | Path) -> None:
         """The saved per-step schedule must be as long as this run's: loaded over it, a shorter one is
@@ -234,11 +264,9 @@ class Trainer:
         only, a third of the size with AdamW (its two moments are each as big as the weights)."""
         if self.run_dir is None or not dist.is_main():
             return
-        st = self.state
-        state = {"model": self.s.model.state_dict(), "weighting": self.s.weighting.state_dict(), "epoch": st.epoch,
-                 "best": st.best, "best_epoch": st.best_epoch, "stale": st.stale, "history": st.history,
-                 "train_seconds": st.train_seconds, "samples": st.samples, "config": self.cfg.to_dict(),
-                 "info": self.s.data.info, "world_size": dist.world_size()}
+        state = {"model": self.s.model.state_dict(), "weighting": self.s.weighting.state_dict(),
+                 **self.state.to_checkpoint(), "config": self.cfg.to_dict(), "info": self.s.data.info,
+                 "world_size": dist.world_size()}
         if resumable:
             state["optimizer"] = self.optimizer.state_dict()
             state["scheduler"] = self.scheduler.state_dict() if self.scheduler is not None else None
@@ -251,7 +279,10 @@ class Trainer:
         seed_everything(cfg.seed * 1000 + epoch)
         set_epoch(self.train_loaders, epoch, cfg.seed)
         t0 = time.perf_counter()
-        losses, n = train_one_epoch(self, progress=progress, epoch=epoch)
+        per_step = self.scheduler if SCHEDULE_KINDS[cfg.schedule].per_step else None
+        losses, n = train_one_epoch(s.model, s.plans, s.weighting, self.optimizer, self.train_loaders, s.device, cfg,
+                                    epoch, scheduler=per_step, scaler=self.scaler, encoder_frozen=self.encoder_frozen,
+                                    progress=progress)
         if s.device.type == "cuda":
             torch.cuda.synchronize()
         st.train_seconds += time.perf_counter() - t0
@@ -404,5 +435,7 @@ def _fit(cfg: RunConfig, run_dir: Path | None, resume: str | Path | None, consol
         test = evaluate(s, "test")
     st = t.state
     val_best = st.history[st.best_epoch - 1]["val"] if st.best_epoch and st.best_epoch <= len(st.history) else {}
-    return RunResult(cfg, test, val_best, dict(s.data.info), st.epoch, st.best_epoch, st.train_seconds, st.samples,
-                     count_parameters(s.model), str(s.device), st.history, s.weighting.weights(), run_dir, s)
+    return RunResult(config=cfg, test=test, val=val_best, info=dict(s.data.info), epochs=st.epoch,
+                     best_epoch=st.best_epoch, train_seconds=st.train_seconds, train_samples=st.samples,
+                     parameters=count_parameters(s.model), device=str(s.device), history=st.history,
+                     weights=s.weighting.weights(), run_dir=run_dir, setup=s)

@@ -110,21 +110,26 @@ def train_peak_memory_mb(cfg, s, steps: int = 2) -> float:
     are summed in time order, on top of what is alive before (weights, buffers, the batches), which
     is what CUDA's max allocated would count for the same step in float32. The model is trained by
     these steps: measure its speed first."""
-    from zoo.engine.train import Trainer, train_one_epoch
+    from zoo.engine.train import build_optimizer, build_scaler, train_one_epoch
 
-    t = Trainer(cfg, s, None)
-    batches = {k: list(itertools.islice(loader, steps)) for k, loader in t.train_loaders.items()}
-    t.scheduler = None  # a measurement: leave the learning-rate schedule where it is
+    loaders = s.loaders("train")
+    optimizer = build_optimizer(s.model, s.weighting, cfg, s.device)
+    scaler = build_scaler(cfg, s.device)
+    batches = {k: list(itertools.islice(loader, steps)) for k, loader in loaders.items()}
+
+    def train() -> None:  # no learning-rate schedule: a measurement, not a run
+        train_one_epoch(s.model, s.plans, s.weighting, optimizer, batches, s.device, cfg, scaler=scaler)
+
     if s.device.type == "cuda":
         torch.cuda.synchronize(s.device)
         torch.cuda.reset_peak_memory_stats(s.device)
-        train_one_epoch(t, batches)
+        train()
         return torch.cuda.max_memory_allocated(s.device) / 2**20
     alive = itertools.chain(s.model.parameters(), s.model.buffers(), s.weighting.parameters(),
                             (v for b in batches.values() for batch in b for v in batch.values() if torch.is_tensor(v)))
     base = sum(x.numel() * x.element_size() for x in alive)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        train_one_epoch(t, batches)
+        train()
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                     key=lambda e: e.start_ns())
     live = peak = 0
