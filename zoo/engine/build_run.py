@@ -18,8 +18,9 @@ from zoo.core.metrics import Metric, build_metric
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import Registry, RegistryError, check_settings
 from zoo.encoders.base import Encoder, settings_for_state
+from zoo.engine.evaluate import score_streams
 from zoo.engine.loaders import make_loaders, to_device
-from zoo.engine.step import HeadPlan, predictions, run_heads, streams
+from zoo.engine.step import HeadPlan, streams
 from zoo.tasks.base import ResolvedTask, TaskData, TaskSpec
 
 __all__ = ["HeadPlan", "Setup", "make_loaders", "preflight", "seed_everything", "select_device", "setup", "streams",
@@ -199,25 +200,24 @@ def preflight(s: Setup, cfg: RunConfig) -> None:
     its target and every monitor metric must exist, before the first training step."""
     was_training = s.model.training
     s.model.eval()
-    found: set[str] = set()
     losses: dict[str, torch.Tensor] = {}
+
+    def check_heads(heads: list[HeadPlan], out: dict[str, torch.Tensor], batch: dict) -> None:
+        for p in heads:
+            losses[p.name] = _check_head(s, p, out[p.name], batch)
+
     try:
-        for stream, plans in streams(s.plans).items():
+        batches = {}
+        for stream in streams(s.plans):
             ds = s.data.val[stream]
-            batch = [ds[i] for i in range(min(2, len(ds)))]
-            batch = to_device(default_collate(batch), s.device, cfg.uses_channels_last(s.device))
-            _check_train_batch(s, cfg, stream, batch["image"])
-            out = run_heads(s.model, batch["image"], plans)
-            for p in plans:
-                losses[p.name] = _check_head(s, p, out[p.name], batch)
-            with torch.no_grad():  # (the forward keeps its graph: the weighting check differentiates it)
-                preds = predictions(s.model, out, batch["image"])
-            for m in s.metrics:
-                if s.metric_streams[m.name] == stream:
-                    m.reset()
-                    m.update(preds, batch)
-                    found.update(m.compute())
-                    m.reset()
+            batches[stream] = [default_collate([ds[i] for i in range(min(2, len(ds)))])]
+            _check_train_batch(s, cfg, stream, batches[stream][0]["image"])
+        for m in s.metrics:
+            m.reset()
+        score_streams(s, batches, on_outputs=check_heads)
+        found = {k for m in s.metrics if s.metric_streams[m.name] in batches for k in m.compute()}
+        for m in s.metrics:
+            m.reset()
         _check_weighting(s, cfg, losses)
     finally:
         s.model.train(was_training)

@@ -1,10 +1,11 @@
 """Evaluation: every metric accumulated over a whole split (all ranks), optionally with test-time
-augmentation, and scoring a saved checkpoint."""
+augmentation, through the one scoring loop (``score_streams``, which the preflight check shares), and
+scoring a saved checkpoint."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -14,34 +15,49 @@ from zoo.core import distributed as dist
 from zoo.engine.checkpoint import read_weights
 from zoo.engine.config import RunConfig
 from zoo.engine.loaders import to_device
-from zoo.engine.step import autocast, predictions, run_heads, streams
+from zoo.engine.step import HeadPlan, autocast, predictions, run_heads, streams
 
 
 @torch.no_grad()
 def evaluate(s, split: str = "val", loaders: dict[str, Any] | None = None) -> dict[str, float]:
     """Every metric of setup ``s`` (``zoo.engine.build_run.Setup``) accumulated over the whole ``split``
     (all ranks), then computed. ``loaders`` replaces the split's own (e.g. pre-built batches)."""
-    cfg, device = s.cfg, s.device
     dist.at(f"the {split} evaluation")
     loaders = loaders if loaders is not None else s.loaders(split)
     s.model.eval()
     for m in s.metrics:
         m.reset()
-    channels_last = cfg.uses_channels_last(device)
+    score_streams(s, loaders, amp=s.cfg.amp, tta=s.cfg.tta)
+    results: dict[str, float] = {}
+    for m in s.metrics:
+        m.state = dist.sum_tensor(m.state, s.device)
+        results.update(m.compute())
+    return results
+
+
+def score_streams(s, batches: Mapping[str, Iterable[dict]], *, amp: bool = False, tta: bool = False,
+                  on_outputs: Callable[[list[HeadPlan], dict[str, torch.Tensor], dict], None] | None = None) -> None:
+    """Each stream's ``batches`` through the heads of setup ``s`` that read it, and the metrics of that
+    stream updated with their hard predictions: the one scoring loop, of evaluation and of the
+    preflight check. The caller resets the metrics before and computes them after, and chooses the
+    mode (``no_grad``, ``model.eval()``).
+
+    ``amp``: under autocast (``--amp``); ``tta``: averaged over shifted (and, for a task whose images
+    may be mirrored, mirrored) inputs. ``on_outputs(heads, outputs, batch)`` sees each batch's raw
+    outputs before they are scored (the preflight checks each head's output and loss there)."""
+    channels_last = s.cfg.uses_channels_last(s.device)
     for stream, heads in streams(s.plans).items():
-        for batch in loaders[stream]:
-            batch = to_device(batch, device, channels_last)
-            with autocast(device, cfg.amp):
-                out = run_heads(s.model, batch["image"], heads, tta=cfg.tta, mirror=s.task.spec.task.mirrors)
-            preds = predictions(s.model, out, batch["image"])
+        for batch in batches[stream]:
+            batch = to_device(batch, s.device, channels_last)
+            with autocast(s.device, amp):
+                out = run_heads(s.model, batch["image"], heads, tta=tta, mirror=s.task.spec.task.mirrors)
+            if on_outputs is not None:
+                on_outputs(heads, out, batch)
+            with torch.no_grad():  # (a caller's forward may keep its graph: the preflight differentiates it)
+                preds = predictions(s.model, out, batch["image"])
             for m in s.metrics:
                 if s.metric_streams[m.name] == stream:
                     _update(m, preds, batch)
-    results: dict[str, float] = {}
-    for m in s.metrics:
-        m.state = dist.sum_tensor(m.state, device)
-        results.update(m.compute())
-    return results
 
 
 def _update(m: Metric, preds: dict[str, torch.Tensor], batch: dict) -> None:
