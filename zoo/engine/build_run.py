@@ -105,8 +105,9 @@ def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None, regist
     seed_everything(cfg.seed)
     task = spec.task.resolve(spec, data, registry)
     check_model_fits(cfg, task, data.in_channels, registry, device)
-    model = build_model(cfg.encoder, task.heads, data.in_channels, settings, registry, cfg.architecture,
-                        cfg.architecture_settings).to(device)
+    model = build_model(cfg.encoder, task.heads, in_channels=data.in_channels, encoder_settings=settings,
+                        registry=registry, architecture=cfg.architecture,
+                        architecture_settings=cfg.architecture_settings).to(device)
     check_cut_off(registry, cfg, {n for n, h in model.heads.items() if not h.reads_encoder},
                   "a head setting makes them read only the input")
     if cfg.uses_channels_last(device):

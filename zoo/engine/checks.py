@@ -88,8 +88,9 @@ def check_model_fits(cfg: RunConfig, task: ResolvedTask, in_channels: int, regis
     try:
         with torch.device("meta"):
             shapes_only = settings_for_state(cfg.encoder_settings, None)  # no pretrained weights read
-            probe = build_model(cfg.encoder, task.heads, in_channels, shapes_only, registry, cfg.architecture,
-                                cfg.architecture_settings)
+            probe = build_model(cfg.encoder, task.heads, in_channels=in_channels, encoder_settings=shapes_only,
+                                registry=registry, architecture=cfg.architecture,
+                                architecture_settings=cfg.architecture_settings)
     except RegistryError:
         raise
     except Exception:  # a component that cannot be built without memory: the real build reports it
