@@ -2,6 +2,8 @@
 with, and a resumed run reads every field of it back."""
 from __future__ import annotations
 
+import pytest
+
 from zoo.engine.checkpoint import load_checkpoint
 from zoo.engine.config import RunConfig
 from zoo.engine.train import fit
@@ -11,9 +13,10 @@ LAST_PT = {"model", "weighting", "epoch", "best", "best_epoch", "stale", "histor
            "config", "info", "world_size", "optimizer", "scheduler"}
 
 
-def test_checkpoints_keep_their_keys_and_a_resume_reads_the_state_back(tiny_mnist, tmp_path):
+@pytest.mark.parametrize("schedule", ["onecycle", "plateau", "none"])  # per step, per epoch, none
+def test_checkpoints_keep_their_keys_and_a_resume_reads_the_state_back(tiny_mnist, tmp_path, schedule):
     cfg = RunConfig(task="foreground", encoder="scratch", epochs=1, batch_size=16, data_root=str(tiny_mnist),
-                    encoder_settings={"width": 4, "input_skip": True})
+                    encoder_settings={"width": 4, "input_skip": True}, schedule=schedule)
     run = tmp_path / "run"
     first = fit(cfg, out_dir=run, show_progress=False)
     assert set(load_checkpoint(run / "last.pt")) == LAST_PT

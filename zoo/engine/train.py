@@ -279,7 +279,7 @@ class Trainer:
         seed_everything(cfg.seed * 1000 + epoch)
         set_epoch(self.train_loaders, epoch, cfg.seed)
         t0 = time.perf_counter()
-        per_step = self.scheduler if SCHEDULE_KINDS[cfg.schedule].per_step else None
+        per_step = self.scheduler if self.scheduler is not None and SCHEDULE_KINDS[cfg.schedule].per_step else None
         losses, n = train_one_epoch(s.model, s.plans, s.weighting, self.optimizer, self.train_loaders, s.device, cfg,
                                     epoch, scheduler=per_step, scaler=self.scaler, encoder_frozen=self.encoder_frozen,
                                     progress=progress)
