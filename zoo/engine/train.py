@@ -209,7 +209,8 @@ class _State:
 
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any]) -> "_State":
-        """The state a checkpoint stored (every field is a key of it, since the first checkpoints)."""
+        """The state a checkpoint stored, field by field under the same names (the keys every resumable
+        checkpoint has carried: the field names are the checkpoint's format, so renaming one breaks resume)."""
         state = cls(**{f.name: saved[f.name] for f in fields(cls)})
         state.history = list(state.history)  # appended to by the resumed run: not the loaded list
         return state
