@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from zoo.data.idx import DataError
-from zoo.data.nyuv2 import IGNORE, SplitStats, check_labels, load_npy, missing_depth, scene_indices
+from zoo.data.nyuv2 import IGNORE, SplitStats, check_labels, load_npy, missing_depth, read_image, scene_indices
 
 #: cityscapesScripts' labels.py: label id -> train id (255: not evaluated); id -1 (license plate) is 255 too
 TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13,
@@ -65,10 +65,7 @@ class NpyScene:
 
     def read(self, stats: SplitStats | None = None) -> dict[str, np.ndarray]:
         h, w = self.size
-        image = load_npy(self.path("image"), ((h, w, 3),), "f", "the image")
-        if not np.isfinite(image).all():
-            raise DataError(f"{self.path('image')}: the image holds {int((~np.isfinite(image)).sum())} NaN/inf "
-                            "values; images must be finite")
+        image = read_image(self.path("image"), h, w)
         folder = f"label_{self.num_classes}"
         label = check_labels(load_npy(self.path(folder), ((h, w),), "fiu", "the label map"), self.path(folder),
                              self.num_classes)

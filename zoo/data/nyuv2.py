@@ -108,6 +108,15 @@ def load_npy(path: Path, shapes: tuple[tuple[int, ...], ...], kinds: str, what: 
     return np.array(a)
 
 
+def read_image(path: Path, h: int, w: int) -> np.ndarray:
+    """An ``HxWx3`` float image file; NaN or inf in it is an error (only depth has a missing-value marker)."""
+    image = load_npy(path, ((h, w, 3),), "f", "the image")
+    if not np.isfinite(image).all():
+        raise DataError(f"{path}: the image holds {int((~np.isfinite(image)).sum())} NaN/inf values; images must be "
+                        "finite")
+    return image
+
+
 def check_labels(label: np.ndarray, path: Path, num_classes: int) -> np.ndarray:
     """Whole-number labels ``0 .. num_classes - 1`` or :data:`IGNORE`, as int64; anything else is one line."""
     if label.dtype.kind == "f" and not (np.isfinite(label).all() and (label == np.round(label)).all()):
@@ -145,10 +154,7 @@ class Scene:
 
     def read(self, stats: SplitStats | None = None) -> dict[str, np.ndarray]:
         h, w = self.size
-        image = load_npy(self.path("image"), ((h, w, 3),), "f", "the image")
-        if not np.isfinite(image).all():
-            raise DataError(f"{self.path('image')}: the image holds {int((~np.isfinite(image)).sum())} NaN/inf "
-                            "values; images must be finite")
+        image = read_image(self.path("image"), h, w)
         label = check_labels(load_npy(self.path("label"), ((h, w),), "fiu", "the label map"), self.path("label"),
                              NUM_CLASSES)
         depth = load_npy(self.path("depth"), ((h, w, 1), (h, w)), "f", "the depth map").reshape(h, w)
