@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.heads.base import Description, Head, global_pool
+from zoo.core.layers import global_pool
+from zoo.heads.base import Description, Head
 from zoo.heads.decoder import SkipDecoder
 from zoo.core.geometry import enclosing_circle, rasterize_circles
 

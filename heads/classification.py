@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.heads.base import Head, global_pool, positive_int
+from zoo.core.layers import global_pool, positive_int
+from zoo.heads.base import Head
 
 
 class ClassificationHead(Head):

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo.heads.base import Description, positive_int
+from zoo.core.layers import positive_int
+from zoo.heads.base import Description
 from zoo.heads.dense import DEFAULT_DECODER, DenseHead
 
 

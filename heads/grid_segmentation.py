@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.heads.base import Head, positive_int, require_input_skip
+from zoo.core.layers import positive_int, require_input_skip
+from zoo.heads.base import Head
 from zoo.heads.levels import GlobalThreshold
 
 

@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from zoo.heads.base import positive_int
+from zoo.core.layers import positive_int
 from zoo.heads.dense import DEFAULT_DECODER, DenseHead
 
 

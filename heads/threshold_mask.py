@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from zoo.heads.base import Head, global_pool, require_input_skip
+from zoo.core.layers import global_pool, require_input_skip
+from zoo.heads.base import Head
 from zoo.heads.levels import GlobalThreshold
 
 

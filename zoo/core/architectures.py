@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.heads.base import global_pool, positive_int
+from zoo.core.layers import global_pool, positive_int
 
 DEFAULT_ARCHITECTURE = "hard_sharing"  # what a run, a row or a checkpoint without one used
 
