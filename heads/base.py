@@ -1,4 +1,4 @@
-"""What every head shares: the contract it declares, and the output kinds it declares them in."""
+"""What every head shares: the contract it declares (its output kind is one of ``zoo.core.kinds``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,22 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-#: What a head's ``forward`` returns. The model (cropping padding), the losses (their mode), test-time
-#: augmentation, figures and ``zoo.predict`` read this declaration, never the tensor's shape.
-OUTPUT_KINDS = {
-    "binary_mask": "[B, 1, H, W] foreground logits",
-    "dense_classes": "[B, N, H, W] class logits (or log-probabilities) per pixel",
-    "class_logits": "[B, N] class logits",
-    "circle": "[B, 3] a circle (cx, cy, r) in pixels",
-    "values": "[B, K] real values (regression)",
-    "dense_values": "[B, C, H, W] real values per pixel (depth, normals); target [B, C, H, W], NaN where invalid",
-}
-#: the kinds with one value per pixel
-DENSE_KINDS = ("binary_mask", "dense_classes", "dense_values")
-#: the loss mode each kind trains in: smp's ``binary`` and ``multiclass``, ``regression``, and
-#: ``dense_regression`` (per-pixel values whose invalid pixels, NaN in the target, are left out)
-LOSS_MODES = {"binary_mask": "binary", "dense_classes": "multiclass", "class_logits": "multiclass",
-              "circle": "regression", "values": "regression", "dense_values": "dense_regression"}
+from zoo.core.kinds import DENSE_KINDS, OUTPUT_KINDS
 
 
 @dataclass

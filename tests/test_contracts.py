@@ -11,7 +11,8 @@ from test_bad_input import assert_clear, run_cli
 from zoo.core.losses import BCEDice, CrossEntropy, Dice, Focal
 from zoo.engine.build import task_spec
 from zoo.engine.step import HeadPlan
-from zoo.heads.base import LOSS_MODES, OUTPUT_KINDS, Description, Head
+from zoo.core.kinds import LOSS_MODES, OUTPUT_KINDS
+from zoo.heads.base import Description, Head
 from zoo.tasks.base import HeadSpec, TaskData
 
 REG = zoo.load_registry()

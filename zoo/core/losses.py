@@ -6,7 +6,7 @@ guessing it from the output's shape: ``binary`` (one-channel logits, a 0/1 targe
 (N-class logits ``[B, N]`` or ``[B, N, H, W]``, class-index targets), ``regression`` or
 ``dense_regression`` (per-pixel values ``[B, C, H, W]``; a target pixel that is NaN is left out). A loss
 declares the modes it takes (``modes``); the task gives it the mode of its head's declared output
-kind (``zoo.heads.base.LOSS_MODES``), and a registered name may fix one (``ce_dice`` is
+kind (``zoo.core.kinds.LOSS_MODES``), and a registered name may fix one (``ce_dice`` is
 multi-class, ``bce_dice`` binary), so a loss that contradicts its head is an error before training.
 """
 from __future__ import annotations

@@ -8,10 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.core.architectures import HardSharing
-from zoo.heads.base import DENSE_KINDS, OUTPUT_KINDS, Head
+from zoo.core.kinds import DENSE_KINDS, OUTPUT_KINDS
 
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+#: what the model reads of a head; ``zoo.Head`` declares them all. Checked by name, not by class: core
+#: sits below ``heads`` (the README's Layout), so it never imports the class it holds.
+_HEAD_CONTRACT = ("output_kind", "needs_input_size", "predict")
 
 
 class MultiTaskModel(nn.Module):
@@ -28,7 +31,7 @@ class MultiTaskModel(nn.Module):
         if not heads:
             raise ValueError("a MultiTaskModel needs at least one head")
         for name, head in heads.items():
-            if not isinstance(head, Head):
+            if not isinstance(head, nn.Module) or not all(hasattr(head, n) for n in _HEAD_CONTRACT):
                 raise TypeError(f"head {name!r} is a {type(head).__module__}.{type(head).__qualname__}, not a zoo Head: "
                                 "subclass zoo.Head (it declares the contract the trainer reads)")
             if head.output_kind not in OUTPUT_KINDS:

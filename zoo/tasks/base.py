@@ -29,7 +29,8 @@ from torch.utils.data import Dataset
 from zoo.core.metrics import Metric
 from zoo.data.config import DataConfig, split_counts  # noqa: F401 (DataConfig: the tasks' import of it)
 from zoo.core.registry import RegistryError
-from zoo.heads.base import LOSS_MODES, OUTPUT_KINDS, Head
+from zoo.core.kinds import LOSS_MODES, OUTPUT_KINDS
+from zoo.heads.base import Head
 
 if TYPE_CHECKING:
     from zoo.core.registry import Registry
@@ -179,7 +180,7 @@ class HeadSpec:
     weight: float
     target: str | None
     stream: str
-    output: str | None = None  # the head's declared output kind (zoo.heads.base.OUTPUT_KINDS), once resolved
+    output: str | None = None  # the head's declared output kind (zoo.core.kinds.OUTPUT_KINDS), once resolved
 
     def record(self) -> dict[str, Any]:
         """What a saved model's record says of this head."""
