@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import errno
 import os
 import shlex
 import sys
@@ -26,7 +25,6 @@ from zoo.core import distributed as dist
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
 from zoo.engine.build import load_registry, task_spec
 from zoo.engine.config import RunConfig, add_run_options, budget_fingerprint, budget_mode, is_smoke, run_config
-from zoo.data.idx import DataError
 from zoo.runs import gain as gains
 from zoo.runs import slurm
 from zoo.runs.gain import add_gain
@@ -34,6 +32,7 @@ from zoo.runs.grid import run_grid
 from zoo.runs.identity import RunIdentity, launched_world
 from zoo.runs.job import Job
 from zoo.runs.plan import budget_of, plan_jobs
+from zoo.core.cli import run_main
 from zoo.core.registry import Registry, RegistryError
 from zoo.runs.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
 from zoo.core.files import check_writable
@@ -272,83 +271,79 @@ def refresh_gains(out: Path, registry: Registry) -> list[dict[str, Any]]:
     return rows
 
 
+def run_command(args: argparse.Namespace, console: Console, err: Console, command: str) -> int:
+    """What ``python -m zoo.bench`` does with its parsed ``args``: list, run one job, or plan and run a
+    grid. Its errors reach ``main``, which reports them."""
+    if args.job:  # one run of a grid, as the local launcher hands it over
+        run_serialised(Job.read(args.job), err)
+        return 0
+    registry = load_registry(args.registry)
+    if args.list:
+        list_registry(registry, console)
+        return 0
+    if not args.task:
+        raise RegistryError(f"--task is required (one of {', '.join(registry.names('tasks'))}, or all); see --list")
+    mode = budget_mode(args)
+    # the Slurm options are checked before the plan builds anything (the cluster itself after it)
+    cluster = slurm.settings(args) if args.launcher == "slurm" else None
+    if args.detach and cluster is None:
+        raise ValueError("--detach submits a grid to Slurm and exits: give it with --launcher slurm")
+    if cluster is not None and (args.jobs != 1 or args.job_timeout is not None):
+        raise ValueError("--jobs and --job-timeout are the local grid's; on Slurm, --slurm-parallel N runs N jobs "
+                         "at once and --slurm-time limits each (a job that reaches it is requeued, not stopped)")
+    if cluster is not None and args.resume:
+        raise ValueError("--resume continues one run on this machine; a Slurm grid continues its interrupted runs "
+                         "from their last.pt by itself: run the same command again")
+    out = check_writable(args.out) if dist.is_main() else Path(args.out)
+    jobs = plan_jobs(args, registry, mode, out, cluster.processes if cluster else None)
+    if args.resume and len(jobs) != 1:
+        raise RegistryError("--resume continues one run: give a single --task, --encoder, --weighting and "
+                            "--architecture")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be an integer >= 1, got {args.jobs}")
+    if args.job_timeout is not None and args.job_timeout <= 0:
+        raise ValueError(f"--job-timeout must be > 0 seconds, got {args.job_timeout}")
+    if cluster is not None or (len(jobs) > 1 and not launched_world()):
+        if cluster is not None:
+            slurm.check_cluster(cluster)
+            waiting = slurm.run_grid(jobs, out, cluster, HEADER, err, detach=args.detach)
+        else:
+            run_grid(jobs, out, args.jobs, args.job_timeout, HEADER, err)
+            waiting = 0
+        keys = {j.key for j in jobs}
+        rows = [r for r in refresh_gains(out, registry) if row_key(r) in keys]
+        if rows:
+            print_table(rows, f"results ({mode} budget)", console)
+            console.print(f"-> {out / 'results.md'} (.csv, .json)", soft_wrap=True, markup=False)
+        if waiting:
+            err.print(f"{waiting} of {len(jobs)} jobs are queued or running on Slurm: run the same command again "
+                      "to collect their rows", soft_wrap=True)
+        failed = [r for r in rows if r.get("status")]
+        return 1 if failed else 0
+    dist.init()
+    for job in jobs:  # run here: the command typed (torchrun's launch included) is each row's
+        job.command = command
+    rows = [run_job(job, registry, err) for job in jobs]
+    if dist.is_main():
+        refresh_gains(out, registry)
+        print_table(rows, f"results ({mode} budget)", console)  # a short title: a path would wrap it
+        console.print(f"-> {out / 'results.md'} (.csv, .json)", soft_wrap=True, markup=False)
+    dist.shutdown()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # soft_wrap: a message stays one line when stderr is a file (rich wraps at 80 columns off a terminal)
     console, err = Console(), Console(stderr=True, soft_wrap=True)
     command = command_line(sys.argv[1:] if argv is None else argv)
     try:
-        if args.job:  # one run of a grid, as the local launcher hands it over
-            run_serialised(Job.read(args.job), err)
-            return 0
-        registry = load_registry(args.registry)
-        if args.list:
-            list_registry(registry, console)
-            return 0
-        if not args.task:
-            raise RegistryError(f"--task is required (one of {', '.join(registry.names('tasks'))}, or all); see --list")
-        mode = budget_mode(args)
-        # the Slurm options are checked before the plan builds anything (the cluster itself after it)
-        cluster = slurm.settings(args) if args.launcher == "slurm" else None
-        if args.detach and cluster is None:
-            raise ValueError("--detach submits a grid to Slurm and exits: give it with --launcher slurm")
-        if cluster is not None and (args.jobs != 1 or args.job_timeout is not None):
-            raise ValueError("--jobs and --job-timeout are the local grid's; on Slurm, --slurm-parallel N runs N jobs "
-                             "at once and --slurm-time limits each (a job that reaches it is requeued, not stopped)")
-        if cluster is not None and args.resume:
-            raise ValueError("--resume continues one run on this machine; a Slurm grid continues its interrupted runs "
-                             "from their last.pt by itself: run the same command again")
-        out = check_writable(args.out) if dist.is_main() else Path(args.out)
-        jobs = plan_jobs(args, registry, mode, out, cluster.processes if cluster else None)
-        if args.resume and len(jobs) != 1:
-            raise RegistryError("--resume continues one run: give a single --task, --encoder, --weighting and "
-                                "--architecture")
-        if args.jobs < 1:
-            raise ValueError(f"--jobs must be an integer >= 1, got {args.jobs}")
-        if args.job_timeout is not None and args.job_timeout <= 0:
-            raise ValueError(f"--job-timeout must be > 0 seconds, got {args.job_timeout}")
-        if cluster is not None or (len(jobs) > 1 and not launched_world()):
-            if cluster is not None:
-                slurm.check_cluster(cluster)
-                waiting = slurm.run_grid(jobs, out, cluster, HEADER, err, detach=args.detach)
-            else:
-                run_grid(jobs, out, args.jobs, args.job_timeout, HEADER, err)
-                waiting = 0
-            keys = {j.key for j in jobs}
-            rows = [r for r in refresh_gains(out, registry) if row_key(r) in keys]
-            if rows:
-                print_table(rows, f"results ({mode} budget)", console)
-                console.print(f"-> {out / 'results.md'} (.csv, .json)", soft_wrap=True, markup=False)
-            if waiting:
-                err.print(f"{waiting} of {len(jobs)} jobs are queued or running on Slurm: run the same command again "
-                          "to collect their rows", soft_wrap=True)
-            failed = [r for r in rows if r.get("status")]
-            return 1 if failed else 0
-        dist.init()
-        for job in jobs:  # run here: the command typed (torchrun's launch included) is each row's
-            job.command = command
-        rows = [run_job(job, registry, err) for job in jobs]
-        if dist.is_main():
-            refresh_gains(out, registry)
-            print_table(rows, f"results ({mode} budget)", console)  # a short title: a path would wrap it
-            console.print(f"-> {out / 'results.md'} (.csv, .json)", soft_wrap=True, markup=False)
-        dist.shutdown()
-        return 0
-    except (RegistryError, DataError, ValueError, FileNotFoundError, FloatingPointError, dist.StalledRanks) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
-    except (MemoryError, OSError) as exc:
-        if isinstance(exc, MemoryError) or exc.errno == errno.ENOMEM:  # the machine's memory, not the disk
-            err.print("[bold red]error:[/] out of memory on this machine; use smaller settings (--batch-size, the "
-                      "encoder's or architecture's sizes) or a machine with more memory")
-            return 2
-        # a full or vanished disk: every file is written atomically, so earlier ones are whole
-        err.print(f"[bold red]error:[/] cannot write {escape(str(exc.filename or args.out))}: "
-                  f"{escape(exc.strerror or str(exc))}; files written before are unchanged")
-        return 2
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: resume with --resume <out>/<run>/last.pt, or run the same grid command again")
-        return 130
+        # a lost rank (StalledRanks) and a diverged loss (FloatingPointError) are a run's, not a bug
+        return run_main(lambda: run_command(args, console, err, command), err, args.out,
+                        kept="; files written before are unchanged",
+                        smaller="use smaller settings (--batch-size, the encoder's or architecture's sizes)",
+                        interrupted="resume with --resume <out>/<run>/last.pt, or run the same grid command again",
+                        errors=(FloatingPointError, dist.StalledRanks))
     finally:
         dist.leave()  # a run that failed under torchrun (after a clean end, shutdown has left already)
 

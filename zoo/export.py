@@ -27,12 +27,11 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
+from zoo.core.cli import run_main
 from zoo.core.files import atomic_write_text, check_writable_file, publish
-from zoo.data.idx import DataError
 from zoo.core.model import MultiTaskModel
 from zoo.use.hub import push_to_hub, save_pretrained
 from zoo.use.pretrained import load_model
-from zoo.core.registry import RegistryError
 
 FORMATS = ("onnx", "torchscript", "exported-program", "hub")  # hub: a Hugging Face-layout folder (zoo.save_pretrained)
 
@@ -130,28 +129,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="a registry file with the model's task, heads or encoder (a model never names its own)")
     args = p.parse_args(argv)
     err = Console(stderr=True, soft_wrap=True)
-    if args.push and args.format != "hub":
-        err.print("[bold red]error:[/] --push uploads a model folder: use it with --format hub")
-        return 2
-    try:
+
+    def run() -> int:
+        if args.push and args.format != "hub":
+            raise ValueError("--push uploads a model folder: use it with --format hub")
         path = export(load_model(args.model, args.registry), args.format, args.out, tuple(args.size) if args.size else None)
         if args.push:
             err.print(f"pushed {path} to {args.push}: {escape(push_to_hub(path, args.push))}")
-    except (RegistryError, DataError, ValueError, FileNotFoundError) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
-    except OSError as exc:  # a full or vanished disk while writing
-        err.print(f"[bold red]error:[/] cannot write {escape(str(exc.filename or args.out))}: "
-                  f"{escape(exc.strerror or str(exc))}; nothing was replaced")
-        return 2
-    if args.format == "hub":
-        err.print(f"saved {args.model} -> {path} ({', '.join(sorted(p.name for p in path.iterdir()))})")
-    else:
-        files = exported_files(path)
-        err.print(f"exported {args.model} ({args.format}, dynamic batch) -> {', '.join(map(str, files))} "
-                  f"(copy all {len(files)} to use it elsewhere)" if len(files) > 2 else
-                  f"exported {args.model} ({args.format}, dynamic batch) -> {path} (+ {path.name}.json)")
-    return 0
+        if args.format == "hub":
+            err.print(f"saved {args.model} -> {path} ({', '.join(sorted(p.name for p in path.iterdir()))})")
+        else:
+            files = exported_files(path)
+            err.print(f"exported {args.model} ({args.format}, dynamic batch) -> {', '.join(map(str, files))} "
+                      f"(copy all {len(files)} to use it elsewhere)" if len(files) > 2 else
+                      f"exported {args.model} ({args.format}, dynamic batch) -> {path} (+ {path.name}.json)")
+        return 0
+
+    return run_main(run, err, args.out, kept="; nothing was replaced")  # the export is published whole or not at all
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 import torch
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import track
 
 from zoo.engine.step import predictions, run_heads
@@ -36,7 +35,7 @@ from zoo.data.inputs import prepare, read_any
 from zoo.core.model import MultiTaskModel
 from zoo.heads.base import Description
 from zoo.use.pretrained import load_model
-from zoo.core.registry import RegistryError
+from zoo.core.cli import run_main
 
 
 MIN_SIDE = 8  # pixels: the smallest image side predict reads
@@ -228,20 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="a registry file with the model's task, heads or encoder (a model never names its own)")
     args = p.parse_args(argv)
     err = Console(stderr=True, soft_wrap=True)
-    try:
+
+    def run() -> int:
         records = predict(args.model, args.inputs, args.out, progress=True, registry_files=args.registry)
-    except (RegistryError, DataError, ValueError, FileNotFoundError) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        return 2
-    except OSError as exc:  # a full or vanished disk while writing (files already written stay whole)
-        err.print(f"[bold red]error:[/] cannot write {escape(str(exc.filename or args.out))}: "
-                  f"{escape(exc.strerror or str(exc))}")
-        return 2
-    for r in records:
-        shown = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k != "file"}
-        Console().print(f"{r['file']}: {shown}", soft_wrap=True, markup=False)
-    err.print(f"{len(records)} image(s) -> {Path(args.out) / 'predictions.csv'}, predictions.json")
-    return 0
+        for r in records:
+            shown = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k != "file"}
+            Console().print(f"{r['file']}: {shown}", soft_wrap=True, markup=False)
+        err.print(f"{len(records)} image(s) -> {Path(args.out) / 'predictions.csv'}, predictions.json")
+        return 0
+
+    return run_main(run, err, args.out)  # files already written stay whole: each is written atomically
 
 
 if __name__ == "__main__":

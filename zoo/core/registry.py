@@ -24,6 +24,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from zoo.core.errors import one_line
+
 KINDS = ("encoders", "heads", "decoders", "architectures", "tasks", "losses", "metrics", "weightings")
 ENTRY_FIELDS = {"target", "settings", "override", "prefix", "paper", "description"}
 
@@ -221,7 +223,7 @@ class Registry:
         try:
             data = load_yaml(text)
         except yaml.YAMLError as exc:
-            raise RegistryError(f"registry file {path}: YAML error: {' '.join(str(exc).split())}") from None
+            raise RegistryError(f"registry file {path}: YAML error: {one_line(exc, None)}") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):

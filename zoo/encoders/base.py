@@ -8,6 +8,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from zoo.core.errors import one_line
+
 
 class Encoder(nn.Module):
     """Base class: subclasses set ``out_channels`` and ``reductions`` and return a list of
@@ -136,9 +138,9 @@ def read_local_weights(path: str | Path) -> dict[str, torch.Tensor]:
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
     except Exception as exc:
-        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise ValueError(f"pretrained weights file {path} cannot be loaded: refused or unreadable (a plain state "
-                         f"dict of tensors is needed; torch.load runs with weights_only=True): {detail}") from None
+                         f"dict of tensors is needed; torch.load runs with weights_only=True): "
+                         f"{one_line(exc)}") from None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ValueError(f"pretrained weights file {path} holds a {type(state).__name__}, not a state dict of tensors")
     return state

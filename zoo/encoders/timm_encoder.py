@@ -8,6 +8,7 @@ import timm
 import torch
 from timm.models import adapt_input_conv
 
+from zoo.core.errors import one_line
 from zoo.core.registry import RegistryError
 from zoo.encoders.base import Encoder, check_in_channels, load_state, read_local_weights
 from zoo.encoders.timm_weights import check_fit, fetch, load_report, mismatch_error, quiet, weights_source
@@ -68,9 +69,8 @@ class TimmEncoder(Encoder):
                 with quiet("timm", "huggingface_hub"), load_report() as report:
                     self.model = timm.create_model(source.where, pretrained=True, **args)
             except Exception as exc:
-                detail = " ".join(str(exc).split())[:200] or type(exc).__name__
                 raise mismatch_error(source.where, path, exc) or RegistryError(
-                    f"pretrained weights {source.where} cannot be loaded: {detail}") from None
+                    f"pretrained weights {source.where} cannot be loaded: {one_line(exc)}") from None
             check_fit(source.where, path, report, self.model, full_names(model_name, in_channels, kwargs))
         else:
             self.model = timm.create_model(model_name, pretrained=False, **args)

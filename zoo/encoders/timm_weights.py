@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import timm
 from timm.models import get_pretrained_cfg
 
+from zoo.core.errors import one_line
 from zoo.core.registry import RegistryError
 from zoo.encoders.base import asks_for_published
 
@@ -101,9 +102,8 @@ def fetch(name: str) -> Path | None:
             raise RegistryError(f"pretrained weights {name}: the Hugging Face repo {repo} has no {filename}") from None
         return None  # online, and the repo has only a .bin: timm falls back to it itself
     except Exception as exc:  # repo not found, HTTP errors, a cache folder that cannot be written
-        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise RegistryError(f"pretrained weights {name} (Hugging Face repo {repo}) cannot be fetched into "
-                            f"{cache}: {detail}") from None
+                            f"{cache}: {one_line(exc)}") from None
     check_file(name, path)
     _FETCHED[(name, cache)] = path
     return path
@@ -137,9 +137,8 @@ def check_file(name: str, path: Path) -> None:
             if keys:
                 f.get_slice(keys[-1])  # the header's offsets against the file's size
     except Exception as exc:
-        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise RegistryError(f"pretrained weights {name}: the cached file {path} is not readable safetensors "
-                            f"(corrupt or truncated: {detail}); delete it and fetch it again") from None
+                            f"(corrupt or truncated: {one_line(exc, 160)}); delete it and fetch it again") from None
 
 
 _REPORT = re.compile(r"(Unexpected|Missing) keys \((.*)\) (?:found|discovered) while loading pretrained weights")

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
+from zoo.core.errors import one_line
 from zoo.core.registry import load_yaml
 from zoo.data.config import DataConfig
 
@@ -251,7 +252,7 @@ def parse_kv(items: list[str], what: str) -> dict[str, Any]:
         try:
             out[key.strip()] = load_yaml(value)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{what} {item!r}: cannot parse the value as YAML: {' '.join(str(exc).split())}") from None
+            raise ValueError(f"{what} {item!r}: cannot parse the value as YAML: {one_line(exc, None)}") from None
     return out
 
 

@@ -35,6 +35,7 @@ import submitit
 from rich.console import Console
 from rich.markup import escape
 
+from zoo.core.errors import one_line
 from zoo.core.files import atomic_write_text
 from zoo.runs.grid import failure_row, record_failure, to_run, last_error
 from zoo.runs.job import Job
@@ -353,7 +354,7 @@ def run_grid(jobs: list[Job], out: Path, s: SlurmSettings, header: str, console:
             try:
                 submitted = executor.map_array(SlurmRun(), [job.to_dict() for job in missing])
             except submitit.core.utils.FailedJobError as exc:
-                said = " ".join(str(exc).split())[-300:]
+                said = one_line(exc, 300, tail=True)  # sbatch gives its reason last
                 raise ValueError(f"--launcher slurm: sbatch refused the job array: {said}") from None
             for job, sj in zip(missing, submitted):
                 entry = {"job_id": sj.job_id, "folder": str(out / "slurm" / "%j"), "log": str(sj.paths.stderr),

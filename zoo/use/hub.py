@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 import torch
 
+from zoo.core.errors import one_line
 from zoo.core.files import atomic_write_bytes, atomic_write_text, give_folder_mode
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import RegistryError
@@ -208,8 +209,7 @@ def _download(name: str) -> Path:
                          f"fill the cache on a machine with network (hf download {repo}, with the same HF_HOME), "
                          "or give its local folder") from None
     except Exception as exc:  # repo not found, gated, HTTP errors
-        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise ValueError(f"{name}: cannot be fetched from the Hugging Face Hub: {detail}") from None
+        raise ValueError(f"{name}: cannot be fetched from the Hugging Face Hub: {one_line(exc)}") from None
 
 
 def member(folder: Path, name: str, root: Path | None = None) -> Path:
@@ -264,8 +264,8 @@ def read_folder(folder: str | Path, root: Path | None = None) -> tuple[dict[str,
     try:
         state = load_file(str(weights))
     except Exception as exc:
-        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise ValueError(f"{weights} is not readable safetensors (empty, truncated or corrupt): {detail}") from None
+        raise ValueError(f"{weights} is not readable safetensors (empty, truncated or corrupt): "
+                         f"{one_line(exc)}") from None
     return state, config
 
 
@@ -288,9 +288,8 @@ def from_pretrained(name: str | Path, task: str | None = None,
     try:
         model = model_from_record(config["task"], config["encoder"], state, meta, registry_files)
     except RuntimeError as exc:  # load_state_dict: the weights do not fit the model the config describes
-        detail = " ".join(str(exc).split())[:200]
         raise ValueError(f"{folder / WEIGHTS} does not fit the {config['task']}/{config['encoder']} model its "
-                         f"{CONFIG} describes: {detail}") from None
+                         f"{CONFIG} describes: {one_line(exc)}") from None
     except RegistryError as exc:  # a task, head or encoder this registry does not have
         raise RegistryError(f"{name}: {exc}{registry_hint(config)}") from None
     model.meta["source"] = text
@@ -323,6 +322,5 @@ def push_to_hub(model: MultiTaskModel | str | Path, repo_id: str, *, token: str 
             info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), allow_patterns=list(FILES),
                                      commit_message=commit_message)
         except Exception as exc:  # offline, no token, no write access
-            detail = " ".join(str(exc).split())[:200] or type(exc).__name__
-            raise ValueError(f"push_to_hub {repo_id}: {detail}") from None
+            raise ValueError(f"push_to_hub {repo_id}: {one_line(exc)}") from None
     return str(getattr(info, "commit_url", info))
