@@ -245,7 +245,8 @@ def test_a_detached_head_trains_itself_but_never_the_encoder(arch):
 
 
 def test_hard_sharing_baselines_are_planned_whatever_the_asked_architecture(tmp_path):
-    from zoo.bench import parse_args, plan_jobs
+    from zoo.bench import parse_args
+    from zoo.runs.plan import plan_jobs
 
     args = parse_args(["--task", "foreground,joint", "--architecture", "mtan", "--out", str(tmp_path)])
     jobs = plan_jobs(args, REG, "default", tmp_path)

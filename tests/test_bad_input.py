@@ -103,7 +103,7 @@ def test_quick_without_quick_budget_is_an_error(tiny_mnist, tmp_path, capsys):
 
 
 def test_quick_budget_inherits_the_default_budget():
-    from zoo.bench import budget_of
+    from zoo.runs.plan import budget_of
     from zoo.engine.build import load_registry, task_spec
 
     spec = task_spec("foreground", load_registry())
@@ -138,7 +138,7 @@ def test_bad_encoder_budgets(tiny_mnist, tmp_path, capsys, budgets, expect):
 def test_an_encoder_budget_applies_to_that_encoder_only(tiny_mnist, tmp_path, capsys):
     """scratch's own entry trains it 2 epochs; the task's budget (1 epoch) stays for every other encoder,
     and --quick still lays the quick budget over the encoder's."""
-    from zoo.bench import budget_of
+    from zoo.runs.plan import budget_of
     from zoo.engine.build import load_registry, task_spec
 
     reg = tmp_path / "r.yaml"
@@ -229,7 +229,7 @@ def test_npz_masks_never_wrap_or_truncate(tmp_path, capsys, masks, expect):
 
 
 def test_npz_auto_classes_with_a_stray_value_warns_not_wraps(tmp_path):
-    from zoo.tasks.base import DataConfig
+    from zoo.data.config import DataConfig
     from zoo.tasks.npz import NpzTask
 
     masks = np.zeros((10, 8, 8), np.int32)
@@ -281,7 +281,7 @@ def test_unreadable_val_or_test_image_is_found_before_training(tmp_path, capsys,
 
 
 def test_folder_auto_classes_with_a_stray_value_warns(tmp_path):
-    from zoo.tasks.base import DataConfig
+    from zoo.data.config import DataConfig
     from zoo.tasks.folder import FolderTask
 
     r = write_folder(tmp_path / "f", n=6, classes=2)  # masks hold {0, 1}
@@ -302,7 +302,7 @@ def test_renamed_folder_head_gets_the_data_classes(tmp_path, capsys):
                    "    metrics:\n      m: {metric: confusion, head: parts, target: mask, per_class: true}\n"
                    "    monitor: miou_all\n    budget: {epochs: 1, batch_size: 2}\n")
     from zoo.engine.build_run import setup
-    from zoo.engine.train import RunConfig
+    from zoo.engine.config import RunConfig
 
     s = setup(RunConfig(task="parts", encoder="scratch", data_root=str(r), registry=(str(reg),), epochs=1,
                         encoder_settings={"width": 4}))

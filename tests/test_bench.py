@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from zoo.bench import main
-from zoo.engine.train import RunConfig, evaluate, fit, setup
+from zoo.engine.build_run import setup
+from zoo.engine.config import RunConfig
+from zoo.engine.evaluate import evaluate
+from zoo.engine.train import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--epochs", "2", "--batch-size", "16", "--quiet"]
@@ -144,7 +147,7 @@ def test_distributed_two_processes_equal_single_process_evaluation(tiny_mnist, t
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads((out / "results.json").read_text())["rows"][0]
-    from zoo.engine.train import evaluate_checkpoint
+    from zoo.engine.evaluate import evaluate_checkpoint
 
     single = evaluate_checkpoint(Path(row["run_dir"]) / "best.pt", split="test")
     assert row["iou"] == pytest.approx(round(single["iou"], 4), abs=1e-4)

@@ -191,7 +191,7 @@ def test_composite_labels(tiny_mnist):
 
 
 def test_composites_use_only_their_split(tiny_mnist):
-    from zoo.tasks.base import DataConfig
+    from zoo.data.config import DataConfig
     from zoo.tasks.mnist import SemanticTask
 
     data = SemanticTask(train_size=300, val_size=50, test_size=40).datasets(DataConfig(root=str(tiny_mnist)))
@@ -205,7 +205,7 @@ def test_composites_use_only_their_split(tiny_mnist):
 def test_export_and_folder_round_trip(tiny_mnist, tmp_path):
     from zoo.data.__main__ import main as data_main
     from zoo.data.folder import read_mask
-    from zoo.tasks.base import DataConfig
+    from zoo.data.config import DataConfig
     from zoo.tasks.folder import FolderTask
 
     out = tmp_path / "exp"

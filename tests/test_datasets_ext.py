@@ -11,7 +11,7 @@ import pytest
 
 from zoo.bench import main
 from zoo.data.idx import DataError
-from zoo.tasks.base import DataConfig
+from zoo.data.config import DataConfig
 
 
 def rgb(h: int, w: int, seed: int) -> np.ndarray:
@@ -159,7 +159,8 @@ def write_npz(path: Path, n: int = 20, stacked: bool = False, classes: int = 4) 
 
 
 def test_npz_weights_oversampling_exclusion(tmp_path):
-    from zoo.tasks.npz import NpzTask, class_weights
+    from zoo.data.arrays import class_weights
+    from zoo.tasks.npz import NpzTask
 
     f = write_npz(tmp_path / "mars.npz")
     data = NpzTask(oversample=2, rare_classes=[3], exclude=[0]).datasets(DataConfig(root=str(f), val_fraction=0.1))

@@ -87,7 +87,7 @@ def test_a_joint_grid_with_strategy_settings_trains_its_baselines_without_them(t
     that mode as its ``baseline_mode``. Before, every baseline failed with "unknown setting(s)
     'leave_out'" and the joint row had no delta_m."""
     from zoo.runs.gain import baseline_key
-    from zoo.runs.results import row_key
+    from zoo.runs.keys import row_key
 
     out = tmp_path / "lo"
     rc = main(["--task", "joint", "--encoder", "scratch", "--weighting", "mgda", "--weighting-arg", "leave_out=[mask]",

@@ -11,17 +11,19 @@ import pytest
 import torch
 
 import zoo
-from zoo.bench import main, parse_args, plan_jobs
+from zoo.bench import main, parse_args
 from zoo.engine.config import budget_mode
 from zoo.engine.evaluate import _update
 from zoo.runs.gain import delta_m
 from zoo.runs.grid import record_failure
 from zoo.core.metrics import Accuracy
 from zoo.runs.results import load_rows, write_results
-from zoo.runs.rundir import hold, new_run_dir, unfinished_run
-from zoo.engine.build_run import HeadPlan
+from zoo.runs.plan import plan_jobs
+from zoo.runs.rundir import new_run_dir, unfinished_run
+from zoo.engine.checkpoint import hold
+from zoo.engine.step import HeadPlan, step_losses
 from zoo.tasks.base import HeadSpec
-from zoo.engine.train import fit, step_losses
+from zoo.engine.train import fit
 
 REG = zoo.load_registry()
 

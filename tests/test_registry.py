@@ -196,7 +196,8 @@ def test_user_head_from_yaml_trains(tmp_path, tiny_mnist, monkeypatch):
 
     assert "toy_count" in zoo.list_heads([reg_file])
     assert "toy_task" in zoo.list_tasks([reg_file])
-    from zoo.engine.train import RunConfig, fit
+    from zoo.engine.config import RunConfig
+    from zoo.engine.train import fit
 
     cfg = RunConfig(task="toy_task", encoder="scratch", epochs=2, batch_size=16, lr=3e-3, schedule="none",
                     data_root=str(tiny_mnist), registry=(str(reg_file),), encoder_settings={"width": 8})

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from zoo.runs.results import load_rows, row_key, write_results
-from zoo.engine.train import evaluate_checkpoint
+from zoo.runs.keys import row_key
+from zoo.runs.results import load_rows, write_results
+from zoo.engine.evaluate import evaluate_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,7 +127,8 @@ def test_zoo_table_ranks_merges_cost_columns_and_fills_delta_m(tmp_path):
 
 def test_a_torchrun_row_never_replaces_the_one_process_row(monkeypatch):
     """Rows of a torchrun run carry its world size in their key and their command says torchrun."""
-    from zoo.bench import command_line, launched_world
+    from zoo.bench import command_line
+    from zoo.runs.identity import launched_world
     from zoo.runs.results import merge_rows
 
     one = {"task": "foreground", "encoder": "scratch", "weighting": "fixed", "budget_mode": "default", "seed": 0,

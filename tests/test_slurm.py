@@ -109,7 +109,7 @@ def test_a_failing_job_is_a_failure_row_naming_its_slurm_log(slurm_cluster, tiny
 def test_a_two_task_job_runs_data_parallel_like_torchrun(slurm_cluster, tiny_mnist, registry, tmp_path, capsys):
     """Two Slurm tasks are two gloo ranks (the process group from Slurm's environment): the row is keyed by its
     world size as a torchrun row is, and its reduced test metrics equal a one-process scoring of its checkpoint."""
-    from zoo.engine.train import evaluate_checkpoint
+    from zoo.engine.evaluate import evaluate_checkpoint
 
     out = tmp_path / "slurm"
     rc, err = bench(["--task", "circlization", "--encoder", "tiny_a", "--registry", str(registry), "--data-root",

@@ -34,7 +34,8 @@ from zoo.runs.job import Job
 from zoo.runs.plan import budget_of, plan_jobs
 from zoo.core.cli import run_main
 from zoo.core.registry import Registry, RegistryError
-from zoo.runs.results import load_rows, locked, machine, print_table, row_key, write_results, write_rows
+from zoo.runs.keys import row_key
+from zoo.runs.results import load_rows, locked, machine, print_table, write_results, write_rows
 from zoo.core.files import check_writable
 from zoo.runs.rundir import new_run_dir, remove_if_empty, resumable_runs, training_done, unfinished_run
 from zoo.engine.loaders import eval_batch_size

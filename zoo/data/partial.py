@@ -2,7 +2,7 @@
 
 Each sample gets ``valid``: target name -> bool. The trainer leaves a sample out of the loss of
 every head whose target it lacks, and metrics score only the samples that carry their targets
-(``zoo.engine.train.step_losses``, ``zoo.engine.evaluate``), so one model trains on a mix of datasets labelled
+(``zoo.engine.step.step_losses``, ``zoo.engine.evaluate``), so one model trains on a mix of datasets labelled
 for different tasks. A missing target keeps a placeholder of its usual shape so batches stack.
 """
 from __future__ import annotations

@@ -1,5 +1,2 @@
 """Encoders: ``forward(x) -> list[Tensor]`` high to low resolution, plus ``out_channels``
-and ``reductions`` (the stride of each feature map)."""
-from zoo.encoders.base import Encoder
-
-__all__ = ["Encoder"]
+and ``reductions`` (the stride of each feature map); the contract is ``zoo.encoders.base.Encoder``."""

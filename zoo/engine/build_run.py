@@ -16,11 +16,9 @@ from zoo.core.metrics import Metric, build_metric
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import Registry
 from zoo.encoders.base import Encoder, settings_for_state
-from zoo.engine.loaders import make_loaders, to_device
-from zoo.engine.step import HeadPlan, streams
+from zoo.engine.loaders import make_loaders
+from zoo.engine.step import HeadPlan
 from zoo.tasks.base import ResolvedTask, TaskData, TaskSpec
-
-__all__ = ["HeadPlan", "Setup", "make_loaders", "seed_everything", "select_device", "setup", "streams", "to_device"]
 
 
 def select_device(name: str = "auto") -> torch.device:

@@ -23,20 +23,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from zoo.core import distributed as dist
 from zoo.engine.checkpoint import check_world_size, hold, load_checkpoint, save_checkpoint
 from zoo.engine.config import SCHEDULE_KINDS, RunConfig, check_resumable
-from zoo.engine.evaluate import evaluate, evaluate_checkpoint
-from zoo.engine.loaders import make_loaders, set_epoch, to_device  # noqa: F401 (make_loaders: public API)
+from zoo.engine.evaluate import evaluate
+from zoo.engine.loaders import set_epoch, to_device
 from zoo.engine.step import HeadPlan, autocast, step_losses, streams
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import Registry
 from zoo.tasks.base import TaskSpec
 from zoo.engine.tblog import TensorBoardLog
-from zoo.engine.build_run import Setup, seed_everything, select_device, setup
+from zoo.engine.build_run import Setup, seed_everything, setup
 
 if TYPE_CHECKING:  # (annotations only: --list never imports the strategies)
     from zoo.core.weighting import Weighting
-
-__all__ = ["HeadPlan", "RunConfig", "RunResult", "Trainer", "build_optimizer", "build_scaler", "evaluate",
-           "evaluate_checkpoint", "fit", "make_loaders", "select_device", "setup", "step_losses", "train_one_epoch"]
 
 
 @dataclass(kw_only=True)

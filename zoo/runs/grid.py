@@ -32,7 +32,8 @@ from rich.markup import escape
 
 from zoo.engine.config import budget_fingerprint
 from zoo.runs.job import Job
-from zoo.runs.results import load_rows, locked, machine, merge_rows, row_key, write_rows
+from zoo.runs.keys import row_key
+from zoo.runs.results import load_rows, locked, machine, merge_rows, write_rows
 from zoo.runs.rundir import unfinished_run
 
 

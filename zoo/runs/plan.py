@@ -17,7 +17,8 @@ from zoo.engine.config import STRATEGY_FIELDS, budget_mode, cli_overrides, run_c
 from zoo.runs.gain import baseline_tasks
 from zoo.runs.identity import RunIdentity, launched_world
 from zoo.runs.job import Job
-from zoo.runs.results import load_rows, row_key
+from zoo.runs.keys import row_key
+from zoo.runs.results import load_rows
 from zoo.tasks.base import TaskSpec
 
 

@@ -27,7 +27,7 @@ from zoo.core.files import atomic_write_text
 from zoo.engine.config import is_smoke
 from zoo.data.config import SPLITS, is_count, split_counts
 from zoo.runs.gain import GAIN_SUMMARY, is_gain_detail
-from zoo.runs.keys import KEY, OPTIONAL_KEY, row_architecture, row_key  # noqa: F401 - the rows' one key, imported from here too
+from zoo.runs.keys import KEY, OPTIONAL_KEY, row_architecture, row_key
 
 LEAD = ["task", "encoder", "weighting", "heads", "parameters", "epochs", "best_epoch", "train_seconds",
         "train_samples_per_s"]

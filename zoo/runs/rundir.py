@@ -4,9 +4,9 @@
 exclusive ``mkdir``, so two runs started in the same second (or a rerun) get two directories
 and never overwrite each other's ``best.pt``. ``--resume DIR/last.pt`` continues in ``DIR``.
 
-The process training in a directory holds a lock on it (``hold``), released by the OS when that
-process ends, killed or not; so a grid can tell an interrupted run (resume it) from a running one
-(leave it alone).
+The process training in a directory holds a lock on it (``zoo.engine.checkpoint.hold``), released by
+the OS when that process ends, killed or not; so a grid can tell an interrupted run (resume it) from a
+running one (leave it alone).
 """
 from __future__ import annotations
 
@@ -17,12 +17,9 @@ from pathlib import Path
 from typing import Iterator
 
 from zoo.core import distributed as dist
-from zoo.engine.checkpoint import LOCK as _LOCK, check_world_size, hold, in_use, load_checkpoint
+from zoo.engine.checkpoint import LOCK as _LOCK, check_world_size, in_use, load_checkpoint
 from zoo.engine.config import RunConfig, check_resumable
 from zoo.runs.identity import RunIdentity
-
-__all__ = ["check_resumable", "hold", "in_use", "new_run_dir", "remove_if_empty", "resumable_runs", "run_name",
-           "training_done", "unfinished_run"]
 
 
 def run_name(cfg: RunConfig, budget: str) -> str:

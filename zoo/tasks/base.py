@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from torch.utils.data import Dataset
 
 from zoo.core.metrics import Metric
-from zoo.data.config import DataConfig, split_counts  # noqa: F401 (DataConfig: the tasks' import of it)
+from zoo.data.config import DataConfig, split_counts
 from zoo.core.registry import RegistryError
 from zoo.core.kinds import LOSS_MODES, OUTPUT_KINDS
 from zoo.heads.base import Head
