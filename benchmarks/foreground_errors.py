@@ -34,7 +34,7 @@ def mask_errors(path: str, split: str = "test", data_root: str | None = None,
                          "needed)")
     stream = s.metric_streams["iou"]
     # only this metric and its stream: a joint model's composites are not needed (nor scored)
-    s = dataclasses.replace(s, plans=[p for p in s.plans if p.stream == stream], metrics=[metric], _eval_loaders={})
+    s = dataclasses.replace(s, plans=[p for p in s.plans if p.stream == stream], metrics=[metric])
     iou = evaluate(s, split)["iou"]
     inter, union, pred, true = metric.state.tolist()
     return {"iou": iou, "errors": union - inter, "false_pos": pred - inter, "false_neg": true - inter,

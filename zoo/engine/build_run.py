@@ -59,7 +59,8 @@ class Setup:
     weighting: Any
     device: torch.device
     cfg: RunConfig
-    _eval_loaders: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    # a cache, never passed in: a copy (``dataclasses.replace``) starts with its own
+    _eval_loaders: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     def train_fields(self, stream: str) -> set[str]:
         """What training reads of a stream's samples: the image and its heads' targets (so costly
