@@ -307,7 +307,7 @@ def run_command(args: argparse.Namespace, console: Console, err: Console, comman
     if cluster is not None or (len(jobs) > 1 and not launched_world()):
         if cluster is not None:
             slurm.check_cluster(cluster)
-            waiting = slurm.run_grid(jobs, out, cluster, HEADER, err, detach=args.detach)
+            waiting = slurm.run_grid(jobs, out, cluster, HEADER, err, run_serialised, detach=args.detach)
         else:
             run_grid(jobs, out, args.jobs, args.job_timeout, HEADER, err)
             waiting = 0

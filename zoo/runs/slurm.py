@@ -2,7 +2,8 @@
 
 - Each job of the grid (``zoo.runs.job.Job``) is the argument of :class:`SlurmRun`, a submitit
   ``Checkpointable``: a job that Slurm preempts or times out is requeued with the same argument, and
-  continues from its run's ``last.pt`` (``zoo.bench.run_serialised(find_resume=True)``).
+  continues from its run's ``last.pt`` (the runner the command hands down, ``zoo.bench.run_serialised``,
+  called with ``find_resume=True``).
 - Jobs return their row; the submitting process is the only one that merges rows into ``--out``, so
   nothing depends on file locks over a shared filesystem. ``<out>/slurm/submitted.json`` remembers
   which Slurm job runs which run: running the same command again collects the finished rows, shows
@@ -29,7 +30,7 @@ import time
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import submitit
 from rich.console import Console
@@ -227,19 +228,26 @@ def check_cluster(s: SlurmSettings) -> None:
                              "GPUs")
 
 
+#: what runs one job in a Slurm job: ``runner(job, err, write=False, find_resume=True)`` returns its row on rank 0
+#: (``zoo.bench.run_serialised``, what ``--job FILE`` runs). The command hands it down, as the local launcher runs
+#: ``python -m zoo.bench --job FILE``: this layer never imports the entry point above it.
+Runner = Callable[..., "dict[str, Any] | None"]
+
+
 class SlurmRun(submitit.helpers.Checkpointable):
-    """What a Slurm job runs: one serialised job (``Job.to_dict()``); returns its row on rank 0. Checkpointable:
-    preempted or timed out, submitit requeues it with the same job, which finds its run's last.pt when it starts
-    again."""
+    """What a Slurm job runs: ``runner`` on one serialised job (``Job.to_dict()``); returns its row on rank 0.
+    Checkpointable: preempted or timed out, submitit requeues it with the same job, which finds its run's last.pt
+    when it starts again. ``runner`` is pickled by reference (a module-level function), so the job imports it."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
 
     def __call__(self, job: dict[str, Any]) -> dict[str, Any] | None:
-        from zoo.bench import run_serialised  # the entry point's job runner, as --job FILE uses it
-
         if submitit.JobEnvironment().num_tasks > 1:
             # the process group from Slurm's environment; every process sees all of the job's GPUs (zoo picks
             # LOCAL_RANK's), so CUDA_VISIBLE_DEVICES is left as Slurm set it
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        return run_serialised(Job.from_dict(job), Console(stderr=True, soft_wrap=True), write=False, find_resume=True)
+        return self.runner(Job.from_dict(job), Console(stderr=True, soft_wrap=True), write=False, find_resume=True)
 
 
 class Book:
@@ -309,10 +317,10 @@ def _collect(job: Job, entry: dict[str, Any], out: Path, header: str, console: C
     return "done"
 
 
-def run_grid(jobs: list[Job], out: Path, s: SlurmSettings, header: str, console: Console,
+def run_grid(jobs: list[Job], out: Path, s: SlurmSettings, header: str, console: Console, runner: Runner,
              detach: bool = False) -> int:
-    """Run ``jobs`` as a Slurm job array: collect what finished, submit what is missing, then wait for the rest
-    (unless ``detach``). Returns how many jobs are still queued or running."""
+    """Run ``jobs`` as a Slurm job array, each by ``runner`` (:data:`Runner`): collect what finished, submit what is
+    missing, then wait for the rest (unless ``detach``). Returns how many jobs are still queued or running."""
     out = out.resolve()  # the jobs run in another working directory
     todo = to_run(jobs, out, console)
     if not todo:
@@ -352,7 +360,7 @@ def run_grid(jobs: list[Job], out: Path, s: SlurmSettings, header: str, console:
             for job in missing:
                 job.out, job.resume = str(out), None  # a job finds its run's last.pt itself (a requeue does too)
             try:
-                submitted = executor.map_array(SlurmRun(), [job.to_dict() for job in missing])
+                submitted = executor.map_array(SlurmRun(runner), [job.to_dict() for job in missing])
             except submitit.core.utils.FailedJobError as exc:
                 said = one_line(exc, 300, tail=True)  # sbatch gives its reason last
                 raise ValueError(f"--launcher slurm: sbatch refused the job array: {said}") from None
