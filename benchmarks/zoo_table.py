@@ -18,22 +18,21 @@ import argparse
 import math
 from pathlib import Path
 
-from zoo.engine.build import load_registry
+from zoo.core.registry import Registry
+from zoo.engine.build import load_registry, task_spec
 from zoo.runs.gain import refresh_gains
 from zoo.runs.results import load_rows, locked, write_rows
+from zoo.tasks.base import TaskSpec
 
 # not peak_memory_mb: speed.py did not reset CUDA's peak between combinations in the 2026-11-28
 # GPU session, so those rows carry the largest peak measured so far (training memory: --memory)
 SPEED = ("gflops", "infer_img_s_b1", "infer_img_s_b1_std", "infer_img_s_beval", "infer_img_s_beval_std", "eval_batch")
-METRICS = {"foreground": ["iou"], "circlization": ["gated_iou", "accuracy"], "semantic": ["dice"],
-           "joint": ["iou", "accuracy", "gated_iou", "dice"]}
 HEADER = ("Model-zoo grid: every registered encoder x reference task at the task's default budget "
           "(benchmarks/results/zoo/README.md).")
 
 
-def merge(results: Path, speed: Path, memory: Path) -> list[dict]:
+def merge(results: Path, speed: Path, memory: Path, registry: Registry) -> list[dict]:
     """Speed and memory columns and joint delta_m into the grid's rows (rewritten under the folder's lock)."""
-    registry = load_registry()
     speeds = {(r["task"], r["encoder"]): r for r in load_rows(speed)}
     memories = {(r["task"], r["encoder"]): r for r in load_rows(memory)}
     with locked(results):
@@ -64,13 +63,29 @@ def fmt(v, digits=2) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def score(r: dict) -> float:
-    """What a task's ranking sorts by: its first metric; joint: the mean of its four."""
-    metrics = METRICS["joint"] if r["task"] == "joint" else METRICS[r["task"]][:1]
-    return sum(float(r[m]) for m in metrics) / len(metrics)
+def task_order(rows: list[dict], specs: dict[str, TaskSpec]) -> list[str]:
+    """The tasks the rows hold, single-task ones first, in the order a several-task task's baselines name
+    them (the order its delta_m compares them in), then the several-task ones (the registry's ``baselines``)."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    named = [b.split(".")[0] for t in tasks for b in specs[t].baselines.values()]
+    singles = [t for t in dict.fromkeys(named) if t in tasks]
+    singles += [t for t in tasks if t not in singles and not specs[t].baselines]
+    return singles + [t for t in tasks if specs[t].baselines]
 
 
-def plot(rows: list[dict], out: Path) -> Path:
+def metric_columns(spec: TaskSpec, rows: list[dict]) -> list[str]:
+    """A task's metric columns: its validation monitor(s) first (what ranks it), then its other metrics that
+    the rows hold as a column of that name."""
+    others = [m.name for m in spec.metrics if m.name not in spec.monitor and any(m.name in r for r in rows)]
+    return [*spec.monitor, *others]
+
+
+def score(r: dict, spec: TaskSpec) -> float:
+    """What a task's ranking sorts by: its monitor, as the checkpoint was chosen (several: their mean)."""
+    return sum(float(r[m]) for m in spec.monitor) / len(spec.monitor)
+
+
+def plot(rows: list[dict], out: Path, specs: dict[str, TaskSpec]) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -78,15 +93,16 @@ def plot(rows: list[dict], out: Path) -> Path:
     encoders = sorted({r["encoder"] for r in rows})
     colors = {e: plt.cm.tab10(i % 10) for i, e in enumerate(encoders)}  # one colour per encoder in every panel
 
-    tasks = [t for t in METRICS if any(r["task"] == t and not r.get("status") for r in rows)]
+    tasks = [t for t in task_order(rows, specs) if any(r["task"] == t and not r.get("status") for r in rows)]
     fig, axes = plt.subplots(2, len(tasks), figsize=(4.2 * len(tasks), 7.5), squeeze=False)
     for j, task in enumerate(tasks):
         done = [r for r in rows if r["task"] == task and not r.get("status") and "gflops" in r]
-        label = METRICS[task][0] if task != "joint" else "mean of 4 metrics"
+        monitor = specs[task].monitor
+        label = monitor[0] if len(monitor) == 1 else f"mean of {len(monitor)} metrics"
         for i, (x, xlabel) in enumerate((("gflops", "GFLOPs per image"),
                                           ("infer_img_s_beval", "inference images/s (eval batch, H200)"))):
             ax = axes[i][j]
-            pts = [(float(r[x]), score(r)) for r in done]
+            pts = [(float(r[x]), score(r, specs[task])) for r in done]
             span_x = (max(p[0] for p in pts) - min(p[0] for p in pts)) or 1.0
             span_y = (max(p[1] for p in pts) - min(p[1] for p in pts)) or 1.0
             placed: list[tuple[float, float]] = []
@@ -114,15 +130,17 @@ def trained_on(r: dict) -> str:
     return name.split(" + ")[0].replace("NVIDIA ", "") if str(r.get("device", "")).startswith("cuda") else name
 
 
-def ranking(rows: list[dict], task: str) -> str:
-    done = sorted((r for r in rows if r["task"] == task and not r.get("status")), key=score, reverse=True)
-    cols = METRICS[task] + (["delta_m"] if task == "joint" else [])
-    head = ["rank", "encoder", *cols, "val " + METRICS[task][0], "epochs", "params (M)", "GFLOPs", "infer img/s (b1)",
+def ranking(rows: list[dict], task: str, spec: TaskSpec) -> str:
+    done = sorted((r for r in rows if r["task"] == task and not r.get("status")), key=lambda r: score(r, spec),
+                  reverse=True)
+    metrics = metric_columns(spec, [r for r in rows if r["task"] == task])
+    cols = metrics + (["delta_m"] if spec.baselines else [])
+    head = ["rank", "encoder", *cols, "val " + metrics[0], "epochs", "params (M)", "GFLOPs", "infer img/s (b1)",
             "infer img/s (eval batch)", "train peak MB", "train s", "train samples/s", "wall s", "trained on"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(done, 1):
         lines.append("| " + " | ".join([
-            str(i), r["encoder"], *[fmt(r.get(c)) for c in cols], fmt(r.get("val_" + METRICS[task][0])),
+            str(i), r["encoder"], *[fmt(r.get(c)) for c in cols], fmt(r.get("val_" + metrics[0])),
             str(r.get("epochs", "-")), fmt(r["parameters"] / 1e6), fmt(r.get("gflops"), 4), fmt(r.get("infer_img_s_b1"), 0),
             fmt(r.get("infer_img_s_beval"), 0), fmt(r.get("train_peak_memory_mb"), 0), fmt(r.get("train_seconds"), 0),
             fmt(r.get("train_samples_per_s"), 0), fmt(r.get("wall_seconds"), 0), trained_on(r)]) + " |")
@@ -141,12 +159,13 @@ def main() -> int:
     p.add_argument("--outro", default=None, help="a Markdown file whose text goes below the tables")
     args = p.parse_args()
     results = Path(args.results)
-    rows = merge(results, Path(args.speed), Path(args.memory))
-    png = plot(rows, results)
+    registry = load_registry()
+    rows = merge(results, Path(args.speed), Path(args.memory), registry)
+    specs = {t: task_spec(t, registry) for t in dict.fromkeys(r["task"] for r in rows)}  # (the registry's metrics)
+    png = plot(rows, results, specs)
     parts = [Path(args.intro).read_text()] if args.intro else []
-    for task in METRICS:
-        if any(r["task"] == task for r in rows):
-            parts.append(f"### {task}\n\n{ranking(rows, task)}\n")
+    for task in task_order(rows, specs):
+        parts.append(f"### {task}\n\n{ranking(rows, task, specs[task])}\n")
     parts.append(f"![test metric against GFLOPs and inference speed]({png.name})\n")
     if args.outro:
         parts.append(Path(args.outro).read_text())
