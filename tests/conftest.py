@@ -1,14 +1,18 @@
-"""Shared fixtures: tiny MNIST-format IDX files written by the tests themselves."""
+"""Shared fixtures and helpers: tiny MNIST-format IDX files written by the tests themselves, user registry
+files, and ``python -m zoo.bench`` run in this process."""
 from __future__ import annotations
 
 import gzip
 import os
 import struct
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 REAL_MNIST = os.environ.get("ZOO_DATA")
 
@@ -96,3 +100,34 @@ def fill_hub_repo(cache: Path, repo_id: str, files: dict[str, bytes], revision: 
     (folder / "refs").mkdir(exist_ok=True)
     (folder / "refs" / "main").write_text(revision)
     return snapshot
+
+
+def write_registry(folder: Path, entries: dict[str, Any], name: str = "r.yaml") -> Path:
+    """A user registry file ``folder/name`` holding ``entries`` (kind -> name -> entry, as in
+    ``registry.yaml``); returns its path, for ``--registry`` or ``zoo.load_registry([path])``."""
+    path = folder / name
+    path.write_text(yaml.safe_dump(entries, sort_keys=False))
+    return path
+
+
+def run_cli(args: list[str], capsys, speed: bool = True) -> tuple[int, str]:
+    """``python -m zoo.bench ARGS --quiet --no-figures`` (and ``--no-speed`` unless ``speed``) in this process:
+    its exit code and its stderr as one line (rich wraps long lines)."""
+    from zoo.bench import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main([*args, "--quiet", "--no-figures", *([] if speed else ["--no-speed"])])
+    return rc, capsys.readouterr().err.replace("\n", " ")
+
+
+def assert_clear(rc: int, err: str, *expect: str) -> None:
+    """A bad input's report: exit code 2, one ``error:`` line holding each of ``expect``, no traceback,
+    and nothing trained (the error comes before the first epoch)."""
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert "error:" in err, err
+    message = err[err.index("error:"):]
+    for e in expect:
+        assert e in message, (e, err)
+    assert "epoch 1/" not in err, "the error must come before the first training step"

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import zoo
-from test_bad_input import assert_clear, run_cli
+from conftest import assert_clear, run_cli
+from test_datasets_ext import write_folder
 from zoo.core.losses import BCEDice, CrossEntropy, Dice, Focal
 from zoo.engine.build import task_spec
 from zoo.engine.step import HeadPlan
@@ -245,3 +246,24 @@ def test_a_models_record_lists_validation_metrics_not_counts():
     row = {"task": "semantic", "encoder": "scratch", "dice": 99.0, "val_dice": 99.1, "val_digits": 500,
            "val_composites": 2000, "val_samples": 3}
     assert record(row, model)["val_metrics"] == {"val_dice": 99.1}
+
+
+def test_renamed_folder_head_gets_the_data_classes(tmp_path, capsys):
+    """The data's class count goes to the head that predicts classes, whatever its name (it was
+    keyed by the hard-coded name 'seg': a renamed head silently got 11 classes)."""
+    r = write_folder(tmp_path / "f", n=8, classes=5)
+    reg = tmp_path / "r.yaml"
+    reg.write_text("tasks:\n  parts:\n    target: zoo.tasks.folder:FolderTask\n    heads:\n"
+                   "      parts: {head: segmentation, loss: ce_dice, target: mask}\n"
+                   "    metrics:\n      m: {metric: confusion, head: parts, target: mask, per_class: true}\n"
+                   "    monitor: miou_all\n    budget: {epochs: 1, batch_size: 2}\n")
+    from zoo.engine.build_run import setup
+    from zoo.engine.config import RunConfig
+
+    s = setup(RunConfig(task="parts", encoder="scratch", data_root=str(r), registry=(str(reg),), epochs=1,
+                        encoder_settings={"width": 4}))
+    assert s.model.heads["parts"].num_classes == 5 and s.metrics[0].num_classes == 5
+    reg.write_text(reg.read_text().replace("loss: ce_dice,", "loss: ce_dice, settings: {num_classes: 11},"))
+    rc, err = run_cli(["--registry", str(reg), "--task", "parts", "--data-root", str(r), "--out", str(tmp_path / "o"),
+                       "--encoder-arg", "width=4"], capsys)
+    assert_clear(rc, err, "head 'parts'", "num_classes is 11 in its settings but the data has 5")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REAL_MNIST, make_mnist, rect_digit, write_idx
+from tests.conftest import REAL_MNIST, assert_clear, make_mnist, rect_digit, run_cli, write_idx
 from zoo.data.augment import Augment
 from zoo.data.datasets import BACKGROUND, CompositeDataset, DigitDataset, composite_tuple
 from zoo.data.digits import Digits, split_mnist
@@ -231,3 +231,65 @@ def test_real_mnist_smoke():
     assert len(s.train) + len(s.val) == len(m.train_images)
     x = DigitDataset(s.test)[0]
     assert 20 < int(x["mask"].sum()) < 400 and 5 < float(x["circle"][2]) < 20
+
+
+# ----------------------------------------------------------------------------- bad MNIST files and settings
+@pytest.mark.parametrize("arg,expect", [
+    ("train_size=abc", "train_size must be an integer >= 1"),
+    ("test_size=0", "test_size must be an integer >= 1"),
+    ("labelling=blobs", "labelling must be one of pixel, region"),
+])
+def test_bad_task_arg_type_with_quick(tiny_mnist, tmp_path, capsys, arg, expect):
+    rc, err = run_cli(["--task", "semantic", "--quick", "--data-root", str(tiny_mnist), "--out", str(tmp_path),
+                       "--task-arg", arg], capsys)
+    assert_clear(rc, err, expect)
+
+
+def test_mnist_train_and_test_of_different_sizes(tmp_path, capsys):
+    root = make_mnist(tmp_path / "m")
+    write_idx(root / "train-images-idx3-ubyte", np.zeros((200, 20, 20), np.uint8))
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(root), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "holds 20x20 images", "holds 28x28", "must have one size")
+
+
+def test_mnist_images_too_small_for_the_tasks(tmp_path, capsys):
+    """1x1-pixel digits gave a NaN test IoU and exit 0."""
+    root = make_mnist(tmp_path / "m")
+    rng = np.random.default_rng(0)
+    write_idx(root / "train-images-idx3-ubyte", rng.integers(0, 255, (200, 1, 1)).astype(np.uint8))
+    write_idx(root / "t10k-images-idx3-ubyte", rng.integers(0, 255, (60, 1, 1)).astype(np.uint8))
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(root), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "are 1x1 pixels; the digit tasks need at least 8x8")
+
+
+@pytest.mark.parametrize("split,file", [("train", "train-images-idx3-ubyte"), ("test", "t10k-images-idx3-ubyte")])
+def test_mnist_with_no_foreground_at_all(tmp_path, capsys, split, file):
+    """All-black digits used to train with a NaN validation IoU at every epoch (a checkpoint picked on
+    NaN) and exit 0; now one line names the split and the files."""
+    root = make_mnist(tmp_path / "m")
+    n = 200 if split == "train" else 60
+    write_idx(root / file, np.zeros((n, 28, 28), np.uint8))
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(root), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, f"MNIST {split} digits", "has a foreground pixel", "the digit tasks need images with strokes")
+
+
+def test_idx_header_and_gzip_cannot_make_zoo_allocate(tmp_path, capsys):
+    """A header whose dimensions multiply past any real file, and a gzip that would inflate to gigabytes,
+    are refused from the header: nothing is decompressed beyond the size it declares."""
+    import gzip
+    import struct
+
+    root = make_mnist(tmp_path / "m")
+    header = struct.pack(">IIII", 0x803, 2**32 - 1, 2**32 - 1, 2**32 - 1)
+    (root / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + b"\0" * 100))
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(root), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "train-images-idx3-ubyte.gz: the header declares", "more than zoo reads")
+    # 6 GB of zeros after a header that says 200 images: only the declared 156,800 bytes are inflated
+    with gzip.open(root / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, 200, 28, 28))
+        f.write(np.asarray([__import__("conftest").rect_digit(i % 10)[0] for i in range(200)]).tobytes())
+        block = b"\0" * (1 << 20)
+        for _ in range(64):  # 64 MB here stands for the 6 GB: read() stops at the declared size either way
+            f.write(block)
+    from zoo.data.idx import read_idx
+    assert read_idx(root / "train-images-idx3-ubyte.gz", 3).shape == (200, 28, 28)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import assert_clear, run_cli
 from zoo.bench import main
 from zoo.data.idx import DataError
 from zoo.data.config import DataConfig
@@ -86,6 +87,40 @@ def test_coco_bad_inputs(tmp_path):
     root = write_coco(tmp_path / "c2")
     with pytest.raises(DataError, match="matches none of"):
         CocoSemanticTask(categories=["zebra"]).datasets(DataConfig(root=str(root)))
+
+
+def _edited_coco(tmp_path: Path, edit) -> Path:
+    root = write_coco(tmp_path / "c")
+    f = root / "annotations" / "instances_train.json"
+    data = json.loads(f.read_text())
+    edit(data)
+    f.write_text(json.dumps(data))
+    return root
+
+
+def _all_skipped(d):
+    for a in d["annotations"]:
+        a["segmentation"] = [[1.0, 2.0, 3.0, 4.0]]  # fewer than 3 points
+
+
+def _bbox_only(d):
+    for a in d["annotations"]:
+        a.pop("segmentation")
+        a["bbox"] = [1, 1, 5, 5]
+
+
+@pytest.mark.parametrize("edit,expect", [
+    (_all_skipped, "all 5 annotation(s) were skipped"),
+    (_bbox_only, "all 5 annotation(s) were skipped"),
+    (lambda d: d["annotations"].append({"id": 77, "image_id": 999, "category_id": 1, "segmentation": [[1, 1, 5, 1, 5, 5]]}),
+     "annotation 77 refers to image_id 999"),
+    (lambda d: d["images"][0].pop("file_name"), "has no 'file_name'"),
+])
+def test_coco_bad_annotations(tmp_path, capsys, edit, expect):
+    root = _edited_coco(tmp_path, edit)
+    rc, err = run_cli(["--task", "coco", "--data-root", str(root), "--out", str(tmp_path / "o"), "--task-arg",
+                       "size=[32, 48]"], capsys)
+    assert_clear(rc, err, "instances_train.json", expect)
 
 
 # ----------------------------------------------------------------------------- Pets
@@ -192,6 +227,41 @@ def test_npz_bad_inputs(tmp_path):
         NpzTask().datasets(DataConfig(root=str(tmp_path / "junk.npz")))
 
 
+@pytest.mark.parametrize("masks,expect", [
+    (np.full((10, 8, 8), 0.5), "masks hold fractional values (e.g. 0.5"),
+    (np.where(np.eye(8)[None].repeat(10, 0) > 0, np.nan, 0.0), "masks hold 80 NaN/inf value(s)"),
+    (np.full((10, 8, 8), -1, np.int32), "mask values -1..-1 are outside 0..65535"),
+    (np.full((10, 8, 8), 300, np.int32), "masks hold values 300..300, outside 0..3"),
+])
+def test_npz_masks_never_wrap_or_truncate(tmp_path, capsys, masks, expect):
+    f = tmp_path / "d.npz"
+    np.savez(f, images=np.zeros((10, 8, 8), np.uint8), masks=masks)
+    rc, err = run_cli(["--task", "npz", "--data-root", str(f), "--out", str(tmp_path / "o"), "--task-arg",
+                       "num_classes=4"], capsys)
+    assert_clear(rc, err, str(f), expect)
+
+
+def test_npz_auto_classes_with_a_stray_value_warns_not_wraps(tmp_path):
+    from zoo.data.config import DataConfig
+    from zoo.tasks.npz import NpzTask
+
+    masks = np.zeros((10, 8, 8), np.int32)
+    masks[:, :4] = 1
+    masks[3, 0, 0] = 300  # a uint8 cast would make it 44
+    np.savez(tmp_path / "d.npz", images=np.zeros((10, 8, 8), np.uint8), masks=masks)
+    with pytest.warns(UserWarning, match=r"found 301 classes because the masks hold the value 300.*\[2, 3, 4"):
+        data = NpzTask().datasets(DataConfig(root=str(tmp_path / "d.npz")))
+    assert data.num_classes == 301
+    assert max(int(data.train["main"][i]["mask"].max()) for i in range(len(data.train["main"]))) in (1, 300)
+
+
+def test_npz_zero_d_array(tmp_path, capsys):
+    f = tmp_path / "d.npz"
+    np.savez(f, images=np.zeros((4, 8, 8)), masks=np.array(3))
+    rc, err = run_cli(["--task", "npz", "--data-root", str(f), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "array 'masks' is a 0-d scalar")
+
+
 # ----------------------------------------------------------------------------- folder
 def write_folder(root: Path, n: int = 6, classes: int = 3) -> Path:
     (root / "Images").mkdir(parents=True)
@@ -238,6 +308,40 @@ def test_folder_bad_inputs(tmp_path):
         _load_all(FolderTask(), r)
 
 
+def test_folder_images_of_different_sizes_suggest_size(tmp_path, capsys):
+    r = write_folder(tmp_path / "f")
+    for i in (0, 2, 4):  # half the images 30x30: the 4 training images hold both sizes
+        cv2.imwrite(str(r / "Images" / f"{i:03d}.png"), np.zeros((30, 30), np.uint8))
+        cv2.imwrite(str(r / "Masks" / f"{i:03d}.png"), np.zeros((30, 30), np.uint8))
+    rc, err = run_cli(["--task", "folder", "--data-root", str(r), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "images differ in size", "--task-arg 'size=[H, W]'")
+
+
+@pytest.mark.parametrize("which", ["val", "test"])
+def test_unreadable_val_or_test_image_is_found_before_training(tmp_path, capsys, which):
+    from zoo.data.split import split_items
+    from zoo.data.folder import find_pairs
+
+    r = write_folder(tmp_path / "f", n=10)
+    train, val, test = split_items(find_pairs(r), 0.1, 0.2, 0, "images")
+    bad = (val if which == "val" else test)[0].image
+    bad.write_bytes(b"not a png")
+    rc, err = run_cli(["--task", "folder", "--data-root", str(r), "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, f"{bad}: cannot read the image")
+
+
+def test_folder_auto_classes_with_a_stray_value_warns(tmp_path):
+    from zoo.data.config import DataConfig
+    from zoo.tasks.folder import FolderTask
+
+    r = write_folder(tmp_path / "f", n=6, classes=2)  # masks hold {0, 1}
+    m = cv2.imread(str(r / "Masks" / "004.png"), cv2.IMREAD_UNCHANGED)
+    m[0, 0] = 9
+    cv2.imwrite(str(r / "Masks" / "004.png"), m)
+    with pytest.warns(UserWarning, match=r"found 10 classes because .*004.png holds the value 9.*\[2, 3, 4, 5, 6, 7, 8\]"):
+        FolderTask().datasets(DataConfig(root=str(r)))
+
+
 @pytest.mark.parametrize("task,writer,extra", [
     ("pets", lambda p: write_pets(p), ["--task-arg", "size=[32, 32]"]),
     ("npz", lambda p: write_npz(p.with_suffix(".npz")), []),
@@ -258,6 +362,14 @@ def test_cli_trains_each_format(tmp_path, task, writer, extra):
     assert 0.0 <= row[metric] <= 100.0 or np.isnan(row[metric])
     assert (Path(row["run_dir"]) / "figure.png").stat().st_size > 1000
     assert row["train_samples"] >= 1 and "train_digits" not in row, "non-MNIST rows count samples"
+
+
+@pytest.mark.parametrize("size", ["[0, 0]", "[32]", "[32, -4]", "abc"])
+@pytest.mark.parametrize("task", ["folder", "pets", "coco", "npz"])
+def test_bad_size(tmp_path, capsys, task, size):
+    rc, err = run_cli(["--task", task, "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), "--task-arg",
+                       f"size={size}"], capsys)
+    assert_clear(rc, err, "size must be [H, W] with two integers >= 1")
 
 
 @pytest.mark.parametrize("trimap_mode", ["L", "P"])

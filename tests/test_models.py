@@ -1,10 +1,13 @@
 """Every registered encoder x head, tested by being registered (timm's tests/test_models.py style)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 import zoo
+from conftest import assert_clear, run_cli
 from zoo.core.registry import RegistryError
 
 REG = zoo.load_registry()
@@ -102,6 +105,33 @@ def test_local_pretrained_weights(tmp_path):
     assert torch.equal(enc.model.state_dict()[k], src.model.state_dict()[k])
     with pytest.raises(FileNotFoundError, match="does not exist; .pretrained. takes a local file path"):
         reg.build("encoders", "resnet18", pretrained=str(tmp_path / "missing.pth"))
+
+
+class _Boom:  # a pickle that would run code when loaded
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+@pytest.mark.parametrize("make,expect", [
+    (lambda p: torch.save({"w": _Boom()}, p), "cannot be loaded: refused or unreadable"),
+    (lambda p: p.write_bytes(b"\x80\x04garbage"), "cannot be loaded: refused or unreadable"),
+    (lambda p: torch.save([1, 2, 3], p), "holds a list, not a state dict of tensors"),
+], ids=["malicious-pickle", "corrupt", "not-a-state-dict"])
+def test_bad_pretrained_encoder_files(tiny_mnist, tmp_path, capsys, make, expect):
+    f = tmp_path / "w.pth"
+    make(f)
+    rc, err = run_cli(["--task", "foreground", "--encoder", "resnet18", "--data-root", str(tiny_mnist),
+                       "--out", str(tmp_path / "o"), "--encoder-arg", f"pretrained={f}"], capsys)
+    assert_clear(rc, err, f"pretrained weights file {f}", expect)
+
+
+def test_python_api_wrong_channel_count():
+    import zoo
+
+    model = zoo.build_model("scratch", {"mask": "binary_mask"}, in_channels=1).eval()
+    with pytest.raises(ValueError, match=r"input has 3 channel\(s\) \(shape \(2, 3, 28, 28\)\), but this model's "
+                                         r"encoder takes 1: give \[B, 1, H, W\]"):
+        model(torch.zeros(2, 3, 28, 28))
 
 
 @pytest.mark.parametrize("head,settings", list(head_cases()))

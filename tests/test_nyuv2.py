@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_bad_input import assert_clear, run_cli
+from conftest import assert_clear, run_cli
 from zoo.data.config import DataConfig
 from zoo.data.dense_augment import scale_crop_flip
 from zoo.data.idx import DataError

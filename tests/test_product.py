@@ -365,3 +365,17 @@ def test_figure_error_panels_colour_false_positives_and_negatives():
     assert classes[0, 0].tolist() == pytest.approx([0.25] * 3) and classes[0, 1].tolist() == [1.0, 0.0, 0.0]
     assert [label for _, label in with_errors([(truth, "true"), (pred, "pred")])] == ["true", "pred", "errors"]
     assert len(with_errors([(torch.zeros(3), "true"), (torch.zeros(3), "pred")])) == 2  # not masks: no panel
+
+
+def test_decompression_bomb_png_in_predict(tmp_path, capsys, monkeypatch):
+    """PIL's pixel cap (a decompression bomb) is one line naming the file, not PIL's traceback."""
+    from PIL import Image
+
+    from zoo.predict import main as predict_main
+
+    big = tmp_path / "big.png"
+    Image.new("L", (400, 400)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100 // 2)  # 400x400 is then over twice the cap
+    assert predict_main(["circlization/scratch", str(big), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert f"{big}: too large to read safely" in err and "Traceback" not in err

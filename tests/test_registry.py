@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 import zoo
+from conftest import assert_clear, run_cli
 from zoo.core.registry import Registry, RegistryError
 
 ROOT = __import__('pathlib').Path(__file__).resolve().parent.parent
@@ -236,3 +237,21 @@ tasks:
     assert None not in want and (by["out"].loss, by["out"].target) == want
     assert (by["circle_regress"].loss, by["circle_regress"].target) == ("circle_l1", "circle")
     reg.entry("losses", by["out"].loss)  # a registered loss
+
+
+# ----------------------------------------------------------------------------- hostile registry files
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.parametrize("content,expect", [
+    ("a: " + "[" * 50000 + "]" * 50000 + "\n", "nested deeper than 64 levels"),
+    (BOMB, "expands to more than 100,000 values"),
+    (b"\x89PNG\r\n\x1a\n\xff\xfe", "is not UTF-8 text (byte 0 is 0x89)"),
+], ids=["deep", "alias-bomb", "binary"])
+def test_hostile_registry_files(tiny_mnist, tmp_path, capsys, content, expect):
+    f = tmp_path / "r.yaml"
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(tiny_mnist), "--out", str(tmp_path / "o"),
+                       "--registry", str(f)], capsys)
+    assert_clear(rc, err, f"registry file {f}", expect)

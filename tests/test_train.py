@@ -1,9 +1,12 @@
 """zoo.engine.train: a checkpoint stores the training state under the names older checkpoints were written
-with, and a resumed run reads every field of it back."""
+with, a resumed run reads every field of it back, only last.pt resumes, and a NaN validation score is
+never picked as the best epoch."""
 from __future__ import annotations
 
 import pytest
+import torch
 
+from conftest import assert_clear, run_cli
 from zoo.engine.checkpoint import load_checkpoint
 from zoo.engine.config import RunConfig
 from zoo.engine.train import fit
@@ -26,3 +29,48 @@ def test_checkpoints_keep_their_keys_and_a_resume_reads_the_state_back(tiny_mnis
     fields = ("epochs", "best_epoch", "train_seconds", "train_samples", "history", "val", "test")
     assert {f: getattr(again, f) for f in fields} == {f: getattr(first, f) for f in fields}
     assert first.epochs == 1 and first.train_samples > 0 and len(first.history) == 1
+
+
+def test_resume_from_best_pt_is_refused_and_best_pt_is_the_model_only(tiny_mnist, tmp_path, capsys):
+    """best.pt is the trained model (no AdamW moments: a third of last.pt's weight bytes); only
+    last.pt continues training, and --resume best.pt says so before any step."""
+    args = ["--task", "foreground", "--data-root", str(tiny_mnist), "--out", str(tmp_path), "--epochs", "1",
+            "--batch-size", "16", "--train-limit", "32", "--test-limit", "16", "--encoder-arg", "width=4"]
+    assert run_cli(args, capsys)[0] == 0
+    run = next(tmp_path.glob("foreground-*"))
+    best, last = (torch.load(run / f, weights_only=True) for f in ("best.pt", "last.pt"))
+    assert "optimizer" not in best and "scheduler" not in best and "optimizer" in last
+    assert (run / "best.pt").stat().st_size < (run / "last.pt").stat().st_size
+    assert all(torch.equal(best["model"][k], v) for k, v in last["model"].items())  # one epoch: best = last
+    rc, err = run_cli([*args, "--resume", str(run / "best.pt")], capsys)
+    assert_clear(rc, err, f"checkpoint {run / 'best.pt'} holds the trained model only", "resume from the run's last.pt")
+
+
+def test_a_nan_validation_monitor_is_never_a_silent_pick(tiny_mnist, tmp_path, monkeypatch):
+    """An epoch whose validation monitor is NaN is named in a warning, and a later epoch with a number
+    is kept over it."""
+    import io
+
+    from rich.console import Console
+
+    import zoo.engine.train as train_mod
+    from zoo.engine.config import RunConfig
+
+    real, calls = train_mod.evaluate, [0]
+
+    def nan_first(s, split="val", loaders=None):
+        out = real(s, split, loaders)
+        if split == "val":
+            calls[0] += 1
+            if calls[0] == 1:
+                out = {k: float("nan") for k in out}
+        return out
+
+    monkeypatch.setattr(train_mod, "evaluate", nan_first)
+    buf = io.StringIO()
+    cfg = RunConfig(task="foreground", encoder="scratch", epochs=2, batch_size=16, train_limit=64, test_limit=16,
+                    data_root=str(tiny_mnist), encoder_settings={"width": 4, "input_skip": True})
+    r = train_mod.fit(cfg, console=Console(file=buf, soft_wrap=True), show_progress=False)
+    text = buf.getvalue()
+    assert "warning: validation iou is NaN at epoch 1" in text and "never chosen over one with a number" in text
+    assert r.best_epoch == 2

@@ -14,8 +14,7 @@ import timm
 import torch
 from safetensors.torch import save
 
-from conftest import fill_hub_repo
-from test_bad_input import assert_clear, run_cli
+from conftest import assert_clear, fill_hub_repo, run_cli
 from test_datasets_ext import write_folder
 
 import zoo
