@@ -81,6 +81,28 @@ def test_multi_head_model_rgb_and_odd_sizes(enc_name):
     assert list(model(torch.rand(1, 3, 37, 45), heads=["cls"])) == ["cls"]
 
 
+def test_circle_with_mode_regress_is_the_circle_regress_head():
+    """``{head: circle, settings: {mode: regress}}``, what registry files and checkpoints from before the two circle
+    heads were split name, builds the ``circle_regress`` head: its class, parameters and output; both copy."""
+    import copy
+
+    from zoo.heads.circle import CircleHead, CircleRegressHead
+
+    enc = REG.build("encoders", "scratch", width=4, depth=2, input_skip=True)
+    built = []
+    for head, settings in (("circle", {"mode": "regress"}), ("circle_regress", {})):
+        torch.manual_seed(0)
+        built.append(REG.build("heads", head, channels=enc.out_channels, reductions=enc.reductions, **settings))
+    old, new = built
+    assert type(old) is type(new) is CircleRegressHead and old.state_dict().keys() == new.state_dict().keys()
+    feats = enc(torch.rand(2, 1, 28, 28))
+    assert torch.equal(old(feats), new(feats))
+    fit = REG.build("heads", "circle", channels=enc.out_channels, reductions=enc.reductions)
+    assert type(fit) is CircleHead and type(copy.deepcopy(fit)) is CircleHead
+    assert (CircleHead.output_for({"mode": "regress"}), CircleHead.defaults({"mode": "regress"})) == (
+        "circle", ("circle_l1", "circle"))
+
+
 def test_model_bad_inputs():
     model = zoo.build_model("scratch", {"mask": "binary_mask"})
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
@@ -157,7 +179,7 @@ def test_head_declares_its_contract(head, settings):
             target = torch.zeros(2, 28, 28, dtype=torch.long)
             assert h.check_output(out, target) is None
         assert h.check_output(out, torch.zeros(2, 14, 14, dtype=torch.long)) is not None
-    elif settings.get("mode") == "regress":
+    elif h.output_kind == "circle":  # (circle_regress, or circle with mode: regress)
         assert torch.allclose(h.shift_output(out + out.new_tensor([-2, 1, 0]), 1, -2), out)
         assert h.check_output(out, torch.zeros(2, 3)) is None
     else:
