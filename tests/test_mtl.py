@@ -1,46 +1,27 @@
 """Multi-task runs through the CLI: bad strategy input fails before training with one line;
-partial labels mask a head's loss and metrics; the grid runner keeps rows across failures."""
+partial labels mask a head's loss and metrics; fine-tuning options; the out-of-memory retry.
+The grid runner's tests are in test_grid.py, run folders' in test_rundir.py."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import shlex
-import warnings
 
 import pytest
 import torch
 
 import zoo
-from zoo.bench import main, parse_args
-from zoo.engine.config import budget_mode
+from conftest import assert_clear, run_cli as bench_cli
 from zoo.engine.evaluate import _update
 from zoo.runs.gain import delta_m
-from zoo.runs.grid import record_failure
 from zoo.core.metrics import Accuracy
-from zoo.runs.results import load_rows, write_results
-from zoo.runs.plan import plan_jobs
-from zoo.runs.rundir import new_run_dir, unfinished_run
-from zoo.engine.checkpoint import hold
+from zoo.runs.results import load_rows
 from zoo.engine.step import HeadPlan, step_losses
 from zoo.tasks.base import HeadSpec
-from zoo.engine.train import fit
 
 REG = zoo.load_registry()
 
 
-def run_cli(args, capsys):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rc = main([*args, "--quiet", "--no-figures", "--no-speed"])
-    return rc, capsys.readouterr().err.replace("\n", " ")
-
-
-def assert_clear(rc, err, *expect):
-    assert rc == 2, err
-    assert "Traceback" not in err and "error:" in err, err
-    for e in expect:
-        assert e in err[err.index("error:"):], (e, err)
-    assert "epoch 1/" not in err
+def run_cli(args, capsys):  # the speed columns take seconds that these tests never read
+    return bench_cli(args, capsys, speed=False)
 
 
 def test_at_least_twenty_strategies_each_with_its_paper():
@@ -139,173 +120,6 @@ def test_delta_m_is_the_mean_over_tasks_of_the_mean_over_their_metrics():
     # foreground +3 %, circlization (-6 + 0) / 2 = -3 %, semantic 0: mean 0 (a mean over metrics says -0.75)
     assert delta_m(joint, single, tasks) == pytest.approx(0.0)
     assert delta_m(joint, single) == pytest.approx(-0.75)
-
-
-# ----------------------------------------------------------------------------- grid runner
-def test_a_grid_job_is_data_that_round_trips_and_keys_its_row(tiny_mnist, tmp_path):
-    """A grid hands its children a serialised job (zoo.runs.job), never an edited command line: the job read
-    back is the job written, and its identity is the row key, label and run folder the grid always used."""
-    from zoo.runs.job import Job
-
-    args = parse_args(["--task", "joint", "--architecture", "cgc", "--weighting", "upgrad", "--weighting-arg",
-                       "pref_vector=[1,1]", "--data-root", str(tiny_mnist), "--out", str(tmp_path), "--epochs", "2"])
-    jobs = plan_jobs(args, REG, budget_mode(args), tmp_path)
-    joint = jobs[-1]
-    back = Job.read(joint.write(tmp_path / "logs"))
-    assert back == joint and back.cfg == joint.cfg
-    # each row's command trains its combination (a baseline's without the strategy's settings)
-    assert joint.command.startswith("python -m zoo.bench --task joint --encoder scratch --weighting upgrad "
-                                    "--architecture cgc --epochs 2 --weighting-arg 'pref_vector=[1,1]' ")
-    assert joint.ident.fields == {"task": "joint", "encoder": "scratch", "weighting": "upgrad", "architecture": "cgc",
-                                  "budget_mode": joint.mode, "seed": 0, "world_size": None}
-    assert joint.label == "joint | scratch | upgrad | cgc"
-    assert joint.ident.folder == f"joint-scratch-upgrad-cgc-{joint.mode}-s0"
-    base = jobs[0]  # a baseline: hard sharing, fixed, without the strategy's settings (its own budget mode)
-    assert "architecture" not in base.ident.fields and base.cfg.weighting_settings == {}
-    assert "--epochs 2" in base.command and "weighting-arg" not in base.command
-    for job in (joint, base):  # a row's command plans that run again: the same settings and row key
-        again = parse_args(shlex.split(job.command)[3:])
-        (same,) = [j for j in plan_jobs(again, REG, budget_mode(again), tmp_path) if j.key == job.key]
-        assert same.cfg == job.cfg
-    assert base.ident.folder == f"{base.cfg.task}-scratch-fixed-{joint.base_mode}-s0"
-    assert base.key == joint.ident.baseline(base.cfg.task, joint.base_mode).key
-    with pytest.raises(ValueError, match="cannot read it as a zoo job"):
-        Job.read(tmp_path / "nope.json")
-
-
-def test_failure_rows_never_replace_finished_rows(tmp_path):
-    done = {"task": "t", "encoder": "e", "weighting": "fixed", "budget_mode": "default", "seed": 0, "iou": 99.0}
-    write_results(tmp_path, [done], "h")
-    failed = {**{k: done[k] for k in ("task", "encoder", "weighting", "budget_mode", "seed")}, "status": "failed",
-              "error": "boom"}
-    record_failure(tmp_path, failed, "h")
-    assert load_rows(tmp_path) == [done]
-    record_failure(tmp_path, {**failed, "encoder": "other"}, "h")
-    assert {r["encoder"]: r.get("status") for r in load_rows(tmp_path)} == {"e": None, "other": "failed"}
-
-
-def test_grid_records_failures_goes_on_and_skips_finished_rows(tiny_mnist, tmp_path, capsys):
-    bad = tmp_path / "bad.yaml"  # an encoder that builds in the parent's check but fails when it trains
-    bad.write_text("encoders:\n  broken: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: -4}}\n")
-    out = tmp_path / "grid"
-    args = ["--task", "foreground", "--encoder", "scratch,broken", "--registry", str(bad), "--data-root",
-            str(tiny_mnist), "--out", str(out), "--epochs", "1", "--batch-size", "16", "--jobs", "2"]
-    rc, err = run_cli(args, capsys)
-    rows = {r["encoder"]: r for r in load_rows(out)}
-    assert rc == 1 and rows["broken"]["status"] == "failed" and "iou" in rows["scratch"], err
-    assert rows["broken"]["error"] and (out / "logs").is_dir()
-    first = json.loads((out / "results.json").read_text())
-    rc = main([*args, "--quiet", "--no-figures", "--no-speed"])
-    err = capsys.readouterr().err  # as a log file gets it: one line per message, however long the path
-    assert f"skip foreground | scratch | fixed: its row is in {out} already\n" in err, err
-    again = {r["encoder"]: r for r in load_rows(out)}
-    assert again["scratch"] == {r["encoder"]: r for r in first["rows"]}["scratch"]  # not retrained
-    log = next((out / "logs").glob("foreground-broken-*.log")).read_text()  # retried: both attempts kept
-    assert log.count("=== ") == 2 and log.count("foreground | broken | fixed: python -m zoo.bench --job") == 2, log
-    assert again["broken"]["status"] == "failed" and again["broken"]["error"] == rows["broken"]["error"]
-
-
-def test_grid_retrains_a_row_whose_budget_changed(tiny_mnist, tmp_path, capsys):
-    """A finished row is skipped while its training settings are the registry's; after the task's
-    budget changes (here: epochs 1 -> 2, with tiny_b keeping 1 through encoder_budgets) only the row
-    trained under the old budget is trained again, and a row from before budget_hash is kept."""
-    reg = tmp_path / "r.yaml"
-    entry = ("encoders:\n  tiny_a: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n"
-             "  tiny_b: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n"
-             "tasks:\n  fg_b:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
-             "      mask: {head: binary_mask, loss: bce, target: mask}\n"
-             "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n"
-             "    budget: {epochs: %d, batch_size: 16, train_limit: 64, test_limit: 64}\n")
-    reg.write_text(entry % 1)
-    out = tmp_path / "grid"
-    args = ["--task", "fg_b", "--encoder", "tiny_a,tiny_b", "--registry", str(reg), "--data-root", str(tiny_mnist),
-            "--out", str(out), "--jobs", "2"]
-    rc, err = run_cli(args, capsys)
-    first = {r["encoder"]: r for r in load_rows(out)}
-    assert rc == 0 and all(r["epochs"] == 1 and len(r["budget_hash"]) == 8 for r in first.values()), err
-    reg.write_text(entry % 2 + "    encoder_budgets: {tiny_b: {epochs: 1}}\n")
-    rc, err = run_cli(args, capsys)
-    rows = {r["encoder"]: r for r in load_rows(out)}
-    assert rc == 0 and "retrain fg_b | tiny_a | fixed" in err and "skip fg_b | tiny_b | fixed" in err, err
-    assert rows["tiny_a"]["epochs"] == 2 and rows["tiny_a"]["budget_hash"] != first["tiny_a"]["budget_hash"]
-    assert rows["tiny_b"] == first["tiny_b"]
-    old = {**rows["tiny_a"]}
-    del old["budget_hash"]  # a row written before rows had budget_hash: skipped, as before
-    write_results(out, [old], "h")
-    reg.write_text(entry % 3)
-    rc, err = run_cli(args, capsys)
-    assert "skip fg_b | tiny_a" in err and "retrain fg_b | tiny_b" in err, err
-
-
-def interrupt_after_first_epoch(cfg, run_dir):
-    """Train ``cfg`` in ``run_dir`` and kill it after its first epoch, as a session's end does."""
-    def killed_after_first(epoch, row):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, out_dir=run_dir, on_epoch_end=killed_after_first, show_progress=False)
-
-
-def test_grid_resumes_an_interrupted_run_and_never_a_live_one(tiny_mnist, tmp_path, capsys):
-    """A job killed mid-training (a session's end) is continued from its last.pt by the same grid
-    command; a run another process is training is left alone."""
-    small = tmp_path / "small.yaml"
-    small.write_text("encoders:\n  small: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 8}}\n"
-                     "  tiny: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n")
-    out = tmp_path / "grid"
-    args = ["--task", "foreground", "--encoder", "tiny,small", "--registry", str(small), "--data-root",
-            str(tiny_mnist), "--out", str(out), "--epochs", "2", "--batch-size", "16", "--jobs", "2"]
-    parsed = parse_args(args)
-    mode = budget_mode(parsed)
-    job = next(j for j in plan_jobs(parsed, zoo.load_registry([small]), mode, out) if j.cfg.encoder == "small")
-    cut = new_run_dir(out, job.cfg, mode)
-    interrupt_after_first_epoch(job.cfg, cut)
-    with hold(cut):  # another process training in it: not a run to continue, by the grid or by hand
-        assert unfinished_run(out, job.cfg, mode) is None
-        one = [a if a != "tiny,small" else "small" for a in args[:-2]]
-        rc, err = run_cli([*one, "--resume", str(cut / "last.pt")], capsys)
-        assert rc == 2 and "is being trained by another process" in err, err
-    assert unfinished_run(out, job.cfg, mode) == cut / "last.pt"
-    other = parse_args([*args[:-4], "--epochs", "3"])  # other settings: never continued
-    assert unfinished_run(out, plan_jobs(other, zoo.load_registry([small]), budget_mode(other), out)[1].cfg,
-                          mode) is None
-
-    rc, err = run_cli(args, capsys)
-    rows = {r["encoder"]: r for r in load_rows(out)}
-    assert rc == 0 and "resume from" in err and "start foreground | tiny" in err, err
-    assert rows["small"]["run_dir"] == str(cut) and rows["small"]["epochs"] == 2
-    assert "resumed from" in rows["small"]["note"] and "note" not in rows["tiny"]
-    assert "resumed from" in (out / "logs" / "foreground-small-fixed-" f"{mode}-s0.log").read_text()
-    log = (cut / "log.txt").read_text()
-    assert log.count("epoch 1/2") == 1 and log.count("epoch 2/2") == 1, log
-
-
-def test_single_run_names_an_interrupted_run_of_its_configuration(tiny_mnist, tmp_path, capsys):
-    """Rerunning a single command after an interruption starts a new folder (only --resume or the
-    grid continues one); it says so and how to continue, and never names a finished run."""
-    small = tmp_path / "small.yaml"
-    small.write_text("encoders:\n  small: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n")
-    out = tmp_path / "runs"
-    args = ["--task", "foreground", "--encoder", "small", "--registry", str(small), "--data-root", str(tiny_mnist),
-            "--out", str(out), "--epochs", "2", "--batch-size", "16"]
-    parsed = parse_args(args)
-    mode = budget_mode(parsed)
-    job = plan_jobs(parsed, zoo.load_registry([small]), mode, out)[0]
-    cut = new_run_dir(out, job.cfg, mode)
-    interrupt_after_first_epoch(job.cfg, cut)
-    rc, err = run_cli(args, capsys)
-    rows = load_rows(out)
-    assert rc == 0 and f"{cut} holds an interrupted run of foreground | small" in err, err
-    assert "(epoch 1 of 2)" in err and f"rerun this job alone with --resume {cut / 'last.pt'}" in err, err
-    assert [r["run_dir"] for r in rows] != [str(cut)] and rows[0]["epochs"] == 2
-    # the new, finished run is newer but never named; the interrupted one still is, until it is continued
-    rc, err = run_cli(args, capsys)
-    assert rc == 0 and err.count("holds an interrupted run") == 1 and f"{cut} holds" in err, err
-    rc, err = run_cli([*args, "--resume", str(cut / "last.pt")], capsys)
-    assert rc == 0 and "holds an interrupted run" not in err, err
-    rc, err = run_cli(args, capsys)
-    assert rc == 0 and "holds an interrupted run" not in err, err
 
 
 # ----------------------------------------------------------------------------- fine-tuning options

@@ -44,18 +44,6 @@ def test_files_follow_the_umask(tmp_path):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
 
 
-def test_rerun_gets_its_own_run_directory(tiny_mnist, tmp_path):
-    from zoo.bench import main
-
-    args = ["--task", "foreground", "--encoder", "scratch", "--data-root", str(tiny_mnist), "--out", str(tmp_path),
-            "--quick", "--quiet", "--no-figures"]
-    assert main(args) == 0 and main(args) == 0
-    dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
-    assert len(dirs) == 2 and all((d / "best.pt").is_file() for d in dirs)
-    [row] = load_rows(tmp_path)
-    assert row["run_dir"] == str(dirs[1]) or row["run_dir"] == str(dirs[0])
-
-
 @pytest.mark.parametrize("trial", range(3))
 def test_concurrent_runs_into_one_out_keep_every_row_and_their_own_metrics(tiny_mnist, tmp_path, trial):
     """Two processes train into one --out at once (two seeds of one combination): both rows are there,
