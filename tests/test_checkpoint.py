@@ -1,5 +1,6 @@
-"""zoo.engine.checkpoint: model files are read safely (a bad .safetensors file is one line naming it), and
-checkpoints are written atomically (a full disk mid-run leaves the earlier files byte for byte)."""
+"""zoo.engine.checkpoint: checkpoints are written atomically (a full disk mid-run leaves the earlier files
+byte for byte) and loaded safely (no pickled code; a bad .safetensors file is one line naming it), a run
+folder is held by one training process at a time, and a checkpoint resumes under its own process count."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +11,46 @@ import pytest
 import torch
 
 from conftest import run_cli
+from zoo.engine.checkpoint import check_world_size, hold, in_use, load_checkpoint, read_weights, save_checkpoint
+
+
+class _Code:  # a pickle that would run code when loaded
+    def __reduce__(self):
+        return (print, ("loaded",))
+
+
+def test_a_checkpoint_round_trips_and_a_foreign_pickle_is_refused(tmp_path):
+    state = {"model": {"w": torch.arange(3.0)}, "epoch": 2, "config": {"task": "foreground"}}
+    save_checkpoint(tmp_path / "run" / "last.pt", state)
+    back = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert torch.equal(back["model"]["w"], state["model"]["w"]) and back["epoch"] == 2
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["last.pt"]  # no temp file left behind
+    torch.save({**state, "hook": _Code()}, tmp_path / "code.pt")
+    with pytest.raises(ValueError, match="code.pt cannot be loaded"):
+        load_checkpoint(tmp_path / "code.pt")
+    torch.save({"model": {}}, tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match=r"bare.pt is missing \['epoch', 'config'\]; is it a zoo checkpoint"):
+        load_checkpoint(tmp_path / "bare.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_weights(tmp_path / "none.pt")
+
+
+def test_a_run_folder_is_held_by_one_process_at_a_time(tmp_path):
+    assert not in_use(tmp_path)
+    with hold(tmp_path):
+        assert in_use(tmp_path)  # another open file's lock: what a second process sees
+        with pytest.raises(ValueError, match="is being trained by another process right now"):
+            with hold(tmp_path):
+                pass
+    assert not in_use(tmp_path)  # released when the holder ends
+
+
+def test_a_checkpoint_resumes_only_under_the_process_count_that_wrote_it():
+    check_world_size({"world_size": 2}, "last.pt", 2)
+    check_world_size({}, "last.pt", 4)  # written before the count was recorded
+    with pytest.raises(ValueError, match=r"last.pt was written by a run of one process and this run has 2 "
+                                         r"processes \(torchrun\).*resume it without torchrun"):
+        check_world_size({"world_size": 1}, "last.pt", 2)
 
 
 @pytest.mark.parametrize("make,expect", [
