@@ -110,6 +110,20 @@ def write_registry(folder: Path, entries: dict[str, Any], name: str = "r.yaml") 
     return path
 
 
+def scratch_encoder(**settings: Any) -> dict[str, Any]:
+    """A registry entry: the scratch encoder with ``settings``."""
+    return {"target": "zoo.encoders.scratch:ScratchEncoder", "settings": settings}
+
+
+def foreground_task(heads: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                    **fields: Any) -> dict[str, Any]:
+    """A registry entry: a task on the MNIST foreground data, by default one binary mask head scored by
+    IoU, with ``fields`` (budget, quick, monitor, ...)."""
+    return {"target": "zoo.tasks.mnist:ForegroundTask",
+            "heads": heads or {"mask": {"head": "binary_mask", "loss": "bce", "target": "mask"}},
+            "metrics": metrics or {"iou": {"metric": "iou", "head": "mask", "target": "mask"}}, **fields}
+
+
 def run_cli(args: list[str], capsys, speed: bool = True) -> tuple[int, str]:
     """``python -m zoo.bench ARGS --quiet --no-figures`` (and ``--no-speed`` unless ``speed``) in this process:
     its exit code and its stderr as one line (rich wraps long lines)."""

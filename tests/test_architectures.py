@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import zoo
+from conftest import foreground_task, write_registry
 from zoo.core.architectures import CGC, MTAN, HardSharing
 
 REG = zoo.load_registry()
@@ -197,11 +198,10 @@ def test_detach_with_leave_out_is_accepted_by_a_jacobian_method(tmp_path, capsys
     assert rc == 2 and "weighs the heads' gradients" not in err and "MNIST not found" in err, err
 
 
-HISTOGRAM_ONLY = ("tasks:\n  fg_hist:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
-                  "      mask: {head: threshold_mask, settings: {encoder_features: false}}\n"
-                  "      digit: {head: classification, settings: {num_classes: 10}, loss: ce, target: label}\n"
-                  "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n    monitor: iou\n"
-                  "    budget: {epochs: 1, batch_size: 16, lr: 0.003, encoder_settings: {input_skip: true}}\n")
+HISTOGRAM_ONLY = {"tasks": {"fg_hist": foreground_task(
+    heads={"mask": {"head": "threshold_mask", "settings": {"encoder_features": False}},
+           "digit": {"head": "classification", "settings": {"num_classes": 10}, "loss": "ce", "target": "label"}},
+    monitor="iou", budget={"epochs": 1, "batch_size": 16, "lr": 0.003, "encoder_settings": {"input_skip": True}})}}
 
 
 @pytest.mark.parametrize("extra,refused", [([], True), (["--weighting-arg", "leave_out=[mask]"], False)])
@@ -210,8 +210,7 @@ def test_an_input_only_head_is_refused_by_mgda_unless_left_out(tiny_mnist, tmp_p
     The run is refused before its first step, naming the head and leave_out; with leave_out it trains."""
     from zoo.bench import main
 
-    reg = tmp_path / "hist.yaml"
-    reg.write_text(HISTOGRAM_ONLY)
+    reg = write_registry(tmp_path, HISTOGRAM_ONLY)
     rc = main(["--task", "fg_hist", "--registry", str(reg), "--weighting", "mgda", *extra, "--data-root",
                str(tiny_mnist), "--out", str(tmp_path / "o"), "--quiet", "--no-baselines", "--no-figures",
                "--no-speed", "--train-limit", "64", "--test-limit", "64"])

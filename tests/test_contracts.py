@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import zoo
-from conftest import assert_clear, run_cli
+from conftest import assert_clear, foreground_task, run_cli, write_registry
 from test_datasets_ext import write_folder
 from zoo.core.losses import BCEDice, CrossEntropy, Dice, Focal
 from zoo.engine.build import task_spec
@@ -19,17 +19,9 @@ from zoo.tasks.base import HeadSpec, TaskData
 REG = zoo.load_registry()
 
 
-def resolve_one(tmp_path, head_entry: str, registry_text: str = "", data: TaskData | None = None):
-    reg_file = tmp_path / "r.yaml"
-    reg_file.write_text(registry_text + f"""
-tasks:
-  one:
-    target: zoo.tasks.mnist:ForegroundTask
-    heads:
-      out: {head_entry}
-    metrics:
-      acc: {{metric: accuracy, head: out, target: label}}
-""")
+def resolve_one(tmp_path, head_entry: dict, data: TaskData | None = None):
+    reg_file = write_registry(tmp_path, {"tasks": {"one": foreground_task(
+        heads={"out": head_entry}, metrics={"acc": {"metric": "accuracy", "head": "out", "target": "label"}})}})
     reg = zoo.load_registry([reg_file])
     spec = task_spec("one", reg)
     return spec.task.resolve(spec, data or TaskData({}, {}, {}, {}), reg).heads[0], reg
@@ -39,7 +31,7 @@ tasks:
 def test_every_head_declares_its_output_kind_and_its_loss_gets_that_mode(head, tmp_path):
     """Resolved from ``{head: NAME}`` alone: the kind is declared, the built head agrees with it, and
     the default loss is built in the kind's mode."""
-    h, reg = resolve_one(tmp_path, f"{{head: {head}}}")
+    h, reg = resolve_one(tmp_path, {"head": head})
     assert isinstance(h, HeadSpec) and h.output in OUTPUT_KINDS
     model = zoo.build_model("scratch", [h], encoder_settings={"width": 4, "depth": 2, "input_skip": True},
                             registry=reg)
@@ -50,8 +42,8 @@ def test_every_head_declares_its_output_kind_and_its_loss_gets_that_mode(head, t
 
 
 def test_the_circle_heads_kind_follows_its_mode(tmp_path):
-    fit, _ = resolve_one(tmp_path, "{head: circle}")
-    regress, reg = resolve_one(tmp_path, "{head: circle, settings: {mode: regress}}")
+    fit, _ = resolve_one(tmp_path, {"head": "circle"})
+    regress, reg = resolve_one(tmp_path, {"head": "circle", "settings": {"mode": "regress"}})
     assert (fit.output, regress.output) == ("binary_mask", "circle")
     assert (fit.loss_settings["mode"], regress.loss_settings["mode"]) == ("binary", "regression")
     head = reg.build("heads", "circle", channels=[4, 8], reductions=[1, 2], mode="regress")
@@ -62,15 +54,15 @@ def test_the_circle_heads_kind_follows_its_mode(tmp_path):
 
 
 @pytest.mark.parametrize("entry,expect", [
-    ("{head: segmentation, loss: bce, target: mask}",
+    ({"head": "segmentation", "loss": "bce", "target": "mask"},
      ["loss 'bce' trains in binary mode", "outputs dense_classes", "trained in multiclass mode", "ce_dice"]),
-    ("{head: binary_mask, loss: ce_dice, target: mask}",
+    ({"head": "binary_mask", "loss": "ce_dice", "target": "mask"},
      ["loss 'ce_dice' trains in multiclass mode", "outputs binary_mask", "bce_dice"]),
-    ("{head: classification, loss: circle_l1, target: label}",
+    ({"head": "classification", "loss": "circle_l1", "target": "label"},
      ["loss 'circle_l1' trains in regression mode", "outputs class_logits"]),
-    ("{head: segmentation, loss: dice, loss_settings: {mode: binary}, target: mask}",
+    ({"head": "segmentation", "loss": "dice", "loss_settings": {"mode": "binary"}, "target": "mask"},
      ["loss 'dice' trains in binary mode", "outputs dense_classes"]),
-])
+], ids=["bce-segmentation", "ce_dice-binary_mask", "circle_l1-classification", "binary-dice-segmentation"])
 def test_a_loss_that_contradicts_its_heads_kind_is_one_clear_error(entry, expect, tmp_path):
     from zoo.core.registry import RegistryError
 
@@ -82,17 +74,9 @@ def test_a_loss_that_contradicts_its_heads_kind_is_one_clear_error(entry, expect
 
 
 def test_a_loss_mode_mismatch_through_the_cli_fails_before_training(tmp_path, tiny_mnist, capsys):
-    reg = tmp_path / "r.yaml"
-    reg.write_text("""
-tasks:
-  fg_ce_dice:
-    target: zoo.tasks.mnist:ForegroundTask
-    heads:
-      mask: {head: binary_mask, loss: ce_dice, target: mask}
-    metrics:
-      iou: {metric: iou, head: mask, target: mask}
-    budget: {epochs: 1, batch_size: 16, lr: 0.003}
-""")
+    reg = write_registry(tmp_path, {"tasks": {"fg_ce_dice": foreground_task(
+        heads={"mask": {"head": "binary_mask", "loss": "ce_dice", "target": "mask"}},
+        budget={"epochs": 1, "batch_size": 16, "lr": 0.003})}})
     rc, err = run_cli(["--task", "fg_ce_dice", "--registry", str(reg), "--encoder", "scratch", "--data-root",
                        str(tiny_mnist), "--out", str(tmp_path / "o"), "--no-speed"], capsys)
     assert_clear(rc, err, "head 'mask' (binary_mask)", "loss 'ce_dice' trains in multiclass mode", "bce_dice")
@@ -140,19 +124,11 @@ class CountingAccuracy(Accuracy):
 
     sys.path.insert(0, str(tmp_path))
     try:
-        reg_file = tmp_path / "m.yaml"
-        reg_file.write_text("""
-metrics:
-  counting: {target: "user_metric_mod:CountingAccuracy"}
-tasks:
-  seg:
-    target: zoo.tasks.mnist:ForegroundTask
-    heads:
-      seg: {head: segmentation, target: mask}
-    metrics:
-      conf: {metric: confusion, head: seg, target: mask}
-      count: {metric: counting, head: seg, target: mask}
-""")
+        metrics = {"conf": {"metric": "confusion", "head": "seg", "target": "mask"},
+                   "count": {"metric": "counting", "head": "seg", "target": "mask"}}
+        seg = foreground_task(heads={"seg": {"head": "segmentation", "target": "mask"}}, metrics=metrics)
+        reg_file = write_registry(tmp_path, {"metrics": {"counting": {"target": "user_metric_mod:CountingAccuracy"}},
+                                             "tasks": {"seg": seg}})
         reg = zoo.load_registry([reg_file])
         spec = task_spec("seg", reg)
         resolved = spec.task.resolve(spec, TaskData({}, {}, {}, {}, num_classes=5, exclude=[0]), reg)
@@ -252,18 +228,19 @@ def test_renamed_folder_head_gets_the_data_classes(tmp_path, capsys):
     """The data's class count goes to the head that predicts classes, whatever its name (it was
     keyed by the hard-coded name 'seg': a renamed head silently got 11 classes)."""
     r = write_folder(tmp_path / "f", n=8, classes=5)
-    reg = tmp_path / "r.yaml"
-    reg.write_text("tasks:\n  parts:\n    target: zoo.tasks.folder:FolderTask\n    heads:\n"
-                   "      parts: {head: segmentation, loss: ce_dice, target: mask}\n"
-                   "    metrics:\n      m: {metric: confusion, head: parts, target: mask, per_class: true}\n"
-                   "    monitor: miou_all\n    budget: {epochs: 1, batch_size: 2}\n")
+    parts = {"target": "zoo.tasks.folder:FolderTask",
+             "heads": {"parts": {"head": "segmentation", "loss": "ce_dice", "target": "mask"}},
+             "metrics": {"m": {"metric": "confusion", "head": "parts", "target": "mask", "per_class": True}},
+             "monitor": "miou_all", "budget": {"epochs": 1, "batch_size": 2}}
+    reg = write_registry(tmp_path, {"tasks": {"parts": parts}})
     from zoo.engine.build_run import setup
     from zoo.engine.config import RunConfig
 
     s = setup(RunConfig(task="parts", encoder="scratch", data_root=str(r), registry=(str(reg),), epochs=1,
                         encoder_settings={"width": 4}))
     assert s.model.heads["parts"].num_classes == 5 and s.metrics[0].num_classes == 5
-    reg.write_text(reg.read_text().replace("loss: ce_dice,", "loss: ce_dice, settings: {num_classes: 11},"))
+    parts["heads"]["parts"]["settings"] = {"num_classes": 11}
+    write_registry(tmp_path, {"tasks": {"parts": parts}})
     rc, err = run_cli(["--registry", str(reg), "--task", "parts", "--data-root", str(r), "--out", str(tmp_path / "o"),
                        "--encoder-arg", "width=4"], capsys)
     assert_clear(rc, err, "head 'parts'", "num_classes is 11 in its settings but the data has 5")

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo
+from conftest import foreground_task, write_registry
 from zoo.core.registry import RegistryError
 
 REG = zoo.load_registry()
@@ -140,11 +141,10 @@ def test_decoder_settings_reach_the_decoder_and_unet_stays_the_default():
 def test_a_refused_decoder_in_a_task_is_one_line_before_any_data(tmp_path, capsys):
     from zoo.bench import main
 
-    reg = tmp_path / "r.yaml"
-    reg.write_text("tasks:\n  fg_dpt:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
-                   "      mask: {head: binary_mask, settings: {decoder: dpt}, loss: bce, target: mask}\n"
-                   "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n    monitor: iou\n"
-                   "    budget: {epochs: 1, batch_size: 8, lr: 0.001}\n    quick: {epochs: 1, batch_size: 8}\n")
+    mask = {"head": "binary_mask", "settings": {"decoder": "dpt"}, "loss": "bce", "target": "mask"}
+    reg = write_registry(tmp_path, {"tasks": {"fg_dpt": foreground_task(
+        heads={"mask": mask}, monitor="iou", budget={"epochs": 1, "batch_size": 8, "lr": 0.001},
+        quick={"epochs": 1, "batch_size": 8})}})
     rc = main(["--task", "fg_dpt", "--registry", str(reg), "--encoder", "scratch", "--data-root",
                str(tmp_path / "no-data"), "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err.replace("\n", " ")
@@ -159,12 +159,10 @@ def test_a_task_trained_with_a_decoder_reloads_with_it(tiny_mnist, tmp_path, cap
 
     from zoo.bench import main
 
-    reg = tmp_path / "r.yaml"
-    reg.write_text("tasks:\n  fg_fpn:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
-                   "      mask: {head: binary_mask, settings: {decoder: fpn, decoder_settings: {pyramid_channels: 16, "
-                   "segmentation_channels: 32}}, loss: bce, target: mask}\n"
-                   "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n    monitor: iou\n"
-                   "    budget: {epochs: 1, batch_size: 16, lr: 0.003}\n    quick: {epochs: 1, batch_size: 16}\n")
+    fpn = {"decoder": "fpn", "decoder_settings": {"pyramid_channels": 16, "segmentation_channels": 32}}
+    reg = write_registry(tmp_path, {"tasks": {"fg_fpn": foreground_task(
+        heads={"mask": {"head": "binary_mask", "settings": fpn, "loss": "bce", "target": "mask"}}, monitor="iou",
+        budget={"epochs": 1, "batch_size": 16, "lr": 0.003}, quick={"epochs": 1, "batch_size": 16})}})
     assert main(["--task", "fg_fpn", "--registry", str(reg), "--encoder", "scratch", "--encoder-arg", "width=4",
                  "--train-limit", "64", "--test-limit", "16", "--data-root", str(tiny_mnist), "--out",
                  str(tmp_path / "o"), "--quiet", "--no-figures", "--no-speed"]) == 0
@@ -178,10 +176,11 @@ def test_a_task_trained_with_a_decoder_reloads_with_it(tiny_mnist, tmp_path, cap
         assert model(x)["mask"].shape == (2, 1, 28, 28)
 
 
-DENSE_TASK = ("tasks:\n  fg_dense:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
-              "      mask: {head: binary_mask, loss: bce, target: mask}\n"
-              "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n    monitor: iou\n"
-              "    budget: {epochs: 1, batch_size: 16, lr: 0.003}\n    quick: {epochs: 1, batch_size: 16}\n")
+def dense_task(**mask_head) -> dict:
+    """Registry entries of task ``fg_dense``: one dense head, ``mask``, with ``mask_head`` in its entry."""
+    return {"tasks": {"fg_dense": foreground_task(
+        heads={"mask": {"head": "binary_mask", "loss": "bce", "target": "mask", **mask_head}}, monitor="iou",
+        budget={"epochs": 1, "batch_size": 16, "lr": 0.003}, quick={"epochs": 1, "batch_size": 16})}}
 
 
 def test_decoder_is_a_grid_axis_and_keys_its_rows(tiny_mnist, tmp_path, capsys):
@@ -193,8 +192,7 @@ def test_decoder_is_a_grid_axis_and_keys_its_rows(tiny_mnist, tmp_path, capsys):
     from zoo.bench import main
     from zoo.runs.keys import row_key
 
-    reg = tmp_path / "r.yaml"
-    reg.write_text(DENSE_TASK)
+    reg = write_registry(tmp_path, dense_task())
     common = ["--task", "fg_dense", "--registry", str(reg), "--encoder", "scratch", "--encoder-arg", "width=4",
               "--train-limit", "64", "--test-limit", "16", "--data-root", str(tiny_mnist), "--out",
               str(tmp_path / "o"), "--quiet", "--no-figures", "--no-speed"]
@@ -222,8 +220,7 @@ def test_decoder_is_a_grid_axis_and_keys_its_rows(tiny_mnist, tmp_path, capsys):
 def test_bad_decoder_flags_are_one_line_before_any_data(tmp_path, capsys, args, expect):
     from zoo.bench import main
 
-    reg = tmp_path / "r.yaml"
-    reg.write_text(DENSE_TASK)
+    reg = write_registry(tmp_path, dense_task())
     rc = main(["--task", "fg_dense", "--registry", str(reg), "--encoder", "scratch", "--data-root",
                str(tmp_path / "no-data"), "--out", str(tmp_path / "o"), "--quiet", *args])
     err = capsys.readouterr().err.replace("\n", " ")
@@ -380,9 +377,7 @@ def test_a_task_that_decodes_with_another_decoder_never_shares_a_row_with_unet(t
 
     from zoo.bench import main
 
-    reg = tmp_path / "r.yaml"
-    reg.write_text(DENSE_TASK.replace("{head: binary_mask, loss: bce,",
-                                      "{head: binary_mask, settings: {decoder: linknet}, loss: bce,"))
+    reg = write_registry(tmp_path, dense_task(settings={"decoder": "linknet"}))
     common = ["--task", "fg_dense", "--registry", str(reg), "--encoder", "scratch", "--encoder-arg", "width=4",
               "--train-limit", "64", "--test-limit", "16", "--data-root", str(tiny_mnist), "--out",
               str(tmp_path / "o"), "--quiet", "--no-figures", "--no-speed"]

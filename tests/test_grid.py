@@ -9,7 +9,7 @@ import shlex
 import pytest
 
 import zoo
-from conftest import run_cli as bench_cli
+from conftest import foreground_task, run_cli as bench_cli, scratch_encoder, write_registry
 from test_rundir import interrupt_after_first_epoch
 from zoo.bench import main, parse_args
 from zoo.engine.checkpoint import hold
@@ -69,8 +69,8 @@ def test_failure_rows_never_replace_finished_rows(tmp_path):
 
 
 def test_grid_records_failures_goes_on_and_skips_finished_rows(tiny_mnist, tmp_path, capsys):
-    bad = tmp_path / "bad.yaml"  # an encoder that builds in the parent's check but fails when it trains
-    bad.write_text("encoders:\n  broken: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: -4}}\n")
+    # an encoder that builds in the parent's check but fails when it trains
+    bad = write_registry(tmp_path, {"encoders": {"broken": scratch_encoder(width=-4)}})
     out = tmp_path / "grid"
     args = ["--task", "foreground", "--encoder", "scratch,broken", "--registry", str(bad), "--data-root",
             str(tiny_mnist), "--out", str(out), "--epochs", "1", "--batch-size", "16", "--jobs", "2"]
@@ -93,21 +93,19 @@ def test_grid_retrains_a_row_whose_budget_changed(tiny_mnist, tmp_path, capsys):
     """A finished row is skipped while its training settings are the registry's; after the task's
     budget changes (here: epochs 1 -> 2, with tiny_b keeping 1 through encoder_budgets) only the row
     trained under the old budget is trained again, and a row from before budget_hash is kept."""
-    reg = tmp_path / "r.yaml"
-    entry = ("encoders:\n  tiny_a: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n"
-             "  tiny_b: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n"
-             "tasks:\n  fg_b:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
-             "      mask: {head: binary_mask, loss: bce, target: mask}\n"
-             "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n"
-             "    budget: {epochs: %d, batch_size: 16, train_limit: 64, test_limit: 64}\n")
-    reg.write_text(entry % 1)
+    def entries(epochs: int, **task) -> dict:
+        budget = {"epochs": epochs, "batch_size": 16, "train_limit": 64, "test_limit": 64}
+        return {"encoders": {"tiny_a": scratch_encoder(width=4), "tiny_b": scratch_encoder(width=4)},
+                "tasks": {"fg_b": foreground_task(budget=budget, **task)}}
+
+    reg = write_registry(tmp_path, entries(1))
     out = tmp_path / "grid"
     args = ["--task", "fg_b", "--encoder", "tiny_a,tiny_b", "--registry", str(reg), "--data-root", str(tiny_mnist),
             "--out", str(out), "--jobs", "2"]
     rc, err = run_cli(args, capsys)
     first = {r["encoder"]: r for r in load_rows(out)}
     assert rc == 0 and all(r["epochs"] == 1 and len(r["budget_hash"]) == 8 for r in first.values()), err
-    reg.write_text(entry % 2 + "    encoder_budgets: {tiny_b: {epochs: 1}}\n")
+    write_registry(tmp_path, entries(2, encoder_budgets={"tiny_b": {"epochs": 1}}))
     rc, err = run_cli(args, capsys)
     rows = {r["encoder"]: r for r in load_rows(out)}
     assert rc == 0 and "retrain fg_b | tiny_a | fixed" in err and "skip fg_b | tiny_b | fixed" in err, err
@@ -116,7 +114,7 @@ def test_grid_retrains_a_row_whose_budget_changed(tiny_mnist, tmp_path, capsys):
     old = {**rows["tiny_a"]}
     del old["budget_hash"]  # a row written before rows had budget_hash: skipped, as before
     write_results(out, [old], "h")
-    reg.write_text(entry % 3)
+    write_registry(tmp_path, entries(3))
     rc, err = run_cli(args, capsys)
     assert "skip fg_b | tiny_a" in err and "retrain fg_b | tiny_b" in err, err
 
@@ -124,9 +122,8 @@ def test_grid_retrains_a_row_whose_budget_changed(tiny_mnist, tmp_path, capsys):
 def test_grid_resumes_an_interrupted_run_and_never_a_live_one(tiny_mnist, tmp_path, capsys):
     """A job killed mid-training (a session's end) is continued from its last.pt by the same grid
     command; a run another process is training is left alone."""
-    small = tmp_path / "small.yaml"
-    small.write_text("encoders:\n  small: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 8}}\n"
-                     "  tiny: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n")
+    small = write_registry(tmp_path, {"encoders": {"small": scratch_encoder(width=8),
+                                                "tiny": scratch_encoder(width=4)}})
     out = tmp_path / "grid"
     args = ["--task", "foreground", "--encoder", "tiny,small", "--registry", str(small), "--data-root",
             str(tiny_mnist), "--out", str(out), "--epochs", "2", "--batch-size", "16", "--jobs", "2"]

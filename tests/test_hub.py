@@ -16,7 +16,7 @@ from safetensors.torch import save
 from timm.models import adapt_input_conv
 
 import zoo
-from conftest import fill_hub_repo
+from conftest import fill_hub_repo, write_registry
 from zoo.bench import main as bench
 from zoo.export import main as export_cli
 from zoo.predict import main as predict_cli
@@ -204,8 +204,7 @@ def test_hf_hub_names_load_from_a_filled_cache_offline(hf_cache, tmp_path, capsy
 def test_a_folder_never_names_the_registry_files_that_load_it(tmp_path):
     """A registry file names code to import and call: a downloaded folder's config cannot choose one."""
     folder = zoo.save_pretrained(zoo.create_model("foreground", "scratch", pretrained=True), tmp_path / "m")
-    evil = tmp_path / "evil.yaml"
-    evil.write_text("tasks:\n  evil: {target: 'os:system'}\n")
+    evil = write_registry(tmp_path, {"tasks": {"evil": {"target": "os:system"}}}, "evil.yaml")
     config = json.loads((folder / "config.json").read_text())
     _edit_config(folder, task="evil", config={**config["config"], "task": "evil", "registry": [str(evil)],
                                               "task_settings": {"command": "touch " + str(tmp_path / "pwned")}})

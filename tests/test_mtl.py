@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from conftest import assert_clear, run_cli as bench_cli
+from conftest import assert_clear, run_cli as bench_cli, scratch_encoder, write_registry
 from zoo.engine.evaluate import _update
 from zoo.runs.gain import delta_m
 from zoo.core.metrics import Accuracy
@@ -48,25 +48,26 @@ def test_bad_strategy_input(tiny_mnist, tmp_path, capsys, args, expect):
 
 
 def test_strategy_that_needs_a_setting_it_was_not_given(tiny_mnist, tmp_path, capsys):
-    user = tmp_path / "mine.yaml"
-    user.write_text("weightings:\n  my_stch: {target: 'zoo.core.torchjd:Scalarized', settings: {method: STCH}, paper: x}\n")
+    user = write_registry(tmp_path, {"weightings": {"my_stch": {"target": "zoo.core.torchjd:Scalarized",
+                                                                "settings": {"method": "STCH"}, "paper": "x"}}})
     rc, err = run_cli(["--task", "circlization", "--registry", str(user), "--weighting", "my_stch", "--data-root",
                        str(tiny_mnist), "--out", str(tmp_path / "o"), "--epochs", "1"], capsys)
     assert_clear(rc, err, "STCH needs setting(s) 'mu'", "--weighting-arg mu=VALUE")
 
 
 def test_unknown_torchjd_method_in_a_user_registry(tiny_mnist, tmp_path, capsys):
-    user = tmp_path / "mine.yaml"
-    user.write_text("weightings:\n  nope: {target: 'zoo.core.torchjd:Aggregated', settings: {method: UPGard}, paper: x}\n")
+    user = write_registry(tmp_path, {"weightings": {"nope": {"target": "zoo.core.torchjd:Aggregated",
+                                                             "settings": {"method": "UPGard"}, "paper": "x"}}})
     rc, err = run_cli(["--task", "circlization", "--registry", str(user), "--weighting", "nope", "--data-root",
                        str(tiny_mnist), "--out", str(tmp_path / "o"), "--epochs", "1"], capsys)
     assert_clear(rc, err, "TorchJD has no aggregator 'UPGard'")
 
 
 def test_strategy_that_cannot_work_with_the_tasks_heads_fails_in_preflight(tiny_mnist, tmp_path, capsys):
-    user = tmp_path / "mine.yaml"  # trimmed mean drops the largest and smallest row: it needs 3+ heads
-    user.write_text("weightings:\n  trimmed: {target: 'zoo.core.torchjd:Aggregated', settings: {method: TrimmedMean, "
-                    "trim_number: 1}, paper: x}\n")
+    # trimmed mean drops the largest and smallest row: it needs 3+ heads
+    trimmed = {"method": "TrimmedMean", "trim_number": 1}
+    user = write_registry(tmp_path, {"weightings": {"trimmed": {"target": "zoo.core.torchjd:Aggregated",
+                                                                "settings": trimmed, "paper": "x"}}})
     rc, err = run_cli(["--task", "circlization", "--registry", str(user), "--weighting", "trimmed", "--data-root",
                        str(tiny_mnist), "--out", str(tmp_path / "o"), "--epochs", "1"], capsys)
     assert_clear(rc, err, "weighting 'trimmed' fails on task 'circlization' (2 heads)", "at least 3 rows")
@@ -196,8 +197,7 @@ def test_a_cuda_out_of_memory_after_a_checkpoint_retries_in_a_new_folder(tiny_mn
         return real_fit(cfg, out_dir=out_dir, **kw)
 
     monkeypatch.setattr(bench, "fit", fit_out_of_memory_once)
-    small = tmp_path / "small.yaml"
-    small.write_text("encoders:\n  small: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n")
+    small = write_registry(tmp_path, {"encoders": {"small": scratch_encoder(width=4)}})
     out = tmp_path / "runs"
     rc, err = run_cli(["--task", "foreground", "--encoder", "small", "--registry", str(small), "--data-root",
                        str(tiny_mnist), "--out", str(out), "--epochs", "2", "--batch-size", "16"], capsys)

@@ -6,15 +6,11 @@ import json
 
 import pytest
 
-from conftest import assert_clear, run_cli
+from conftest import assert_clear, foreground_task, run_cli, write_registry
 
 
 def test_quick_without_quick_budget_is_an_error(tiny_mnist, tmp_path, capsys):
-    reg = tmp_path / "r.yaml"
-    reg.write_text("tasks:\n  fg_noquick:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
-                   "      mask: {head: binary_mask, loss: bce, target: mask}\n"
-                   "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n"
-                   "    budget: {epochs: 50}\n")
+    reg = write_registry(tmp_path, {"tasks": {"fg_noquick": foreground_task(budget={"epochs": 50})}})
     rc, err = run_cli(["--registry", str(reg), "--task", "fg_noquick", "--quick", "--data-root", str(tiny_mnist),
                        "--out", str(tmp_path / "o")], capsys)
     assert_clear(rc, err, "task 'fg_noquick' has no quick budget")
@@ -30,23 +26,21 @@ def test_quick_budget_inherits_the_default_budget():
     assert quick["encoder_settings"] == spec.budget["encoder_settings"]
 
 
-ENC_BUDGET_TASK = ("tasks:\n  fg_enc:\n    target: zoo.tasks.mnist:ForegroundTask\n    heads:\n"
-                   "      mask: {head: binary_mask, loss: bce, target: mask}\n"
-                   "    metrics:\n      iou: {metric: iou, head: mask, target: mask}\n"
-                   "    budget: {epochs: 1, batch_size: 32, train_limit: 64, test_limit: 64}\n"
-                   "    quick: {epochs: 1, train_limit: 32}\n"
-                   "    encoder_budgets: %s\n")
+def enc_budget_task(budgets) -> dict:
+    """Registry entries of task ``fg_enc`` with ``budgets`` as its ``encoder_budgets``."""
+    return {"tasks": {"fg_enc": foreground_task(budget={"epochs": 1, "batch_size": 32, "train_limit": 64,
+                                                        "test_limit": 64},
+                                                quick={"epochs": 1, "train_limit": 32}, encoder_budgets=budgets)}}
 
 
 @pytest.mark.parametrize("budgets,expect", [
-    ("{scrach: {epochs: 2}}", ["encoder_budgets", "'scrach'"]),
-    ("{scratch: {epoch: 2}}", ["unknown budget setting(s) ['epoch']", "valid:"]),
-    ("{scratch: 2}", ["encoder_budgets.scratch: must be a non-empty mapping of budget settings", "got 2"]),
-    ("[scratch]", ["field 'encoder_budgets' must be a mapping"]),
-])
+    ({"scrach": {"epochs": 2}}, ["encoder_budgets", "'scrach'"]),
+    ({"scratch": {"epoch": 2}}, ["unknown budget setting(s) ['epoch']", "valid:"]),
+    ({"scratch": 2}, ["encoder_budgets.scratch: must be a non-empty mapping of budget settings", "got 2"]),
+    (["scratch"], ["field 'encoder_budgets' must be a mapping"]),
+], ids=["unknown-encoder", "unknown-setting", "not-settings", "a-list"])
 def test_bad_encoder_budgets(tiny_mnist, tmp_path, capsys, budgets, expect):
-    reg = tmp_path / "r.yaml"
-    reg.write_text(ENC_BUDGET_TASK % budgets)
+    reg = write_registry(tmp_path, enc_budget_task(budgets))
     rc, err = run_cli(["--registry", str(reg), "--task", "fg_enc", "--encoder", "scratch", "--data-root", str(tiny_mnist),
                        "--out", str(tmp_path / "o")], capsys)
     assert_clear(rc, err, *expect)
@@ -59,8 +53,7 @@ def test_an_encoder_budget_applies_to_that_encoder_only(tiny_mnist, tmp_path, ca
     from zoo.runs.plan import budget_of
     from zoo.engine.build import load_registry, task_spec
 
-    reg = tmp_path / "r.yaml"
-    reg.write_text(ENC_BUDGET_TASK % "{scratch: {epochs: 2, lr: 0.01}}")
+    reg = write_registry(tmp_path, enc_budget_task({"scratch": {"epochs": 2, "lr": 0.01}}))
     spec = task_spec("fg_enc", load_registry([reg]))
     assert budget_of(spec, False, "scratch") == {**spec.budget, "epochs": 2, "lr": 0.01}
     assert budget_of(spec, False, "resnet18") == budget_of(spec, False) == spec.budget

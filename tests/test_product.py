@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import zoo
+from conftest import write_registry
 from zoo.bench import main as bench
 from zoo.engine.config import RunConfig
 from zoo.export import export, main as export_main
@@ -321,8 +322,8 @@ def test_every_output_kind_is_in_predicts_record_and_overlay(tmp_path, monkeypat
 
     (tmp_path / "valuesmod.py").write_text(VALUES_HEAD)
     monkeypatch.syspath_prepend(str(tmp_path))
-    (tmp_path / "r.yaml").write_text("heads:\n  two_values: {target: 'valuesmod:TwoValues'}\n")
-    registry = zoo.load_registry([tmp_path / "r.yaml"])
+    user = write_registry(tmp_path, {"heads": {"two_values": {"target": "valuesmod:TwoValues"}}})
+    registry = zoo.load_registry([user])
     torch.manual_seed(0)
     model = zoo.build_model("scratch", {"out": {"head": head, "settings": settings}}, registry=registry,
                             encoder_settings={"input_skip": True, "width": 8}).eval()

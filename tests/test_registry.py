@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 import zoo
-from conftest import assert_clear, run_cli
+from conftest import assert_clear, foreground_task, run_cli, write_registry
 from zoo.core.registry import Registry, RegistryError
 
 ROOT = __import__('pathlib').Path(__file__).resolve().parent.parent
@@ -216,17 +216,9 @@ def test_every_head_resolves_from_an_entry_that_names_only_the_head(head, tmp_pa
     from zoo.heads.base import Head
     from zoo.tasks.base import TaskData
 
-    reg_file = tmp_path / "r.yaml"
-    reg_file.write_text(f"""
-tasks:
-  only_head:
-    target: zoo.tasks.mnist:ForegroundTask
-    heads:
-      out: {{head: {head}}}
-      circle_regress: {{head: circle, settings: {{mode: regress}}}}
-    metrics:
-      iou: {{metric: iou, head: out, target: mask}}
-""")
+    reg_file = write_registry(tmp_path, {"tasks": {"only_head": foreground_task(
+        heads={"out": {"head": head}, "circle_regress": {"head": "circle", "settings": {"mode": "regress"}}},
+        metrics={"iou": {"metric": "iou", "head": "out", "target": "mask"}})}})
     reg = zoo.load_registry([reg_file])
     spec = task_spec("only_head", reg)
     resolved = spec.task.resolve(spec, TaskData({}, {}, {}, {}), reg)

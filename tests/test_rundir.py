@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import zoo
-from conftest import run_cli as bench_cli
+from conftest import run_cli as bench_cli, scratch_encoder, write_registry
 from zoo.bench import parse_args
 from zoo.engine.config import budget_mode
 from zoo.engine.train import fit
@@ -43,8 +43,7 @@ def interrupt_after_first_epoch(cfg, run_dir):
 def test_single_run_names_an_interrupted_run_of_its_configuration(tiny_mnist, tmp_path, capsys):
     """Rerunning a single command after an interruption starts a new folder (only --resume or the
     grid continues one); it says so and how to continue, and never names a finished run."""
-    small = tmp_path / "small.yaml"
-    small.write_text("encoders:\n  small: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n")
+    small = write_registry(tmp_path, {"encoders": {"small": scratch_encoder(width=4)}})
     out = tmp_path / "runs"
     args = ["--task", "foreground", "--encoder", "small", "--registry", str(small), "--data-root", str(tiny_mnist),
             "--out", str(out), "--epochs", "2", "--batch-size", "16"]

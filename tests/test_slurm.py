@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import scratch_encoder, write_registry
 from slurm_cluster import slurm_cluster  # noqa: F401 - the session's cluster fixture
 from zoo.bench import main
 from zoo.runs.results import load_rows
@@ -22,12 +23,9 @@ RUN_SPECIFIC = ("train_seconds", "train_samples_per_s", "wall_seconds", "peak_me
 
 @pytest.fixture
 def registry(tmp_path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text("encoders:\n"
-                    "  tiny_a: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4}}\n"
-                    "  tiny_b: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: 4, depth: 2}}\n"
-                    "  broken: {target: 'zoo.encoders.scratch:ScratchEncoder', settings: {width: -4}}\n")
-    return path
+    return write_registry(tmp_path, {"encoders": {"tiny_a": scratch_encoder(width=4),
+                                                  "tiny_b": scratch_encoder(width=4, depth=2),
+                                                  "broken": scratch_encoder(width=-4)}})
 
 
 def bench(args, capsys) -> tuple[int, str]:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import zoo
+from conftest import write_registry
 from zoo.engine.evaluate import evaluate_checkpoint
 from zoo.export import exported_files, main as export_cli
 from zoo.predict import main as predict_cli
@@ -42,8 +43,7 @@ def evil(tmp_path, monkeypatch) -> tuple[Path, Path]:
     code.mkdir()
     (code / "evilmod.py").write_text(EVIL_MODULE.format(marker=str(marker)))
     monkeypatch.syspath_prepend(str(code))
-    registry = tmp_path / "evil.yaml"
-    registry.write_text("tasks:\n  evil:\n    target: evilmod:Evil\n")
+    registry = write_registry(tmp_path, {"tasks": {"evil": {"target": "evilmod:Evil"}}}, "evil.yaml")
     return registry, marker
 
 
