@@ -31,8 +31,9 @@ HEADER = ("Model-zoo grid: every registered encoder x reference task at the task
           "(benchmarks/results/zoo/README.md).")
 
 
-def merge(results: Path, speed: Path, memory: Path, registry: Registry) -> list[dict]:
+def merge(results: Path, speed: Path, memory: Path, registry: Registry | None = None) -> list[dict]:
     """Speed and memory columns and joint delta_m into the grid's rows (rewritten under the folder's lock)."""
+    registry = registry or load_registry()
     speeds = {(r["task"], r["encoder"]): r for r in load_rows(speed)}
     memories = {(r["task"], r["encoder"]): r for r in load_rows(memory)}
     with locked(results):
@@ -130,7 +131,9 @@ def trained_on(r: dict) -> str:
     return name.split(" + ")[0].replace("NVIDIA ", "") if str(r.get("device", "")).startswith("cuda") else name
 
 
-def ranking(rows: list[dict], task: str, spec: TaskSpec) -> str:
+def ranking(rows: list[dict], spec: TaskSpec) -> str:
+    """The task's table: its rows ranked by ``score``, then its failed rows."""
+    task = spec.name
     done = sorted((r for r in rows if r["task"] == task and not r.get("status")), key=lambda r: score(r, spec),
                   reverse=True)
     metrics = metric_columns(spec, [r for r in rows if r["task"] == task])
@@ -165,7 +168,7 @@ def main() -> int:
     png = plot(rows, results, specs)
     parts = [Path(args.intro).read_text()] if args.intro else []
     for task in task_order(rows, specs):
-        parts.append(f"### {task}\n\n{ranking(rows, task, specs[task])}\n")
+        parts.append(f"### {task}\n\n{ranking(rows, specs[task])}\n")
     parts.append(f"![test metric against GFLOPs and inference speed]({png.name})\n")
     if args.outro:
         parts.append(Path(args.outro).read_text())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from zoo.engine.build import load_registry, task_spec
 from zoo.runs.keys import row_key
 from zoo.runs.results import load_rows, write_results
 from zoo.engine.evaluate import evaluate_checkpoint
@@ -106,7 +107,7 @@ def test_zoo_table_ranks_merges_cost_columns_and_fills_delta_m(tmp_path):
     assert merged[("foreground", "scratch")]["gflops"] == 0.0357
     assert merged[("foreground", "resnet18")]["train_peak_memory_mb"] == 222.8
     assert "status" not in merged[("foreground", "scratch")] and "gflops" not in merged[("foreground", "resnet34")]
-    lines = table.ranking(list(merged.values()), "foreground").splitlines()
+    lines = table.ranking(list(merged.values()), task_spec("foreground", load_registry())).splitlines()
     assert lines[2].startswith("| 1 | resnet18 | 99.50 | - | 20 |") and lines[2].endswith("| 223 | 10 | - | - | 2 CPU cores (x86_64) |")
     assert lines[3].startswith("| 2 | scratch | 99.00 |") and lines[3].endswith("| H200 |")
     assert lines[4].startswith("| - | resnet34 | **timeout**: killed after 9 s |")
