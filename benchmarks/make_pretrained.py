@@ -22,7 +22,9 @@ from safetensors.torch import save
 
 from zoo.core.files import atomic_write_bytes, atomic_write_text
 from zoo.engine.config import parse_kv
-from zoo.use.pretrained import create_model, record
+from zoo.engine.build import load_registry
+from zoo.use.load import create_model
+from zoo.use.pretrained import record_of_row
 from zoo.runs.keys import row_architecture
 from zoo.runs.results import load_rows
 
@@ -52,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     index_path = out / "index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    registry = load_registry()
     for row, file in zip(rows, files):
         ckpt = Path(row["run_dir"]) / "best.pt"
         model = create_model(row["task"], row["encoder"], pretrained=ckpt)
-        meta = {**record(row, model), "file": file}
+        meta = record_of_row(row, model, registry).replace(file=file).to_dict()
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         data = save(state, metadata={"zoo": json.dumps(meta)})
         atomic_write_bytes(out / file, data)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import zoo
 from conftest import foreground_task, write_registry
 from zoo.core.registry import RegistryError
+from zoo.engine.record import hand_record
 
 REG = zoo.load_registry()
 DECODERS = REG.names("decoders")
@@ -345,7 +346,7 @@ def test_every_decoder_exports_to_onnx(tmp_path, decoder, encoder):
         pytest.skip(f"{decoder} cannot serve {encoder}: its refusal is tested above")
     torch.manual_seed(0)
     model = zoo.build_model(encoder, {"out": _head("segmentation", decoder)}, encoder_settings=settings).eval()
-    model.meta = {"input": ("resize", (56, 56)), "in_channels": 1}
+    model.record = hand_record(("resize", (56, 56)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = export(model, "onnx", tmp_path / "m.onnx")

@@ -17,6 +17,7 @@ from zoo.core.losses import Cosine, MaskedL1, ScaleInvariantLog
 from zoo.core.metrics import Confusion
 from zoo.engine.step import TTA_SHIFTS, run_heads
 from zoo.runs.gain import NEGATED, add_gain, delta_m
+from zoo.engine.record import hand_record
 
 NAN = float("nan")
 
@@ -73,7 +74,7 @@ def test_predict_writes_a_depth_and_a_normal_picture_and_the_values(tmp_path):
     from zoo.predict import predict
 
     model = tiny()
-    model.meta = {"input": ("resize", (32, 48)), "in_channels": 3}
+    model.record = hand_record(("resize", (32, 48)), in_channels=3)
     img = (np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "room.png"), img)
     (rec,) = predict(model, [tmp_path / "room.png"], tmp_path / "out")
@@ -100,7 +101,7 @@ def test_the_new_heads_export_to_onnx_and_torchscript_with_parity(tmp_path):
     from zoo.export import export
 
     model = tiny(depth="depth", normals="normals", r={"head": "dense_regression", "settings": {"out_channels": 2}})
-    model.meta = {"input": ("resize", (24, 32)), "in_channels": 3}
+    model.record = hand_record(("resize", (24, 32)), in_channels=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = export(model, "onnx", tmp_path / "m.onnx")

@@ -267,7 +267,7 @@ def test_save_pretrained_refuses_what_it_would_lose(tmp_path):
     assert (mine / "notes.txt").read_text() == "keep me"
     with pytest.raises(ValueError, match="needs a zoo model with its record"):
         zoo.save_pretrained(zoo.build_model("scratch", {"mask": "binary_mask"}), tmp_path / "bare")
-    with pytest.raises(zoo.RegistryError, match="holds a foreground model, not circlization"):
+    with pytest.raises(zoo.RegistryError, match="holds a foreground/scratch model, not circlization/scratch"):
         zoo.create_model("circlization", "scratch", pretrained=zoo.save_pretrained(model, tmp_path / "fg"))
 
 

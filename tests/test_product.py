@@ -16,6 +16,7 @@ import zoo
 from conftest import write_registry
 from zoo.bench import main as bench
 from zoo.engine.config import RunConfig
+from zoo.engine.record import hand_record
 from zoo.export import export, main as export_main
 from zoo.predict import main as predict_main, predict
 from zoo.engine.build_run import setup
@@ -42,7 +43,7 @@ def test_every_head_exports_to_onnx_and_matches_pytorch(tmp_path, encoder, head,
     torch.manual_seed(0)
     model = zoo.build_model(encoder, {"out": {"head": head, "settings": settings}},
                             encoder_settings={"input_skip": True}).eval()
-    model.meta = {"input": ("resize", (56, 56)), "in_channels": 1}
+    model.record = hand_record(("resize", (56, 56)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = export(model, "onnx", tmp_path / "m.onnx")
@@ -134,7 +135,7 @@ def test_predict_bad_inputs(circ_run, tmp_path, capsys, make, expect):
 
 def test_predict_with_nan_weights_is_an_error_not_a_nan_answer(circ_run, tmp_path, capsys):
     """A model whose weights are NaN gives one clear line, never ``digit_prob: nan`` in the tables."""
-    from zoo.use.pretrained import load_model
+    from zoo.use.load import load_model
 
     model = load_model(next(circ_run.glob("*/best.pt")))
     with torch.no_grad():
@@ -327,7 +328,7 @@ def test_every_output_kind_is_in_predicts_record_and_overlay(tmp_path, monkeypat
     torch.manual_seed(0)
     model = zoo.build_model("scratch", {"out": {"head": head, "settings": settings}}, registry=registry,
                             encoder_settings={"input_skip": True, "width": 8}).eval()
-    model.meta = {"input": ("resize", (28, 28)), "in_channels": 1}
+    model.record = hand_record(("resize", (28, 28)))
     image = (np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)
     record, masks, said = predict_image(model, image)
     keys = [k for k in record if k.startswith("out_")]

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any, Iterable
 from zoo.heads.base import Head
 from zoo.engine.build import build_model, load_registry, task_spec
 from zoo.core.model import MultiTaskModel
-from zoo.use.hub import from_pretrained, push_to_hub, save_pretrained
-from zoo.use.pretrained import create_model, list_pretrained, load_model, pretrained_meta
+from zoo.engine.record import ModelRecord
+from zoo.use.hub import push_to_hub, save_pretrained
+from zoo.use.load import create_model, from_pretrained, load_model
+from zoo.use.pretrained import list_pretrained, pretrained_meta
 from zoo.core.registry import Registry, RegistryError
 
 from zoo.version import __version__
@@ -62,6 +64,6 @@ def list_weightings(registry_files: Iterable[str | Path] | None = None) -> list[
     return _names("weightings", registry_files)
 
 
-__all__ = ["Head", "MultiTaskModel", "Registry", "RegistryError", "build_model", "create_model", "from_pretrained",
+__all__ = ["Head", "ModelRecord", "MultiTaskModel", "Registry", "RegistryError", "build_model", "create_model", "from_pretrained",
            "list_encoders", "list_heads", "list_pretrained", "list_tasks", "list_weightings", "load_model",
            "load_registry", "pretrained_meta", "push_to_hub", "run_config", "save_pretrained", "task_spec"]

@@ -31,7 +31,8 @@ from zoo.core.cli import run_main
 from zoo.core.files import atomic_write_text, check_writable_file, publish
 from zoo.core.model import MultiTaskModel
 from zoo.use.hub import push_to_hub, save_pretrained
-from zoo.use.pretrained import load_model
+from zoo.engine.record import model_summary
+from zoo.use.load import load_model
 
 FORMATS = ("onnx", "torchscript", "exported-program", "hub")  # hub: a Hugging Face-layout folder (zoo.save_pretrained)
 
@@ -51,11 +52,12 @@ class Graph(nn.Module):
 
 def example_input(model: MultiTaskModel, size: tuple[int, int] | None = None, batch: int = 2) -> torch.Tensor:
     """A batch of the model's input: the task's input size unless ``size`` is given."""
-    mode, task_size = model.meta.get("input", ("keep", None))
+    record = model.record
+    mode, task_size = record.input_spec if record is not None and record.input_spec else ("keep", None)
     size = size or task_size
     if size is None:
         raise ValueError("this task keeps each image's size: give the export size with --size H W")
-    return torch.rand(batch, model.meta.get("in_channels", 1), *size)
+    return torch.rand(batch, record.in_channels if record is not None else 1, *size)
 
 
 # ONNX keeps a graph and its weights in one protobuf up to 2 GB; bigger weights go to external data
@@ -108,10 +110,10 @@ def export(model: MultiTaskModel, fmt: str, out: str | Path, size: tuple[int, in
         shutil.rmtree(tmp_dir, ignore_errors=True)
     info = {"format": fmt, "files": [out.name, *extra],
             "input": {"name": "image", "shape": ["batch", *x.shape[1:]], "dtype": "float32",
-                      "range": [0.0, 1.0], "preprocessing": model.meta.get("input")},
+                      "range": [0.0, 1.0], "preprocessing": model.record.input_spec if model.record else None},
             "outputs": [{"name": n, "shape": ["batch", *o.shape[1:]], "postprocessing": model.heads[n].export_note}
                         for n, o in zip(graph.names, outputs)],
-            "model": {k: model.meta.get(k) for k in ("name", "task", "encoder", "recipe") if model.meta.get(k)}}
+            "model": model_summary(model.record) if model.record else {}}
     atomic_write_text(out.with_name(out.name + ".json"), json.dumps(info, indent=2))
     return out
 

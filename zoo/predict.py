@@ -34,7 +34,8 @@ from zoo.data.idx import DataError
 from zoo.data.inputs import prepare, read_any
 from zoo.core.model import MultiTaskModel
 from zoo.heads.base import Description
-from zoo.use.pretrained import load_model
+from zoo.engine.record import ModelRecord, model_summary
+from zoo.use.load import load_model
 from zoo.core.cli import run_main
 
 
@@ -111,8 +112,8 @@ def predict_image(model: MultiTaskModel, image: np.ndarray
     """One image's predictions: the record (per head a class and its probability, or a circle
     (cx, cy, r) in the original image's pixels), each head's mask at the original size, and what
     each head said (``Head.describe``), for the overlay."""
-    mode, size = model.meta["input"]
-    x, frame = prepare(image, mode, model.meta["in_channels"], size)
+    mode, size = model.record.input_spec
+    x, frame = prepare(image, mode, model.record.in_channels, size)
     t = torch.from_numpy(x.astype(np.float32) / 255.0)
     t = (t[None] if t.dim() == 2 else t.permute(2, 0, 1))[None]
     out = run_heads(model, t, list(model.heads))
@@ -200,19 +201,18 @@ def predict(model: MultiTaskModel | str | Path, inputs: Iterable[str | Path], ou
             record["overlay"] = f"{stem}_overlay.png"
         records.append(record)
     if out is not None:
-        write_predictions(out, records, model.meta)
+        write_predictions(out, records, model.record)
     return records
 
 
-def write_predictions(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+def write_predictions(out: Path, records: list[dict[str, Any]], record: ModelRecord) -> None:
     cols = list(dict.fromkeys(k for r in records for k in r))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols)
     w.writeheader()
     w.writerows(records)
     atomic_write_text(out / "predictions.csv", buf.getvalue())
-    model = {k: meta.get(k) for k in ("name", "task", "encoder", "recipe") if meta.get(k)}
-    model.setdefault("task", (meta.get("config") or {}).get("task"))
+    model = model_summary(record)
     atomic_write_text(out / "predictions.json", json.dumps({"model": model, "predictions": records}, indent=2))
 
 

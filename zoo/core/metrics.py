@@ -64,6 +64,16 @@ class Metric:
     def compute(self) -> dict[str, float]:  # pragma: no cover
         raise NotImplementedError
 
+    def result_keys(self) -> tuple[str, ...]:
+        """The names of the values ``compute`` returns (a model's record lists its test metrics by them).
+        Read from an empty state: a metric names its values the same whatever it has seen."""
+        saved = self.state.clone()
+        try:
+            self.reset()
+            return tuple(self.compute())
+        finally:
+            self.state.copy_(saved)
+
 
 def pct(num: torch.Tensor | float, den: torch.Tensor | float) -> float:
     den = float(den)
@@ -140,6 +150,11 @@ class Confusion(Metric):
         if self.per_class:
             out.update({f"{p}iou_{c}": 100.0 * float(iou[c]) for c in range(self.num_classes) if present[c]})
         return out
+
+    def result_keys(self) -> tuple[str, ...]:
+        # per-class values are returned only for the classes seen: every class's name is a key
+        per_class = tuple(f"{self.prefix}iou_{c}" for c in range(self.num_classes)) if self.per_class else ()
+        return super().result_keys() + per_class
 
 
 class GatedIoU(Metric):

@@ -48,6 +48,15 @@ class MultiTaskModel(nn.Module):
         if missing:
             raise ValueError(f"the architecture was built for heads {self.architecture.head_names}, not {missing}")
 
+    #: what the model is and how it was trained (``zoo.engine.record.ModelRecord``), set by the builder of a
+    #: run or a saved model; None for a model put together by hand (``zoo.build_model``)
+    record = None
+
+    @property
+    def meta(self) -> dict:
+        """The record as the JSON mapping files hold (``model.record.to_dict()``); read-only."""
+        return self.record.to_dict() if self.record is not None else {}
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """Where the heads meet: the architecture's shared parameters, then the encoder's (last, so the
         encoder's deepest layer stays the last shared one, the layer GradNorm measures)."""

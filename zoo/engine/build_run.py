@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.engine.build import build_model, load_registry, task_spec, with_decoder_of_run
+from zoo.engine.build import load_registry, task_spec, with_decoder_of_run
 from zoo.engine.checks import check_cut_off, check_model_fits, check_run, preflight
 from zoo.engine.config import RunConfig
+from zoo.engine.record import ModelRecord, build_from_record
 from zoo.core.metrics import Metric, build_metric
 from zoo.core.model import MultiTaskModel
 from zoo.core.registry import Registry
@@ -85,17 +86,17 @@ def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None, regist
     """Build a run from its config. Names are checked before any data is read; the model, losses and
     metrics are checked together on one small batch before the caller trains.
 
-    ``weights``: the state the caller will load (a checkpoint to resume or score). The encoder is then
-    built without its ``pretrained`` source (nothing is fetched to be overwritten) and with the
-    normalisation the state holds. ``registry`` and ``spec``: the caller's, when it has them (the
+    ``weights``: the state to start from (a checkpoint to resume or score), loaded into the model. The
+    encoder is then built without its ``pretrained`` source (nothing is fetched to be overwritten) and
+    with the normalisation the state holds. ``registry`` and ``spec``: the caller's, when it has them (the
     registry of ``cfg.registry``, the task spec with ``cfg.task_settings``), so a job builds each once."""
     registry = registry or load_registry(cfg.registry)
     spec = spec or task_spec(cfg.task, registry, cfg.task_settings)
     spec = with_decoder_of_run(spec, registry, cfg.decoder, cfg.decoder_settings)  # --decoder, --decoder-arg
     check_run(cfg, registry, spec)  # names and settings: fail before loading data
     encoder = registry.entry("encoders", cfg.encoder)
-    settings = settings_for_state(cfg.encoder_settings, weights) if weights is not None else cfg.encoder_settings
     if isinstance(encoder.obj, type) and issubclass(encoder.obj, Encoder):
+        settings = settings_for_state(cfg.encoder_settings, weights) if weights is not None else cfg.encoder_settings
         encoder.obj.prepare({**encoder.settings, **settings})  # e.g. pretrained weights fetched before any data
     device = select_device(cfg.device)
     if device.type == "cuda":
@@ -104,9 +105,9 @@ def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None, regist
     seed_everything(cfg.seed)
     task = spec.task.resolve(spec, data, registry)
     check_model_fits(cfg, task, data.in_channels, registry, device)
-    model = build_model(cfg.encoder, task.heads, in_channels=data.in_channels, encoder_settings=settings,
-                        registry=registry, architecture=cfg.architecture,
-                        architecture_settings=cfg.architecture_settings).to(device)
+    # the same builder as a saved model's: what the run trains is what loading its checkpoint gives
+    record = ModelRecord(config=cfg, info=dict(data.info), in_channels=data.in_channels)
+    model = build_from_record(record, registry, weights, spec=spec, task=task).to(device)
     check_cut_off(registry, cfg, {n for n, h in model.heads.items() if not h.reads_encoder},
                   "a head setting makes them read only the input")
     if cfg.uses_channels_last(device):

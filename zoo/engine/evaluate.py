@@ -14,6 +14,7 @@ from zoo.data.partial import labelled
 from zoo.core import distributed as dist
 from zoo.engine.checkpoint import read_weights
 from zoo.engine.config import RunConfig
+from zoo.engine.record import ModelRecord
 from zoo.engine.loaders import to_device
 from zoo.engine.step import HeadPlan, autocast, predictions, run_heads, streams
 
@@ -78,8 +79,7 @@ def score_weights(cfg: RunConfig, weights: dict[str, Any], split: str = "test") 
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
-    s = setup(cfg, weights)
-    s.model.load_state_dict(weights)
+    s = setup(cfg, weights)  # the model holds ``weights``
     return evaluate(s, split)
 
 
@@ -99,5 +99,5 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", registry_files: I
 def saved_config(meta: dict[str, Any], registry_files: Iterable[str | Path] | None = None,
                  **overrides: Any) -> RunConfig:
     """The run config a model file records, with the caller's registry files in place of the file's own."""
-    cfg = RunConfig.from_dict(meta["config"])
+    cfg = ModelRecord.from_dict(meta, "the model file").config  # checked: the file is untrusted
     return dataclasses.replace(cfg, registry=tuple(str(f) for f in registry_files or ()), **overrides)

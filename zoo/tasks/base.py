@@ -86,6 +86,11 @@ class Task:
         size = getattr(self, "size", None)
         return ("resize", tuple(size)) if size else ("keep", None)
 
+    def describe_data(self, task: "ResolvedTask", info: dict[str, Any]) -> tuple[str | None, str | None]:
+        """What a trained model's test metrics were measured on, and what it was trained on, for its record
+        and model card, from its run's data ``info`` (sizes); None where the task has no more to say."""
+        return None, None
+
     def resolve(self, spec: "TaskSpec", data: TaskData, registry: "Registry") -> "ResolvedTask":
         """The task's heads and metrics with every setting the data decides filled in.
 

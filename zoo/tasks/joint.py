@@ -11,7 +11,7 @@ from typing import Any
 from zoo.data.datasets import DigitDataset
 from zoo.data.config import DataConfig, split_counts
 from zoo.tasks.base import TaskData
-from zoo.tasks.mnist import SemanticTask, mnist_splits
+from zoo.tasks.mnist import SemanticTask, mnist_splits, train_digits
 
 
 class JointTask(SemanticTask):
@@ -23,6 +23,14 @@ class JointTask(SemanticTask):
     def __init__(self, train_size: int = 9000, val_size: int = 2000, test_size: int = 10000,
                  labelling: str = "pixel", augment: dict[str, Any] | None = None) -> None:
         super().__init__(train_size, val_size, test_size, labelling, augment)
+
+    def describe_data(self, task, info: dict[str, Any]) -> tuple[str | None, str | None]:
+        if "test_composites" not in info or "test_digits" not in info:
+            return None, None
+        names = {stream: ", ".join(m.name for m in task.metrics if task.stream_of(m.settings.get("head")) == stream)
+                 for stream in self.streams}
+        return (f"the genuine {info['test_digits']:,} MNIST test digits ({names['digits']}) and "
+                f"{info['test_composites']:,} 2x2 composites of them ({names['composites']})", train_digits(info))
 
     def datasets(self, data: DataConfig) -> TaskData:
         s = mnist_splits(data)

@@ -29,12 +29,25 @@ def _augment(settings: dict[str, Any] | None) -> Augment | None:
     return Augment(**settings)
 
 
+def train_digits(info: dict[str, Any]) -> str | None:
+    """What an MNIST run trained on, from its data info."""
+    if "train_digits" not in info or "val_digits" not in info:
+        return None
+    train, val = info["train_digits"], info["val_digits"]
+    return f"train: {train + val:,} digits (offline MNIST subset; {train:,} train + {val:,} validation)"
+
+
 class DigitTask(Task):
     def __init__(self, augment: dict[str, Any] | None = None) -> None:
         self.augment = _augment(augment)
 
     def input_spec(self) -> tuple[str, tuple[int, int] | None]:
         return "digit", (28, 28)  # MNIST's preprocessing: 20-pixel box, centre of mass at the centre
+
+    def describe_data(self, task, info: dict[str, Any]) -> tuple[str | None, str | None]:
+        if "test_digits" not in info:
+            return None, None
+        return f"MNIST test set: the genuine {info['test_digits']:,} test digits", train_digits(info)
 
     def datasets(self, data: DataConfig) -> TaskData:
         s = mnist_splits(data)
@@ -74,6 +87,12 @@ class SemanticTask(Task):
 
     def input_spec(self) -> tuple[str, tuple[int, int] | None]:
         return "resize", (56, 56)  # a 2x2 grid of 28x28 tiles
+
+    def describe_data(self, task, info: dict[str, Any]) -> tuple[str | None, str | None]:
+        if "test_composites" not in info or "test_digits" not in info:
+            return None, None
+        return (f"{info['test_composites']:,} 2x2 composites of the {info['test_digits']:,} MNIST test digits "
+                "(seeded)", train_digits(info))
 
     def composite_sizes(self, data: DataConfig) -> dict[str, int]:
         """Composites per split; quick runs (limits) cap them at the digit limits."""

@@ -1,4 +1,5 @@
-"""zoo models in the Hugging Face layout: ``save_pretrained``, ``from_pretrained``, ``push_to_hub``.
+"""zoo models in the Hugging Face layout: ``save_pretrained``, ``read_named_folder``, ``push_to_hub``.
+This module reads and writes folders only; ``zoo.use.load`` builds their models (``zoo.from_pretrained``).
 
 A model folder holds ``config.json`` (the format, task, encoder, heads, normalisation and the model's
 record: run config, metrics, data, machine, recipe), ``model.safetensors`` and ``README.md``, a model card
@@ -15,16 +16,14 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
 from zoo.core.errors import one_line
 from zoo.core.files import atomic_write_bytes, atomic_write_text, give_folder_mode
 from zoo.core.model import MultiTaskModel
-from zoo.core.registry import RegistryError
 from zoo.version import __version__
-from zoo.use.record import model_from_record
 
 FORMAT = 1  # config.json's zoo_format: bumped when a folder written now could not be read by older code
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
@@ -32,7 +31,7 @@ FILES = (CONFIG, WEIGHTS, CARD)
 HUB_PREFIX = "hf-hub:"
 MAX_CONFIG_BYTES = 10 * 2**20  # a config.json is a few KB; a bigger one is not ours
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_DERIVED = ("input", "head_specs", "file", "file_size_mb", "sha256")  # rebuilt at load, or the shipped file's own
+_SHIPPED = ("file", "file_size_mb", "sha256")  # a shipped file's own: not the folder's
 
 
 
@@ -42,17 +41,16 @@ def save_pretrained(model: MultiTaskModel, directory: str | Path) -> Path:
     The folder is written beside its target and renamed into place, so a failed save (or a full disk)
     leaves what was there. An existing folder is replaced only when it is a zoo model folder.
     """
-    meta = getattr(model, "meta", None) or {}
-    cfg = meta.get("config")
-    if not isinstance(model, MultiTaskModel) or not cfg:
-        raise ValueError("save_pretrained needs a zoo model with its record (model.meta): one from zoo.load_model, "
+    rec = getattr(model, "record", None)
+    if not isinstance(model, MultiTaskModel) or rec is None:
+        raise ValueError("save_pretrained needs a zoo model with its record (model.record): one from zoo.load_model, "
                          "zoo.create_model or zoo.from_pretrained, e.g. zoo.load_model('RUN/best.pt')")
     target = Path(directory)
     check_replaceable(target)
-    record = portable({k: v for k, v in meta.items() if k not in _DERIVED})
+    record = portable({k: v for k, v in rec.to_dict().items() if k not in _SHIPPED})
     config = {**record, "library_name": "zoo", "zoo_format": FORMAT, "zoo_version": __version__,
-              "task": cfg["task"], "encoder": cfg["encoder"], "in_channels": meta.get("in_channels", 1),
-              "heads": {n: {"class": type(h).__name__, "target": (meta.get("head_specs") or {}).get(n, {}).get("target"),
+              "task": rec.task, "encoder": rec.encoder, "in_channels": rec.in_channels,
+              "heads": {n: {"class": type(h).__name__, "target": rec.head_specs.get(n, {}).get("target"),
                             "output": h.output_kind} for n, h in model.heads.items()},
               "normalization": getattr(model.encoder, "normalization", None)}
     from safetensors.torch import save
@@ -269,40 +267,14 @@ def read_folder(folder: str | Path, root: Path | None = None) -> tuple[dict[str,
     return state, config
 
 
-def from_pretrained(name: str | Path, task: str | None = None,
-                    registry_files: Iterable[str | Path] | None = None) -> MultiTaskModel:
-    """A model saved by ``save_pretrained``: a folder, or ``hf-hub:ORG/NAME`` through the Hugging Face cache.
-    With ``task`` the folder must hold a model of that task. The model is in eval mode, ``model.meta`` its record.
-
-    A folder is untrusted: the registry files that name its task, heads or encoder (when they are not
-    built in) come from the caller's ``registry_files``, never from its config (a registry names code to
-    import and call)."""
+def read_named_folder(name: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
+    """The weights, checked ``config.json`` and path of model folder ``name``: a folder, or ``hf-hub:ORG/NAME``
+    through the Hugging Face cache (a snapshot's files are links into its cache repo's blobs,
+    ``models--ORG--NAME/blobs``: that repo is the root they may point into)."""
     text = str(name)
     folder = _download(text) if text.startswith(HUB_PREFIX) else Path(text)
-    # a hub snapshot's files are links into its cache repo's blobs (models--ORG--NAME/blobs): that repo is the root
     state, config = read_folder(folder, folder.parent.parent if text.startswith(HUB_PREFIX) else None)
-    if task is not None and config["task"] != task:
-        raise RegistryError(f"{name} holds a {config['task']} model, not {task}")
-    meta = {k: v for k, v in config.items()
-            if k not in ("library_name", "zoo_format", "zoo_version", "normalization", "card_sha256")}
-    try:
-        model = model_from_record(config["task"], config["encoder"], state, meta, registry_files)
-    except RuntimeError as exc:  # load_state_dict: the weights do not fit the model the config describes
-        raise ValueError(f"{folder / WEIGHTS} does not fit the {config['task']}/{config['encoder']} model its "
-                         f"{CONFIG} describes: {one_line(exc)}") from None
-    except RegistryError as exc:  # a task, head or encoder this registry does not have
-        raise RegistryError(f"{name}: {exc}{registry_hint(config)}") from None
-    model.meta["source"] = text
-    return model
-
-
-def registry_hint(record: dict[str, Any]) -> str:
-    """What to do when a model's task, head or encoder is not in the caller's registry: the registry files it
-    was trained with are named (never read: a model's record is untrusted and a registry names code)."""
-    files = (record.get("config") or {}).get("registry") or []
-    files = [str(f) for f in files] if isinstance(files, (list, tuple)) else [str(files)]
-    return (f"; it was trained with the registry file(s) {', '.join(files)}: if you trust them, give your copy "
-            "with registry_files=[...] (--registry on the command line)") if files else ""
+    return state, config, folder
 
 
 def push_to_hub(model: MultiTaskModel | str | Path, repo_id: str, *, token: str | None = None,

@@ -1,24 +1,25 @@
-"""Pretrained reference models shipped with the package, and ``create_model``.
+"""The pretrained reference models shipped with the package: their index, files and records.
 
-Each model is ``zoo/pretrained/<task>-<encoder>.safetensors``; its metadata record (in the style of
-torchvision's ``Weights.meta``: task, encoder, heads, parameters, GFLOPs, file size, test metrics and
-the data they were measured on, training data, the exact recipe command and the run config) is stored
-in the file's safetensors header and listed in ``zoo/pretrained/index.json``.
+Each model is ``zoo/pretrained/<task>-<encoder>.safetensors``; its record (``zoo.engine.record.ModelRecord``,
+in the style of torchvision's ``Weights.meta``: task, encoder, heads, parameters, GFLOPs, file size, test
+metrics and the data they were measured on, training data, the exact recipe command and the run config) is
+stored in the file's safetensors header and listed in ``zoo/pretrained/index.json``. Loading is
+``zoo.use.load``'s; this module only knows the shipped files.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
-from zoo.engine.checkpoint import read_weights
+from zoo.core.metrics import build_metric
 from zoo.core.model import MultiTaskModel
-from zoo.core.registry import RegistryError, unknown_name_error
+from zoo.core.registry import Registry, unknown_name_error
 from zoo.data.config import is_count
-from zoo.use.hub import is_model_folder
-from zoo.use.record import model_from_record
+from zoo.engine.checkpoint import read_weights
+from zoo.engine.record import ModelRecord, resolve_record
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
@@ -33,46 +34,44 @@ def list_pretrained() -> list[str]:
     return sorted(_index())
 
 
+def is_shipped(name: str) -> bool:
+    return str(name) in _index()
+
+
 def pretrained_meta(name: str) -> dict[str, Any]:
-    """The metadata record of a shipped model; an unknown name lists the shipped ones."""
+    """The record of a shipped model, as its index holds it (the header's, plus file size and hash); an
+    unknown name lists the shipped ones."""
     index = _index()
     if name not in index:
         raise unknown_name_error("pretrained model", name, index)
     return index[name]
 
 
-TEST_DATA = {"foreground": "MNIST test set: the genuine 10,000 test digits",
-             "circlization": "MNIST test set: the genuine 10,000 test digits",
-             "semantic": "10,000 2x2 composites of the 10,000 MNIST test digits (seeded)",
-             "joint": "the genuine 10,000 MNIST test digits (iou, accuracy, gated_iou) and 10,000 2x2 composites of "
-                      "them (dice)"}
-METRIC_PREFIXES = ("iou", "accuracy", "gated_iou", "dice", "miou", "pixel_acc")
+def read_shipped(name: str) -> tuple[dict[str, torch.Tensor], ModelRecord]:
+    """The weights and record of shipped model ``name``."""
+    meta = pretrained_meta(name)
+    state, _ = read_weights(PRETRAINED_DIR / meta["file"])
+    return state, ModelRecord.from_dict(meta, f"{PRETRAINED_DIR / 'index.json'} ({name})")
 
 
-def record(row: dict[str, Any], model: MultiTaskModel) -> dict[str, Any]:
-    """A trained model's record (torchvision's ``Weights.meta`` style) from its results row: what it is,
-    its test metrics and the data they were measured on, its training data, machine and recipe command."""
+def record_of_row(row: dict[str, Any], model: MultiTaskModel, registry: Registry) -> ModelRecord:
+    """A trained model's record completed from its results row: its test metrics (the values its task's
+    metrics report) and the data they were measured on, its training data, machine and recipe command."""
     from zoo.use.speed import gflops_per_image
 
-    mode, size = model.meta["input"]
-    rec = {"name": f"{row['task']}/{row['encoder']}", "task": row["task"], "encoder": row["encoder"],
-           "heads": {n: type(h).__name__ for n, h in model.heads.items()},
-           "num_params": sum(p.numel() for p in model.parameters()),
-           "input": {"mode": mode, "size": list(size) if size else None, "channels": model.meta["in_channels"]},
-           "in_channels": model.meta["in_channels"],
-           "metrics": {k: row[k] for k in row if k.startswith(METRIC_PREFIXES) and row[k] is not None},
-           "val_metrics": {k: row[k] for k in row if k.startswith("val_") and not is_count(k)},
-           "best_epoch": row.get("best_epoch"), "epochs": row.get("epochs"), "train_seconds": row.get("train_seconds"),
-           "machine": row.get("machine"), "torch": row.get("torch"), "recipe": row.get("command"),
-           "config": model.meta["config"], "info": model.meta.get("info", {})}
-    if size:
-        x = torch.rand(model.meta["in_channels"], *size)
-        rec["gflops"] = round(gflops_per_image(model, x, list(model.heads)), 4)
-    if "train_digits" in row and "val_digits" in row and row["task"] in TEST_DATA:  # the MNIST reference tasks
-        rec["metrics_data"] = TEST_DATA[row["task"]]
-        rec["train_data"] = (f"train: {row['train_digits'] + row['val_digits']:,} digits (offline MNIST subset; "
-                             f"{row['train_digits']:,} train + {row['val_digits']:,} validation)")
-    return rec
+    rec: ModelRecord = model.record
+    task = resolve_record(rec, registry)
+    keys = {k for m in task.metrics for k in build_metric(registry, m.name, m.metric, m.settings).result_keys()}
+    metrics_data, train_data = task.spec.task.describe_data(task, rec.info)
+    mode, size = rec.input_spec
+    gflops = round(gflops_per_image(model, torch.rand(rec.in_channels, *size), list(model.heads)), 4) if size else None
+    return rec.replace(
+        name=f"{row['task']}/{row['encoder']}",
+        metrics={k: row[k] for k in row if k in keys and row[k] is not None},
+        val_metrics={k: row[k] for k in row if k.startswith("val_") and not is_count(k)},
+        best_epoch=row.get("best_epoch"), epochs=row.get("epochs"), train_seconds=row.get("train_seconds"),
+        machine=row.get("machine"), torch=row.get("torch"), recipe=row.get("command"), gflops=gflops,
+        metrics_data=metrics_data, train_data=train_data)
 
 
 def run_row(checkpoint: str | Path) -> dict[str, Any] | None:
@@ -87,58 +86,3 @@ def run_row(checkpoint: str | Path) -> dict[str, Any] | None:
         return None
     return next((r for r in rows if r.get("run_dir") and Path(r["run_dir"]).name == run_dir.name
                  and not r.get("status")), None)  # a failed row has a status
-
-
-def create_model(task: str, encoder: str = "scratch", pretrained: bool | str | Path = False,
-                 registry_files: Iterable[str | Path] | None = None) -> MultiTaskModel:
-    """The model of ``task`` on ``encoder``; ``pretrained=True`` loads the shipped weights,
-    ``pretrained=PATH`` a zoo ``.safetensors`` file, a training checkpoint, a model folder or
-    ``hf-hub:ORG/NAME``. The model is in eval mode and carries its metadata as ``model.meta``."""
-    meta: dict[str, Any] = {}
-    state = None
-    if pretrained is True:
-        meta = pretrained_meta(f"{task}/{encoder}")  # the index's record: the header's plus file size and hash
-        state, _ = read_weights(PRETRAINED_DIR / meta["file"])
-    elif pretrained and is_model_folder(pretrained):
-        from zoo.use.hub import from_pretrained
-
-        model = from_pretrained(pretrained, task=task, registry_files=registry_files)
-        if model.meta["config"]["encoder"] != encoder:
-            raise RegistryError(f"{pretrained} holds a {task}/{model.meta['config']['encoder']} model, not {task}/{encoder}")
-        return model
-    elif pretrained:
-        state, meta = read_weights(pretrained)
-        saved = meta["config"]
-        if (saved["task"], saved["encoder"]) != (task, encoder):
-            raise RegistryError(f"{pretrained} holds a {saved['task']}/{saved['encoder']} model, not {task}/{encoder}")
-    return model_from_record(task, encoder, state, meta, registry_files)
-
-
-def load_model(model: str | Path, registry_files: Iterable[str | Path] | None = None) -> MultiTaskModel:
-    """A shipped model by name (``task/encoder``), a Hugging Face-layout folder or ``hf-hub:ORG/NAME``
-    (``zoo.from_pretrained``), or any zoo model file / checkpoint by path. A run's ``best.pt`` gets the
-    record of its results row (metrics, machine, recipe) when the row is beside it.
-
-    A model file is untrusted, like a folder: the registry files its record names (they name code to
-    import and call) are never read; a task, head or encoder from a user's registry comes only from the
-    caller's ``registry_files``."""
-    from zoo.use.hub import from_pretrained, registry_hint
-
-    name = str(model)
-    if name in _index():
-        task, _, encoder = name.partition("/")
-        return create_model(task, encoder, pretrained=True, registry_files=registry_files)
-    if is_model_folder(name):
-        return from_pretrained(name, registry_files=registry_files)
-    if "/" in name and not Path(name).exists() and name.count("/") == 1 and not name.endswith((".pt", ".safetensors")):
-        pretrained_meta(name)  # an unknown shipped name: the error lists the shipped ones
-    state, meta = read_weights(name)  # read once: the file says which task and encoder it holds
-    cfg = meta["config"]
-    try:
-        built = model_from_record(cfg["task"], cfg["encoder"], state, meta, registry_files)
-    except RegistryError as exc:  # a task, head or encoder of a registry the caller did not give
-        raise RegistryError(f"{name}: {exc}{registry_hint(meta)}") from None
-    row = run_row(name) if Path(name).name == "best.pt" else None  # the row scored best.pt, not last.pt
-    if row is not None and (row.get("task"), row.get("encoder")) == (cfg["task"], cfg["encoder"]):
-        built.meta = {**record(row, built), **built.meta}  # the built input spec and targets win
-    return built
