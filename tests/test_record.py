@@ -113,3 +113,22 @@ def test_a_bad_record_in_a_model_file_stops_load_model_in_one_line(tmp_path):
     save_file(state, str(path), metadata={"zoo": json.dumps(meta)})
     with pytest.raises(ValueError, match=r"bad.safetensors: its run config is not valid"):
         zoo.load_model(path)
+
+
+OLD_RUN = Path(__file__).parent / "data" / "run_v1"  # a quick run's best.pt + results.json, by zoo before the record
+
+
+def test_a_checkpoint_written_before_the_record_loads_and_scores_as_its_row_says(tmp_path):
+    """The committed best.pt (foreground, scratch width 4, --quick, seed 0) loads with the record of its results
+    row beside it, and scores on the test split what that row says the run scored."""
+    from zoo.engine.evaluate import evaluate_checkpoint
+
+    run = shutil.copytree(OLD_RUN, tmp_path / "run")  # load_model reads the row beside best.pt
+    best = next(run.glob("*/best.pt"))
+    row = json.loads((run / "results.json").read_text())["rows"][0]
+    model = zoo.load_model(best)
+    assert model.record.metrics == {"iou": row["iou"], "iou_dice": row["iou_dice"]}
+    assert model.record.recipe == row["command"] and model.record.val_metrics == {"val_iou": row["val_iou"]}
+    assert model.record.metrics_data.startswith("MNIST test set: the genuine 256 test digits")
+    scored = evaluate_checkpoint(best, data_root=str(Path(__file__).parent.parent / "zoo" / "data" / "mnist"))
+    assert scored["iou"] == pytest.approx(row["iou"], abs=1e-3)
