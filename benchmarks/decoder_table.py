@@ -1,0 +1,117 @@
+"""The decoder table (issue 37): each decoder x encoder's task metric against its cost, from a grid's rows.
+
+    python benchmarks/decoder_table.py --results benchmarks/results/decoders
+
+Rows come from ``python -m zoo.bench --registry benchmarks/decoders/registry.yaml --task foreground,semantic
+--encoder E --decoder all --out benchmarks/results/decoders`` (the grid resumes: rerun this after it gains
+rows). Writes ``README.md`` (``--intro`` first, then a ranking per task and the combinations that have no row
+yet) and ``metric_vs_gflops.png`` (one panel per task, colour = decoder, marker = encoder) into the folder.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from zoo.engine.build import load_registry, task_spec
+from zoo.runs.results import load_rows
+
+REGISTRY = Path(__file__).resolve().parent / "decoders" / "registry.yaml"
+ENCODERS = ("scratch", "resnet18", "mobilenetv3_large_100")  # the table's columns (issue 37)
+MARKERS = {"scratch": "o", "resnet18": "s", "mobilenetv3_large_100": "^"}
+
+
+def monitor(task: str) -> str:
+    """The task's one monitor metric (the decoder tasks have one)."""
+    return task_spec(task, load_registry([REGISTRY])).monitor[0]
+
+
+def ranking(rows: list[dict[str, Any]], task: str) -> list[str]:
+    key = monitor(task)
+    done = sorted((r for r in rows if r["task"] == task), key=lambda r: -r[key])
+    lines = [f"### {task} ({key}, % on the test split)", "",
+             f"| decoder | encoder | {key} | GFLOPs / image | parameters (M) | img/s, batch 1 | img/s, batch "
+             "eval | train peak MB | train s | epochs | machine |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in done:
+        def num(k: str, fmt: str) -> str:
+            return format(r[k], fmt) if isinstance(r.get(k), (int, float)) else "-"
+        lines.append(f"| {r.get('decoder') or 'unet'} | {r['encoder']} | {r[key]:.2f} | {num('gflops', '.3f')} | "
+                     f"{r['parameters'] / 1e6:.2f} | {num('infer_img_s_b1', '.0f')} | {num('infer_img_s_beval', '.0f')} | "
+                     f"{num('peak_memory_mb', '.0f')} | {num('train_seconds', '.0f')} | {r['epochs']} | "
+                     f"{r.get('machine', '-')} |")
+    return lines + [""]
+
+
+def serves(registry, decoder: str, encoder: str) -> bool:
+    """The decoder's own declaration accepts the encoder's levels (built on the meta device: no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        enc = registry.build("encoders", encoder)
+    return registry.entry("decoders", decoder).obj.refuse(enc.out_channels, enc.reductions) is None
+
+
+def missing(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    """The grid's combinations without a finished row (a decoder that refuses an encoder has none to make)."""
+    registry = load_registry([REGISTRY])
+    decoders = registry.names("decoders")
+    have = {(r["task"], r["encoder"], r.get("decoder") or "unet") for r in rows}
+    out = []
+    for task in tasks:
+        for enc in ENCODERS:
+            left = [d for d in decoders if (task, enc, d) not in have and serves(registry, d, enc)]
+            if left:
+                out.append(f"- {task} / {enc}: {', '.join(left)}")
+    return out
+
+
+def plot(rows: list[dict[str, Any]], tasks: list[str], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    decoders = sorted({r.get("decoder") or "unet" for r in rows})
+    colours = {d: plt.get_cmap("tab20")(i % 20) for i, d in enumerate(decoders)}
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        key = monitor(task)
+        for r in (r for r in rows if r["task"] == task and isinstance(r.get("gflops"), (int, float))):
+            d = r.get("decoder") or "unet"
+            ax.scatter(r["gflops"], r[key], color=colours[d], marker=MARKERS.get(r["encoder"], "x"), s=60)
+            ax.annotate(d, (r["gflops"], r[key]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("GFLOPs per image (log)")
+        ax.set_ylabel(f"{key} (%)")
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], marker=m, linestyle="", color="grey", label=e) for e, m in MARKERS.items()]
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default="benchmarks/results/decoders")
+    p.add_argument("--intro", default=None, help="markdown put before the tables (what ran, where, how)")
+    a = p.parse_args(argv)
+    out = Path(a.results)
+    rows = [r for r in load_rows(out) if not r.get("status") and r.get("budget_mode") == "default"]
+    tasks = [t for t in ("foreground", "semantic") if any(r["task"] == t for r in rows)]
+    text = [Path(a.intro).read_text().rstrip() + "\n"] if a.intro else []
+    for task in tasks:
+        text += ranking(rows, task)
+    left = missing(rows, ["foreground", "semantic"])
+    if left:
+        text += ["### Combinations without a row yet", "", *left, ""]
+    text += ["![metric against GFLOPs](metric_vs_gflops.png)", ""]
+    (out / "README.md").write_text("\n".join(text))
+    if tasks:
+        plot(rows, tasks, out / "metric_vs_gflops.png")
+    print(f"{out / 'README.md'}: {len(rows)} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
