@@ -82,6 +82,8 @@ if [ "${PART:-}" = decoders ]; then
     --encoder $DEC_ENCODERS --decoder $DECS --out "${RES_DEC:-$RES/decoders}" --jobs $DJ --data-root "$DATA" --quiet \
     --no-figures --job-timeout "$DEADLINE" "${EXTRA[@]}" > "$RES/decoders.log" 2>&1
   log "decoder table done ($?)"
+  $PY "$REPO/benchmarks/decoder_table.py" --results "${RES_DEC:-$RES/decoders}" \
+    --intro "$REPO/benchmarks/results/decoders/intro.md" >> "$RES/decoders.log" 2>&1
   timeout 120 $PY "$REPO/benchmarks/decoder_step.py" --device $DEV "${DS[@]}" --out "$RES/decoders_step" \
     > "$RES/decoders_step.log" 2>&1
   log "decoder step time done ($?)"
