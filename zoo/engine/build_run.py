@@ -86,8 +86,8 @@ def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None, regist
     """Build a run from its config. Names are checked before any data is read; the model, losses and
     metrics are checked together on one small batch before the caller trains.
 
-    ``weights``: the state to start from (a checkpoint to resume or score), loaded into the model. The
-    encoder is then built without its ``pretrained`` source (nothing is fetched to be overwritten) and
+    ``weights``: the state the caller will load (a checkpoint to resume or score, once it has checked it).
+    The encoder is then built without its ``pretrained`` source (nothing is fetched to be overwritten) and
     with the normalisation the state holds. ``registry`` and ``spec``: the caller's, when it has them (the
     registry of ``cfg.registry``, the task spec with ``cfg.task_settings``), so a job builds each once."""
     registry = registry or load_registry(cfg.registry)
@@ -107,7 +107,7 @@ def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None, regist
     check_model_fits(cfg, task, data.in_channels, registry, device)
     # the same builder as a saved model's: what the run trains is what loading its checkpoint gives
     record = ModelRecord(config=cfg, info=dict(data.info), in_channels=data.in_channels)
-    model = build_from_record(record, registry, weights, spec=spec, task=task).to(device)
+    model = build_from_record(record, registry, weights, spec=spec, task=task, load=False).to(device)
     check_cut_off(registry, cfg, {n for n, h in model.heads.items() if not h.reads_encoder},
                   "a head setting makes them read only the input")
     if cfg.uses_channels_last(device):

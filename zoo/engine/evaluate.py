@@ -79,7 +79,8 @@ def score_weights(cfg: RunConfig, weights: dict[str, Any], split: str = "test") 
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
-    s = setup(cfg, weights)  # the model holds ``weights``
+    s = setup(cfg, weights)
+    s.model.load_state_dict(weights)
     return evaluate(s, split)
 
 

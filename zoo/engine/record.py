@@ -150,11 +150,13 @@ def resolve_record(record: ModelRecord, registry: Registry, spec: TaskSpec | Non
 
 
 def build_from_record(record: ModelRecord, registry: Registry, state: dict[str, torch.Tensor] | None = None, *,
-                      spec: TaskSpec | None = None, task: ResolvedTask | None = None) -> MultiTaskModel:
+                      spec: TaskSpec | None = None, task: ResolvedTask | None = None,
+                      load: bool = True) -> MultiTaskModel:
     """The model ``record`` describes, with ``state`` loaded when given, carrying its record (completed from
     the built model) as ``model.record``. A run passes the ``spec`` and ``task`` it resolved from its data;
     loading resolves them from the record. ``registry`` is the caller's, never one a file names (a registry
-    names code to import)."""
+    names code to import). ``load=False``: built for ``state`` (its normalisation, nothing fetched) but not
+    loaded, for a caller that checks the state first (a resumed run: the checkpoint's settings)."""
     cfg = record.config
     spec = spec or run_spec(cfg, registry)
     task = task or resolve_record(record, registry, spec)
@@ -163,7 +165,7 @@ def build_from_record(record: ModelRecord, registry: Registry, state: dict[str, 
     model = build_model(cfg.encoder, task.heads, in_channels=record.in_channels, encoder_settings=settings,
                         registry=registry, architecture=cfg.architecture,
                         architecture_settings=cfg.architecture_settings)
-    if state is not None:
+    if state is not None and load:
         model.load_state_dict(state)
     model.record = record.replace(input_spec=spec.task.input_spec(),
                                   head_specs={h.name: h.record() for h in task.heads},
