@@ -47,7 +47,8 @@ def table(rows: list[dict], step: dict | None = None, task: str = "joint",
     """The table's text and its per-configuration numbers; ``step``: mtl_step.py's JSON, whose side-by-side
     ratios replace the per-run step-time and memory columns. ``task``: the multi-task rows to tabulate
     (a variant of ``joint`` registered in a ``registry`` file, compared with its own entry's baselines)."""
-    spec = task_spec(task, load_registry(registry))
+    reg = load_registry(registry)
+    spec = task_spec(task, reg)
     singles = {(r["task"], r["seed"], r["budget_mode"]): r for r in rows if r["task"] != task
                and r.get("weighting") == "fixed" and "architecture" not in r and not r.get("status")}
     joint = [r for r in rows if r["task"] == task and not r.get("status")]
@@ -61,7 +62,7 @@ def table(rows: list[dict], step: dict | None = None, task: str = "joint",
         dm, rel, rel_mem = [], [], []
         for r in rs:
             scored = dict(r)  # delta_m against this seed's single-task rows, by zoo.runs.gain's one rule
-            if not add_gain(scored, spec.baselines, rows, spec.lower_is_better):
+            if not add_gain(scored, spec.baselines, rows, spec.lower_is_better, reg):
                 dm.append(float(scored["delta_m"]))
             ref = reference.get((r["seed"], r["budget_mode"]))
             if ref:

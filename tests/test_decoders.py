@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import zoo
 from conftest import foreground_task, write_registry
 from zoo.core.registry import RegistryError
+from zoo.engine.build import task_spec
 from zoo.engine.record import hand_record
 
 REG = zoo.load_registry()
@@ -216,7 +217,7 @@ def test_decoder_is_a_grid_axis_and_keys_its_rows(tiny_mnist, tmp_path, capsys):
     (["--decoder", "fpnn"], "Did you mean 'fpn'"),
     (["--encoder", "resnet18", "--decoder", "deeplabv3plus"], "output stride of 8 or 16"),
     (["--task", "foreground", "--decoder", "fpn"], "task 'foreground' has no dense head"),
-    (["--task", "joint", "--decoder", "fpn"], "not trained per decoder yet"),
+    (["--task", "joint", "--decoder", "fpn"], "task 'joint' has no dense head"),
 ])
 def test_bad_decoder_flags_are_one_line_before_any_data(tmp_path, capsys, args, expect):
     from zoo.bench import main
@@ -410,3 +411,45 @@ def test_the_scratch_encoder_refuses_an_output_stride_it_cannot_give_in_one_line
         zoo.build_model("scratch", {"m": _head("binary_mask", "unet")},
                         encoder_settings={"width": 8, "depth": 5, "output_stride": stride})
     _one_line_error(exc, "output_stride", "one of 2, 4, 8, 16", repr(stride))
+
+
+def test_a_joint_task_under_decoder_is_compared_with_baselines_under_the_same_decoder(tmp_path):
+    """--decoder on a task with baselines (delta_m): its single-task baselines that have a dense head are planned
+    with the same decoder, so delta_m compares like with like; a baseline without a dense head runs as it is;
+    and delta_m reads exactly those rows, never the same tasks under another decoder."""
+    from zoo.bench import parse_args
+    from zoo.engine.config import budget_mode
+    from zoo.runs.gain import add_gain, baseline_decoder
+    from zoo.runs.plan import plan_jobs
+
+    args = parse_args(["--task", "scenes", "--encoder", "scratch", "--decoder", "fpn", "--quick", "--out",
+                       str(tmp_path)])
+    jobs = plan_jobs(args, REG, budget_mode(args), tmp_path)
+    assert sorted((j.cfg.task, j.cfg.decoder) for j in jobs) == [
+        ("scenes", "fpn"), ("scenes_depth", "fpn"), ("scenes_normals", "fpn"), ("scenes_seg", "fpn")]
+    assert baseline_decoder("fpn", "scenes_depth", REG) == "fpn"
+    assert baseline_decoder("fpn", "circlization", REG) is None  # no dense head: the task as it is
+    assert baseline_decoder(None, "scenes_depth", REG) is None
+    # the task's own decoder (linknet for scenes) is its plain run: plain baselines
+    own = parse_args(["--task", "scenes", "--encoder", "scratch", "--decoder", "linknet", "--quick", "--out",
+                      str(tmp_path)])
+    assert {j.cfg.decoder for j in plan_jobs(own, REG, budget_mode(own), tmp_path)} == {None}
+
+    spec = task_spec("scenes", REG)
+    mode = jobs[0].mode
+    joint = {"task": "scenes", "encoder": "scratch", "weighting": "fixed", "budget_mode": mode, "seed": 0,
+             "decoder": "fpn", **{m: 50.0 for m in spec.baselines}}
+    rows = []
+    for decoder, value in (("fpn", 40.0), (None, 60.0)):  # the same baselines under fpn and under their own
+        for metric, ref in spec.baselines.items():
+            task, base_metric = ref.split(".")
+            row = next((r for r in rows if r["task"] == task and r.get("decoder") == decoder), None)
+            if row is None:
+                row = {"task": task, "encoder": "scratch", "weighting": "fixed", "budget_mode": mode, "seed": 0,
+                       "parameters": 1, "train_seconds": 1.0, **({"decoder": decoder} if decoder else {})}
+                rows.append(row)
+            row[base_metric] = value
+    assert add_gain(joint, spec.baselines, rows, spec.lower_is_better, REG) == []
+    assert all(joint[f"single_{m}"] == 40.0 for m in spec.baselines)
+    with pytest.raises(ValueError, match="needs the registry"):
+        add_gain(dict(joint), spec.baselines, rows, spec.lower_is_better)

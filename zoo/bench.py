@@ -231,7 +231,7 @@ def run_job(job: Job, registry: Registry, err: Console, write: bool = True) -> d
     if spec.baselines:
         if job.base_mode != mode:  # its baselines were trained without its strategy/architecture settings
             row["baseline_mode"] = job.base_mode
-        add_gain(row, spec.baselines, load_rows(out), spec.lower_is_better)
+        add_gain(row, spec.baselines, load_rows(out), spec.lower_is_better, registry)
     if dist.is_main():
         if job.figures:
             from zoo.use.figures import prediction_figure

@@ -112,6 +112,11 @@ def _dense(registry: Registry, head: str) -> bool:
     return isinstance(cls, type) and issubclass(cls, DenseHead)
 
 
+def decodes(spec: TaskSpec, registry: Registry) -> bool:
+    """The task has a dense head, one that takes a ``decoder`` (``--decoder`` can change it)."""
+    return any(_dense(registry, h.head) for h in spec.heads)
+
+
 def own_decoder(spec: TaskSpec, registry: Registry) -> str | None:
     """The one decoder every dense head of ``spec`` has in its task entry (unet where a head names none), or
     None when the heads differ or there is no dense head. A run asking for it runs the task as it is."""

@@ -67,23 +67,38 @@ def baseline_tasks(baselines: dict[str, str]) -> list[str]:
     return list(dict.fromkeys(split_ref(ref)[0] for ref in baselines.values()))
 
 
-def baseline_key(row: dict[str, Any], task: str) -> tuple:
+def baseline_decoder(decoder: str | None, task: str, registry: "Registry | None") -> str | None:
+    """The decoder of a joint run's baseline of ``task``: a joint run under ``--decoder D`` is compared with
+    single-task runs under D, where the task has a dense head to decode; otherwise with the task as it is."""
+    if decoder is None:
+        return None
+    if registry is None:
+        raise ValueError(f"delta_m of a row with decoder {decoder!r} needs the registry: which baseline tasks "
+                         "have a dense head decides which baselines ran with it")
+    from zoo.engine.build import decodes, task_spec
+
+    return decoder if decodes(task_spec(task, registry), registry) else None
+
+
+def baseline_key(row: dict[str, Any], task: str, registry: "Registry | None" = None) -> tuple:
     """Which single-task row a joint row is compared with (``RunIdentity.baseline``): the row key with that task,
-    the fixed weighting and hard sharing (same encoder, budget and seed), whatever the joint row's architecture.
-    A row trained with strategy or architecture settings names its baselines' budget mode, which leaves them
-    out (``baseline_mode``)."""
-    return RunIdentity.of_row(row).baseline(task, row.get("baseline_mode")).key
+    the fixed weighting and hard sharing (same encoder, budget and seed), whatever the joint row's architecture,
+    and the joint row's decoder where the task has a dense head (``baseline_decoder``). A row trained with
+    strategy or architecture settings names its baselines' budget mode, which leaves them out
+    (``baseline_mode``)."""
+    decoder = baseline_decoder(row.get("decoder"), task, registry)
+    return RunIdentity.of_row(row).baseline(task, row.get("baseline_mode"), decoder).key
 
 
 def add_gain(row: dict[str, Any], baselines: dict[str, str], rows: list[dict[str, Any]],
-             lower_is_better: Collection[str] = ()) -> list[str]:
+             lower_is_better: Collection[str] = (), registry: "Registry | None" = None) -> list[str]:
     """Fill delta_m and the parameter / time accounting into ``row``; returns missing baseline tasks.
     ``lower_is_better``: the row's metrics that are better lower (its task's ``TaskSpec.lower_is_better``)."""
     index = {row_key(r): r for r in rows if not r.get("status")}  # a failed or timed-out row has no metrics
     single, used, missing = {}, {}, []
     for metric, ref in baselines.items():
         task, base_metric = split_ref(ref)
-        base = index.get(baseline_key(row, task))
+        base = index.get(baseline_key(row, task, registry))
         if base is None:
             missing.append(task)
             continue
@@ -130,6 +145,6 @@ def refresh_gains(rows: list[dict[str, Any]], registry: "Registry") -> tuple[lis
         if spec is None or not spec.baselines:
             continue
         old = json.dumps(r, sort_keys=True, default=str)
-        add_gain(r, spec.baselines, rows, spec.lower_is_better)
+        add_gain(r, spec.baselines, rows, spec.lower_is_better, registry)
         changed |= json.dumps(r, sort_keys=True, default=str) != old
     return rows, changed

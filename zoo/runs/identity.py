@@ -78,8 +78,9 @@ class RunIdentity:
         extra = "".join(f"-{v}" for v in self.named().values())
         return f"{self.task}-{self.encoder.replace(':', '_')}-{self.weighting}{extra}-{self.budget_mode}-s{self.seed}"
 
-    def baseline(self, task: str, mode: str | None = None) -> "RunIdentity":
+    def baseline(self, task: str, mode: str | None = None, decoder: str | None = None) -> "RunIdentity":
         """The single-task run a joint run is compared with: ``task``, fixed weighting, hard sharing, the same
-        encoder, decoder, seed and process count, under ``mode`` (the joint row's ``baseline_mode``) or its own."""
+        encoder, seed and process count, under ``mode`` (the joint row's ``baseline_mode``) or its own, with
+        ``decoder`` (``zoo.runs.gain.baseline_decoder``: the joint run's, where the task has a dense head)."""
         return dataclasses.replace(self, task=task, weighting="fixed", architecture=DEFAULT_ARCHITECTURE,
-                                   budget_mode=mode or self.budget_mode)
+                                   budget_mode=mode or self.budget_mode, decoder=decoder)

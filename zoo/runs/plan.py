@@ -12,9 +12,9 @@ import torch
 
 from zoo.core import distributed as dist
 from zoo.core.registry import Registry, RegistryError
-from zoo.engine.build import check_decoders, own_decoder, task_spec, with_decoder_of_run
+from zoo.engine.build import check_decoders, decodes, own_decoder, task_spec, with_decoder_of_run
 from zoo.engine.config import STRATEGY_FIELDS, budget_mode, cli_overrides, run_config, run_flags
-from zoo.runs.gain import baseline_tasks
+from zoo.runs.gain import baseline_decoder, baseline_tasks
 from zoo.runs.identity import RunIdentity, launched_world
 from zoo.runs.job import Job
 from zoo.runs.keys import row_key
@@ -81,9 +81,12 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
         for spec in specs.values():
             for base in baseline_tasks(spec.baselines):
                 for e in encoders:
-                    ident = RunIdentity(base, e, "fixed", base_mode, args.seed, world_size=world)
-                    if ident.key not in have and ident.key not in planned and ident not in bases:
-                        bases.append(ident)
+                    for d in decoders[e]:  # under --decoder D, the baselines that have a dense head run with D
+                        joint_decoder = None if d == own[spec.name] else d
+                        ident = RunIdentity(base, e, "fixed", base_mode, args.seed, world_size=world,
+                                            decoder=baseline_decoder(joint_decoder, base, registry))
+                        if ident.key not in have and ident.key not in planned and ident not in bases:
+                            bases.append(ident)
     jobs: list[Job] = []
     for ident in bases + asked:  # every setting of every run is checked before the first one trains
         spec = specs.get(ident.task) or task_spec(ident.task, registry)
@@ -91,6 +94,8 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
                          budget_of(spec, args.quick, ident.encoder), ident.architecture, ident.decoder)
         if ident in bases:  # a baseline: the strategy's and architecture's settings are not its own
             cfg = dataclasses.replace(cfg, **{f: {} for f in STRATEGY_FIELDS})
+            if not decodes(spec, registry):  # --decoder-arg: nothing of this baseline's to decode
+                cfg = dataclasses.replace(cfg, decoder_settings={})
         # the job's own spec, built once with its --task-arg values (checked here) and handed to fit
         job_spec = task_spec(ident.task, registry, cfg.task_settings) if cfg.task_settings else spec
         # --decoder and --decoder-arg: checked against the job's encoder here, before the first run trains
@@ -117,14 +122,10 @@ def plan_decoders(args: argparse.Namespace, registry: Registry, specs: dict[str,
                   encoders: list[str]) -> dict[str, list[str | None]]:
     """Each encoder's decoders of ``--decoder`` (``[None]`` without it: each head's own). Names given are
     checked (a decoder that cannot read an encoder is refused with the job); ``all`` is every registered
-    decoder that can read the encoder's levels. A joint task's single-task baselines are not trained per
-    decoder, so its delta_m would compare decoders: refused."""
+    decoder that can read the encoder's levels. A joint task's single-task baselines run with the same decoder
+    (``zoo.runs.gain.baseline_decoder``), so its delta_m compares like with like."""
     if args.decoder is None:
         return {e: [None] for e in encoders}
-    joint = sorted(t for t, spec in specs.items() if spec.baselines)
-    if joint:
-        raise RegistryError(f"--decoder: the single-task baselines of joint task {joint[0]!r} (its delta_m) are not "
-                            "trained per decoder yet; run its single tasks with --decoder")
     if args.decoder != "all":
         names = expand("decoders", args.decoder, registry)
         return {e: list(names) for e in encoders}
