@@ -31,23 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import write_report  # noqa: E402  (the benchmarks' one report writer)
 
 import zoo  # noqa: E402
+from zoo.heads.smp_decoders import SMP_TWIN  # noqa: E402
 from zoo.use.speed import sync  # noqa: E402
 
 # arch -> (zoo encoder settings, zoo decoder settings) that make zoo's model smp's default one
-SAME_AS_SMP = {
-    "unet": ({}, {"decoder_channels": [256, 128, 64, 32, 16]}),
-    "unetplusplus": ({}, {"decoder_channels": [256, 128, 64, 32, 16]}),
-    "fpn": ({}, {}),
-    "pspnet": ({"out_indices": [0, 1, 2]}, {}),  # smp cuts the encoder at depth 3
-    "deeplabv3": ({"output_stride": 8}, {}),  # smp dilates to output stride 8
-    "deeplabv3plus": ({"output_stride": 16}, {}),
-    "linknet": ({}, {}),
-    "manet": ({}, {"decoder_channels": [256, 128, 64, 32, 16]}),
-    "pan": ({"output_stride": 16}, {}),  # smp dilates to output stride 16
-    "upernet": ({}, {}),
-    "segformer": ({}, {}),
-    "dpt": ({"out_indices": [2, 5, 8, 11]}, {}),
-}
 CLASSES = 5
 
 
@@ -55,7 +42,7 @@ def pair(decoder: str) -> tuple[torch.nn.Module, torch.nn.Module, str]:
     """(zoo's model, smp's model, the encoder) for one decoder."""
     import segmentation_models_pytorch as smp
 
-    enc_settings, dec_settings = SAME_AS_SMP[decoder]
+    enc_settings, dec_settings = SMP_TWIN[decoder]
     if decoder == "dpt":
         ref = smp.create_model("dpt", encoder_name="tu-vit_tiny_patch16_224", encoder_weights=None, in_channels=3,
                                classes=CLASSES, decoder_readout="ignore", dynamic_img_size=True)
@@ -132,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = list(SAME_AS_SMP) if args.decoder == "all" else args.decoder.split(",")
-    unknown = [n for n in names if n not in SAME_AS_SMP]
+    names = list(SMP_TWIN) if args.decoder == "all" else args.decoder.split(",")
+    unknown = [n for n in names if n not in SMP_TWIN]
     if unknown:
-        p.error(f"--decoder: unknown {unknown}; valid: {', '.join(SAME_AS_SMP)} or all")
+        p.error(f"--decoder: unknown {unknown}; valid: {', '.join(SMP_TWIN)} or all")
     device = torch.device(args.device)
     t0, rows = time.perf_counter(), []
     with warnings.catch_warnings():

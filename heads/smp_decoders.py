@@ -391,3 +391,23 @@ class DPT(SmpDecoder):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.head_body(self.decoder(features, [None] * len(features)))
+
+
+#: The encoder and decoder settings under which zoo's one-head model on a timm encoder is
+#: ``smp.create_model(name, encoder_name="tu-<encoder>")`` exactly (same parameters; with smp's weights, the same
+#: outputs): what the equality tests (tests/test_decoders.py) and the step-time benchmark
+#: (benchmarks/decoder_step.py) compare. Where zoo's defaults differ from smp's, the setting says so.
+SMP_TWIN: dict[str, tuple[dict, dict]] = {
+    "unet": ({}, {"decoder_channels": [256, 128, 64, 32, 16]}),  # smp's widths; zoo's default is narrower
+    "unetplusplus": ({}, {"decoder_channels": [256, 128, 64, 32, 16]}),
+    "fpn": ({}, {}),
+    "pspnet": ({"out_indices": [0, 1, 2]}, {}),  # smp cuts the encoder at depth 3
+    "deeplabv3": ({"output_stride": 8}, {}),  # smp dilates to output stride 8
+    "deeplabv3plus": ({"output_stride": 16}, {}),
+    "linknet": ({}, {}),
+    "manet": ({}, {"decoder_channels": [256, 128, 64, 32, 16]}),
+    "pan": ({"output_stride": 16}, {}),  # smp dilates to output stride 16
+    "upernet": ({}, {}),
+    "segformer": ({}, {}),
+    "dpt": ({"out_indices": [2, 5, 8, 11]}, {}),  # on a ViT: smp's DPT reads these blocks
+}

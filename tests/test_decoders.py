@@ -14,6 +14,7 @@ import zoo
 from conftest import foreground_task, write_registry
 from zoo.core.registry import RegistryError
 from zoo.engine.build import task_spec
+from zoo.heads.smp_decoders import SMP_TWIN
 from zoo.engine.record import hand_record
 
 REG = zoo.load_registry()
@@ -229,21 +230,6 @@ def test_bad_decoder_flags_are_one_line_before_any_data(tmp_path, capsys, args, 
     assert rc == 2 and "Traceback" not in err and expect in err and "no-data" not in err, err
 
 
-# smp's model for each decoder, with the encoder settings that make zoo's resnet18 smp's (its default depth,
-# output stride) and the decoder settings that are smp's defaults where zoo's differ (the U-Nets' widths)
-SMP = {
-    "unet": ("unet", {}, {"decoder_channels": [256, 128, 64, 32, 16]}),
-    "unetplusplus": ("unetplusplus", {}, {"decoder_channels": [256, 128, 64, 32, 16]}),
-    "fpn": ("fpn", {}, {}),
-    "pspnet": ("pspnet", {"out_indices": [0, 1, 2]}, {}),  # smp cuts the encoder at depth 3
-    "deeplabv3": ("deeplabv3", {"output_stride": 8}, {}),  # smp dilates to output stride 8
-    "deeplabv3plus": ("deeplabv3plus", {"output_stride": 16}, {}),
-    "linknet": ("linknet", {}, {}),
-    "manet": ("manet", {}, {"decoder_channels": [256, 128, 64, 32, 16]}),
-    "pan": ("pan", {"output_stride": 16}, {}),  # smp dilates to output stride 16
-    "upernet": ("upernet", {}, {}),
-    "segformer": ("segformer", {}, {}),
-}
 
 
 def _load_smp(model: torch.nn.Module, ref: torch.nn.Module, prefix: dict[str, str]) -> int:
@@ -309,9 +295,9 @@ def test_each_decoder_is_smps_model(decoder):
     """zoo's one-head model on resnet18 has smp's parameter count and, with smp's weights, its outputs."""
     import segmentation_models_pytorch as smp
 
-    arch, enc_settings, dec_settings = SMP[decoder]
+    enc_settings, dec_settings = SMP_TWIN[decoder]
     torch.manual_seed(0)
-    ref = smp.create_model(arch, encoder_name="tu-resnet18", encoder_weights=None, in_channels=3, classes=5).eval()
+    ref = smp.create_model(decoder, encoder_name="tu-resnet18", encoder_weights=None, in_channels=3, classes=5).eval()
     model = zoo.build_model("resnet18", {"seg": {"head": "segmentation", "settings": {
         "num_classes": 5, "decoder": decoder, "decoder_settings": dec_settings}}}, in_channels=3,
         encoder_settings=enc_settings).eval()
