@@ -63,3 +63,25 @@ def test_an_encoder_budget_applies_to_that_encoder_only(tiny_mnist, tmp_path, ca
     assert rc == 0, err
     (row,) = json.loads((tmp_path / "o" / "results.json").read_text())["rows"]
     assert row["epochs"] == 2 and "epoch 2/2" in err
+
+
+def _needs_root() -> list[str]:
+    """The registered tasks that say what their --data-root must be (``Task.check_data``)."""
+    import zoo
+    from zoo.tasks.base import Task
+
+    reg = zoo.load_registry()
+    classes = {t: reg.entry("tasks", t).obj for t in reg.names("tasks")}
+    return [t for t, c in classes.items() if isinstance(c, type) and issubclass(c, Task)
+            and (c.needs_root or c.check_data is not Task.check_data)]
+
+
+@pytest.mark.parametrize("task", _needs_root())
+def test_a_task_without_offline_data_needs_data_root_before_any_run(task, tmp_path, capsys, monkeypatch):
+    """A task with no offline default (COCO, Pets, NYUv2, Cityscapes, folders, npz) and no --data-root is one line
+    and exit 2 before the first run: a task with baselines once failed each baseline in turn, writing a failure
+    row for each."""
+    monkeypatch.delenv("ZOO_DATA", raising=False)
+    rc, err = run_cli(["--task", task, "--out", str(tmp_path / "o")], capsys)
+    assert_clear(rc, err, "need", "--data-root")
+    assert not (tmp_path / "o" / "results.json").exists() and not (tmp_path / "o" / "logs").exists()

@@ -101,6 +101,7 @@ def plan_jobs(args: argparse.Namespace, registry: Registry, mode: str, out: Path
         # --decoder and --decoder-arg: checked against the job's encoder here, before the first run trains
         decoded = with_decoder_of_run(job_spec, registry, cfg.decoder, cfg.decoder_settings)
         check_decoders(registry, ident.encoder, cfg.encoder_settings, decoded.heads)
+        job_spec.task.check_data(cfg.data_config())  # e.g. a task with no offline data and no --data-root
         jobs.append(Job(cfg, ident.budget_mode, base_mode, world, str(out), command_of(args, ident, ident in bases),
                         resume=args.resume,
                         figures=not args.no_figures, speed=not args.no_speed, quiet=args.quiet, spec=job_spec))

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from zoo.core.metrics import Metric
 from zoo.data.config import DataConfig, split_counts
+from zoo.data.idx import DataError
 from zoo.core.registry import RegistryError
 from zoo.core.kinds import LOSS_MODES, OUTPUT_KINDS
 from zoo.heads.base import Head
@@ -77,8 +78,18 @@ class Task:
     # a class head (nyuv2_depth) leaves them unused instead of being refused as a misconfigured task.
     labels_optional: bool = False
 
+    #: for a task that has no offline default: what its ``--data-root`` must be, said when none is given
+    needs_root: str | None = None
+
     def datasets(self, data: DataConfig) -> TaskData:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def check_data(self, data: DataConfig) -> None:
+        """What can be told about the data without reading it, checked for every planned run before the first
+        one trains (a grid of a task's baselines would otherwise fail each run in turn): a task with no offline
+        default needs ``--data-root``."""
+        if self.needs_root and not data.root:
+            raise DataError(self.needs_root)
 
     def input_spec(self) -> tuple[str, tuple[int, int] | None]:
         """How a user's image becomes this task's model input (``zoo.data.inputs``): resized to the

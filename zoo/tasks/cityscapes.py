@@ -19,6 +19,7 @@ from zoo.tasks.base import Task, TaskData, sample_info
 
 
 class CityscapesTask(Task):
+    needs_root = f"the cityscapes task needs --data-root DIR holding {PREPROCESSED}, or {OFFICIAL}; from {WHERE}"
     in_all = False
     labels_optional = True  # the depth variant leaves the labels unused
     mirrors = True  # street scenes: test-time augmentation may average the mirrored image too
@@ -35,9 +36,7 @@ class CityscapesTask(Task):
         self.num_classes, self.size, self.augment = num_classes, tuple(size), augment
 
     def datasets(self, data: DataConfig) -> TaskData:
-        if not data.root:
-            raise DataError(f"the cityscapes task needs --data-root DIR holding {PREPROCESSED}, or {OFFICIAL}; from "
-                            f"{WHERE}")
+        self.check_data(data)
         root = Path(data.root)
         if (root / "leftImg8bit").is_dir():
             layout = "official"

@@ -30,6 +30,7 @@ def _split_dirs(root: Path, split: str) -> tuple[Path, Path]:
 
 class CocoTask(Task):
     """Shared by the binary and multi-class COCO tasks."""
+    needs_root = "COCO tasks need --data-root DIR (with annotations/ and image folders)"
 
     in_all = False
     binary = False
@@ -78,8 +79,7 @@ class CocoTask(Task):
         return image_dir, data["images"], by_image, index, names, skipped
 
     def datasets(self, data: DataConfig) -> TaskData:
-        if not data.root:
-            raise DataError("COCO tasks need --data-root DIR (with annotations/ and image folders)")
+        self.check_data(data)
         root = Path(data.root)
         tr_dir, tr_imgs, tr_anns, index, names, skip_tr = self.read_split(root, "train")
         te_dir, te_imgs, te_anns, _, _, skip_te = self.read_split(root, "val")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from zoo.data.folder import (FolderDataset, check_class_count, check_readable, check_size, colour_images, find_pairs,
                              scan_classes)
-from zoo.data.idx import DataError
 from zoo.data.split import limit, split_items
 from zoo.data.config import DataConfig
 from zoo.tasks.base import Task, TaskData, sample_info
@@ -15,6 +14,7 @@ from zoo.tasks.base import Task, TaskData, sample_info
 class FolderTask(Task):
     """N-class segmentation from ``--data-root DIR`` holding ``Images/`` + ``Masks/`` (or ``train/`` and
     ``test/`` subfolders of that shape). ``num_classes: auto`` scans the masks."""
+    needs_root = "the folder task needs --data-root DIR (a folder with Images/ and Masks/)"
 
     in_all = False
 
@@ -32,8 +32,7 @@ class FolderTask(Task):
         self.exclude = list(exclude or [])
 
     def datasets(self, data: DataConfig) -> TaskData:
-        if not data.root:
-            raise DataError("the folder task needs --data-root DIR (a folder with Images/ and Masks/)")
+        self.check_data(data)
         root = Path(data.root)
         if (root / "train").is_dir() and (root / "test").is_dir():
             test = find_pairs(root / "test")

@@ -90,10 +90,13 @@ class NpzTask(Task):
         ty = check_masks(ty, f"{path} test masks") if ty is not None else None
         return x, y, tx, ty
 
-    def datasets(self, data: DataConfig) -> TaskData:
-        path = Path(self.file) if self.file else (Path(data.root) if data.root else None)
-        if path is None:
+    def check_data(self, data: DataConfig) -> None:
+        if not self.file and not data.root:
             raise DataError("the npz task needs --data-root FILE.npz (or a folder holding one .npz)")
+
+    def datasets(self, data: DataConfig) -> TaskData:
+        self.check_data(data)
+        path = Path(self.file) if self.file else Path(data.root)
         if path.is_dir():
             found = sorted(path.glob("*.npz"))
             if len(found) != 1:

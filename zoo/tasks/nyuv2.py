@@ -19,6 +19,8 @@ from zoo.tasks.base import Task, TaskData, sample_info
 
 
 class NYUv2Task(Task):
+    needs_root = (f"the nyuv2 task needs --data-root DIR holding train/ and val/, each with image/, label/, "
+                  f"depth/ and normal/ of N.npy: {WHERE}")
     in_all = False
     labels_optional = True  # the depth and normals variants leave the labels unused
     mirrors = True  # indoor scenes: test-time augmentation may average the mirrored image too
@@ -35,9 +37,7 @@ class NYUv2Task(Task):
         self.size = tuple(size)  # the files' size, and what zoo.predict resizes a user's image to
 
     def datasets(self, data: DataConfig) -> TaskData:
-        if not data.root:
-            raise DataError(f"the nyuv2 task needs --data-root DIR holding train/ and val/, each with image/, label/, "
-                            f"depth/ and normal/ of N.npy: {WHERE}")
+        self.check_data(data)
         root = Path(data.root)
         for split in ("train", "val"):
             if not (root / split).is_dir():

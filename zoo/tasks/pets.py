@@ -21,6 +21,7 @@ from zoo.tasks.base import Task, TaskData, sample_info
 
 class PetsTask(Task):
     """Binary pet segmentation on the Oxford-IIIT Pet layout."""
+    needs_root = "the pets task needs --data-root DIR (with images/ and annotations/trimaps/)"
 
     in_all = False
 
@@ -31,8 +32,7 @@ class PetsTask(Task):
         self.channels = channels
 
     def datasets(self, data: DataConfig) -> TaskData:
-        if not data.root:
-            raise DataError("the pets task needs --data-root DIR (with images/ and annotations/trimaps/)")
+        self.check_data(data)
         root = Path(data.root)
         if not (root / "images").is_dir() and (root / "oxford-iiit-pet").is_dir():
             root = root / "oxford-iiit-pet"  # torchvision's OxfordIIITPet(root) layout: the folder that holds it
