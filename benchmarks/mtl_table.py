@@ -1,6 +1,10 @@
 """The MTL table: every (architecture, strategy) pair's joint runs over seeds, as mean +- std, with delta_m.
 
-    python benchmarks/mtl_table.py --results benchmarks/results/mtl [--intro F] [--outro F]
+    python benchmarks/mtl_table.py --results benchmarks/results/mtl [--intro F] [--outro F] [--task scenes]
+
+Any multi-task task (``--task``, default ``joint``): its metric columns (its monitor, then the other metrics
+its delta_m compares) and its single-task baselines come from its registry entry (``monitor``,
+``baselines``), never from names written here.
 
 delta_m (LibMTL's definition, ``zoo.runs.gain.add_gain``) is computed per seed against the single-task
 rows (same encoder, hard sharing, fixed weighting) of the same seed and budget in the same folder,
@@ -26,8 +30,30 @@ from zoo.engine.build import load_registry, task_spec
 from zoo.runs.gain import add_gain
 from zoo.runs.keys import row_architecture
 from zoo.runs.results import load_rows
+from zoo.tasks.base import TaskSpec
 
-METRICS = ["iou", "accuracy", "gated_iou", "dice"]
+
+def metric_columns(spec: TaskSpec, rows: list[dict]) -> list[str]:
+    """The multi-task task's metric columns: its validation monitor(s) first, then the other metrics its
+    delta_m compares (its ``baselines``), those the rows hold."""
+    names = dict.fromkeys([*spec.monitor, *spec.baselines])
+    return [m for m in names if any(m in r for r in rows)]
+
+
+def baseline_metrics(spec: TaskSpec) -> dict[str, list[str]]:
+    """Each single-task baseline's task -> its metrics that delta_m reads, in the order ``baselines`` names them."""
+    out: dict[str, list[str]] = {}
+    for ref in spec.baselines.values():
+        task, metric = ref.split(".", 1)
+        out.setdefault(task, [])
+        if metric not in out[task]:
+            out[task].append(metric)
+    return out
+
+
+def column(metric: str, spec: TaskSpec) -> str:
+    """A metric's header: percentages, but an error (better lower) is in its own unit."""
+    return f"{metric} (lower is better)" if metric in spec.lower_is_better else f"{metric} (%)"
 
 
 def ms(values: list[float], digits: int = 2) -> str:
@@ -52,6 +78,7 @@ def table(rows: list[dict], step: dict | None = None, task: str = "joint",
     singles = {(r["task"], r["seed"], r["budget_mode"]): r for r in rows if r["task"] != task
                and r.get("weighting") == "fixed" and "architecture" not in r and not r.get("status")}
     joint = [r for r in rows if r["task"] == task and not r.get("status")]
+    metrics = metric_columns(spec, joint)
     reference = {(r["seed"], r["budget_mode"]): r for r in joint
                  if r["weighting"] == "fixed" and row_architecture(r) == DEFAULT_ARCHITECTURE}
     by = defaultdict(list)
@@ -69,7 +96,7 @@ def table(rows: list[dict], step: dict | None = None, task: str = "joint",
                 rel.append(float(r["train_seconds"]) / float(ref["train_seconds"]))
                 if r.get("peak_memory_mb") and ref.get("peak_memory_mb"):
                     rel_mem.append(float(r["peak_memory_mb"]) / float(ref["peak_memory_mb"]))
-        stats[name] = {"n": len(rs), "metrics": {m: [float(r[m]) for r in rs] for m in METRICS},
+        stats[name] = {"n": len(rs), "metrics": {m: [float(r[m]) for r in rs if m in r] for m in metrics},
                        "delta_m": dm, "rel_time": rel, "rel_memory": rel_mem,
                        "peak": [float(r["peak_memory_mb"]) for r in rs if r.get("peak_memory_mb") is not None]}
     def rank(n: tuple) -> float:
@@ -77,7 +104,7 @@ def table(rows: list[dict], step: dict | None = None, task: str = "joint",
         return -statistics.fmean(finite) if finite else 0.0
 
     order = sorted(stats, key=rank)
-    head = ["architecture", "strategy", "seeds", *[f"{m} (%)" for m in METRICS], "delta_m (%)"]
+    head = ["architecture", "strategy", "seeds", *[column(m, spec) for m in metrics], "delta_m (%)"]
     if step is None:
         head += ["step time / hard+fixed", "peak memory / hard+fixed", "peak MB"]
     else:
@@ -91,12 +118,12 @@ def table(rows: list[dict], step: dict | None = None, task: str = "joint",
         else:
             m = measured.get(n)
             cost = [f"{m['relative']:.2f}", f"{m['relative_memory']:.2f}", f"{m['peak_mb']:.1f}"] if m else ["-"] * 3
-        lines.append("| " + " | ".join([*n, str(s["n"]), *[ms(s["metrics"][m]) for m in METRICS], ms(s["delta_m"], 3),
+        lines.append("| " + " | ".join([*n, str(s["n"]), *[ms(s["metrics"][m]) for m in metrics], ms(s["delta_m"], 3),
                                         *cost]) + " |")
     singles_line = []
-    for t in ("foreground", "circlization", "semantic"):
+    for t, names in baseline_metrics(spec).items():
         rs = [r for (task, _, _), r in singles.items() if task == t]
-        ms_ = {m: [float(r[m]) for r in rs if m in r] for m in METRICS}
+        ms_ = {m: [float(r[m]) for r in rs if m in r] for m in names}
         singles_line.append(f"{t}: " + ", ".join(f"{m} {ms(v)}" for m, v in ms_.items() if v) + f" ({len(rs)} seeds)")
     return "\n".join(lines) + "\n\nSingle-task baselines (same budget and seeds): " + "; ".join(singles_line) + "\n", \
         stats

@@ -244,6 +244,20 @@ def test_mtl_table_scores_each_seed_and_takes_side_by_side_step_time():
     registry = [str(ROOT / "benchmarks/results/mtl/histogram_head/registry.yaml")]
     _, stats = mtl.table(rows + variant, task="joint_histogram", registry=registry)
     assert list(stats) == [("mtan", "fixed")] and stats["mtan", "fixed"]["delta_m"] == pytest.approx([1.0, 1.0], abs=1e-3)
+    # another multi-task task: its columns and baselines come from its registry entry (monitor first; an
+    # error is not a percentage)
+    scenes = {"scenes_seg": {"seg_miou": 50.0, "seg_pixel_acc": 80.0},
+              "scenes_depth": {"depth_abs_err": 0.5, "depth_rel_err": 0.2, "depth_delta1": 70.0},
+              "scenes_normals": {"normals_mean": 20.0, "normals_median": 15.0, "normals_within_11_25": 40.0,
+                                 "normals_within_22_5": 60.0, "normals_within_30": 70.0}}
+    rows = [{**base, "task": t, "weighting": "fixed", "seed": 0, **m} for t, m in scenes.items()]
+    joint = {k: v for m in scenes.values() for k, v in m.items()}
+    rows.append({**base, "task": "scenes", "weighting": "fixed", "seed": 0, **joint})
+    text, stats = mtl.table(rows, task="scenes")
+    head = text.splitlines()[0].split(" | ")
+    assert head[3:6] == ["seg_miou (%)", "depth_delta1 (%)", "normals_within_11_25 (%)"]
+    assert "depth_abs_err (lower is better)" in head and stats["hard_sharing", "fixed"]["delta_m"] == [0.0]
+    assert "scenes_depth: depth_abs_err 0.50, depth_rel_err 0.20 (1 seeds)" in text
 
 
 def test_rescore_reproduces_a_row_from_its_best_checkpoint_and_scores_another(tiny_mnist, tmp_path):
