@@ -132,3 +132,14 @@ def test_a_checkpoint_written_before_the_record_loads_and_scores_as_its_row_says
     assert model.record.metrics_data.startswith("MNIST test set: the genuine 256 test digits")
     scored = evaluate_checkpoint(best, data_root=str(Path(__file__).parent.parent / "zoo" / "data" / "mnist"))
     assert scored["iou"] == pytest.approx(row["iou"], abs=1e-3)
+
+
+def test_a_record_asking_for_sizes_its_weights_lack_is_refused_before_allocating(tmp_path):
+    """An edited config.json asking for a 100,000-channel encoder (360 GB of weights) is compared with the
+    weights on the meta device and refused in one line, never allocated."""
+    config = json.loads((OLD_FOLDER / "config.json").read_text())
+    config["config"]["encoder_settings"] = {"input_skip": True, "width": 100000}
+    folder = _folder(tmp_path, config)
+    with pytest.raises(ValueError, match=r"does not fit the foreground/scratch model its record describes: .*"
+                                         r"\(16, 1, 3, 3\) in the weights, \(100000, 1, 3, 3\) in the model"):
+        zoo.from_pretrained(folder)

@@ -162,9 +162,23 @@ def build_from_record(record: ModelRecord, registry: Registry, state: dict[str, 
     task = task or resolve_record(record, registry, spec)
     # the weights come from ``state``: nothing is fetched again, and the normalisation is the state's
     settings = settings_for_state(cfg.encoder_settings, state) if state is not None else cfg.encoder_settings
-    model = build_model(cfg.encoder, task.heads, in_channels=record.in_channels, encoder_settings=settings,
-                        registry=registry, architecture=cfg.architecture,
-                        architecture_settings=cfg.architecture_settings)
+
+    def build() -> MultiTaskModel:
+        return build_model(cfg.encoder, task.heads, in_channels=record.in_channels, encoder_settings=settings,
+                           registry=registry, architecture=cfg.architecture,
+                           architecture_settings=cfg.architecture_settings)
+
+    if state is not None:
+        # first on the meta device (no memory): a record asking for sizes its weights do not have (a width of
+        # 10^5 in an edited config) is refused before anything that size is allocated
+        try:
+            with torch.device("meta"):
+                probe = build()
+        except Exception:  # a component that cannot be built on meta: load_state_dict checks the real one
+            probe = None
+        if probe is not None:
+            check_fits(probe, state)
+    model = build()
     if state is not None and load:
         model.load_state_dict(state)
     model.record = record.replace(input_spec=spec.task.input_spec(),
@@ -179,6 +193,23 @@ def hand_record(input_spec: tuple[str, tuple[int, int] | None], in_channels: int
     """A record for a model put together by hand (``zoo.build_model``), so ``zoo.predict`` and
     ``zoo.export`` know how an image becomes its input: ``("resize", (H, W))``, or ``("keep", None)``."""
     return ModelRecord(config=RunConfig(task=task, encoder=encoder), input_spec=input_spec, in_channels=in_channels)
+
+
+class StateMismatch(ValueError):
+    """Weights that do not fit the model their record describes."""
+
+
+def check_fits(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``state`` has exactly ``model``'s tensors, each of its shape (``model`` may live on the meta device)."""
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} in the weights, {tuple(v.shape)} in the model" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or extra or shapes:
+        said = [f"{len(missing)} missing ({', '.join(missing[:2])})" if missing else "",
+                f"{len(extra)} unexpected ({', '.join(extra[:2])})" if extra else "",
+                f"{len(shapes)} of another shape ({shapes[0]})" if shapes else ""]
+        raise StateMismatch("; ".join(s for s in said if s))
 
 
 def model_summary(record: ModelRecord) -> dict[str, Any]:

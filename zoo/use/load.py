@@ -20,7 +20,7 @@ from zoo.core.registry import RegistryError
 from zoo.engine.build import load_registry, task_spec
 from zoo.engine.checkpoint import read_weights
 from zoo.engine.config import RunConfig
-from zoo.engine.record import ModelRecord, build_from_record, in_channels_of
+from zoo.engine.record import ModelRecord, StateMismatch, build_from_record, in_channels_of
 from zoo.use.hub import CONFIG, WEIGHTS, is_model_folder, read_named_folder
 from zoo.use.pretrained import is_shipped, pretrained_meta, read_shipped, record_of_row, run_row
 
@@ -62,7 +62,7 @@ def _build(record: ModelRecord, registry, state: dict[str, torch.Tensor], where:
         return build_from_record(record, registry, state)
     except RegistryError as exc:  # a task, head or encoder of a registry the caller did not give
         raise RegistryError(f"{where}: {exc}{registry_hint(record.config.registry)}") from None
-    except RuntimeError as exc:  # load_state_dict: the weights do not fit the model the record describes
+    except (RuntimeError, StateMismatch) as exc:  # the weights do not fit the model the record describes
         raise ValueError(f"{where} does not fit the {record.task}/{record.encoder} model its record describes: "
                          f"{one_line(exc)}") from None
 
