@@ -10,7 +10,7 @@ import torch
 
 import zoo
 from conftest import assert_clear, run_cli as bench_cli, scratch_encoder, write_registry
-from zoo.engine.evaluate import _update
+from zoo.engine.evaluate import update_labelled
 from zoo.runs.gain import delta_m
 from zoo.core.metrics import Accuracy
 from zoo.runs.results import load_rows
@@ -100,7 +100,7 @@ def test_metrics_score_only_the_samples_that_carry_their_targets():
     m = Accuracy("accuracy", "digit", "label")
     preds = {"digit": torch.tensor([1, 2, 0, 0])}
     batch = {"label": torch.tensor([1, 2, 3, 4]), "valid": {"label": torch.tensor([True, True, False, False])}}
-    _update(m, preds, batch)
+    update_labelled(m, preds, batch)
     assert m.compute()["accuracy"] == 100.0  # the two unlabelled (wrong) predictions are not scored
 
 

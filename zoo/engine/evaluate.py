@@ -58,11 +58,12 @@ def score_streams(s, batches: Mapping[str, Iterable[dict]], *, amp: bool = False
                 preds = predictions(s.model, out, batch["image"])
             for m in s.metrics:
                 if s.metric_streams[m.name] == stream:
-                    _update(m, preds, batch)
+                    update_labelled(m, preds, batch)
 
 
-def _update(m: Metric, preds: dict[str, torch.Tensor], batch: dict) -> None:
-    """Score only the samples that carry every target the metric reads (partial labels)."""
+def update_labelled(m: Metric, preds: dict[str, torch.Tensor], batch: dict) -> None:
+    """Update metric ``m`` with only the samples of ``batch`` that carry every target it reads (partial labels:
+    ``batch["valid"]``), as a head's loss leaves out the samples without its target; a batch with none is skipped."""
     keep = labelled(batch, m.targets)
     if keep is None:
         m.update(preds, batch)
