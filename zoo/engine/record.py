@@ -168,9 +168,10 @@ def build_from_record(record: ModelRecord, registry: Registry, state: dict[str, 
                            registry=registry, architecture=cfg.architecture,
                            architecture_settings=cfg.architecture_settings)
 
-    if state is not None:
+    if state is not None and load:
         # first on the meta device (no memory): a record asking for sizes its weights do not have (a width of
-        # 10^5 in an edited config) is refused before anything that size is allocated
+        # 10^5 in an edited config) is refused before anything that size is allocated. A run (load=False)
+        # checks its checkpoint's settings first, and its model's size against the device (engine.checks).
         try:
             with torch.device("meta"):
                 probe = build()
