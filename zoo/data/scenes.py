@@ -330,9 +330,9 @@ def _room(o: list[torch.Tensor], d: list[torch.Tensor], sc: Scenes):
     return t, surface, cls, (nx, ny, nz)
 
 
-def _box(o, d, c, e, yaw, normals: bool):
-    """Ray / yawed box: ``t`` (inf on a miss) and the world normal of the face hit."""
-    cs, sn = torch.cos(yaw), torch.sin(yaw)
+def _box(o, d, c, e, cs, sn, normals: bool):
+    """Ray / yawed box (``cs``, ``sn``: its yaw's cosine and sine): ``t`` (inf on a miss) and the world
+    normal of the face hit."""
     rx, ry, rz = o[0] - c[0], o[1] - c[1], o[2] - c[2]
     lo = (cs * rx - sn * rz, ry, sn * rx + cs * rz)  # world -> box frame (a rotation about y)
     ld = (cs * d[0] - sn * d[2], d[1], sn * d[0] + cs * d[2])
@@ -395,37 +395,75 @@ def _cylinder(o, d, c, e, normals: bool):
     return t, (nx, torch.where(on_cap, torch.ones_like(t), zero), nz)
 
 
-_INTERSECT = {BOX: _box, SPHERE: lambda o, d, c, e, yaw, normals: _sphere(o, d, c, e, normals),
-              CYLINDER: lambda o, d, c, e, yaw, normals: _cylinder(o, d, c, e, normals)}
+#: the cull's bounding spheres are this much larger than the objects' (metres): far above float rounding
+#: (so a culled ray certainly misses), and above the shadow rays' 1e-3 offset from their surface
+_CULL_MARGIN = 0.01
 
 
-def _objects(sc: Scenes, o, d, normals: bool):
-    """Each present object slot's hit of the rays: yields ``(slot, t, normal)``."""
-    types = object_types(sc.present.shape[1]).tolist()
-    for k, kind in enumerate(types):
-        c = [sc.centre[:, k, i:i + 1] for i in range(3)]
-        e = [sc.extent[:, k, i:i + 1] for i in range(3)]
-        t, n = _INTERSECT[kind](o, d, c, e, sc.obj_yaw[:, k:k + 1], normals)
-        t = t.masked_fill(~sc.present[:, k:k + 1], math.inf)
-        yield k, t, n
+def _cull(sc: Scenes, apex: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """``[B, P, S]`` bool: whether the ray from ``apex`` ``[B, 3]`` along ``dirs`` ``[B, P, 3]`` may meet
+    object slot k (False only for absent slots and certain misses of the slot's bounding sphere).
+
+    Objects cover a small part of the image, so testing every ray against every object exactly is
+    most of the work; this test is one matrix product and a few comparisons, and the exact one then
+    runs on the candidates only (:func:`_object_hits`)."""
+    w = sc.centre - apex[:, None]  # [B, S, 3] apex -> object centre
+    r = sc.extent.norm(dim=-1) + _CULL_MARGIN  # bounding radius (boxes' corners, cylinders' rims)
+    k = ((w * w).sum(-1) - r * r)[:, None]  # [B, 1, S]; < 0: the apex is inside the sphere
+    dw = dirs @ w.transpose(1, 2)  # [B, P, S]
+    dd = (dirs * dirs).sum(-1, keepdim=True)  # [B, P, 1]
+    # the line passes within r of the centre ((d.w)^2 >= |d|^2 (|w|^2 - r^2)), ahead of the apex
+    return (((dw > 0) & (dw * dw >= dd * k)) | (k < 0)) & sc.present[:, None]
+
+
+def _object_hits(sc: Scenes, o, d, cand: torch.Tensor, normals: bool):
+    """Slot by slot, the exact hits of the candidate rays (``cand`` from :func:`_cull`): yields ``(slot,
+    idx, t, normal)``, ``idx`` the rays' flat indices into ``[B * P]``, the others their values (``t``
+    inf on a miss). ``o`` and ``d`` are ray components, ``[B, 1]`` (one per scene) or ``[B, P]``.
+
+    Per-scene quantities (the object's parameters, its yaw's cosine and sine) are computed per scene as
+    before and only then gathered, and the rest is elementwise arithmetic, so every candidate's result is
+    bit for bit what testing all the rays would give."""
+    b, p, s = cand.shape
+    # flattened once (a strided component's reshape is a copy): per scene [B] or per ray [B * P]
+    o, d = ([x[:, 0] if x.shape[1] == 1 else x.reshape(-1) for x in v] for v in (o, d))
+    for k, kind in enumerate(object_types(s).tolist()):
+        idx = cand[..., k].reshape(-1).nonzero().squeeze(1)
+        if len(idx) == 0:
+            continue
+        scene = idx // p
+        ok, dk = ([x[scene] if len(x) == b else x[idx] for x in v] for v in (o, d))
+        c = [sc.centre[:, k, i][scene] for i in range(3)]
+        e = [sc.extent[:, k, i][scene] for i in range(3)]
+        if kind == BOX:
+            yaw = sc.obj_yaw[:, k:k + 1]
+            t, n = _box(ok, dk, c, e, torch.cos(yaw)[scene, 0], torch.sin(yaw)[scene, 0], normals)
+        elif kind == SPHERE:
+            t, n = _sphere(ok, dk, c, e, normals)
+        else:
+            t, n = _cylinder(ok, dk, c, e, normals)
+        yield k, idx, t, n
 
 
 def render(sc: Scenes, h: int, w: int, settings: SceneSettings) -> dict[str, torch.Tensor]:
     """Ray cast a batch of scenes at ``h`` x ``w``: ``image``, ``mask``, ``depth``, ``normals`` (module docstring)."""
-    b, dev = len(sc.keys), sc.keys.device
+    b = len(sc.keys)
     dc = rays(sc.fov, h, w).view(b, h * w, 3)
     dw = dc @ sc.rotation.transpose(1, 2)  # world directions [B, P, 3]
     d = [dw[..., i] for i in range(3)]
     o = [sc.eye[:, i:i + 1] for i in range(3)]
     t, surface, cls, n = _room(o, d, sc)
     n = list(n)
-    types = object_types(sc.present.shape[1]).to(dev)
-    for k, tk, nk in _objects(sc, o, d, normals=True):
-        closer = tk < t
-        t = torch.where(closer, tk, t)
-        surface = torch.where(closer, ROOM_SURFACES + k, surface)
-        cls = torch.where(closer, types[k], cls)
-        n = [torch.where(closer, a, bb) for a, bb in zip(nk, n)]
+    types = object_types(sc.present.shape[1]).tolist()
+    flat = [x.view(-1) for x in (t, surface, cls, *n)]  # views: the writes below land in t, surface, ...
+    for k, idx, tk, nk in _object_hits(sc, o, d, _cull(sc, sc.eye, dw), normals=True):
+        closer = tk < flat[0][idx]  # strict: of equal hits the lower slot wins
+        sel = idx[closer]
+        flat[0][sel] = tk[closer]
+        flat[1][sel] = ROOM_SURFACES + k
+        flat[2][sel] = types[k]
+        for nf, nc in zip(flat[3:], nk):
+            nf[sel] = nc[closer]
     p = [oc + t * dc_ for oc, dc_ in zip(o, d)]
     # texture: a 3-D checker evaluated just inside the surface (points on a plane sit exactly on a cell
     # boundary, and rounding would speckle them)
@@ -440,8 +478,10 @@ def render(sc: Scenes, h: int, w: int, settings: SceneSettings) -> dict[str, tor
     if settings.shadows:
         so = [pc + 1e-3 * nc for pc, nc in zip(p, n)]
         lit = torch.ones_like(t, dtype=torch.bool)
-        for _, tk, _ in _objects(sc, so, lv, normals=False):
-            lit &= ~(tk < 1.0)
+        # shadow rays all end at the light, so one cull from it; an unlit point (lambert 0) needs none
+        cand = _cull(sc, sc.light, -torch.stack(lv, -1)) & (lambert > 0)[..., None]
+        for _, idx, tk, _ in _object_hits(sc, so, lv, cand, normals=False):
+            lit.view(-1)[idx[tk < 1.0]] = False
         lambert = lambert * lit
     light = sc.ambient[:, None] + sc.light_power[:, None] * lambert * (6.0 / (4.0 + dist2))
     linear = (albedo * (tex * light * sc.exposure[:, None])[..., None]).clamp(0, 1)  # [B, P, 3]
