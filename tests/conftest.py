@@ -1,8 +1,10 @@
-"""Shared fixtures and helpers: tiny MNIST-format IDX files written by the tests themselves, user registry
-files, and ``python -m zoo.bench`` run in this process."""
+"""Shared fixtures and helpers: tiny MNIST-format IDX files written by the tests themselves, small datasets in
+each bring-your-own-data format (COCO, Pets, npz, image folders), user registry files, and ``python -m zoo.bench``
+run in this process."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import struct
 import tempfile
@@ -10,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -100,6 +103,90 @@ def fill_hub_repo(cache: Path, repo_id: str, files: dict[str, bytes], revision: 
     (folder / "refs").mkdir(exist_ok=True)
     (folder / "refs" / "main").write_text(revision)
     return snapshot
+
+
+def rgb(h: int, w: int, seed: int) -> np.ndarray:
+    """A seeded random colour image, (h, w, 3) uint8."""
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def square(x0: float, y0: float, x1: float, y1: float) -> list[float]:
+    """A COCO polygon: the rectangle (x0, y0)-(x1, y1) as a flat list of corner coordinates."""
+    return [float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]
+
+
+def write_coco(root: Path) -> Path:
+    """Two splits; category ids 1 ('cat') and 7 ('dog'): contiguous indices 1 and 2."""
+    (root / "annotations").mkdir(parents=True)
+    for split, n in (("train", 4), ("val", 2)):
+        (root / split).mkdir()
+        images, anns = [], []
+        for i in range(n):
+            name = f"{split}_{i}.jpg"
+            cv2.imwrite(str(root / split / name), rgb(40, 60, i))
+            images.append({"id": i + 1, "file_name": name, "height": 40, "width": 60})
+        # image 1: a big cat square with a small dog square on top of it (overlap)
+        anns.append({"id": 1, "image_id": 1, "category_id": 1, "segmentation": [square(5, 5, 35, 35)], "area": 900, "iscrowd": 0})
+        anns.append({"id": 2, "image_id": 1, "category_id": 7, "segmentation": [square(10, 10, 20, 20)], "area": 100, "iscrowd": 0})
+        # image 2: a crowd RLE (uncompressed counts, column-major) of dog covering column 0 rows 0-9
+        anns.append({"id": 3, "image_id": 2, "category_id": 7, "iscrowd": 1, "area": 10,
+                     "segmentation": {"size": [40, 60], "counts": [0, 10, 2390]}})
+        # unknown category and an invalid polygon: skipped and counted, never a crash
+        anns.append({"id": 4, "image_id": 2, "category_id": 99, "segmentation": [square(1, 1, 5, 5)], "area": 16, "iscrowd": 0})
+        anns.append({"id": 5, "image_id": 2, "category_id": 1, "segmentation": [[1.0, 2.0, 3.0]], "area": 1, "iscrowd": 0})
+        # images 3.. have no annotations: all background
+        data = {"images": images, "annotations": anns,
+                "categories": [{"id": 7, "name": "dog"}, {"id": 1, "name": "cat"}]}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    return root
+
+
+def write_pets(root: Path, n: int = 6, lists: bool = True) -> Path:
+    """``n`` Oxford-IIIT Pet images and trimaps under ``root`` (a pet square with a boundary ring), with the
+    official split lists unless ``lists`` is False."""
+    (root / "images").mkdir(parents=True)
+    (root / "annotations" / "trimaps").mkdir(parents=True)
+    for i in range(n):
+        name = f"Abyssinian_{i + 1}"
+        cv2.imwrite(str(root / "images" / f"{name}.jpg"), rgb(30, 40, i))
+        tri = np.full((30, 40), 2, np.uint8)
+        tri[5:25, 10:30] = 3
+        tri[7:23, 12:28] = 1
+        cv2.imwrite(str(root / "annotations" / "trimaps" / f"{name}.png"), tri)
+    if lists:
+        names = [f"Abyssinian_{i + 1} 1 1 1" for i in range(n)]
+        (root / "annotations" / "trainval.txt").write_text("\n".join(names[:4]) + "\n")
+        (root / "annotations" / "test.txt").write_text("\n".join(names[4:]) + "\n")
+    return root
+
+
+def write_npz(path: Path, n: int = 20, stacked: bool = False, classes: int = 4) -> Path:
+    """An npz of ``n`` grey images and masks of ``classes`` classes (the last one rare: in 3 images), as
+    ``images``/``masks`` or one ``training_set`` array (``stacked``)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (n, 16, 24), dtype=np.uint8)
+    y = np.zeros((n, 16, 24), np.uint8)
+    y[:, :8] = 1
+    y[:, 8:, :12] = 2
+    y[:3, 0:2, 0:2] = classes - 1  # a rare class in 3 images
+    if stacked:
+        np.savez(path, training_set=np.stack([x, y], 1))
+    else:
+        np.savez(path, images=x, masks=y)
+    return path
+
+
+def write_folder(root: Path, n: int = 6, classes: int = 3) -> Path:
+    """An image folder (``Images/`` grey PNGs, ``Masks/`` index PNGs) of ``n`` pairs, each mask a square of one
+    of the classes 1..classes-1."""
+    (root / "Images").mkdir(parents=True)
+    (root / "Masks").mkdir(parents=True)
+    for i in range(n):
+        cv2.imwrite(str(root / "Images" / f"{i:03d}.png"), rgb(20, 24, i)[..., 0])
+        m = np.zeros((20, 24), np.uint8)
+        m[5:15, 5:15] = 1 + i % (classes - 1)
+        cv2.imwrite(str(root / "Masks" / f"{i:03d}.png"), m)
+    return root
 
 
 def write_registry(folder: Path, entries: dict[str, Any], name: str = "r.yaml") -> Path:

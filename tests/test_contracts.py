@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import zoo
-from conftest import assert_clear, foreground_task, run_cli, write_registry
-from test_datasets_ext import write_folder
+from conftest import assert_clear, foreground_task, run_cli, write_folder, write_registry
 from zoo.core.losses import BCEDice, CrossEntropy, Dice, Focal
 from zoo.engine.build import task_spec
 from zoo.engine.step import HeadPlan

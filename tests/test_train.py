@@ -1,12 +1,15 @@
 """zoo.engine.train: a checkpoint stores the training state under the names older checkpoints were written
-with, a resumed run reads every field of it back, only last.pt resumes, and a NaN validation score is
-never picked as the best epoch."""
+with, a resumed run reads every field of it back, only last.pt resumes, a NaN validation score is
+never picked as the best epoch, and a run of few optimizer steps says so before training."""
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
 
-from conftest import assert_clear, run_cli
+from conftest import assert_clear, run_cli, write_folder
+from zoo.bench import main
 from zoo.engine.checkpoint import load_checkpoint
 from zoo.engine.config import RunConfig
 from zoo.engine.train import fit
@@ -74,3 +77,22 @@ def test_a_nan_validation_monitor_is_never_a_silent_pick(tiny_mnist, tmp_path, m
     text = buf.getvalue()
     assert "warning: validation iou is NaN at epoch 1" in text and "never chosen over one with a number" in text
     assert r.best_epoch == 2
+
+
+def test_a_tiny_folder_run_warns_about_its_step_count_before_training(tmp_path, capsys):
+    """A bring-your-own-data run of a few optimizer steps says so before the first epoch, with the numbers
+    and what to change; a --quick run is told it is a smoke run instead; a run of enough steps says nothing."""
+    src = write_folder(tmp_path / "data", n=12)
+    args = ["--task", "folder", "--encoder", "scratch", "--data-root", str(src), "--encoder-arg", "width=4", "--quiet"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*args, "--out", str(tmp_path / "a"), "--epochs", "2", "--batch-size", "64"]) == 0
+        err = capsys.readouterr().err.replace("\n", " ")
+        # 12 images: 8 train after the validation and test splits, one batch of 64 -> 1 step per epoch
+        assert "warning: this run takes only 2 optimizer step(s) (1 per epoch x 2 epoch(s) at batch size 64)" in err
+        assert "give --epochs 50" in err and err.index("warning: this run") < err.index("epoch 1/")
+        assert main([*args, "--out", str(tmp_path / "b"), "--quick"]) == 0
+        err = capsys.readouterr().err.replace("\n", " ")
+        assert "note: smoke-sized run (--quick)" in err and "warning: this run" not in err
+        assert main([*args, "--out", str(tmp_path / "c"), "--epochs", "50", "--batch-size", "64"]) == 0
+        assert "optimizer step" not in capsys.readouterr().err

@@ -14,8 +14,7 @@ import timm
 import torch
 from safetensors.torch import save
 
-from conftest import assert_clear, fill_hub_repo, run_cli
-from test_datasets_ext import write_folder
+from conftest import assert_clear, fill_hub_repo, run_cli, write_folder
 
 import zoo
 from zoo.data.__main__ import main as data_cli
