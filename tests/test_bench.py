@@ -126,16 +126,6 @@ def test_cli_list(capsys):
         assert name in out
 
 
-def test_resumed_checkpoint_of_other_task_is_refused(tiny_mnist, tmp_path):
-    cfg = RunConfig(task="foreground", encoder="scratch", epochs=1, batch_size=16, data_root=str(tiny_mnist),
-                    encoder_settings=FG_ENCODER)
-    fit(cfg, out_dir=tmp_path, show_progress=False)
-    other = RunConfig(task="circlization", encoder="scratch", epochs=1, batch_size=16, data_root=str(tiny_mnist),
-                      encoder_settings={"width": 8})
-    with pytest.raises(ValueError, match="task: 'foreground' in the checkpoint, 'circlization' now"):
-        fit(other, resume=tmp_path / "last.pt", show_progress=False)
-
-
 def test_distributed_two_processes_equal_single_process_evaluation(tiny_mnist, tmp_path):
     """torchrun with 2 CPU (gloo) processes trains; its reduced test metrics equal a one-process
     evaluation of the same checkpoint; only rank 0 writes files."""

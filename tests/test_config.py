@@ -1,10 +1,15 @@
 """zoo.engine.config: a run's options are checked before any data is read (one line naming the bad
-option), and a resume is refused when the checkpoint was trained with other settings."""
+option), and a resume is refused when the checkpoint was trained with other settings (check_resumable), from
+the command line or from zoo.engine.train.fit."""
 from __future__ import annotations
 
 import pytest
 
 from conftest import assert_clear, run_cli
+from zoo.engine.config import RunConfig
+from zoo.engine.train import fit
+
+FG_ENCODER = {"input_skip": True, "width": 8}  # the foreground threshold head reads the raw input
 
 
 @pytest.mark.parametrize("args,expect", [
@@ -44,3 +49,13 @@ def test_resume_with_other_settings_is_refused(tiny_mnist, tmp_path, capsys, cha
     args = [a for a in base if a not in ("--epochs", "1")] + (["--epochs", "1"] if "--epochs" not in change else [])
     rc, err = run_cli([*args, *change, "--resume", str(last)], capsys)
     assert_clear(rc, err, f"checkpoint {last} is from another run", expect)
+
+
+def test_resumed_checkpoint_of_other_task_is_refused(tiny_mnist, tmp_path):
+    cfg = RunConfig(task="foreground", encoder="scratch", epochs=1, batch_size=16, data_root=str(tiny_mnist),
+                    encoder_settings=FG_ENCODER)
+    fit(cfg, out_dir=tmp_path, show_progress=False)
+    other = RunConfig(task="circlization", encoder="scratch", epochs=1, batch_size=16, data_root=str(tiny_mnist),
+                      encoder_settings={"width": 8})
+    with pytest.raises(ValueError, match="task: 'foreground' in the checkpoint, 'circlization' now"):
+        fit(other, resume=tmp_path / "last.pt", show_progress=False)
