@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 
 import pytest
 
-from conftest import scratch_encoder, write_registry
+from conftest import run_cli, scratch_encoder, write_registry
 from slurm_cluster import slurm_cluster  # noqa: F401 - the session's cluster fixture
-from zoo.bench import main
 from zoo.runs.results import load_rows
 from zoo.runs.slurm import read_config, time_minutes
 
@@ -28,13 +26,6 @@ def registry(tmp_path) -> Path:
                                                   "broken": scratch_encoder(width=-4)}})
 
 
-def bench(args, capsys) -> tuple[int, str]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rc = main([*args, "--quiet", "--no-figures", "--no-speed"])
-    return rc, capsys.readouterr().err.replace("\n", " ")
-
-
 def same(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in RUN_SPECIFIC}
 
@@ -48,18 +39,20 @@ def test_a_slurm_grid_gives_the_local_grids_rows_and_detach_then_collect(slurm_c
     grid = ["--task", "foreground,circlization", "--encoder", "tiny_a,tiny_b", "--registry", str(registry),
             "--data-root", str(tiny_mnist), "--quick", "--train-limit", "32", "--test-limit", "32"]
     slurm = [*grid, "--out", str(tmp_path / "slurm"), "--launcher", "slurm", "--slurm-parallel", "2"]
-    rc, err = bench([*slurm, "--detach"], capsys)
+    rc, err = run_cli([*slurm, "--detach"], capsys, speed=False)
     assert rc == 0 and "submitted 4 jobs as Slurm array" in err and "run the same command again" in err, err
-    rc, err = bench([*grid, "--out", str(tmp_path / "local"), "--jobs", "2"], capsys)  # (while Slurm runs its jobs)
+    # (while Slurm runs its jobs)
+    rc, err = run_cli([*grid, "--out", str(tmp_path / "local"), "--jobs", "2"], capsys, speed=False)
     assert rc == 0, err
-    rc, err = bench(slurm, capsys)  # the same command: collects (waiting for those still queued or running)
+    # the same command: collects (waiting for those still queued or running)
+    rc, err = run_cli(slurm, capsys, speed=False)
     assert rc == 0 and "submitted" not in err and "4 done, 0 failed" in err, err
     local, remote = by_key(tmp_path / "local"), by_key(tmp_path / "slurm")
     assert len(local) == 4 and local.keys() == remote.keys()
     for key in local:
         assert same(remote[key]) == same(local[key]), key
         assert remote[key]["launcher"] == "slurm" and Path(remote[key]["log"]).is_file()
-    rc, err = bench(slurm, capsys)  # everything there: nothing submitted again
+    rc, err = run_cli(slurm, capsys, speed=False)  # everything there: nothing submitted again
     assert rc == 0 and err.count("skip ") == 4 and "submitted" not in err, err
 
 
@@ -70,7 +63,7 @@ def test_a_requeued_job_continues_from_its_last_checkpoint(slurm_cluster, tiny_m
            str(tiny_mnist), "--quick", "--epochs", "3", "--train-limit", "160"]
     out = tmp_path / "slurm"
     slurm = [*one, "--out", str(out), "--launcher", "slurm"]
-    rc, err = bench([*slurm, "--detach"], capsys)
+    rc, err = run_cli([*slurm, "--detach"], capsys, speed=False)
     assert rc == 0, err
     deadline = time.monotonic() + 120
     while not list(out.glob("*/last.pt")):  # its first epoch is done
@@ -83,13 +76,13 @@ def test_a_requeued_job_continues_from_its_last_checkpoint(slurm_cluster, tiny_m
         assert time.monotonic() < deadline, "the job was not requeued"
         time.sleep(0.2)
     slurm_cluster.run("scontrol", "update", f"jobid={job_id}", "StartTime=now")  # (Slurm delays a requeue ~2 min)
-    rc, err = bench(slurm, capsys)
+    rc, err = run_cli(slurm, capsys, speed=False)
     assert rc == 0, err
     (row,) = load_rows(out)
     assert "resumed from" in row["note"] and row["epochs"] == 3, row
     log = (Path(row["run_dir"]) / "log.txt").read_text()
     assert log.count("epoch 1/3") == 1 and log.count("epoch 3/3") == 1, log
-    rc, err = bench([*one, "--out", str(tmp_path / "uninterrupted")], capsys)
+    rc, err = run_cli([*one, "--out", str(tmp_path / "uninterrupted")], capsys, speed=False)
     assert rc == 0, err
     (whole,) = load_rows(tmp_path / "uninterrupted")
     assert same(row) == same(whole)
@@ -97,8 +90,8 @@ def test_a_requeued_job_continues_from_its_last_checkpoint(slurm_cluster, tiny_m
 
 def test_a_failing_job_is_a_failure_row_naming_its_slurm_log(slurm_cluster, tiny_mnist, registry, tmp_path, capsys):
     out = tmp_path / "slurm"
-    rc, err = bench(["--task", "foreground", "--encoder", "broken", "--registry", str(registry), "--data-root",
-                     str(tiny_mnist), "--quick", "--out", str(out), "--launcher", "slurm"], capsys)
+    rc, err = run_cli(["--task", "foreground", "--encoder", "broken", "--registry", str(registry), "--data-root",
+                       str(tiny_mnist), "--quick", "--out", str(out), "--launcher", "slurm"], capsys, speed=False)
     (row,) = load_rows(out)
     assert rc == 1 and row["status"] == "failed" and "width must be a positive integer" in row["error"], err
     assert "width must be a positive integer" in Path(row["log"]).read_text() and row["launcher"] == "slurm"
@@ -110,9 +103,9 @@ def test_a_two_task_job_runs_data_parallel_like_torchrun(slurm_cluster, tiny_mni
     from zoo.engine.evaluate import evaluate_checkpoint
 
     out = tmp_path / "slurm"
-    rc, err = bench(["--task", "circlization", "--encoder", "tiny_a", "--registry", str(registry), "--data-root",
-                     str(tiny_mnist), "--quick", "--train-limit", "64", "--test-limit", "25", "--out", str(out),
-                     "--launcher", "slurm", "--slurm-tasks", "2"], capsys)
+    rc, err = run_cli(["--task", "circlization", "--encoder", "tiny_a", "--registry", str(registry), "--data-root",
+                       str(tiny_mnist), "--quick", "--train-limit", "64", "--test-limit", "25", "--out", str(out),
+                       "--launcher", "slurm", "--slurm-tasks", "2"], capsys, speed=False)
     assert rc == 0, err
     (row,) = load_rows(out)
     assert row["world_size"] == 2 and row["global_batch_size"] > 0, row
@@ -137,8 +130,8 @@ def test_bad_slurm_input_is_one_line_before_anything_runs(slurm_cluster, tiny_mn
         monkeypatch.setenv("SLURM_CONF", str(conf))
         extra = []
     out = tmp_path / "out"
-    rc, err = bench(["--task", "foreground", "--data-root", str(tiny_mnist), "--quick", "--out", str(out),
-                     "--launcher", "slurm", *extra], capsys)
+    rc, err = run_cli(["--task", "foreground", "--data-root", str(tiny_mnist), "--quick", "--out", str(out),
+                       "--launcher", "slurm", *extra], capsys, speed=False)
     assert rc == 2 and expect in err and err.count("error:") == 1 and "Traceback" not in err, err
     assert not load_rows(out) and not (out / "slurm").exists()
 
