@@ -79,13 +79,16 @@ def plot(rows: list[dict[str, Any]], tasks: list[str], path: Path) -> None:
             d = r.get("decoder") or "unet"
             ax.scatter(r["gflops"], r[key], color=colours[d], marker=MARKERS.get(r["encoder"], "x"), s=60)
             ax.annotate(d, (r["gflops"], r[key]), fontsize=7, xytext=(4, 2), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("GFLOPs per image (log)")
+        xs = [r["gflops"] for r in rows if r["task"] == task and isinstance(r.get("gflops"), (int, float))]
+        wide = bool(xs) and max(xs) > 5 * min(xs)  # a log axis over a narrow range only crowds its labels
+        if wide:
+            ax.set_xscale("log")
+        ax.set_xlabel("GFLOPs per image" + (" (log)" if wide else ""))
         ax.set_ylabel(f"{key} (%)")
         ax.set_title(task)
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker=m, linestyle="", color="grey", label=e) for e, m in MARKERS.items()]
-    axes[0][-1].legend(handles=handles, fontsize=8, loc="lower right")
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
