@@ -28,8 +28,8 @@ from zoo.tasks.base import ResolvedTask, TaskData, TaskSpec
 # What a file says that is derived from the built model instead (and rewritten from it on save): the
 # task and encoder (the run config's), the heads' classes, the parameter count, the input description.
 _BUILT = ("task", "encoder", "heads", "num_params", "input", "head_specs")
-# Keys earlier versions wrote into a model folder's config.json around the record (``zoo.use.hub``).
-_FOLDER_KEYS = ("library_name", "zoo_format", "zoo_version", "normalization", "card_sha256")
+# The record's fields filled from the built model (build_from_record), never read from a file.
+_FROM_MODEL = ("input_spec", "head_specs", "head_classes", "num_params")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,11 +91,10 @@ class ModelRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {"config": config}
         for f in dataclasses.fields(cls):
-            if f.name in ("config", "extra", "input_spec", "head_specs", "head_classes", "num_params") \
-                    or d.get(f.name) is None:
+            if f.name in ("config", "extra", *_FROM_MODEL) or d.get(f.name) is None:
                 continue
             values[f.name] = _checked(f.name, d[f.name], where)
-        values["extra"] = {k: v for k, v in d.items() if k not in known and k not in _BUILT and k not in _FOLDER_KEYS}
+        values["extra"] = {k: v for k, v in d.items() if k not in known and k not in _BUILT}
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,7 +103,8 @@ class ModelRecord:
         out: dict[str, Any] = dict(self.extra)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("extra", "input_spec", "head_specs", "head_classes") or value in (None, {}):
+            # the built model's fields in the form shipped records have them (below); num_params as it is
+            if f.name == "extra" or (f.name in _FROM_MODEL and f.name != "num_params") or value in (None, {}):
                 continue
             out[f.name] = value.to_dict() if f.name == "config" else value
         out.update(task=self.task, encoder=self.encoder)

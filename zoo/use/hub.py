@@ -31,7 +31,9 @@ FILES = (CONFIG, WEIGHTS, CARD)
 HUB_PREFIX = "hf-hub:"
 MAX_CONFIG_BYTES = 10 * 2**20  # a config.json is a few KB; a bigger one is not ours
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_SHIPPED = ("file", "file_size_mb", "sha256")  # a shipped file's own: not the folder's
+_SHIPPED = ("file", "file_size_mb", "sha256")
+# What save_pretrained writes into config.json around the model's record
+FOLDER_KEYS = ("library_name", "zoo_format", "zoo_version", "normalization", "card_sha256")  # a shipped file's own: not the folder's
 
 
 
@@ -268,13 +270,14 @@ def read_folder(folder: str | Path, root: Path | None = None) -> tuple[dict[str,
 
 
 def read_named_folder(name: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
-    """The weights, checked ``config.json`` and path of model folder ``name``: a folder, or ``hf-hub:ORG/NAME``
+    """The weights, the record in ``config.json`` (checked) and the path of model folder ``name``: a folder, or ``hf-hub:ORG/NAME``
     through the Hugging Face cache (a snapshot's files are links into its cache repo's blobs,
     ``models--ORG--NAME/blobs``: that repo is the root they may point into)."""
     text = str(name)
     folder = _download(text) if text.startswith(HUB_PREFIX) else Path(text)
     state, config = read_folder(folder, folder.parent.parent if text.startswith(HUB_PREFIX) else None)
-    return state, config, folder
+    # the folder's own keys around the record (save_pretrained's) are not the model's record
+    return state, {k: v for k, v in config.items() if k not in FOLDER_KEYS}, folder
 
 
 def push_to_hub(model: MultiTaskModel | str | Path, repo_id: str, *, token: str | None = None,
