@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from zoo.core.files import atomic_write_text
 from zoo.engine.build import load_registry, task_spec
 from zoo.runs.results import load_rows
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if left:
         text += ["### Combinations without a row yet", "", *left, ""]
     text += ["![metric against GFLOPs](metric_vs_gflops.png)", ""]
-    (out / "README.md").write_text("\n".join(text))
+    atomic_write_text(out / "README.md", "\n".join(text))
     if tasks:
         plot(rows, tasks, out / "metric_vs_gflops.png")
     print(f"{out / 'README.md'}: {len(rows)} rows")

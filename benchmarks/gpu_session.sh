@@ -27,6 +27,8 @@
 #     {scratch, resnet18, mobilenetv3_large_100} on foreground and semantic with per-pixel heads
 #     (benchmarks/decoders/registry.yaml) at the default budget, seed 0, with its speed columns; then each
 #     decoder's training step, zoo / smp, on the idle GPU (benchmarks/decoder_step.py)
+#   PART=scenes DEADLINE=3000 bash benchmarks/gpu_session.sh   the scenes table at NYUv2's 288x384 instead (issue 39):
+#     benchmarks/scenes_grid.sh on the GPU, 24 runs at once, into scenes_288x384/
 # The grid's finished rows are skipped when RES already holds them (carry benchmarks/results/zoo
 # and set RES_ZOO to its absolute path there to finish the grid instead of starting it again).
 # on a CPU machine, a smoke test of the script itself:
@@ -87,6 +89,20 @@ if [ "${PART:-}" = decoders ]; then
   timeout 120 $PY "$REPO/benchmarks/decoder_step.py" --device $DEV "${DS[@]}" --out "$RES/decoders_step" \
     > "$RES/decoders_step.log" 2>&1
   log "decoder step time done ($?)"
+  cd "$RES" && tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='*.safetensors' . && ls -la "$OUT"
+  log "packed"
+  exit 0
+fi
+if [ "${PART:-}" = scenes ]; then
+  # the scenes table at NYUv2's 288x384 (issue 39): 3 architectures x 7 strategies x 3 seeds with each seed's
+  # single-task baselines (benchmarks/scenes_grid.sh); finished rows are skipped, so carry the folder and set
+  # RES_SCENES to it to go on. A run past DEADLINE is recorded as a timeout row (raise DEADLINE for this part).
+  SOUT=${RES_SCENES:-$RES/scenes_288x384}; SJ=24; SIZE=(--task-arg 'size=[288, 384]')
+  [ -n "${SMOKE:-}" ] && SJ=2 && SIZE=(--task-arg 'size=[32, 32]') && export ARCHS=hard_sharing STRATS=fixed SEEDS=0
+  PY=$PY OUT="$SOUT" JOBS=$SJ INTRO="$REPO/benchmarks/results/scenes_288x384/intro.md" SMOKE=${SMOKE:-} \
+    bash "$REPO/benchmarks/scenes_grid.sh" "${SIZE[@]}" --device $DEV --job-timeout "$DEADLINE" > "$RES/scenes.log" 2>&1
+  log "scenes table done ($?)"
+  tail -25 "$RES/scenes.log"
   cd "$RES" && tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='*.safetensors' . && ls -la "$OUT"
   log "packed"
   exit 0

@@ -2,6 +2,9 @@
 
     python benchmarks/mtl_table.py --results benchmarks/results/mtl [--intro F] [--outro F] [--task scenes]
 
+Below the table, a paragraph computed from it (``findings``): which configurations beat their single-task
+models by mean minus std over 3 seeds, and which are within seed noise of each other.
+
 Any multi-task task (``--task``, default ``joint``): its metric columns (its monitor, then the other metrics
 its delta_m compares) and its single-task baselines come from its registry entry (``monitor``,
 ``baselines``), never from names written here.
@@ -26,6 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from zoo.core.architectures import DEFAULT_ARCHITECTURE
+from zoo.core.files import atomic_write_text
 from zoo.engine.build import load_registry, task_spec
 from zoo.runs.gain import add_gain
 from zoo.runs.keys import row_architecture
@@ -129,6 +133,47 @@ def table(rows: list[dict], step: dict | None = None, task: str = "joint",
         stats
 
 
+def findings(stats: dict, min_seeds: int = 3) -> str:
+    """What the table shows, computed from its numbers (never written by hand, so it cannot go stale): which
+    configurations beat their single-task models by the project's rule (delta_m mean minus std above 0, over at
+    least ``min_seeds`` seeds), which lose by it (mean plus std below 0), and which sit within seed noise of the
+    best (their mean plus std reaches its mean minus std)."""
+    def band(n: tuple) -> tuple[float, float]:
+        v = [x for x in stats[n]["delta_m"] if math.isfinite(x)]
+        return statistics.fmean(v), statistics.stdev(v)
+
+    def name(n: tuple) -> str:
+        m, sd = band(n)
+        return f"{n[0]} + {n[1]} ({m:+.2f} ± {sd:.2f})"
+
+    def listed(ns: list) -> str:
+        return ", ".join(name(n) for n in sorted(ns, key=lambda n: -band(n)[0])) or "none"
+
+    judged = [n for n, s in stats.items() if sum(math.isfinite(x) for x in s["delta_m"]) >= min_seeds]
+    waiting = sorted(f"{n[0]} + {n[1]} ({sum(math.isfinite(x) for x in stats[n]['delta_m'])})"
+                     for n in stats if n not in judged)
+    lines = [f"**What the table shows** (computed by `benchmarks/mtl_table.py` from the rows above; delta_m in %, "
+             f"mean ± std over seeds; a configuration is judged once it has {min_seeds} seeds):", ""]
+    if judged:
+        beat = [n for n in judged if band(n)[0] - band(n)[1] > 0]
+        lose = [n for n in judged if band(n)[0] + band(n)[1] < 0]
+        even = [n for n in judged if n not in beat and n not in lose]
+        best = max(judged, key=lambda n: band(n)[0])
+        floor = band(best)[0] - band(best)[1]
+        near = [n for n in judged if n != best and sum(band(n)) >= floor]
+        below = [n for n in judged if n != best and n not in near]
+        lines += [f"- Beat their single-task models (mean minus std above 0): {listed(beat)}.",
+                  f"- Lose to them (mean plus std below 0): {listed(lose)}.",
+                  f"- Within seed noise of the single-task models (the band holds 0): {listed(even)}.",
+                  f"- The best mean is {name(best)}. Within seed noise of it (mean plus std reaches its mean minus "
+                  f"std): {listed(near)}. Below it by more than the noise: {listed(below)}."]
+    else:
+        lines.append(f"- No configuration has {min_seeds} seeds yet.")
+    if waiting:
+        lines.append(f"- Not judged yet, fewer than {min_seeds} seeds (seeds so far): {', '.join(waiting)}.")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default="benchmarks/results/mtl")
@@ -142,12 +187,12 @@ def main() -> int:
     args = p.parse_args()
     out = Path(args.results)
     step = json.loads(Path(args.step_time).read_text()) if args.step_time else None
-    text, _ = table(load_rows(out), step, args.task, args.registry)
+    text, stats = table(load_rows(out), step, args.task, args.registry)
     parts = [Path(args.intro).read_text()] if args.intro else []
-    parts.append(text)
+    parts += [text, findings(stats)]
     if args.outro:
         parts.append(Path(args.outro).read_text())
-    (out / "README.md").write_text("\n".join(parts))
+    atomic_write_text(out / "README.md", "\n".join(parts))
     print(text)
     return 0
 
