@@ -15,6 +15,7 @@ from typing import Any
 
 from zoo.core.files import atomic_write_text
 from zoo.engine.build import load_registry, task_spec
+from zoo.runs.plan import budget_of
 from zoo.runs.results import load_rows
 
 REGISTRY = Path(__file__).resolve().parent / "decoders" / "registry.yaml"
@@ -27,16 +28,30 @@ def monitor(task: str) -> str:
     return task_spec(task, load_registry([REGISTRY])).monitor[0]
 
 
+def output_stride(task: str, decoder: str, encoder: str) -> int:
+    """The stride of the decoder's output on this encoder, as the task's budget builds it (its encoder settings,
+    e.g. ``input_skip``): the decoder's own declaration, built on the meta device (no memory)."""
+    import torch
+
+    registry = load_registry([REGISTRY])
+    settings = budget_of(task_spec(task, registry), False, encoder).get("encoder_settings") or {}
+    with torch.device("meta"):
+        enc = registry.build("encoders", encoder, **settings)
+        return registry.entry("decoders", decoder).obj(enc.out_channels, enc.reductions).out_reduction
+
+
 def ranking(rows: list[dict[str, Any]], task: str) -> list[str]:
     key = monitor(task)
     done = sorted((r for r in rows if r["task"] == task), key=lambda r: -r[key])
     lines = [f"### {task} ({key}, % on the test split)", "",
-             f"| decoder | encoder | {key} | GFLOPs / image | parameters (M) | img/s, batch 1 | img/s, batch "
-             "eval | train peak MB | train s | epochs | machine |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| decoder | encoder | {key} | output stride | GFLOPs / image | parameters (M) | img/s, batch 1 | "
+             "img/s, batch eval | train peak MB | train s | epochs | machine |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in done:
         def num(k: str, fmt: str) -> str:
             return format(r[k], fmt) if isinstance(r.get(k), (int, float)) else "-"
-        lines.append(f"| {r.get('decoder') or 'unet'} | {r['encoder']} | {r[key]:.2f} | {num('gflops', '.3f')} | "
+        stride = output_stride(task, r.get("decoder") or "unet", r["encoder"])
+        lines.append(f"| {r.get('decoder') or 'unet'} | {r['encoder']} | {r[key]:.2f} | {stride} | {num('gflops', '.3f')} | "
                      f"{r['parameters'] / 1e6:.2f} | {num('infer_img_s_b1', '.0f')} | {num('infer_img_s_beval', '.0f')} | "
                      f"{num('peak_memory_mb', '.0f')} | {num('train_seconds', '.0f')} | {r['epochs']} | "
                      f"{r.get('machine', '-')} |")

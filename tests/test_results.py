@@ -260,6 +260,25 @@ def test_mtl_table_scores_each_seed_and_takes_side_by_side_step_time():
     assert "scenes_depth: depth_abs_err 0.50, depth_rel_err 0.20 (1 seeds)" in text
 
 
+def test_decoder_table_gives_each_rows_output_stride_from_the_decoder():
+    """The decoder table's output-stride column: each decoder's own declaration on the scratch encoder as the
+    task's budget builds it (input_skip: the raw input joins the stride-1 level), hand-checked against what each
+    decoder reads (heads/smp_decoders.py): the scratch encoder's strides are 1, 2, 4, 8, so fpn's four deepest
+    levels start at stride 1, and the deepest-level decoders stop at 8."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("decoder_table", ROOT / "benchmarks/decoder_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    want = {"unet": 1, "linknet": 1, "unetplusplus": 1, "manet": 1, "fpn": 1, "pan": 4, "segformer": 4,
+            "upernet": 4, "deeplabv3plus": 4, "deeplabv3": 8, "pspnet": 8}
+    assert {d: table.output_stride("semantic", d, "scratch") for d in want} == want
+    row = {"task": "foreground", "decoder": "segformer", "encoder": "scratch", "iou": 74.5, "parameters": 5.5e5,
+           "epochs": 20, "gflops": 0.059}
+    (line,) = [line for line in table.ranking([row], "foreground") if line.startswith("| segformer")]
+    assert line.startswith("| segformer | scratch | 74.50 | 4 | 0.059 | 0.55 |")
+
+
 def test_mtl_table_findings_judge_by_mean_minus_std_over_three_seeds():
     """The paragraph under the MTL table, on hand-made delta_m: mean minus std above 0 beats the single-task
     models, mean plus std below 0 loses, a band holding 0 is even; within noise of the best means its band
