@@ -10,6 +10,7 @@ yet) and ``metric_vs_gflops.png`` (one panel per task, colour = decoder, marker 
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +26,31 @@ MARKERS = {"scratch": "o", "resnet18": "s", "mobilenetv3_large_100": "^"}
 
 def monitor(task: str) -> str:
     """The task's one monitor metric (the decoder tasks have one)."""
-    return task_spec(task, load_registry([REGISTRY])).monitor[0]
+    return task_spec(task, registry()).monitor[0]
+
+
+@functools.lru_cache(maxsize=None)
+def registry():
+    return load_registry([REGISTRY])
+
+
+def levels(task: str, encoder: str) -> tuple[list[int], list[int]]:
+    """The encoder's channels and strides as the task's budget builds it for that encoder (its encoder settings,
+    e.g. ``input_skip``), on the meta device (no memory): what a row's decoder read."""
+    import torch
+
+    settings = budget_of(task_spec(task, registry()), False, encoder).get("encoder_settings") or {}
+    with torch.device("meta"):
+        enc = registry().build("encoders", encoder, **settings)
+    return list(enc.out_channels), list(enc.reductions)
 
 
 def output_stride(task: str, decoder: str, encoder: str) -> int:
-    """The stride of the decoder's output on this encoder, as the task's budget builds it (its encoder settings,
-    e.g. ``input_skip``): the decoder's own declaration, built on the meta device (no memory)."""
+    """The stride of the decoder's output on the row's encoder: the decoder's own declaration."""
     import torch
 
-    registry = load_registry([REGISTRY])
-    settings = budget_of(task_spec(task, registry), False, encoder).get("encoder_settings") or {}
     with torch.device("meta"):
-        enc = registry.build("encoders", encoder, **settings)
-        return registry.entry("decoders", decoder).obj(enc.out_channels, enc.reductions).out_reduction
+        return registry().entry("decoders", decoder).obj(*levels(task, encoder)).out_reduction
 
 
 def ranking(rows: list[dict[str, Any]], task: str) -> list[str]:
@@ -58,24 +71,19 @@ def ranking(rows: list[dict[str, Any]], task: str) -> list[str]:
     return lines + [""]
 
 
-def serves(registry, decoder: str, encoder: str) -> bool:
-    """The decoder's own declaration accepts the encoder's levels (built on the meta device: no memory)."""
-    import torch
-
-    with torch.device("meta"):
-        enc = registry.build("encoders", encoder)
-    return registry.entry("decoders", decoder).obj.refuse(enc.out_channels, enc.reductions) is None
+def serves(task: str, decoder: str, encoder: str) -> bool:
+    """The decoder's own declaration accepts the encoder's levels, as the task builds the encoder."""
+    return registry().entry("decoders", decoder).obj.refuse(*levels(task, encoder)) is None
 
 
 def missing(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
     """The grid's combinations without a finished row (a decoder that refuses an encoder has none to make)."""
-    registry = load_registry([REGISTRY])
-    decoders = registry.names("decoders")
+    decoders = registry().names("decoders")
     have = {(r["task"], r["encoder"], r.get("decoder") or "unet") for r in rows}
     out = []
     for task in tasks:
         for enc in ENCODERS:
-            left = [d for d in decoders if (task, enc, d) not in have and serves(registry, d, enc)]
+            left = [d for d in decoders if (task, enc, d) not in have and serves(task, d, enc)]
             if left:
                 out.append(f"- {task} / {enc}: {', '.join(left)}")
     return out

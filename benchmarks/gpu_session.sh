@@ -28,7 +28,8 @@
 #     (benchmarks/decoders/registry.yaml) at the default budget, seed 0, with its speed columns; then each
 #     decoder's training step, zoo / smp, on the idle GPU (benchmarks/decoder_step.py)
 #   PART=scenes DEADLINE=3000 bash benchmarks/gpu_session.sh   the scenes table at NYUv2's 288x384 instead (issue 39):
-#     benchmarks/scenes_grid.sh on the GPU, 24 runs at once, into scenes_288x384/
+#     benchmarks/scenes_grid.sh on the GPU, one command per seed (its 21 configurations and 3 baselines, up to 24
+#     at once), into scenes_288x384/
 # The grid's finished rows are skipped when RES already holds them (carry benchmarks/results/zoo
 # and set RES_ZOO to its absolute path there to finish the grid instead of starting it again).
 # on a CPU machine, a smoke test of the script itself:
@@ -41,6 +42,9 @@ RES=/tmp/results
 mkdir -p "$OUT" "$RES"
 t0=$(date +%s)
 log() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+# a results folder given outside $RES (RES_ZOO, RES_DEC, RES_SCENES: a carried one, to finish it) comes back as
+# its own archive, $OUT/NAME.tgz: only $OUT returns from the device
+pack_extra() { [ -n "$1" ] && tar czf "$OUT/$2.tgz" -C "$1" --exclude='*.pt' --exclude='*.safetensors' . ; }
 
 if [ -z "${SMOKE:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -89,6 +93,7 @@ if [ "${PART:-}" = decoders ]; then
   timeout 120 $PY "$REPO/benchmarks/decoder_step.py" --device $DEV "${DS[@]}" --out "$RES/decoders_step" \
     > "$RES/decoders_step.log" 2>&1
   log "decoder step time done ($?)"
+  pack_extra "${RES_DEC:-}" decoders
   cd "$RES" && tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='*.safetensors' . && ls -la "$OUT"
   log "packed"
   exit 0
@@ -98,11 +103,15 @@ if [ "${PART:-}" = scenes ]; then
   # single-task baselines (benchmarks/scenes_grid.sh); finished rows are skipped, so carry the folder and set
   # RES_SCENES to it to go on. A run past DEADLINE is recorded as a timeout row (raise DEADLINE for this part).
   SOUT=${RES_SCENES:-$RES/scenes_288x384}; SJ=24; SIZE=(--task-arg 'size=[288, 384]')
-  [ -n "${SMOKE:-}" ] && SJ=2 && SIZE=(--task-arg 'size=[32, 32]') && export ARCHS=hard_sharing STRATS=fixed SEEDS=0
-  PY=$PY OUT="$SOUT" JOBS=$SJ INTRO="$REPO/benchmarks/results/scenes_288x384/intro.md" SMOKE=${SMOKE:-} \
+  # this script's own ARCHS/STRATS are the MNIST table's: the scenes grid's lists are named apart, set here
+  SA="hard_sharing mtan cgc"; SS="fixed,uncertainty dwa,famo upgrad,cagrad,nash_mtl"; SD="0 1 2"
+  [ -n "${SMOKE:-}" ] && SJ=2 && SIZE=(--task-arg 'size=[32, 32]') && SA=hard_sharing && SS=fixed,upgrad && SD=0
+  PY=$PY OUT="$SOUT" JOBS=$SJ SCENE_ARCHS="$SA" SCENE_STRATS="$SS" SCENE_SEEDS="$SD" SMOKE=${SMOKE:-} \
+    INTRO="$REPO/benchmarks/results/scenes_288x384/intro.md" \
     bash "$REPO/benchmarks/scenes_grid.sh" "${SIZE[@]}" --device $DEV --job-timeout "$DEADLINE" > "$RES/scenes.log" 2>&1
   log "scenes table done ($?)"
   tail -25 "$RES/scenes.log"
+  pack_extra "${RES_SCENES:-}" scenes_288x384
   cd "$RES" && tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='*.safetensors' . && ls -la "$OUT"
   log "packed"
   exit 0
@@ -147,5 +156,6 @@ timeout 90 $PY "$REPO/benchmarks/mtl_step.py" --device $DEV --architecture $ARCH
   "${MS[@]}" --data-root "$DATA" --out "$RES/mtl_step" > "$RES/mtl_step.log" 2>&1
 log "mtl step time done ($?)"
 # run folders hold checkpoints (too big to bring back): keep the tables, logs and histories
+pack_extra "${RES_ZOO:-}" zoo
 cd "$RES" && tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude='*.safetensors' . && ls -la "$OUT"
 log "packed"

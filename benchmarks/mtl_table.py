@@ -133,14 +133,21 @@ def table(rows: list[dict], step: dict | None = None, task: str = "joint",
         stats
 
 
+def beats(a: tuple[float, float], b_mean: float) -> bool:
+    """The project's rule for a claim that A beats B: A's mean minus its std is above B's mean (over seeds)."""
+    return a[0] - a[1] > b_mean
+
+
 def findings(stats: dict, min_seeds: int = 3) -> str:
-    """What the table shows, computed from its numbers (never written by hand, so it cannot go stale): which
-    configurations beat their single-task models by the project's rule (delta_m mean minus std above 0, over at
-    least ``min_seeds`` seeds), which lose by it (mean plus std below 0), and which sit within seed noise of the
-    best (their mean plus std reaches its mean minus std)."""
+    """What the table shows, computed from its numbers (never written by hand, so it cannot go stale), by one
+    rule (:func:`beats`): which configurations beat their single-task models (delta_m 0 by definition), which
+    lose to them (the mirror: mean plus std below 0), and which the best configuration does not beat (within
+    seed noise of it). A configuration is judged once ``min_seeds`` of its seeds have a finite delta_m."""
+    def finite(n: tuple) -> list[float]:
+        return [x for x in stats[n]["delta_m"] if math.isfinite(x)]
+
     def band(n: tuple) -> tuple[float, float]:
-        v = [x for x in stats[n]["delta_m"] if math.isfinite(x)]
-        return statistics.fmean(v), statistics.stdev(v)
+        return statistics.fmean(finite(n)), statistics.stdev(finite(n))
 
     def name(n: tuple) -> str:
         m, sd = band(n)
@@ -149,28 +156,31 @@ def findings(stats: dict, min_seeds: int = 3) -> str:
     def listed(ns: list) -> str:
         return ", ".join(name(n) for n in sorted(ns, key=lambda n: -band(n)[0])) or "none"
 
-    judged = [n for n, s in stats.items() if sum(math.isfinite(x) for x in s["delta_m"]) >= min_seeds]
-    waiting = sorted(f"{n[0]} + {n[1]} ({sum(math.isfinite(x) for x in stats[n]['delta_m'])})"
+    judged = [n for n in stats if len(finite(n)) >= min_seeds]
+    waiting = sorted(f"{n[0]} + {n[1]} ({len(stats[n]['delta_m'])} seeds, {len(finite(n))} with a finite delta_m)"
                      for n in stats if n not in judged)
     lines = [f"**What the table shows** (computed by `benchmarks/mtl_table.py` from the rows above; delta_m in %, "
-             f"mean ± std over seeds; a configuration is judged once it has {min_seeds} seeds):", ""]
+             f"mean ± std over seeds; a configuration is judged once {min_seeds} seeds have a finite delta_m, and A "
+             "beats B when A's mean minus its std is above B's mean):", ""]
     if judged:
-        beat = [n for n in judged if band(n)[0] - band(n)[1] > 0]
+        beat = [n for n in judged if beats(band(n), 0.0)]
         lose = [n for n in judged if band(n)[0] + band(n)[1] < 0]
         even = [n for n in judged if n not in beat and n not in lose]
-        best = max(judged, key=lambda n: band(n)[0])
-        floor = band(best)[0] - band(best)[1]
-        near = [n for n in judged if n != best and sum(band(n)) >= floor]
+        best = max(judged, key=lambda n: (band(n)[0], -band(n)[1]))
+        near = [n for n in judged if n != best and not beats(band(best), band(n)[0])]
         below = [n for n in judged if n != best and n not in near]
-        lines += [f"- Beat their single-task models (mean minus std above 0): {listed(beat)}.",
+        lines += [f"- Beat their single-task models: {listed(beat)}.",
                   f"- Lose to them (mean plus std below 0): {listed(lose)}.",
-                  f"- Within seed noise of the single-task models (the band holds 0): {listed(even)}.",
-                  f"- The best mean is {name(best)}. Within seed noise of it (mean plus std reaches its mean minus "
-                  f"std): {listed(near)}. Below it by more than the noise: {listed(below)}."]
+                  f"- Neither, within seed noise of them: {listed(even)}.",
+                  f"- The best mean is {name(best)}. It does not beat (within seed noise of it): {listed(near)}. "
+                  f"It beats: {listed(below)}."]
+        zero = [n for n in judged if band(n)[1] == 0]
+        if zero:
+            lines.append(f"- A std of 0 over {min_seeds} seeds is not a real noise estimate: {listed(zero)}.")
     else:
-        lines.append(f"- No configuration has {min_seeds} seeds yet.")
+        lines.append(f"- No configuration has {min_seeds} seeds with a finite delta_m yet.")
     if waiting:
-        lines.append(f"- Not judged yet, fewer than {min_seeds} seeds (seeds so far): {', '.join(waiting)}.")
+        lines.append(f"- Not judged yet: {', '.join(waiting)}.")
     return "\n".join(lines) + "\n"
 
 
