@@ -109,3 +109,42 @@ def test_export_writes_nyuv2_files_that_the_nyuv2_task_reads_back(tmp_path, caps
         assert torch.equal(got["mask"], truth["mask"][i])
         assert torch.equal(got["depth"].nan_to_num(-1.0), truth["depth"][i].nan_to_num(-1.0))
         assert torch.allclose(got["normals"], truth["normals"][i], atol=1e-6)  # (the reader renormalises)
+
+
+def test_a_trained_scenes_model_loads_from_its_checkpoint_and_predicts_three_maps(tmp_path, capsys):
+    """A scenes run's best.pt loads with zoo.load_model alone (its record sizes the 6-class head: the class count
+    comes from the data, which loading does not read), and ``python -m zoo.predict`` on a rendered image writes
+    the segmentation mask, the depth and the normals maps."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from zoo.data.scenes import CLASSES, SceneSettings, render_scenes
+    from zoo.predict import main as predict
+    from zoo.runs.results import load_rows
+    from zoo.use.load import load_model
+
+    out = tmp_path / "res"
+    tiny = [f"{k}={json.dumps(v)}" for k, v in TINY.items()]
+    rc, err = run_cli(["--task", "scenes", "--encoder", "scratch", "--quick", "--no-baselines", "--no-speed",
+                       "--encoder-arg", "width=4", "--device", "cpu", "--out", str(out),
+                       *[a for t in tiny for a in ("--task-arg", t)]], capsys)
+    assert rc == 0, err
+    (row,) = load_rows(out)
+    model = load_model(str(tmp_path / "res" / row["run_dir"].split("/")[-1] / "best.pt"))
+    assert model.record.info["num_classes"] == len(CLASSES)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        y = model(x)
+    assert y["seg"].shape == (1, len(CLASSES), 32, 32) and y["depth"].shape == (1, 1, 32, 32)
+    assert y["normals"].shape == (1, 3, 32, 32)
+    image = render_scenes(SceneSettings(size=(48, 64)), 0, "test", torch.arange(1))["image"][0]
+    Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(tmp_path / "room.png")
+    assert predict([str(tmp_path / "res" / row["run_dir"].split("/")[-1] / "best.pt"), str(tmp_path / "room.png"),
+                    "--out", str(tmp_path / "pred")]) == 0
+    written = {p.name for p in (tmp_path / "pred").iterdir()}
+    assert {f"0000_room_{f}" for f in ("seg.png", "depth.npy", "depth.png", "normals.npy", "normals.png")} <= written
+    assert np.load(tmp_path / "pred" / "0000_room_depth.npy").shape == (1, 48, 64)  # at the image's own size
+    normals = np.load(tmp_path / "pred" / "0000_room_normals.npy")
+    assert normals.shape == (3, 48, 64) and np.allclose(np.linalg.norm(normals, axis=0), 1, atol=1e-3)

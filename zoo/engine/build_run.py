@@ -106,7 +106,10 @@ def setup(cfg: RunConfig, weights: dict[str, torch.Tensor] | None = None, regist
     task = spec.task.resolve(spec, data, registry)
     check_model_fits(cfg, task, data.in_channels, registry, device)
     # the same builder as a saved model's: what the run trains is what loading its checkpoint gives
-    record = ModelRecord(config=cfg, info=dict(data.info), in_channels=data.in_channels)
+    # the class count the heads were sized by (the data's) goes into the record: loading resolves the heads
+    # from the record alone, with no data to ask (a task need not repeat it in its info)
+    info = {**data.info, **({"num_classes": data.num_classes} if data.num_classes is not None else {})}
+    record = ModelRecord(config=cfg, info=info, in_channels=data.in_channels)
     model = build_from_record(record, registry, weights, spec=spec, task=task, load=False).to(device)
     check_cut_off(registry, cfg, {n for n, h in model.heads.items() if not h.reads_encoder},
                   "a head setting makes them read only the input")

@@ -263,8 +263,8 @@ class Trainer:
         if self.run_dir is None or not dist.is_main():
             return
         state = {"model": self.s.model.state_dict(), "weighting": self.s.weighting.state_dict(),
-                 **self.state.to_checkpoint(), "config": self.cfg.to_dict(), "info": self.s.data.info,
-                 "world_size": dist.world_size()}
+                 **self.state.to_checkpoint(), "config": self.cfg.to_dict(), "info": self.s.model.record.info,
+                 "world_size": dist.world_size()}  # info: the record's, which loading reads
         if resumable:
             state["optimizer"] = self.optimizer.state_dict()
             state["scheduler"] = self.scheduler.state_dict() if self.scheduler is not None else None
