@@ -77,12 +77,13 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
     ("lights=2", "unknown setting(s) 'lights'"),
 ])
 def test_bad_scene_settings_are_one_line_before_training(tmp_path, capsys, arg, expect):
-    rc, err = run_cli(["--task", "scenes", "--encoder", "scratch", "--quick", "--out", str(tmp_path),
+    rc, err = run_cli(["--task", "scenes", "--encoder", "scratch", "--quick", "--out", str(tmp_path / "res"),
                        "--task-arg", arg], capsys)
     assert rc == 2, err
     assert "Traceback" not in err and "error:" in err
     assert expect in err[err.index("error:"):], err
     assert "epoch 1/" not in err
+    assert not (tmp_path / "res").exists()  # refused before any run: no empty results folder left behind
 
 
 def test_export_writes_nyuv2_files_that_the_nyuv2_task_reads_back(tmp_path, capsys):

@@ -295,8 +295,15 @@ def run_command(args: argparse.Namespace, console: Console, err: Console, comman
     if cluster is not None and args.resume:
         raise ValueError("--resume continues one run on this machine; a Slurm grid continues its interrupted runs "
                          "from their last.pt by itself: run the same command again")
+    created = not Path(args.out).exists()
     out = check_writable(args.out) if dist.is_main() else Path(args.out)
-    jobs = plan_jobs(args, registry, mode, out, cluster.processes if cluster else None)
+    try:
+        jobs = plan_jobs(args, registry, mode, out, cluster.processes if cluster else None)
+    except Exception:
+        # refused before any run (a bad setting, no data): leave no empty --out folder behind
+        if created and dist.is_main() and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     if args.resume and len(jobs) != 1:
         raise RegistryError("--resume continues one run: give a single --task, --encoder, --weighting and "
                             "--architecture")
