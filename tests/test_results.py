@@ -402,3 +402,30 @@ def test_a_nan_delta_m_says_why():
     rows[0]["gated_iou"] = 50.0
     add_gain(joint, baselines, rows)
     assert REASON not in joint and joint["delta_m"] == pytest.approx(100 * ((12 - 13) / 13 + (1 - 50) / 50) / 2, abs=1e-3)
+
+
+def test_scenes_grid_driver_runs_its_configurations_resumes_and_goes_on_past_a_failure(tmp_path):
+    """benchmarks/scenes_grid.sh as a user runs it (smoke budgets, tiny scenes, no baselines): each strategy group
+    trains and the table is written with its paragraph; run again, it starts nothing; a group that fails (an
+    unknown strategy) does not stop the groups after it, and the exit status says it failed."""
+    tiny = ["--no-baselines", "--task-arg", "size=[32, 32]", "--task-arg", "train_size=8", "--task-arg", "val_size=4",
+            "--task-arg", "test_size=4"]
+    env = {**os.environ, "PY": sys.executable, "OUT": str(tmp_path / "res"), "SMOKE": "1", "JOBS": "1",
+           "SCENE_ARCHS": "hard_sharing", "SCENE_SEEDS": "0", "SCENE_STRATS": "nonsense,fixed fixed,uncertainty"}
+
+    def drive() -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(ROOT / "benchmarks/scenes_grid.sh"), *tiny], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+
+    first = drive()
+    assert first.returncode == 1, first.stderr[-2000:]  # the unknown strategy's group failed ...
+    assert "nonsense" in first.stderr
+    rows = load_rows(tmp_path / "res")
+    assert sorted(r["weighting"] for r in rows) == ["fixed", "uncertainty"]  # ... and the next group still ran
+    readme = (tmp_path / "res" / "README.md").read_text()
+    assert "| hard_sharing | fixed | 1 |" in readme and "**What the table shows**" in readme
+    env["SCENE_STRATS"] = "fixed,uncertainty"
+    again = drive()
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "start scenes" not in again.stdout + again.stderr  # finished rows are skipped
+    assert len(load_rows(tmp_path / "res")) == 2
