@@ -2,6 +2,7 @@
 single-task variants are the joint task's baselines, bad settings are one line before training."""
 from __future__ import annotations
 
+import statistics
 import warnings
 
 import pytest
@@ -75,6 +76,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
     ("fov=[60, 180]", "fov must lie inside (0, 180) degrees, got [60, 180]"),
     ("train_size=0", "train_size must be an integer >= 1"),
     ("lights=2", "unknown setting(s) 'lights'"),
+    ("class_weights=maybe", "class_weights must be true or false, got 'maybe'"),
 ])
 def test_bad_scene_settings_are_one_line_before_training(tmp_path, capsys, arg, expect):
     rc, err = run_cli(["--task", "scenes", "--encoder", "scratch", "--quick", "--out", str(tmp_path / "res"),
@@ -149,3 +151,27 @@ def test_a_trained_scenes_model_loads_from_its_checkpoint_and_predicts_three_map
     assert np.load(tmp_path / "pred" / "0000_room_depth.npy").shape == (1, 48, 64)  # at the image's own size
     normals = np.load(tmp_path / "pred" / "0000_room_normals.npy")
     assert normals.shape == (3, 48, 64) and np.allclose(np.linalg.norm(normals, axis=0), 1, atol=1e-3)
+
+
+def test_class_weights_balance_the_segmentation_loss_by_the_training_pixels():
+    """``--task-arg class_weights=true``: median-frequency weights (median frequency / class frequency) from the
+    training split's pixels, counted by hand here on the same rendered scenes, go to the segmentation head's
+    loss; without it the loss is unweighted."""
+    from zoo.data.scenes import CLASSES, SceneSettings, render_scenes
+    from zoo.tasks.scenes import ScenesTask
+
+    reg = load_registry()
+    spec = task_spec("scenes", reg)
+    settings = {k: v for k, v in TINY.items() if not k.endswith("_size")}
+    data = ScenesTask(train_size=6, val_size=2, test_size=2, class_weights=True, **settings).datasets(DataConfig())
+    masks = render_scenes(SceneSettings(**settings), 0, "train", torch.arange(6))["mask"]
+    counts = torch.bincount(masks.flatten(), minlength=len(CLASSES)).double()
+    freq = counts / counts.sum()
+    median = statistics.median(f for f in freq.tolist() if f > 0)
+    want = [median / f if f > 0 else 0.0 for f in freq.tolist()]
+    assert data.class_weights == pytest.approx(want, rel=1e-5)
+    seg = next(h for h in spec.task.resolve(spec, data, reg).heads if h.name == "seg")
+    assert seg.loss_settings["class_weights"] == data.class_weights
+    plain = ScenesTask(train_size=6, val_size=2, test_size=2, **settings).datasets(DataConfig())
+    seg = next(h for h in spec.task.resolve(spec, plain, reg).heads if h.name == "seg")
+    assert "class_weights" not in seg.loss_settings

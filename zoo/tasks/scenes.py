@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
+from zoo.data.arrays import class_weights
 from zoo.data.config import DataConfig, split_counts
-from zoo.data.scene_sets import SceneDataset
+from zoo.data.scene_sets import SceneDataset, render_chunked
 from zoo.data.scenes import CLASSES, SceneSettings
 from zoo.tasks.base import Task, TaskData
 
@@ -15,18 +18,27 @@ class ScenesTask(Task):
     """Scenes of ``scene_seed`` (one fixed set, whatever the run's seed, as a real dataset): ``train_size``,
     ``val_size`` and ``test_size`` per split, every other setting a :class:`SceneSettings` field
     (``size``, ``objects``, ``fov``, ``holes``, ...). ``augment``: LibMTL's NYUv2 scale-crop and flip on
-    training batches."""
+    training batches. ``class_weights``: the segmentation loss weighted by median-frequency balancing of the
+    training split's first :attr:`WEIGHT_SCENES` scenes' pixels."""
 
     in_all = False  # not one of the MNIST reference tasks of --task all
     mirrors = True  # a mirrored room is a room (test-time augmentation may flip; normals' x negated)
     labels_optional = True  # scenes_depth / scenes_normals: the same scenes, their labels unused
 
+    #: scenes whose pixels are counted for ``class_weights`` (the first of the training split): enough to see the
+    #: rare ceiling, cheap at any size
+    WEIGHT_SCENES = 128
+
     def __init__(self, train_size: int = 795, val_size: int = 200, test_size: int = 654, scene_seed: int = 0,
-                 augment: bool = True, **scene: Any) -> None:
+                 augment: bool = True, class_weights: bool = False, **scene: Any) -> None:
         unknown = sorted(set(scene) - set(SceneSettings.names()))
         if unknown:
             raise ValueError(f"scenes task: unknown setting(s) {', '.join(map(repr, unknown))}; valid: train_size, "
-                             f"val_size, test_size, scene_seed, augment, {', '.join(SceneSettings.names())}")
+                             f"val_size, test_size, scene_seed, augment, class_weights, "
+                             f"{', '.join(SceneSettings.names())}")
+        if not isinstance(class_weights, bool):
+            raise ValueError(f"scenes setting class_weights must be true or false, got {class_weights!r}")
+        self.class_weights = class_weights
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         for split, n in self.sizes.items():
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -55,6 +67,15 @@ class ScenesTask(Task):
         h, w = self.settings.size
         info = {"data_source": f"scenes {h}x{w}, rendered (scene_seed {self.scene_seed})",
                 **split_counts(sizes, "samples")}
+        weights = None
+        if self.class_weights:
+            # median-frequency balancing (Eigen & Fergus 2015, as the npz task does) from the training split's own
+            # pixels: the ceiling is about 1 % of them, and whether an unweighted loss learns it at all is left
+            # to the seed
+            masks = render_chunked(self.settings, self.scene_seed, "train",
+                                   torch.arange(min(sizes["train"], self.WEIGHT_SCENES)))["mask"]
+            weights = class_weights(masks.numpy(), len(CLASSES))
+            info["class_weights"] = " ".join(f"{w:.3g}" for w in weights)
         return TaskData(train=split("train"), val=split("val"), test=split("test"), info=info, in_channels=3,
-                        num_classes=len(CLASSES))
+                        num_classes=len(CLASSES), class_weights=weights)
 
