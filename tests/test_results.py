@@ -429,3 +429,17 @@ def test_scenes_grid_driver_runs_its_configurations_resumes_and_goes_on_past_a_f
     assert again.returncode == 0, again.stderr[-2000:]
     assert "start scenes" not in again.stdout + again.stderr  # finished rows are skipped
     assert len(load_rows(tmp_path / "res")) == 2
+
+
+def test_scenes_class_iou_on_a_hand_made_case():
+    """benchmarks/scenes_class_iou.py's per-class IoU: class 0 2 of 3 pixels, class 1 1 of 2, the absent others 0."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("scenes_class_iou", ROOT / "benchmarks/scenes_class_iou.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    true = torch.tensor([[0, 0, 1, 1]])
+    pred = torch.tensor([[0, 0, 0, 1]])
+    assert script.class_iou(pred, true) == pytest.approx([200 / 3, 50.0, 0.0, 0.0, 0.0, 0.0])
