@@ -96,7 +96,7 @@ def table(rows: list[dict], step: dict | None = None, task: str = "joint",
             if not add_gain(scored, spec.baselines, rows, spec.lower_is_better, reg):
                 dm.append(float(scored["delta_m"]))
             ref = reference.get((r["seed"], r["budget_mode"]))
-            if ref:
+            if ref and float(ref["train_seconds"]) > 0:  # (a smoke run can round its seconds to 0)
                 rel.append(float(r["train_seconds"]) / float(ref["train_seconds"]))
                 if r.get("peak_memory_mb") and ref.get("peak_memory_mb"):
                     rel_mem.append(float(r["peak_memory_mb"]) / float(ref["peak_memory_mb"]))

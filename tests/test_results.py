@@ -258,6 +258,10 @@ def test_mtl_table_scores_each_seed_and_takes_side_by_side_step_time():
     assert head[3:6] == ["seg_miou (%)", "depth_delta1 (%)", "normals_within_11_25 (%)"]
     assert "depth_abs_err (lower is better)" in head and stats["hard_sharing", "fixed"]["delta_m"] == [0.0]
     assert "scenes_depth: depth_abs_err 0.50, depth_rel_err 0.20 (1 seeds)" in text
+    # a reference run whose seconds rounded to 0 (a smoke run) gives no step-time ratio, not a ZeroDivisionError
+    rows[-1]["train_seconds"] = 0.0
+    _, stats = mtl.table(rows, task="scenes")
+    assert stats["hard_sharing", "fixed"]["rel_time"] == []
 
 
 def test_decoder_table_gives_each_rows_output_stride_from_the_decoder():
