@@ -34,7 +34,8 @@ def registry():
     return load_registry([REGISTRY])
 
 
-def levels(task: str, encoder: str) -> tuple[list[int], list[int]]:
+@functools.lru_cache(maxsize=None)  # asked once per row and per (decoder, encoder) pair: built once per pair
+def levels(task: str, encoder: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The encoder's channels and strides as the task's budget builds it for that encoder (its encoder settings,
     e.g. ``input_skip``), on the meta device (no memory): what a row's decoder read."""
     import torch
@@ -42,7 +43,7 @@ def levels(task: str, encoder: str) -> tuple[list[int], list[int]]:
     settings = budget_of(task_spec(task, registry()), False, encoder).get("encoder_settings") or {}
     with torch.device("meta"):
         enc = registry().build("encoders", encoder, **settings)
-    return list(enc.out_channels), list(enc.reductions)
+    return tuple(enc.out_channels), tuple(enc.reductions)
 
 
 def output_stride(task: str, decoder: str, encoder: str) -> int:
