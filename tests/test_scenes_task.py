@@ -20,9 +20,12 @@ TINY = {"train_size": 16, "val_size": 4, "test_size": 4, "size": [32, 32], "obje
 
 def test_a_few_joint_steps_lower_every_loss():
     """Eight epochs of two steps on 16 tiny scenes (scratch encoder, width 8): each head's mean loss over
-    the last two epochs is below its first two epochs' (segmentation, depth and normals alike)."""
+    the last two epochs is below its first two epochs' (segmentation, depth and normals alike). Unweighted
+    segmentation: class weights from 16 tiny scenes weigh a sphere pixel 80 times a wall pixel, and that
+    loss falls too slowly for eight epochs (its weights have their own test below)."""
     cfg = RunConfig(task="scenes", encoder="scratch", device="cpu", epochs=1, batch_size=8, lr=0.01,
-                    schedule="none", seed=0, encoder_settings={"width": 8}, task_settings=dict(TINY))
+                    schedule="none", seed=0, encoder_settings={"width": 8},
+                    task_settings=dict(TINY, class_weights=False))
     torch.manual_seed(0)
     s = setup(cfg)
     loaders, optimizer = s.loaders("train"), build_optimizer(s.model, s.weighting, cfg, s.device)
