@@ -154,6 +154,23 @@ def test_a_trained_scenes_model_loads_from_its_checkpoint_and_predicts_three_map
     assert np.load(tmp_path / "pred" / "0000_room_depth.npy").shape == (1, 48, 64)  # at the image's own size
     normals = np.load(tmp_path / "pred" / "0000_room_normals.npy")
     assert normals.shape == (3, 48, 64) and np.allclose(np.linalg.norm(normals, axis=0), 1, atol=1e-3)
+    # shipped as make_pretrained ships the table's best joint model: its record says what data it saw
+    import importlib.util
+    from pathlib import Path
+
+    import zoo
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("make_pretrained", root / "benchmarks/make_pretrained.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    assert make.main([str(out), "--out", str(tmp_path / "pre"), "--only", f"budget_mode={row['budget_mode']}"]) == 0
+    meta = json.loads((tmp_path / "pre" / "index.json").read_text())["scenes/scratch"]
+    assert meta["metrics_data"] == "the 4 test scenes (32x32, scene_seed 0, rendered by zoo.data.scenes)"
+    assert meta["train_data"] == "train: 16 scenes + 4 validation (32x32, scene_seed 0, rendered by zoo.data.scenes)"
+    assert {"seg_miou", "depth_abs_err", "normals_mean"} <= set(meta["metrics"])
+    shipped = zoo.create_model("scenes", "scratch", pretrained=tmp_path / "pre" / "scenes-scratch.safetensors")
+    with torch.no_grad():
+        assert torch.equal(shipped(x)["depth"], y["depth"])
 
 
 def test_class_weights_balance_the_segmentation_loss_by_the_training_pixels():

@@ -52,6 +52,14 @@ class ScenesTask(Task):
         self.scene_seed, self.augment = scene_seed, augment
         self.size = self.settings.size
 
+    def describe_data(self, task, info: dict[str, Any]) -> tuple[str | None, str | None]:
+        if not {"train_samples", "val_samples", "test_samples"} <= set(info):
+            return None, None
+        h, w = self.settings.size
+        what = f"{h}x{w}, scene_seed {self.scene_seed}, rendered by zoo.data.scenes"
+        return (f"the {info['test_samples']:,} test scenes ({what})",
+                f"train: {info['train_samples']:,} scenes + {info['val_samples']:,} validation ({what})")
+
     def split_sizes(self, data: DataConfig) -> dict[str, int]:
         """Scenes per split; quick runs (limits) cap them as they cap the MNIST tasks' samples."""
         cap = {"train": data.train_limit, "val": data.train_limit, "test": data.test_limit}
