@@ -18,7 +18,7 @@ DATA = {"scenes": ("train: 795 scenes + 200 validation (64x64", "the 654 test sc
 
 
 def test_reference_models_are_shipped():
-    assert {"foreground/scratch", "circlization/scratch", "semantic/scratch"} <= set(SHIPPED)
+    assert {"foreground/scratch", "circlization/scratch", "semantic/scratch", "scenes/scratch"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
