@@ -11,18 +11,17 @@ import argparse
 
 import torch
 
+from zoo.core.metrics import Confusion
 from zoo.data.scenes import CLASSES, SceneSettings, render_scenes
 from zoo.use.load import load_model
 
 
 def class_iou(pred: torch.Tensor, true: torch.Tensor) -> list[float]:
-    """IoU (%) of each class over all pixels; a class absent from both is 0."""
-    out = []
-    for c in range(len(CLASSES)):
-        inter = ((pred == c) & (true == c)).sum().item()
-        union = ((pred == c) | (true == c)).sum().item()
-        out.append(100.0 * inter / union if union else 0.0)
-    return out
+    """IoU (%) of each class over all pixels, by zoo's own confusion metric; a class absent from both is 0."""
+    metric = Confusion("seg", "seg", "mask", len(CLASSES), per_class=True)
+    metric.update({"seg": pred}, {"mask": true})
+    out = metric.compute()
+    return [out.get(f"iou_{c}", 0.0) for c in range(len(CLASSES))]
 
 
 def main(argv: list[str] | None = None) -> int:
