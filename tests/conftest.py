@@ -4,6 +4,7 @@ run in this process."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import struct
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 REAL_MNIST = os.environ.get("ZOO_DATA")
+ROOT = Path(__file__).resolve().parent.parent
 
 # Tests never download, and never read the user's own Hugging Face cache: huggingface_hub reads these
 # when first imported (by timm), which is after this file. Tests that need a cache fill one (hf_cache).
@@ -232,3 +234,12 @@ def assert_clear(rc: int, err: str, *expect: str) -> None:
     for e in expect:
         assert e in message, (e, err)
     assert "epoch 1/" not in err, "the error must come before the first training step"
+
+
+def load_script(name: str):
+    """``benchmarks/NAME.py`` as a module. The benchmark scripts run as files, not as a package, so tests that call
+    their ``main`` or helpers load them by path."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -5,6 +5,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 import zoo
 from zoo.data.idx import BUNDLED
@@ -51,7 +52,6 @@ def test_a_joint_configuration_ships_as_joint_encoder_and_predicts_every_head(ti
     """Item 6 of the MTL issue: make_pretrained ships one joint configuration of an MTL table
     (``--only``) as ``joint-<encoder>``, refuses to pick between two by itself, and the shipped
     file loads with its architecture and gives all four heads' outputs on one image."""
-    import importlib.util
     import json
 
     import cv2
@@ -66,9 +66,7 @@ def test_a_joint_configuration_ships_as_joint_encoder_and_predicts_every_head(ti
                       "--encoder-arg", "width=4", "--data-root", str(tiny_mnist), "--out", str(res), "--quiet",
                       "--no-figures", "--no-speed", "--no-baselines", "--device", "cpu"]) == 0
     mode = {r["budget_mode"] for r in json.loads((res / "results.json").read_text())["rows"]}.pop()
-    spec = importlib.util.spec_from_file_location("make_pretrained", ROOT / "benchmarks/make_pretrained.py")
-    make = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make)
+    make = load_script("make_pretrained")
     out = tmp_path / "pre"
     with pytest.raises(SystemExit) as e:  # both rows are joint/scratch: which one ships is the user's choice
         make.main([str(res), "--out", str(out), "--only", f"budget_mode={mode}", "--only", "task=joint"])

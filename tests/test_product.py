@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import zoo
-from conftest import write_registry
+from conftest import load_script, write_registry
 from zoo.bench import main as bench
 from zoo.engine.config import RunConfig
 from zoo.engine.record import hand_record
@@ -174,11 +174,7 @@ def test_tensorboard_event_file_reads_back(circ_run):
 
 
 def test_speed_script_fills_columns_without_training(tiny_mnist, tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("speed_script", Path(__file__).parent.parent / "benchmarks/speed.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("speed")
     assert script.main(["--task", "foreground,circlization", "--encoder", "scratch", "--data-root", str(tiny_mnist),
                         "--out", str(tmp_path), "--repeats", "2"]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
@@ -273,12 +269,7 @@ def test_a_full_disk_leaves_earlier_files_whole(circ_run, tmp_path, capsys, monk
 def test_mtl_step_benchmark_times_every_configuration_against_hard_sharing_fixed(tiny_mnist, tmp_path):
     """benchmarks/mtl_step.py: each architecture x strategy trains real steps in one process, the
     reference row is 1 by construction and the others are measured beside it."""
-    import importlib.util
-
-    path = Path(__file__).parent.parent / "benchmarks/mtl_step.py"
-    spec = importlib.util.spec_from_file_location("mtl_step_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("mtl_step")
     assert script.main(["--architecture", "mtan,hard_sharing", "--weighting", "fixed,upgrad", "--encoder-arg", "width=4",
                         "--steps", "2", "--chunk", "1", "--data-root", str(tiny_mnist), "--out", str(tmp_path)]) == 0
     info = json.loads((tmp_path / "cpu.json").read_text())

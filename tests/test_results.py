@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from zoo.engine.build import load_registry, task_spec
 from zoo.runs.keys import row_key
@@ -70,12 +71,7 @@ def test_concurrent_runs_into_one_out_keep_every_row_and_their_own_metrics(tiny_
 
 
 def _zoo_table():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("zoo_table", Path(__file__).parent.parent / "benchmarks/zoo_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("zoo_table")
 
 
 def test_zoo_table_ranks_merges_cost_columns_and_fills_delta_m(tmp_path):
@@ -206,11 +202,7 @@ def test_mtl_table_scores_each_seed_and_takes_side_by_side_step_time():
     """The MTL README generator on hand-made rows: delta_m per seed against that seed's single-task
     rows, then mean ± std; step time per run over hard+fixed of its seed, or, given mtl_step.py's
     JSON, that measurement's ratios; a configuration it did not measure is '-'."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mtl_table", ROOT / "benchmarks/mtl_table.py")
-    mtl = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mtl)
+    mtl = load_script("mtl_table")
     base = {"encoder": "scratch", "budget_mode": "default", "parameters": 1000, "train_seconds": 10.0}
     single = {"foreground": {"iou": 99.0}, "circlization": {"accuracy": 95.0, "gated_iou": 94.0},
               "semantic": {"dice": 94.0}}
@@ -269,11 +261,7 @@ def test_decoder_table_gives_each_rows_output_stride_from_the_decoder():
     task's budget builds it (input_skip: the raw input joins the stride-1 level), hand-checked against what each
     decoder reads (heads/smp_decoders.py): the scratch encoder's strides are 1, 2, 4, 8, so fpn's four deepest
     levels start at stride 1, and the deepest-level decoders stop at 8."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("decoder_table", ROOT / "benchmarks/decoder_table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
+    table = load_script("decoder_table")
     want = {"unet": 1, "linknet": 1, "unetplusplus": 1, "manet": 1, "fpn": 1, "pan": 4, "segformer": 4,
             "upernet": 4, "deeplabv3plus": 4, "deeplabv3": 8, "pspnet": 8}
     assert {d: table.output_stride("semantic", d, "scratch") for d in want} == want
@@ -288,11 +276,7 @@ def test_mtl_table_findings_judge_by_mean_minus_std_over_three_seeds():
     mean minus std is above B's mean): above 0 beats the single-task models, mean plus std below 0 loses, the
     rest is even; the best does not beat those whose mean reaches its mean minus std; fewer than 3 finite
     delta_m is not judged (a NaN seed is counted apart), and a std of 0 is called out."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mtl_table", ROOT / "benchmarks/mtl_table.py")
-    mtl = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mtl)
+    mtl = load_script("mtl_table")
     nan = float("nan")
     stats = {("mtan", "fixed"): {"delta_m": [3.0, 4.0, 5.0]},        # 4 ± 1: beats (3 > 0); the best
              ("cgc", "famo"): {"delta_m": [2.5, 3.5, 4.5]},          # 3.5 ± 1: beats; 3.5 >= 4 - 1: near the best
@@ -319,16 +303,12 @@ def test_mtl_table_findings_judge_by_mean_minus_std_over_three_seeds():
 def test_rescore_reproduces_a_row_from_its_best_checkpoint_and_scores_another(tiny_mnist, tmp_path):
     """benchmarks/rescore.py: best.pt gives back the row's own test metrics (the same scoring), last.pt
     a row naming it, without the validation fields of the other checkpoint; the original stays."""
-    import importlib.util
-
     from zoo.bench import main as bench
 
     res = tmp_path / "res"
     assert bench(["--task", "foreground", "--encoder", "scratch", "--quick", "--epochs", "2", "--data-root",
                   str(tiny_mnist), "--out", str(res), "--quiet", "--no-figures", "--no-speed", "--device", "cpu"]) == 0
-    spec = importlib.util.spec_from_file_location("rescore", ROOT / "benchmarks/rescore.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("rescore")
     (row,) = load_rows(res)
     before = (res / "results.json").read_text()
     with pytest.raises(SystemExit):
@@ -346,17 +326,13 @@ def test_rescore_reproduces_a_row_from_its_best_checkpoint_and_scores_another(ti
 def test_foreground_errors_split_a_joint_rows_iou_into_false_positives_and_negatives(tiny_mnist, tmp_path):
     """benchmarks/foreground_errors.py scores the mask head's stream alone and gives back the row's IoU;
     its pixel counts are the IoU's own (IoU = (true - FN) / (true + FP))."""
-    import importlib.util
-
     from zoo.bench import main as bench
 
     res = tmp_path / "res"
     assert bench(["--task", "joint", "--encoder", "scratch", "--quick", "--no-baselines", "--encoder-arg", "width=4",
                   "--data-root", str(tiny_mnist), "--out", str(res), "--quiet", "--no-figures", "--no-speed",
                   "--device", "cpu"]) == 0
-    spec = importlib.util.spec_from_file_location("foreground_errors", ROOT / "benchmarks/foreground_errors.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("foreground_errors")
     (row,) = load_rows(res)
     r = script.mask_errors(str(Path(row["run_dir"]) / "best.pt"))
     assert round(r["iou"], 4) == row["iou"]
@@ -437,13 +413,9 @@ def test_scenes_grid_driver_runs_its_configurations_resumes_and_goes_on_past_a_f
 
 def test_scenes_class_iou_on_a_hand_made_case():
     """benchmarks/scenes_class_iou.py's per-class IoU: class 0 2 of 3 pixels, class 1 1 of 2, the absent others 0."""
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location("scenes_class_iou", ROOT / "benchmarks/scenes_class_iou.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scenes_class_iou")
     true = torch.tensor([[0, 0, 1, 1]])
     pred = torch.tensor([[0, 0, 0, 1]])
     assert script.class_iou(pred, true) == pytest.approx([200 / 3, 50.0, 0.0, 0.0, 0.0, 0.0])

@@ -6,6 +6,7 @@ import statistics
 import warnings
 
 import pytest
+from conftest import load_script
 import torch
 
 from zoo.bench import main
@@ -155,14 +156,8 @@ def test_a_trained_scenes_model_loads_from_its_checkpoint_and_predicts_three_map
     normals = np.load(tmp_path / "pred" / "0000_room_normals.npy")
     assert normals.shape == (3, 48, 64) and np.allclose(np.linalg.norm(normals, axis=0), 1, atol=1e-3)
     # shipped as make_pretrained ships the table's best joint model: its record says what data it saw
-    import importlib.util
-    from pathlib import Path
-
     import zoo
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("make_pretrained", root / "benchmarks/make_pretrained.py")
-    make = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make)
+    make = load_script("make_pretrained")
     assert make.main([str(out), "--out", str(tmp_path / "pre"), "--only", f"budget_mode={row['budget_mode']}"]) == 0
     meta = json.loads((tmp_path / "pre" / "index.json").read_text())["scenes/scratch"]
     assert meta["metrics_data"] == "the 4 test scenes (32x32, scene_seed 0, rendered by zoo.data.scenes)"
