@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
 from zoo.core.files import atomic_write_text
 from zoo.engine.build import load_registry, task_spec
+from zoo.heads.smp_decoders import SMP_TWIN
 from zoo.runs.plan import budget_of
 from zoo.runs.results import load_rows
 
@@ -34,16 +36,34 @@ def registry():
     return load_registry([REGISTRY])
 
 
+def encoder_args(decoder: str, encoder: str) -> dict[str, Any]:
+    """The encoder settings the table trains this pair with, beyond the task's: on the timm encoders, those
+    smp's ``create_model`` builds that decoder's encoder with (``SMP_TWIN``: DeepLabV3 dilated to output stride 8,
+    DeepLabV3+ and PAN to 16, PSPNet cut at stride 8), so each row is the model an smp user gets there; on
+    scratch, none (zoo's own encoder, read as it is). ``--plan`` gives them to the grid as ``--encoder-arg``."""
+    return {} if encoder == "scratch" else dict(SMP_TWIN.get(decoder, ({}, {}))[0])
+
+
 @functools.lru_cache(maxsize=None)  # asked once per row and per (decoder, encoder) pair: built once per pair
-def levels(task: str, encoder: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def levels(task: str, encoder: str, args: str = "{}") -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The encoder's channels and strides as the task's budget builds it for that encoder (its encoder settings,
-    e.g. ``input_skip``), on the meta device (no memory): what a row's decoder read."""
+    e.g. ``input_skip``, and ``args``, JSON), on the meta device (no memory): what a row's decoder read."""
     import torch
 
     settings = budget_of(task_spec(task, registry()), False, encoder).get("encoder_settings") or {}
     with torch.device("meta"):
-        enc = registry().build("encoders", encoder, **settings)
+        enc = registry().build("encoders", encoder, **{**settings, **json.loads(args)})
     return tuple(enc.out_channels), tuple(enc.reductions)
+
+
+def read_levels(task: str, decoder: str, encoder: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The levels the table's row of this pair reads (``encoder_args``); None when the decoder refuses them or
+    the encoder cannot take those settings (DPT's ViT blocks on a CNN)."""
+    try:
+        got = levels(task, encoder, json.dumps(encoder_args(decoder, encoder), sort_keys=True))
+    except Exception:
+        return None
+    return got if registry().entry("decoders", decoder).obj.refuse(*got) is None else None
 
 
 def output_stride(task: str, decoder: str, encoder: str) -> int:
@@ -51,7 +71,7 @@ def output_stride(task: str, decoder: str, encoder: str) -> int:
     import torch
 
     with torch.device("meta"):
-        return registry().entry("decoders", decoder).obj(*levels(task, encoder)).out_reduction
+        return registry().entry("decoders", decoder).obj(*read_levels(task, decoder, encoder)).out_reduction
 
 
 def ranking(rows: list[dict[str, Any]], task: str) -> list[str]:
@@ -73,8 +93,8 @@ def ranking(rows: list[dict[str, Any]], task: str) -> list[str]:
 
 
 def serves(task: str, decoder: str, encoder: str) -> bool:
-    """The decoder's own declaration accepts the encoder's levels, as the task builds the encoder."""
-    return registry().entry("decoders", decoder).obj.refuse(*levels(task, encoder)) is None
+    """The decoder's own declaration accepts the encoder's levels, as the table builds the encoder."""
+    return read_levels(task, decoder, encoder) is not None
 
 
 def missing(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
@@ -88,6 +108,19 @@ def missing(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
             if left:
                 out.append(f"- {task} / {enc}: {', '.join(left)}")
     return out
+
+
+def plan(tasks: list[str], encoders: list[str] | None = None, decoders: list[str] | None = None) -> list[str]:
+    """The grid as commands' arguments, one line per encoder and its settings: ``ENCODER<tab>DECODER,...<tab>
+    key=value ...`` (the ``--encoder-arg`` values; empty for none). gpu_session.sh runs one zoo.bench per line."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for enc in encoders or ENCODERS:
+        for d in decoders or registry().names("decoders"):
+            if any(serves(t, d, enc) for t in tasks):
+                args = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}"
+                                for k, v in sorted(encoder_args(d, enc).items()))
+                groups.setdefault((enc, args), []).append(d)
+    return [f"{enc}\t{','.join(ds)}\t{args}" for (enc, args), ds in groups.items()]
 
 
 def plot(rows: list[dict[str, Any]], tasks: list[str], path: Path) -> None:
@@ -123,7 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default="benchmarks/results/decoders")
     p.add_argument("--intro", default=None, help="markdown put before the tables (what ran, where, how)")
+    p.add_argument("--plan", action="store_true", help="print the grid's zoo.bench arguments (see plan) and exit")
+    p.add_argument("--encoder", default=None, help="with --plan: these encoders only (comma-separated)")
+    p.add_argument("--decoder", default=None, help="with --plan: these decoders only (comma-separated)")
     a = p.parse_args(argv)
+    if a.plan:
+        split = lambda v: v.split(",") if v else None  # noqa: E731
+        print("\n".join(plan(["foreground", "semantic"], split(a.encoder), split(a.decoder))))
+        return 0
     out = Path(a.results)
     rows = [r for r in load_rows(out) if not r.get("status") and r.get("budget_mode") == "default"]
     tasks = [t for t in ("foreground", "semantic") if any(r["task"] == t for r in rows)]

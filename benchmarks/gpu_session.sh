@@ -81,13 +81,23 @@ GRID_ENCODERS=all
 log "start"
 DEV=cuda; [ -n "${SMOKE:-}" ] && DEV=cpu
 if [ "${PART:-}" = decoders ]; then
-  DEC_ENCODERS=scratch,resnet18,mobilenetv3_large_100; DECS=all; DS=(--steps 20 --chunk 2); DJ=24
-  [ -n "${SMOKE:-}" ] && DEC_ENCODERS=scratch && DECS=unet,fpn && DJ=2 && DS=(--steps 1 --chunk 1 --size 32 --batch 2 --decoder unet,fpn)
-  # finished rows are skipped: carry benchmarks/results/decoders and set RES_DEC to it to finish the table
-  $PY -m zoo.bench --registry "$REPO/benchmarks/decoders/registry.yaml" --task foreground,semantic \
-    --encoder $DEC_ENCODERS --decoder $DECS --out "${RES_DEC:-$RES/decoders}" --jobs $DJ --data-root "$DATA" --quiet \
-    --no-figures --job-timeout "$DEADLINE" "${EXTRA[@]}" > "$RES/decoders.log" 2>&1
-  log "decoder table done ($?)"
+  PLAN=(); DS=(--steps 20 --chunk 2)
+  [ -n "${SMOKE:-}" ] && PLAN=(--encoder scratch,resnet18 --decoder unet,pspnet) && DS=(--steps 1 --chunk 1 --size 32 --batch 2 --decoder unet,fpn)
+  # one zoo.bench per line of the table's plan: an encoder, its decoders, and the encoder settings smp builds
+  # those decoders' encoder with (decoder_table.py encoder_args: DeepLabV3 at output stride 8, DeepLabV3+ and
+  # PAN at 16, PSPNet cut at stride 8), all at once; a row past DEC_DEADLINE seconds (default 540: a semantic row
+  # of 10 epochs shares the GPU with 32 others) is a timeout row; finished rows are skipped: carry
+  # benchmarks/results/decoders and set RES_DEC to it to finish the table
+  $PY "$REPO/benchmarks/decoder_table.py" --plan "${PLAN[@]}" > "$RES/decoders_plan.txt" || exit 1
+  while IFS=$'\t' read -r enc decs eargs; do
+    EA=(); for a in $eargs; do EA+=(--encoder-arg "$a"); done
+    n=$(echo "$decs" | tr ',' '\n' | wc -l)  # one job per decoder: 33 at once for the whole table
+    $PY -m zoo.bench --registry "$REPO/benchmarks/decoders/registry.yaml" --task foreground,semantic \
+      --encoder "$enc" --decoder "$decs" "${EA[@]}" --out "${RES_DEC:-$RES/decoders}" --jobs "$n" \
+      --data-root "$DATA" --quiet --no-figures --job-timeout "${DEC_DEADLINE:-540}" "${EXTRA[@]}" >> "$RES/decoders.log" 2>&1 &
+  done < "$RES/decoders_plan.txt"
+  wait
+  log "decoder table done"
   $PY "$REPO/benchmarks/decoder_table.py" --results "${RES_DEC:-$RES/decoders}" \
     --intro "$REPO/benchmarks/results/decoders/intro.md" >> "$RES/decoders.log" 2>&1
   timeout 120 $PY "$REPO/benchmarks/decoder_step.py" --device $DEV "${DS[@]}" --out "$RES/decoders_step" \

@@ -271,6 +271,25 @@ def test_decoder_table_gives_each_rows_output_stride_from_the_decoder():
     assert line.startswith("| segformer | scratch | 74.50 | 4 | 0.059 | 0.55 |")
 
 
+def test_decoder_table_trains_a_timm_encoder_as_smp_builds_it_for_each_decoder():
+    """On resnet18 (strides 1 with input_skip, then 2-32) each row is smp's model: DeepLabV3 dilated to output
+    stride 8, DeepLabV3+ and PAN to 16, PSPNet cut at stride 8 (smp's create_model), so DeepLabV3+ (which
+    refuses an undilated encoder) has a row to make and the deepest-level decoders stop at 8, not 32; the plan
+    gives gpu_session.sh one zoo.bench per encoder setting, and a decoder no setting serves (dpt) has none."""
+    table = load_script("decoder_table")
+    want = {"unet": 1, "linknet": 1, "unetplusplus": 1, "manet": 1, "fpn": 4, "pan": 4, "segformer": 4,
+            "upernet": 4, "deeplabv3plus": 4, "deeplabv3": 8, "pspnet": 8}
+    assert {d: table.output_stride("semantic", d, "resnet18") for d in want} == want
+    assert not table.serves("semantic", "dpt", "resnet18")
+    plan = table.plan(["foreground", "semantic"], ["scratch", "resnet18"])
+    assert plan == ["scratch\tdeeplabv3,deeplabv3plus,fpn,linknet,manet,pan,pspnet,segformer,unet,unetplusplus,upernet\t",
+                    "resnet18\tdeeplabv3\toutput_stride=8", "resnet18\tdeeplabv3plus,pan\toutput_stride=16",
+                    "resnet18\tfpn,linknet,manet,segformer,unet,unetplusplus,upernet\t",
+                    "resnet18\tpspnet\tout_indices=[0,1,2]"]
+    assert table.missing([{"task": "semantic", "encoder": "resnet18", "decoder": "pan"}], ["semantic"])[1] == \
+        "- semantic / resnet18: deeplabv3, deeplabv3plus, fpn, linknet, manet, pspnet, segformer, unet, unetplusplus, upernet"
+
+
 def test_mtl_table_findings_judge_by_mean_minus_std_over_three_seeds():
     """The paragraph under the MTL table, on hand-made delta_m, by the project's one rule (A beats B when A's
     mean minus std is above B's mean): above 0 beats the single-task models, mean plus std below 0 loses, the
