@@ -19,7 +19,9 @@ from zoo.engine.record import hand_record
 
 REG = zoo.load_registry()
 DECODERS = REG.names("decoders")
-DENSE_HEADS = ["binary_mask", "segmentation"]
+# one head of each dense output kind (test_the_dense_heads_cover_every_dense_output_kind keeps it so): normals
+# stands for the per-pixel values, whose depth and dense_regression are its class with another constraint
+DENSE_HEADS = ["binary_mask", "segmentation", "normals"]
 # nothing is downloaded: the timm encoders are built without weights (pretrained is never set)
 ENCODERS = {"scratch": {"width": 8}, "resnet18": {}, "mobilenetv3_small_100": {},
             # the transformer path, shrunk for the CPU: a ViT's single-stride token maps (four blocks, as DPT
@@ -37,6 +39,34 @@ def _refusal(decoder: str, encoder: str, settings: dict) -> str | None:
     with torch.device("meta"):
         enc = REG.build("encoders", encoder, **settings)
     return REG.entry("decoders", decoder).obj.refuse(enc.out_channels, enc.reductions)
+
+
+#: which decoders refuse which test encoder, by hand from what each decoder reads (README, "Decoders"): a pyramid
+#: of doubling strides serves every decoder but DPT (a ViT's); DeepLabV3+ needs a dilated encoder (output stride 8
+#: or 16); a ViT's levels are all at stride 16 (DPT, and the decoders that upsample any stride: unet, pspnet,
+#: deeplabv3); Swin starts at stride 4, so the decoders that read a stride-2 level (linknet, manet, unetplusplus)
+#: cannot serve it. A decoder that wrongly refuses (or serves) an encoder fails here, not only its own test.
+REFUSED = {"scratch": {"dpt"}, "resnet18": {"dpt", "deeplabv3plus"}, "mobilenetv3_small_100": {"dpt", "deeplabv3plus"},
+           "timm:vit_tiny_patch16_224": {"deeplabv3plus", "fpn", "linknet", "manet", "pan", "segformer",
+                                         "unetplusplus", "upernet"},
+           "timm:swin_tiny_patch4_window7_224": {"dpt", "deeplabv3plus", "linknet", "manet", "unetplusplus"}}
+
+
+def test_each_decoder_serves_the_encoders_it_should():
+    """The registered decoders' refusals, against the hand-made table above (built-in decoders only: a user's
+    own is checked by the parametrized test below, by its own declaration)."""
+    builtin = {e.name for e in REG.entries("decoders") if e.target.startswith("zoo.heads.")}
+    for encoder, settings in ENCODERS.items():
+        got = {d for d in builtin if _refusal(d, encoder, settings) is not None}
+        assert got == REFUSED[encoder], encoder
+
+
+def test_the_dense_heads_cover_every_dense_output_kind():
+    from zoo.heads.dense import DenseHead
+
+    kinds = {e.obj.output_kind for e in REG.entries("heads") if issubclass(e.obj, DenseHead)}
+    assert {REG.entry("heads", h).obj.output_kind for h in DENSE_HEADS} == kinds == \
+        {"binary_mask", "dense_classes", "dense_values"}
 
 
 def _head(head: str, decoder: str, settings: dict | None = None) -> dict:
@@ -81,14 +111,18 @@ def test_every_decoder_gives_the_input_size_and_trains_or_refuses_in_one_line(de
     x = (target > 0).float().unsqueeze(1) * 0.6 + 0.4 * torch.rand(2, 1, 44, 52)
     if head == "binary_mask":
         loss_of = lambda out: F.binary_cross_entropy_with_logits(out[:, 0], (target > 0).float())  # noqa: E731
-    else:
+    elif head == "segmentation":
         loss_of = lambda out: F.cross_entropy(out, target)  # noqa: E731
+    else:  # unit normals, one direction per square (the head's output is unit length)
+        directions = torch.tensor([[0.0, 0.0, 1.0], [0.6, 0.0, 0.8], [0.0, 0.6, 0.8]])
+        normals = directions[target].permute(0, 3, 1, 2)
+        loss_of = lambda out: (1 - F.cosine_similarity(out, normals, dim=1)).mean()  # noqa: E731
 
     def measured() -> float:  # the same dropout draws before and after training
         torch.manual_seed(1)
         with torch.no_grad():
             out = model(x)["out"]
-        assert out.shape == (2, 1 if head == "binary_mask" else 3, 44, 52)
+        assert out.shape == (2, {"binary_mask": 1, "segmentation": 3, "normals": 3}[head], 44, 52)
         return loss_of(out).item()
 
     before = measured()
@@ -290,7 +324,14 @@ def test_a_decoder_on_swin_is_smps_model(decoder):
         assert (model(x)["seg"] - ref(x)).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("decoder", [d for d in DECODERS if d != "dpt"])
+def test_every_builtin_decoder_names_the_smp_model_it_equals():
+    """SMP_TWIN says how each of zoo's smp decoders is smp's model (the equality tests and decoder_step.py read
+    it); a user's own decoder, not smp's, is not compared."""
+    builtin = {e.name for e in REG.entries("decoders") if e.target.startswith("zoo.heads.")}
+    assert builtin == set(SMP_TWIN)
+
+
+@pytest.mark.parametrize("decoder", [d for d in DECODERS if d in SMP_TWIN and d != "dpt"])
 def test_each_decoder_is_smps_model(decoder):
     """zoo's one-head model on resnet18 has smp's parameter count and, with smp's weights, its outputs."""
     import segmentation_models_pytorch as smp
@@ -439,3 +480,70 @@ def test_a_joint_task_under_decoder_is_compared_with_baselines_under_the_same_de
     assert all(joint[f"single_{m}"] == 40.0 for m in spec.baselines)
     with pytest.raises(ValueError, match="needs the registry"):
         add_gain(dict(joint), spec.baselines, rows, spec.lower_is_better)
+
+
+def test_decoder_all_is_every_decoder_that_reads_the_encoder_as_given():
+    """``--decoder all`` per encoder: each registered decoder whose own declaration accepts the encoder's levels
+    under the command's --encoder-arg (hand-checked as REFUSED above: dilated, resnet18 serves DeepLabV3+ and no
+    longer the decoders that upsample by fixed factors of 2)."""
+    from zoo.bench import parse_args
+    from zoo.runs.plan import plan_decoders
+
+    plain = plan_decoders(parse_args(["--decoder", "all"]), REG, {}, ["scratch", "resnet18"])
+    assert plain == {e: [d for d in DECODERS if d not in REFUSED[e]] for e in ("scratch", "resnet18")}
+    dilated = plan_decoders(parse_args(["--decoder", "all", "--encoder-arg", "output_stride=16"]), REG, {},
+                            ["resnet18"])
+    assert set(dilated["resnet18"]) == {"unet", "pspnet", "deeplabv3", "deeplabv3plus", "pan", "upernet", "segformer"}
+
+
+USER_DECODER = '''
+import torch
+from zoo.heads.decoder import Decoder
+
+
+class Deepest(Decoder):
+    """A 1x1 convolution on the deepest level; the dense head upsamples it."""
+
+    def __init__(self, channels, reductions, width=8):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels[-1], width, 1)
+        self.out_channels, self.out_reduction, self.head_kernel = width, reductions[-1], 1
+
+    @classmethod
+    def refuse(cls, channels, reductions, **settings):
+        return "it reads one level of at most stride 8" if reductions[-1] > 8 else None
+
+    def forward(self, features):
+        return torch.relu(self.conv(features[-1]))
+'''
+
+
+def test_a_users_own_decoder_is_one_class_and_one_yaml_entry(tiny_mnist, tmp_path, monkeypatch, capsys):
+    """A decoder in the user's own module, registered in their YAML: --list shows it, --decoder trains with it
+    and its --decoder-arg value, the row names it, the model reloads with it, and its refusal is one line."""
+    import json
+    from pathlib import Path
+
+    from zoo.bench import main
+
+    (tmp_path / "my_decoders.py").write_text(USER_DECODER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entries = dense_task()
+    entries["decoders"] = {"deepest": {"target": "my_decoders:Deepest", "paper": "ours, 2026"}}
+    reg = write_registry(tmp_path, entries)
+    assert main(["--list", "--registry", str(reg)]) == 0
+    assert "ours, 2026" in capsys.readouterr().out
+    common = ["--task", "fg_dense", "--registry", str(reg), "--encoder", "scratch", "--encoder-arg", "width=4",
+              "--train-limit", "64", "--test-limit", "16", "--data-root", str(tiny_mnist), "--out",
+              str(tmp_path / "o"), "--quiet", "--no-figures", "--no-speed"]
+    assert main([*common, "--decoder", "deepest", "--decoder-arg", "width=6"]) == 0
+    capsys.readouterr()
+    (row,) = json.loads((tmp_path / "o" / "results.json").read_text())["rows"]
+    assert row["decoder"] == "deepest" and 0 <= row["iou"] <= 100
+    model = zoo.load_model(Path(row["run_dir"]) / "best.pt", registry_files=[reg])
+    assert type(model.heads["mask"].decoder).__name__ == "Deepest"
+    assert model.heads["mask"].decoder.conv.out_channels == 6
+    assert main([*common[:4], "--encoder", "resnet18", "--decoder", "deepest", "--data-root", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "decoder 'deepest' cannot serve encoder 'resnet18'" in err and "at most stride 8" in err, err
