@@ -547,3 +547,12 @@ def test_a_users_own_decoder_is_one_class_and_one_yaml_entry(tiny_mnist, tmp_pat
                  "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err.replace("\n", " ")
     assert "decoder 'deepest' cannot serve encoder 'resnet18'" in err and "at most stride 8" in err, err
+
+
+def test_an_output_stride_the_encoder_cannot_give_is_one_line():
+    """Swin has no dilated form in timm: asking for one names the encoder and the setting, in one line."""
+    settings = {**ENCODERS["timm:swin_tiny_patch4_window7_224"], "output_stride": 16}
+    with pytest.raises(RegistryError) as exc:
+        zoo.build_model("timm:swin_tiny_patch4_window7_224", {"m": _head("binary_mask", "deeplabv3plus")},
+                        encoder_settings=settings)
+    _one_line_error(exc, "'timm:swin_tiny_patch4_window7_224'", "unexpected keyword argument 'output_stride'")
