@@ -556,3 +556,12 @@ def test_an_output_stride_the_encoder_cannot_give_is_one_line():
         zoo.build_model("timm:swin_tiny_patch4_window7_224", {"m": _head("binary_mask", "deeplabv3plus")},
                         encoder_settings=settings)
     _one_line_error(exc, "'timm:swin_tiny_patch4_window7_224'", "unexpected keyword argument 'output_stride'")
+
+
+def test_pan_refuses_more_than_five_levels_below_stride_1():
+    """No registered encoder reaches stride 64, so PAN's upper bound is checked on hand-made levels: smp's PAN
+    reads strides 2-32, and a sixth level below stride 1 is refused with the count."""
+    pan = REG.entry("decoders", "pan").obj
+    assert pan.refuse([8] * 6, [1, 2, 4, 8, 16, 32]) is None
+    reason = pan.refuse([8] * 7, [1, 2, 4, 8, 16, 32, 64])
+    assert reason is not None and "at most five levels below stride 1" in reason and "has 6" in reason, reason
