@@ -19,6 +19,7 @@ from zoo.engine.record import hand_record
 
 REG = zoo.load_registry()
 DECODERS = REG.names("decoders")
+BUILTIN = {e.name for e in REG.entries("decoders") if e.target.startswith("zoo.heads.")}  # zoo's own (smp's)
 # one head of each dense output kind (test_the_dense_heads_cover_every_dense_output_kind keeps it so): normals
 # stands for the per-pixel values, whose depth and dense_regression are its class with another constraint
 DENSE_HEADS = ["binary_mask", "segmentation", "normals"]
@@ -55,9 +56,8 @@ REFUSED = {"scratch": {"dpt"}, "resnet18": {"dpt", "deeplabv3plus"}, "mobilenetv
 def test_each_decoder_serves_the_encoders_it_should():
     """The registered decoders' refusals, against the hand-made table above (built-in decoders only: a user's
     own is checked by the parametrized test below, by its own declaration)."""
-    builtin = {e.name for e in REG.entries("decoders") if e.target.startswith("zoo.heads.")}
     for encoder, settings in ENCODERS.items():
-        got = {d for d in builtin if _refusal(d, encoder, settings) is not None}
+        got = {d for d in BUILTIN if _refusal(d, encoder, settings) is not None}
         assert got == REFUSED[encoder], encoder
 
 
@@ -327,8 +327,7 @@ def test_a_decoder_on_swin_is_smps_model(decoder):
 def test_every_builtin_decoder_names_the_smp_model_it_equals():
     """SMP_TWIN says how each of zoo's smp decoders is smp's model (the equality tests and decoder_step.py read
     it); a user's own decoder, not smp's, is not compared."""
-    builtin = {e.name for e in REG.entries("decoders") if e.target.startswith("zoo.heads.")}
-    assert builtin == set(SMP_TWIN)
+    assert BUILTIN == set(SMP_TWIN)
 
 
 @pytest.mark.parametrize("decoder", [d for d in DECODERS if d in SMP_TWIN and d != "dpt"])
