@@ -57,13 +57,18 @@ def levels(task: str, encoder: str, args: str = "{}") -> tuple[tuple[int, ...], 
 
 
 def read_levels(task: str, decoder: str, encoder: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """The levels the table's row of this pair reads (``encoder_args``); None when the decoder refuses them or
-    the encoder cannot take those settings (DPT's ViT blocks on a CNN)."""
+    """The levels the table's row of this pair reads (``encoder_args``); None when the decoder refuses them.
+    The decoder's settings may not fit an encoder it refuses anyway (DPT's ViT blocks, ``out_indices`` 2..11, on a
+    5-stage CNN): that build error means no row only when the decoder also refuses the encoder as it is; any other
+    build error is a real fault and is raised, not shown as a missing row."""
+    refuse = registry().entry("decoders", decoder).obj.refuse
     try:
         got = levels(task, encoder, json.dumps(encoder_args(decoder, encoder), sort_keys=True))
     except Exception:
-        return None
-    return got if registry().entry("decoders", decoder).obj.refuse(*got) is None else None
+        if refuse(*levels(task, encoder)) is not None:
+            return None
+        raise
+    return got if refuse(*got) is None else None
 
 
 def output_stride(task: str, decoder: str, encoder: str) -> int:
