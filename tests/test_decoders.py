@@ -549,12 +549,14 @@ def test_a_users_own_decoder_is_one_class_and_one_yaml_entry(tiny_mnist, tmp_pat
 
 
 def test_an_output_stride_the_encoder_cannot_give_is_one_line():
-    """Swin has no dilated form in timm: asking for one names the encoder and the setting, in one line."""
+    """Swin has no dilated form in timm: asking for one names the encoder, the setting and encoders that can
+    dilate, in one line (not the TypeError from deep in its constructor)."""
     settings = {**ENCODERS["timm:swin_tiny_patch4_window7_224"], "output_stride": 16}
     with pytest.raises(RegistryError) as exc:
         zoo.build_model("timm:swin_tiny_patch4_window7_224", {"m": _head("binary_mask", "deeplabv3plus")},
                         encoder_settings=settings)
-    _one_line_error(exc, "'timm:swin_tiny_patch4_window7_224'", "unexpected keyword argument 'output_stride'")
+    _one_line_error(exc, "'swin_tiny_patch4_window7_224' has no dilated form", "output_stride=16",
+                    "timm's CNNs do (e.g. resnet18, mobilenetv3_large_100")
 
 
 def test_pan_refuses_more_than_five_levels_below_stride_1():

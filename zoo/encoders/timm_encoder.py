@@ -62,6 +62,7 @@ class TimmEncoder(Encoder):
         source = weights_source(model_name, pretrained)
         extra = {"out_indices": tuple(out_indices)} if out_indices is not None else {}
         kwargs = transformer_defaults(model_name, kwargs)
+        check_output_stride(model_name, kwargs)
         args = dict(features_only=True, in_chans=in_channels, **extra, **kwargs)
         if source is not None and source.kind == "timm":
             path = fetch(source.where)
@@ -115,6 +116,24 @@ class TimmEncoder(Encoder):
         if self.channels_last_maps:
             maps = [m.permute(0, 3, 1, 2) for m in maps]
         return self._output(x, maps)
+
+
+def check_output_stride(model_name: str, kwargs: dict[str, Any]) -> None:
+    """timm dilates its CNNs (ResNet, MobileNet, EfficientNet, RegNet, ConvNeXt) for ``output_stride``; its
+    transformers take no such argument and fail deep in their constructor. Asked on ``meta`` (no memory), so
+    the refusal says which encoders can dilate before any weights are read."""
+    if "output_stride" not in kwargs:
+        return
+    try:
+        with torch.device("meta"):
+            timm.create_model(model_name, pretrained=False, features_only=True, **kwargs)
+    except TypeError as exc:
+        if "output_stride" not in str(exc):
+            raise
+        raise RegistryError(
+            f"timm model {model_name!r} has no dilated form: it does not take output_stride={kwargs['output_stride']!r}. "
+            "timm's CNNs do (e.g. resnet18, mobilenetv3_large_100, efficientnet_b0, regnety_016, convnext_tiny); "
+            "drop output_stride or pick one of those") from None
 
 
 def transformer_defaults(model_name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
