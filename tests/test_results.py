@@ -290,7 +290,6 @@ def test_decoder_table_trains_a_timm_encoder_as_smp_builds_it_for_each_decoder()
         "- semantic / resnet18: deeplabv3, deeplabv3plus, fpn, linknet, manet, pspnet, segformer, unet, unetplusplus, upernet"
 
 
-
 def test_decoder_table_raises_a_served_pairs_build_fault_instead_of_hiding_it_as_a_missing_row(monkeypatch):
     """DPT's block indices do not fit resnet18 (a build error) and DPT refuses a CNN anyway: no row. The same
     build error on a pair the decoder serves (resnet18 + pan, dilated to 16) is a fault in zoo, and the table
@@ -308,6 +307,7 @@ def test_decoder_table_raises_a_served_pairs_build_fault_instead_of_hiding_it_as
     assert table.read_levels("semantic", "dpt", "resnet18") is None
     with pytest.raises(IndexError):
         table.read_levels("semantic", "pan", "resnet18")
+
 
 def test_mtl_table_findings_judge_by_mean_minus_std_over_three_seeds():
     """The paragraph under the MTL table, on hand-made delta_m, by the project's one rule (A beats B when A's
