@@ -157,7 +157,10 @@ def findings(stats: dict, min_seeds: int = 3) -> str:
         return ", ".join(name(n) for n in sorted(ns, key=lambda n: -band(n)[0])) or "none"
 
     judged = [n for n in stats if len(finite(n)) >= min_seeds]
-    waiting = sorted(f"{n[0]} + {n[1]} ({len(stats[n]['delta_m'])} seeds, {len(finite(n))} with a finite delta_m)"
+    def seeds(k: int) -> str:
+        return f"{k} seed" + "s" * (k != 1)
+
+    waiting = sorted(f"{n[0]} + {n[1]} ({seeds(len(stats[n]['delta_m']))}, {len(finite(n))} with a finite delta_m)"
                      for n in stats if n not in judged)
     lines = [f"**What the table shows** (computed by `benchmarks/mtl_table.py` from the rows above; delta_m in %, "
              f"mean ± std over seeds; a configuration is judged once {min_seeds} seeds have a finite delta_m, and A "

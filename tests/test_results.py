@@ -322,7 +322,8 @@ def test_mtl_table_findings_judge_by_mean_minus_std_over_three_seeds():
              ("hard_sharing", "fixed"): {"delta_m": [-1.0, 0.0, 1.0]},  # 0 ± 1: even
              ("cgc", "upgrad"): {"delta_m": [-3.0, -2.0, -1.0]},     # -2 ± 1: loses
              ("mtan", "cagrad"): {"delta_m": [9.0, 9.0, nan]},       # 2 finite of 3 seeds: not judged
-             ("cgc", "dwa"): {"delta_m": [0.5, 0.5, 0.5, nan]}}      # 3 finite: judged; std 0
+             ("cgc", "dwa"): {"delta_m": [0.5, 0.5, 0.5, nan]},      # 3 finite: judged; std 0
+             ("cgc", "nash_mtl"): {"delta_m": [5.0]}}                # one seed: not judged, and not "1 seeds"
     text = mtl.findings(stats)
     lines = {line.split(":")[0]: line for line in text.splitlines() if line.startswith("- ")}
     beat = lines["- Beat their single-task models"]
@@ -335,6 +336,7 @@ def test_mtl_table_findings_judge_by_mean_minus_std_over_three_seeds():
            "It beats: hard_sharing + dwa" in best
     assert lines["- A std of 0 over 3 seeds is not a real noise estimate"].endswith("cgc + dwa (+0.50 ± 0.00).")
     assert "mtan + cagrad (3 seeds, 2 with a finite delta_m)" in lines["- Not judged yet"]
+    assert "cgc + nash_mtl (1 seed, 1 with a finite delta_m)" in lines["- Not judged yet"]
     assert "No configuration has 3 seeds" in mtl.findings({("mtan", "fixed"): {"delta_m": [1.0, nan, nan]}})
 
 
