@@ -157,6 +157,7 @@ def findings(stats: dict, min_seeds: int = 3) -> str:
         return ", ".join(name(n) for n in sorted(ns, key=lambda n: -band(n)[0])) or "none"
 
     judged = [n for n in stats if len(finite(n)) >= min_seeds]
+
     def seeds(k: int) -> str:
         return f"{k} seed" + "s" * (k != 1)
 
